@@ -1,0 +1,121 @@
+"""The generator's channels: invertible intensity transforms and label channels.
+
+A case is encoded as ``NUM_CHANNELS`` channels, all of order one:
+
+===========  ===============================================================
+channel      encoding
+===========  ===============================================================
+0  CT        piecewise-linear in HU: -1000..-200 HU -> -1..-0.5 (lung, air),
+             -200..300 HU -> -0.5..0.5 (soft tissue: 100 HU = 0.2, so liver
+             and spleen stay apart), 300..3000 HU -> 0.5..1.5 (bone); linear
+             beyond both ends, so nothing is clipped and the map is invertible.
+1  PET       ``2 * log1p(SUV) / log1p(30) - 1``: SUV 0 -> -1, SUV 2 -> -0.35,
+             SUV 30 -> 1, SUV 100 -> 1.71: brain, bladder and lesions are not
+             clipped, and the low-uptake range keeps its resolution.
+2..13        one channel per organ class (synthaug organ map), +1 inside / -1 outside;
+             decoded by argmax.
+14           lesion mask, +1 / -1; decoded by the sign.
+===========  ===============================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .labels import NUM_ORGAN_CLASSES
+
+CT_CHANNEL = 0
+PET_CHANNEL = 1
+ORGAN_CHANNELS = slice(2, 2 + NUM_ORGAN_CLASSES)
+LESION_CHANNEL = 2 + NUM_ORGAN_CLASSES
+NUM_CHANNELS = LESION_CHANNEL + 1
+CHANNEL_NAMES = ("ct", "pet", *(f"organ_{i}" for i in range(NUM_ORGAN_CLASSES)), "lesion")
+
+# (HU, encoded) knots of the piecewise-linear CT map; linear extrapolation outside.
+_CT_KNOTS_HU = np.array([-1000.0, -200.0, 300.0, 3000.0])
+_CT_KNOTS_Y = np.array([-1.0, -0.5, 0.5, 1.5])
+_PET_SCALE = float(np.log1p(30.0))
+
+#: A description stored in checkpoints so that weights are never decoded with another map.
+ENCODING = {
+    "version": 1,
+    "ct": {"knots_hu": _CT_KNOTS_HU.tolist(), "knots_y": _CT_KNOTS_Y.tolist()},
+    "pet": {"type": "log1p", "suv_at_plus_one": 30.0},
+    "organs": {"type": "one_hot_pm1", "classes": NUM_ORGAN_CLASSES},
+    "lesions": {"type": "sign_pm1"},
+    "channels": list(CHANNEL_NAMES),
+}
+
+
+def _piecewise(x, xk, yk, lib):
+    """Piecewise-linear through knots (xk, yk), extended linearly beyond both ends."""
+    out = lib.zeros_like(x) if lib is np else torch.zeros_like(x)
+    # Segment index for every element: 0..len(xk)-2.
+    idx = (x[..., None] >= (xk[1:-1] if lib is np else torch.as_tensor(xk[1:-1], dtype=x.dtype, device=x.device))).sum(-1)
+    for k in range(len(xk) - 1):
+        slope = (yk[k + 1] - yk[k]) / (xk[k + 1] - xk[k])
+        seg = yk[k] + slope * (x - xk[k])
+        out = lib.where(idx == k, seg, out)
+    return out
+
+
+def ct_to_channel(hu):
+    """HU -> encoded CT (numpy or torch)."""
+    lib = np if isinstance(hu, np.ndarray) else torch
+    return _piecewise(hu, _CT_KNOTS_HU, _CT_KNOTS_Y, lib)
+
+
+def channel_to_ct(y):
+    """Encoded CT -> HU (inverse of :func:`ct_to_channel`)."""
+    lib = np if isinstance(y, np.ndarray) else torch
+    return _piecewise(y, _CT_KNOTS_Y, _CT_KNOTS_HU, lib)
+
+
+def pet_to_channel(suv):
+    """SUV -> encoded PET (negative SUV, from reconstruction noise, is kept invertible)."""
+    if isinstance(suv, np.ndarray):
+        return 2 * np.sign(suv) * np.log1p(np.abs(suv)) / _PET_SCALE - 1
+    return 2 * torch.sign(suv) * torch.log1p(suv.abs()) / _PET_SCALE - 1
+
+
+def channel_to_pet(y):
+    """Encoded PET -> SUV (inverse of :func:`pet_to_channel`)."""
+    z = (y + 1) * _PET_SCALE / 2
+    if isinstance(y, np.ndarray):
+        return np.sign(z) * np.expm1(np.abs(z))
+    return torch.sign(z) * torch.expm1(z.abs())
+
+
+def encode(ct: np.ndarray, pet: np.ndarray, organs: np.ndarray | None, lesions: np.ndarray | None) -> np.ndarray:
+    """Arrays of one case (X, Y, Z) -> encoded channels (NUM_CHANNELS, X, Y, Z) float32.
+
+    Unknown organs (``None``) encode as all organ channels 0 ("no information");
+    unknown lesions likewise.
+    """
+    out = np.empty((NUM_CHANNELS, *ct.shape), dtype=np.float32)
+    out[CT_CHANNEL] = ct_to_channel(ct.astype(np.float32))
+    out[PET_CHANNEL] = pet_to_channel(pet.astype(np.float32))
+    if organs is None:
+        out[ORGAN_CHANNELS] = 0.0
+    else:
+        organs = np.asarray(organs)
+        for c in range(NUM_ORGAN_CLASSES):
+            out[2 + c] = np.where(organs == c, 1.0, -1.0)
+    out[LESION_CHANNEL] = 0.0 if lesions is None else np.where(np.asarray(lesions) > 0, 1.0, -1.0)
+    return out
+
+
+def decode(x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+    """Encoded channels (NUM_CHANNELS, X, Y, Z) -> ``{"ct", "pet", "organs", "lesions"}`` arrays."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.shape[0] != NUM_CHANNELS:
+        raise ValueError(f"expected {NUM_CHANNELS} channels, got {x.shape[0]}")
+    return {
+        "ct": channel_to_ct(x[CT_CHANNEL].astype(np.float64)).astype(np.float32),
+        "pet": channel_to_pet(x[PET_CHANNEL].astype(np.float64)).astype(np.float32),
+        "organs": np.argmax(x[ORGAN_CHANNELS], axis=0).astype(np.uint8),
+        "lesions": (x[LESION_CHANNEL] > 0).astype(np.uint8),
+    }

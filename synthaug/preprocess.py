@@ -1,0 +1,195 @@
+"""Bring cohorts onto a model grid: patient-centred alignment, resampling, cached arrays.
+
+Alignment (the same for phantom and real data): the body (largest connected component
+of CT > -500 HU) is centred in X and Y, and its superior end is placed
+``TOP_MARGIN_MM`` below the top of the field of view, so that every case starts at
+the vertex (or wherever the scan starts) and runs towards the feet.
+
+Resampling uses the affines end to end (scipy's ``affine_transform``): trilinear for CT
+and PET (air = -1000 HU and SUV 0 outside the scan), per-class interpolation + argmax
+for the organ map, linear + threshold for the lesion mask, with a Gaussian
+anti-aliasing filter when the target grid is coarser.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from .case import Case
+from .demographics import COND_DIM
+from .grid import Grid
+from .io import Cohort, atomic_write_json
+from .labels import NUM_ORGAN_CLASSES
+
+TOP_MARGIN_MM = 16.0
+BODY_HU = -500.0
+#: Bumped whenever alignment or resampling changes, so stale caches are rebuilt.
+PREPROCESS_VERSION = 1
+
+
+def body_mask(ct: np.ndarray) -> np.ndarray:
+    """The largest connected component of CT > -500 HU (drops the table and noise)."""
+    mask = ct > BODY_HU
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+def alignment_shift(case: Case, grid: Grid) -> np.ndarray:
+    """World translation (mm) that centres the body in X/Y and puts its top below the FOV top."""
+    mask = body_mask(case.ct)
+    if not mask.any():
+        raise ValueError(f"case {case.meta.get('case_id', '?')}: no body found (no CT voxel above {BODY_HU} HU)")
+    idx = np.argwhere(mask)
+    world = idx @ case.affine[:3, :3].T + case.affine[:3, 3]
+    centre_xy = world[:, :2].mean(axis=0)
+    top = world[:, 2].max()
+    target_top = grid.fov_mm[2] / 2.0 - TOP_MARGIN_MM
+    return np.array([-centre_xy[0], -centre_xy[1], target_top - top])
+
+
+def _resample(arr: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape, cval: float, zoom: np.ndarray) -> np.ndarray:
+    arr = arr.astype(np.float32, copy=False)
+    sigma = np.where(zoom > 1.0, 0.4 * zoom, 0.0)  # anti-aliasing (in source voxels)
+    if np.any(sigma > 0):
+        arr = ndimage.gaussian_filter(arr, sigma=sigma, mode="nearest")
+    return ndimage.affine_transform(arr, matrix, offset, output_shape=tuple(shape), order=1, mode="constant", cval=cval)
+
+
+def to_grid(case: Case, grid: Grid, *, align: bool = True) -> Case:
+    """Resample ``case`` onto ``grid`` (patient-centred if ``align``)."""
+    shift = alignment_shift(case, grid) if align else np.zeros(3)
+    target = grid.affine.copy()
+    target[:3, 3] -= shift  # target voxel -> source world
+    vox = np.linalg.inv(case.affine) @ target  # target voxel -> source voxel
+    matrix, offset = vox[:3, :3], vox[:3, 3]
+    zoom_src = np.abs(matrix).max(axis=1)  # source voxels per target voxel, per source axis
+    ct = _resample(case.ct, matrix, offset, grid.shape, -1000.0, zoom_src)
+    pet = None if case.pet is None else _resample(case.pet, matrix, offset, grid.shape, 0.0, zoom_src)
+    organs = None
+    if case.organs is not None:
+        best = np.full(grid.shape, -1.0, dtype=np.float32)
+        organs = np.zeros(grid.shape, dtype=np.uint8)
+        for c in range(NUM_ORGAN_CLASSES):
+            onehot = (case.organs == c).astype(np.float32)
+            if not onehot.any():
+                continue
+            p = _resample(onehot, matrix, offset, grid.shape, 1.0 if c == 0 else 0.0, zoom_src)
+            better = p > best
+            organs[better] = c
+            best = np.maximum(best, p)
+    lesions = None
+    if case.lesions is not None:
+        lesions = (_resample((case.lesions > 0).astype(np.float32), matrix, offset, grid.shape, 0.0, zoom_src) >= 0.5).astype(np.uint8)
+    meta = dict(case.meta)
+    meta["alignment_shift_mm"] = shift.tolist()
+    return Case(ct=ct, pet=pet, organs=organs, lesions=lesions, affine=grid.affine, demographics=case.demographics, meta=meta)
+
+
+# --- cached training arrays --------------------------------------------------------------
+
+
+class GridArrays:
+    """A cohort resampled to one grid, as memory-mapped arrays.
+
+    Attributes: ``ct``, ``pet`` (N, X, Y, Z; float16 on fine grids, float32 on coarse),
+    ``organs``, ``lesions`` (uint8), ``cond`` (N, COND_DIM), ``has_organs`` (N,),
+    ``case_ids``.
+    """
+
+    FILES = ("ct", "pet", "organs", "lesions", "cond", "has_organs")
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        info = json.loads((self.folder / "info.json").read_text())
+        self.case_ids: list[str] = info["case_ids"]
+        self.grid = Grid.from_dict(info["grid"])
+        for name in self.FILES:
+            setattr(self, name, np.load(self.folder / f"{name}.npy", mmap_mode="r"))
+
+    def __len__(self) -> int:
+        return len(self.case_ids)
+
+
+def _cache_key(cohort: Cohort, grid: Grid) -> str:
+    blob = json.dumps({"root": str(cohort.root.resolve()), "cases": cohort.case_ids, "grid": grid.to_dict(),
+                       "version": PREPROCESS_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def preprocess_cohort(data: str | Path, grid: Grid, cache_root: str | Path, *, progress: bool = True) -> GridArrays:
+    """Resample every case of a cohort onto ``grid`` once and cache the arrays.
+
+    The cache lives in ``cache_root/<key>`` (key = cohort, cases, grid, version) and is
+    built in a temporary folder, filled case by case (resumable), then renamed.
+    """
+    cohort = Cohort(data)
+    key = _cache_key(cohort, grid)
+    final = Path(cache_root) / key
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_root) / ".lock", "w") as lock:  # one builder at a time (e.g. two stages training)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (final / "info.json").is_file():
+                _build(cohort, grid, final, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return GridArrays(final)
+
+
+def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool) -> None:
+    key = final.name
+    cache_root = final.parent
+    work = Path(cache_root) / f".{key}.partial"
+    work.mkdir(parents=True, exist_ok=True)
+    n = len(cohort)
+    fine = grid.num_voxels > 1_000_000
+    fdtype = np.float16 if fine else np.float32
+    arrays = {}
+    for name, dtype, shape in [("ct", fdtype, grid.shape), ("pet", fdtype, grid.shape), ("organs", np.uint8, grid.shape),
+                               ("lesions", np.uint8, grid.shape), ("cond", np.float32, (COND_DIM,)),
+                               ("has_organs", np.uint8, ())]:
+        path = work / f"{name}.npy"
+        mode = "r+" if path.exists() else "w+"
+        arrays[name] = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=(n, *shape))
+    done_path = work / "done.json"
+    done = set(json.loads(done_path.read_text())) if done_path.exists() else set()
+    for i, case_id in enumerate(tqdm(cohort.case_ids, desc=f"preprocess {grid.shape}", disable=not progress)):
+        if case_id in done:
+            continue
+        demo = cohort.demographics.get(case_id)
+        case = to_grid(cohort.load(case_id), grid)
+        if case.pet is None:
+            raise ValueError(f"case {case_id}: no PET")
+        arrays["ct"][i] = case.ct
+        arrays["pet"][i] = case.pet
+        arrays["organs"][i] = 0 if case.organs is None else case.organs
+        arrays["lesions"][i] = 0 if case.lesions is None else case.lesions
+        arrays["has_organs"][i] = case.organs is not None
+        arrays["cond"][i] = demo.to_vector() if demo is not None else np.zeros(COND_DIM, np.float32)
+        done.add(case_id)
+        if len(done) % 10 == 0 or len(done) == n:  # checkpoint: data first, then the list
+            for a in arrays.values():
+                a.flush()
+            atomic_write_json(done_path, sorted(done))
+    for a in arrays.values():
+        a.flush()
+    del arrays
+    atomic_write_json(work / "info.json", {"case_ids": cohort.case_ids, "grid": grid.to_dict(), "root": str(cohort.root),
+                                           "version": PREPROCESS_VERSION})
+    done_path.unlink(missing_ok=True)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(work, final)

@@ -1,0 +1,228 @@
+"""The two stages of the cascade: configs, models and their conditioning.
+
+* **global** — denoises all :data:`~synthaug.channels.NUM_CHANNELS` channels on the
+  coarse global grid, conditioned on demographics only.
+* **sr** — denoises the *residual* between the fine case and the trilinearly
+  upsampled global case, patch by patch, conditioned on the upsampled global patch,
+  the patch's normalised position in the field of view (3 coordinate channels) and
+  the demographics. At sampling time :class:`PatchwiseDenoiser` denoises all
+  overlapping patches at every step and blends them with a smooth window, so the
+  sampler sees one denoiser for the whole volume (no seams) while memory is set by the
+  patch size.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .channels import ENCODING, NUM_CHANNELS
+from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from .diffusion import DiffusionConfig, make_precond
+from .grid import Grid, get_preset
+from .nets import NetConfig, build_net
+
+STAGES = ("global", "sr")
+COORD_CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Everything needed to rebuild and run one stage (stored as its checkpoint's JSON)."""
+
+    stage: str                                      # "global" or "sr"
+    preset: str                                     # resolution preset name (grids below)
+    global_grid: Grid                               # grid of stage 1
+    output_grid: Grid                               # grid of stage 2 (the output)
+    net: NetConfig
+    diffusion: DiffusionConfig
+    patch_size: tuple[int, int, int] = (64, 64, 64)  # sr: training patch size
+    sample_patch_size: tuple[int, int, int] = (128, 128, 64)  # sr: sampling patch size
+    sample_overlap: int = 8                         # sr: overlap between sampling patches (voxels)
+    cond_aug_max: float = 0.1                       # sr: max std of the noise added to the low-res input
+    encoding: dict = field(default_factory=lambda: dict(ENCODING))
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage={self.stage!r}; choose one of {STAGES}")
+        object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+        object.__setattr__(self, "sample_patch_size", tuple(int(p) for p in self.sample_patch_size))
+
+    @property
+    def grid(self) -> Grid:
+        """The grid this stage's network runs on."""
+        return self.global_grid if self.stage == "global" else self.output_grid
+
+    def to_dict(self) -> dict:
+        return {
+            "stage": self.stage, "preset": self.preset, "global_grid": self.global_grid.to_dict(),
+            "output_grid": self.output_grid.to_dict(), "net": self.net.to_dict(), "diffusion": self.diffusion.to_dict(),
+            "patch_size": list(self.patch_size), "sample_patch_size": list(self.sample_patch_size),
+            "sample_overlap": self.sample_overlap, "cond_aug_max": self.cond_aug_max, "encoding": self.encoding,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StageConfig:
+        try:
+            return cls(
+                stage=d["stage"], preset=d["preset"], global_grid=Grid.from_dict(d["global_grid"]),
+                output_grid=Grid.from_dict(d["output_grid"]), net=NetConfig.from_dict(d["net"]),
+                diffusion=DiffusionConfig.from_dict(d["diffusion"]), patch_size=tuple(d.get("patch_size", (64, 64, 64))),
+                sample_patch_size=tuple(d.get("sample_patch_size", (128, 128, 64))),
+                sample_overlap=int(d.get("sample_overlap", 8)), cond_aug_max=float(d.get("cond_aug_max", 0.1)),
+                encoding=d.get("encoding", dict(ENCODING)),
+            )
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"stage config is incomplete or malformed: {err}") from None
+
+
+def default_stage_config(stage: str, preset: str = "demo", objective: str = "edm", **overrides) -> StageConfig:
+    """The architecture and objective synthaug uses by default for a stage and preset."""
+    p = get_preset(preset)
+    if stage == "global":
+        net = NetConfig(in_channels=NUM_CHANNELS, out_channels=NUM_CHANNELS, channels=(16, 32, 64),
+                        attention_levels=(False, False, True), norm_num_groups=8)
+        diff = DiffusionConfig(objective=objective, sigma_data=0.5, sampler="heun", steps=12)
+    elif stage == "sr":
+        net = NetConfig(in_channels=NUM_CHANNELS, out_channels=NUM_CHANNELS,
+                        cond_channels=NUM_CHANNELS + COORD_CHANNELS, channels=(16, 32, 48),
+                        attention_levels=(False, False, False), mid_attention=False, norm_num_groups=8)
+        diff = DiffusionConfig(objective=objective, sigma_data=0.25, sigma_max=10.0, sampler="heun", steps=3)
+    else:
+        raise ValueError(f"stage={stage!r}; choose one of {STAGES}")
+    cfg = dict(stage=stage, preset=preset, global_grid=p.global_grid, output_grid=p.output_grid, net=net, diffusion=diff)
+    cfg.update(overrides)
+    return StageConfig(**cfg)
+
+
+def build_stage_model(config: StageConfig) -> torch.nn.Module:
+    """The preconditioned denoiser (network + objective) of a stage."""
+    return make_precond(build_net(config.net), config.diffusion)
+
+
+def save_stage(path: str | Path, model: torch.nn.Module, config: StageConfig, extra: dict | None = None) -> str:
+    """Save a stage's weights + config; returns the weights' sha256."""
+    state = {k: v for k, v in model.state_dict().items()}
+    return save_checkpoint(path, state, {**config.to_dict(), **({"info": extra} if extra else {})})
+
+
+def load_stage(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, StageConfig, dict]:
+    """Load ``(model in eval mode, StageConfig, raw JSON)`` from a checkpoint."""
+    tensors, raw = load_checkpoint(path)
+    config = StageConfig.from_dict(raw)
+    if config.encoding.get("version") != ENCODING["version"] or config.encoding.get("channels") != ENCODING["channels"]:
+        raise CheckpointError(f"{path}: weights use channel encoding {config.encoding.get('version')}, this synthaug uses {ENCODING['version']}")
+    model = build_stage_model(config)
+    load_state(model, tensors, where=str(path))
+    return model.to(device).eval(), config, raw
+
+
+# --- SR conditioning -------------------------------------------------------------------
+
+
+def _axis_coords(n: int, start: int, stop: int, device, dtype) -> torch.Tensor:
+    """Normalised [-1, 1] voxel-centre coordinates (align_corners=False convention)."""
+    i = torch.arange(start, stop, device=device, dtype=dtype)
+    return (2 * i + 1) / n - 1
+
+
+def region_coords(out_shape, region: tuple[slice, slice, slice], device=None, dtype=torch.float32) -> torch.Tensor:
+    """(3, px, py, pz) normalised positions of a region of the output grid."""
+    axes = [_axis_coords(n, s.start, s.stop, device, dtype) for n, s in zip(out_shape, region)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+def upsample_region(lowres: torch.Tensor, out_shape, region: tuple[slice, slice, slice]) -> torch.Tensor:
+    """Trilinear upsampling of ``lowres`` (B, C, gx, gy, gz) evaluated on a region of the
+    output grid only (both grids span the same field of view); equals
+    ``F.interpolate(..., mode="trilinear", align_corners=False)`` restricted to the region."""
+    coords = region_coords(out_shape, region, lowres.device, lowres.dtype)
+    # grid_sample wants (x=W, y=H, z=D) order for an input laid out as (D, H, W) = (X, Y, Z).
+    grid = coords.flip(0).permute(1, 2, 3, 0)[None].expand(lowres.shape[0], -1, -1, -1, -1)
+    return F.grid_sample(lowres, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def sr_concat(lowres: torch.Tensor, out_shape, region) -> torch.Tensor:
+    """The SR network's image conditioning for a region: upsampled low-res channels + coordinates."""
+    up = upsample_region(lowres, out_shape, region)
+    coords = region_coords(out_shape, region, lowres.device, lowres.dtype)[None].expand(lowres.shape[0], -1, -1, -1, -1)
+    return torch.cat([up, coords], dim=1)
+
+
+def patch_starts(n: int, patch: int, overlap: int) -> list[int]:
+    """Start indices of patches of length ``patch`` covering ``n`` voxels with at least ``overlap``."""
+    if patch >= n:
+        return [0]
+    stride = patch - overlap
+    starts = list(range(0, n - patch, stride)) + [n - patch]
+    return sorted(set(starts))
+
+
+def _window(patch: int, overlap: int, at_start: bool, at_end: bool, device, dtype) -> torch.Tensor:
+    """1D blending weight: 1 in the middle, a cosine ramp over ``overlap`` voxels at inner borders."""
+    w = torch.ones(patch, device=device, dtype=dtype)
+    if overlap > 0:
+        ramp = 0.5 - 0.5 * torch.cos(torch.pi * (torch.arange(overlap, device=device, dtype=dtype) + 0.5) / overlap)
+        ramp = ramp.clamp_min(1e-3)
+        if not at_start:
+            w[:overlap] = ramp
+        if not at_end:
+            w[-overlap:] = ramp.flip(0)
+    return w
+
+
+def check_patching(out_shape, patch, overlap) -> None:
+    """Clear errors for impossible patch settings, before any work."""
+    for n, p in zip(out_shape, patch):
+        if p > n:
+            raise ValueError(f"patch size {tuple(patch)} is larger than the volume {tuple(out_shape)}")
+    if any(overlap >= p for p in patch):
+        raise ValueError(f"overlap {overlap} must be smaller than the patch size {tuple(patch)}")
+    if overlap < 0:
+        raise ValueError(f"overlap {overlap} must be >= 0")
+
+
+class PatchwiseDenoiser:
+    """Applies an SR denoiser to a whole volume as overlapping, blended patches.
+
+    Args:
+        model: the SR stage's preconditioned denoiser.
+        lowres: (B, C, gx, gy, gz) stage-1 output (encoded channels).
+        patch: patch size (voxels); overlap: overlap between neighbours; batch_size:
+            patches per network call.
+    """
+
+    def __init__(self, model, lowres: torch.Tensor, out_shape, patch, overlap: int, batch_size: int = 4,
+                 multiple: int = 1) -> None:
+        check_patching(out_shape, patch, overlap)
+        for p in patch:
+            if p % multiple:
+                raise ValueError(f"patch size {tuple(patch)} must be a multiple of {multiple} for this network")
+        self.model, self.lowres, self.out_shape = model, lowres, tuple(out_shape)
+        self.patch, self.overlap, self.batch_size = tuple(patch), overlap, batch_size
+        starts = [patch_starts(n, p, overlap) for n, p in zip(self.out_shape, self.patch)]
+        self.regions = [tuple(slice(s, s + p) for s, p in zip(st, self.patch)) for st in itertools.product(*starts)]
+        self.edges = [[(s == 0, s + p == n) for s, p, n in zip(st, self.patch, self.out_shape)] for st in itertools.product(*starts)]
+
+    def weight(self, k: int, device, dtype) -> torch.Tensor:
+        w = [_window(p, min(self.overlap, p), a, b, device, dtype) for p, (a, b) in zip(self.patch, self.edges[k])]
+        return w[0][:, None, None] * w[1][None, :, None] * w[2][None, None, :]
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(x)
+        norm = torch.zeros((1, 1, *x.shape[2:]), dtype=x.dtype, device=x.device)
+        b = x.shape[0]
+        for start in range(0, len(self.regions), self.batch_size):
+            ks = list(range(start, min(start + self.batch_size, len(self.regions))))
+            xs = torch.cat([x[(slice(None), slice(None), *self.regions[k])] for k in ks])
+            concat = torch.cat([sr_concat(self.lowres, self.out_shape, self.regions[k]) for k in ks])
+            d = self.model(xs.float(), sigma.repeat(len(ks)).float(), cond.repeat(len(ks), 1), concat.float()).to(x.dtype)
+            for j, k in enumerate(ks):
+                w = self.weight(k, x.device, x.dtype)
+                out[(slice(None), slice(None), *self.regions[k])] += d[j * b:(j + 1) * b] * w
+                norm[(slice(None), slice(None), *self.regions[k])] += w
+        return out / norm

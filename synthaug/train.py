@@ -1,0 +1,311 @@
+"""One training loop for both stages and both objectives.
+
+Features: AdamW, an EMA of the weights with warm-up, gradient clipping, condition
+dropout (for classifier-free guidance and unknown demographics), AMP (bfloat16) on
+GPU, a progress bar with the loss, periodic checkpoints, exact resume and
+DistributedDataParallel under ``torchrun`` (gloo on CPU, NCCL on GPU).
+
+Every random draw of step ``k`` comes from generators seeded with ``(seed, k, rank)``,
+so a run resumed from its step-``k`` checkpoint continues exactly as an uninterrupted
+run would (the optimizer and EMA states are checkpointed too).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from .channels import NUM_CHANNELS, encode
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .demographics import FIELDS, drop_fields
+from .io import atomic_write_json
+from .preprocess import GridArrays, preprocess_cohort
+from .stages import StageConfig, build_stage_model, default_stage_config, save_stage, sr_concat, upsample_region
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (the architecture lives in :class:`StageConfig`)."""
+
+    steps: int = 20000               # total optimisation steps
+    batch_size: int = 4              # per process
+    lr: float = 2e-4                 # AdamW learning rate (after warm-up)
+    lr_warmup: int = 200             # linear warm-up steps
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0           # max global grad norm
+    ema_decay: float = 0.999         # final EMA decay ...
+    ema_warmup: float = 10.0         # ... reached as min(decay, (1 + k) / (warmup + k))
+    cond_drop_all: float = 0.1       # probability of dropping all demographics (CFG)
+    cond_drop_field: float = 0.1     # probability of dropping each field on its own
+    checkpoint_every: int = 250      # steps between checkpoints
+    keep_checkpoints: int = 2        # training states kept on disk
+    log_every: int = 25
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+class StageData:
+    """Draws training batches for a stage from cached grid arrays."""
+
+    def __init__(self, stage: StageConfig, global_arrays: GridArrays, output_arrays: GridArrays | None) -> None:
+        self.stage = stage
+        self.g = global_arrays
+        self.o = output_arrays
+        if stage.stage == "sr" and output_arrays is None:
+            raise ValueError("the SR stage needs the cohort on the output grid")
+        if output_arrays is not None and output_arrays.case_ids != global_arrays.case_ids:
+            raise ValueError("global and output arrays hold different cases")
+
+    def __len__(self) -> int:
+        return len(self.g)
+
+    def _encode(self, arrays: GridArrays, i: int, region=None) -> np.ndarray:
+        sl = (i,) if region is None else (i, *region)
+        organs = arrays.organs[sl] if arrays.has_organs[i] else None
+        return encode(np.asarray(arrays.ct[sl], np.float32), np.asarray(arrays.pet[sl], np.float32), organs, arrays.lesions[sl])
+
+    def batch(self, rng: np.random.Generator, gen: torch.Generator, batch_size: int) -> dict[str, torch.Tensor]:
+        idx = rng.integers(len(self), size=batch_size)
+        cond = torch.from_numpy(np.stack([self.g.cond[i] for i in idx]))
+        lowres = torch.from_numpy(np.stack([self._encode(self.g, i) for i in idx]))
+        if self.stage.stage == "global":
+            return {"x0": lowres, "cond": cond, "concat": None}
+        out_shape = self.stage.output_grid.shape
+        patch = self.stage.patch_size
+        starts = [int(rng.integers(0, n - p + 1)) for n, p in zip(out_shape, patch)]
+        region = tuple(slice(s, s + p) for s, p in zip(starts, patch))
+        hr = torch.from_numpy(np.stack([self._encode(self.o, i, region) for i in idx]))
+        # Conditioning augmentation: the low-res input is perturbed so that imperfect
+        # stage-1 outputs are refined, not amplified.
+        aug = torch.rand(batch_size, generator=gen) * self.stage.cond_aug_max
+        lowres = lowres + aug.view(-1, 1, 1, 1, 1) * torch.randn(lowres.shape, generator=gen)
+        residual = hr - upsample_region(lowres, out_shape, region)
+        return {"x0": residual, "cond": cond, "concat": sr_concat(lowres, out_shape, region)}
+
+
+def load_stage_data(stage: StageConfig, data: str | Path, cache_root: str | Path) -> StageData:
+    """Preprocess (once, cached) a cohort onto the grids a stage needs."""
+    g = preprocess_cohort(data, stage.global_grid, cache_root)
+    o = preprocess_cohort(data, stage.output_grid, cache_root) if stage.stage == "sr" else None
+    return StageData(stage, g, o)
+
+
+# --- the loop ---------------------------------------------------------------------------
+
+
+class _LossModule(nn.Module):
+    """Puts the loss inside ``forward`` so DistributedDataParallel can sync gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x0, cond, concat, generator):
+        return self.model.loss(x0, cond, concat, generator=generator).mean()
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+    return _dist_info()
+
+
+def _step_generators(seed: int, step: int, rank: int) -> tuple[np.random.Generator, torch.Generator]:
+    rng = np.random.default_rng([seed, step, rank])
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    return rng, gen
+
+
+def _cond_dropout(cond: torch.Tensor, rng: np.random.Generator, cfg: TrainConfig) -> torch.Tensor:
+    n = cond.shape[0]
+    drop = rng.random((n, len(FIELDS))) < cfg.cond_drop_field
+    drop |= (rng.random(n) < cfg.cond_drop_all)[:, None]
+    return drop_fields(cond, torch.from_numpy(drop.astype(np.uint8)))
+
+
+class Trainer:
+    """Trains one stage into a run folder.
+
+    Run folder layout (both stages may share one folder, which is then directly a
+    weights folder for :class:`~synthaug.cascade.CascadedSampler`): ``<stage>.safetensors``
+    + ``<stage>.json`` (the EMA weights, ready to sample with), ``state_<stage>/``
+    (resumable training states), ``log_<stage>.jsonl``, ``run_<stage>.json``, ``cache/``.
+    """
+
+    def __init__(self, stage: StageConfig, train: TrainConfig, data: StageData, out: str | Path,
+                 device: str = "cpu") -> None:
+        self.stage, self.cfg, self.data = stage, train, data
+        self.out = Path(out)
+        self.device = torch.device(device)
+        self.rank, self.world = _dist_info()
+        torch.manual_seed(train.seed)  # identical initial weights on every rank
+        self.model = build_stage_model(stage).to(self.device)
+        self.ema = build_stage_model(stage).to(self.device)
+        self.ema.load_state_dict(self.model.state_dict())
+        self.ema.requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.loss_module: nn.Module = _LossModule(self.model)
+        if self.world > 1:
+            self.loss_module = nn.parallel.DistributedDataParallel(self.loss_module)
+        self.step = 0
+
+    # -- state --
+    def _state_tensors(self) -> dict[str, torch.Tensor]:
+        t = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        t.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        for i, st in self.opt.state_dict()["state"].items():
+            for k, v in st.items():
+                t[f"opt.{i}.{k}"] = torch.as_tensor(v)
+        return t
+
+    def save(self) -> None:
+        """Write the resumable state and the EMA weights (rank 0 only)."""
+        if self.rank != 0:
+            return
+        state_dir = self.out / f"state_{self.stage.stage}"
+        name = f"state_{self.step:08d}"
+        save_checkpoint(state_dir / name, self._state_tensors(),
+                        {"step": self.step, "stage": self.stage.to_dict(), "train": asdict(self.cfg)})
+        atomic_write_json(state_dir / "latest.json", {"step": self.step, "file": name})
+        for old in sorted(state_dir.glob("state_*.json"))[: -self.cfg.keep_checkpoints]:
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+            old.unlink(missing_ok=True)
+        save_stage(self.out / self.stage.stage, self.ema, self.stage,
+                   extra={"step": self.step, "train": asdict(self.cfg), "world_size": self.world})
+
+    def resume(self) -> None:
+        """Load the latest training state of the run folder."""
+        latest = self.out / f"state_{self.stage.stage}" / "latest.json"
+        if not latest.is_file():
+            raise FileNotFoundError(f"nothing to resume in {self.out} (no state/latest.json)")
+        name = json.loads(latest.read_text())["file"]
+        tensors, config = load_checkpoint(latest.parent / name)
+        if StageConfig.from_dict(config["stage"]).to_dict() != self.stage.to_dict():
+            raise CheckpointError(f"{self.out}: the run was started with a different stage config; start a new run folder")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        opt_state = self.opt.state_dict()
+        for i in opt_state["param_groups"][0]["params"]:
+            entries = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+            if entries:
+                opt_state["state"][i] = entries
+        self.opt.load_state_dict(opt_state)
+        self.step = int(config["step"])
+
+    # -- loop --
+    def _lr(self, step: int) -> float:
+        return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.lr_warmup))
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        k = self.step
+        decay = min(self.cfg.ema_decay, (1 + k) / (self.cfg.ema_warmup + k))
+        for pe, pm in zip(self.ema.parameters(), self.model.parameters()):
+            pe.lerp_(pm.detach(), 1 - decay)
+        for be, bm in zip(self.ema.buffers(), self.model.buffers()):
+            be.copy_(bm)
+
+    def train_step(self) -> float:
+        rng, gen = _step_generators(self.cfg.seed, self.step, self.rank)
+        batch = self.data.batch(rng, gen, self.cfg.batch_size)
+        cond = _cond_dropout(batch["cond"], rng, self.cfg).to(self.device)
+        x0 = batch["x0"].to(self.device)
+        concat = None if batch["concat"] is None else batch["concat"].to(self.device)
+        for g in self.opt.param_groups:
+            g["lr"] = self._lr(self.step)
+        self.model.train()
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss = self.loss_module(x0, cond, concat, gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        self._update_ema()
+        return float(loss.detach())
+
+    def fit(self, progress: bool = True) -> dict:
+        """Train until ``cfg.steps``; returns a summary."""
+        start_step, t0 = self.step, time.time()
+        log = self.out / f"log_{self.stage.stage}.jsonl"
+        losses: list[float] = []
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc=f"train {self.stage.stage}",
+                   disable=not progress or self.rank != 0)
+        while self.step < self.cfg.steps:
+            loss = self.train_step()
+            if not math.isfinite(loss):
+                raise RuntimeError(f"loss became {loss} at step {self.step}; lower the learning rate")
+            losses.append(loss)
+            bar.update(1)
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                mean = float(np.mean(losses[-self.cfg.log_every:]))
+                bar.set_postfix(loss=f"{mean:.4f}")
+                if self.rank == 0:
+                    with log.open("a") as fh:
+                        fh.write(json.dumps({"step": self.step, "loss": mean, "time": time.time()}) + "\n")
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps:
+                self.save()
+        bar.close()
+        return {"steps": self.step - start_step, "seconds": time.time() - t0,
+                "final_loss": float(np.mean(losses[-50:])) if losses else None}
+
+
+def train_stage(stage: str, data: str | Path, out: str | Path, *, preset: str = "demo", objective: str = "edm",
+                train: TrainConfig | None = None, stage_overrides: dict | None = None, resume: bool = False,
+                device: str = "cpu", progress: bool = True) -> dict:
+    """Train a stage on a cohort in the AutoPET layout; see ``synthaug train --help``."""
+    out = Path(out)
+    train = train or TrainConfig()
+    rank, _ = init_distributed(device)
+    run_file = out / f"run_{stage}.json"
+    if rank == 0:
+        if run_file.exists() and not resume:
+            raise FileExistsError(f"{out} already holds a {stage}-stage run; pass --resume to continue it or choose a new --out")
+        out.mkdir(parents=True, exist_ok=True)
+    if resume and run_file.is_file():
+        saved = json.loads(run_file.read_text())
+        stage_cfg = StageConfig.from_dict(saved["stage"])
+        train = TrainConfig.from_dict({**saved["train"], "steps": train.steps})
+    else:
+        stage_cfg = default_stage_config(stage, preset, objective, **(stage_overrides or {}))
+    if rank == 0 and not (resume and run_file.is_file()):
+        atomic_write_json(run_file, {"stage": stage_cfg.to_dict(), "train": asdict(train), "data": str(data)})
+    data_obj = load_stage_data(stage_cfg, data, Path(out) / "cache") if rank == 0 else None
+    if dist.is_initialized():
+        dist.barrier()  # rank 0 built the cache; the others now read it
+        if rank != 0:
+            data_obj = load_stage_data(stage_cfg, data, Path(out) / "cache")
+    trainer = Trainer(stage_cfg, train, data_obj, out, device=device)
+    if resume and (out / f"state_{stage}" / "latest.json").is_file():
+        trainer.resume()
+    summary = trainer.fit(progress=progress)
+    if dist.is_initialized():
+        dist.barrier()
+    return {**summary, "step": trainer.step, "weights": str(out / f"{stage_cfg.stage}.safetensors"),
+            "channels": NUM_CHANNELS}
