@@ -70,6 +70,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes files private; give them the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -79,6 +80,38 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temporary_dir(parent: str | Path, name: str) -> Path:
+    """A new hidden ``.<name>.*.tmp`` folder in ``parent`` with the usual permissions,
+    to be filled and then renamed into place (see :func:`remove_stale_temporaries`)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def replace_dir(tmp: str | Path, final: str | Path) -> None:
+    """Rename the finished folder ``tmp`` onto ``final``; an existing ``final`` is moved
+    aside first and only deleted once the new folder is in place (restored on failure)."""
+    tmp, final = Path(tmp), Path(final)
+    old = None
+    if final.exists():
+        old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old.tmp")
+        os.replace(final, old)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
@@ -230,7 +263,7 @@ def write_case(root: str | Path, case_id: str, case: Case, *, overwrite: bool = 
     if final.exists() and not overwrite:
         raise FileExistsError(f"case folder already exists: {final}")
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{case_id}.", suffix=".tmp", dir=root))
+    tmp = temporary_dir(root, case_id)
     try:
         write_nifti(tmp / CT_FILE, case.ct.astype(np.float32), case.affine)
         if case.pet is not None:
@@ -244,18 +277,7 @@ def write_case(root: str | Path, case_id: str, case: Case, *, overwrite: bool = 
         if case.demographics is not None:
             meta["demographics"] = case.demographics.to_dict()
         atomic_write_json(tmp / META_FILE, meta)
-        old = None
-        if final.exists():  # move the previous case aside, not delete it, until the new one is in place
-            old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old.tmp")
-            os.replace(final, old)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            if old is not None:
-                os.replace(old, final)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, final)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_clear_oserror(err, final)

@@ -28,7 +28,6 @@ from .case import Case
 from .demographics import COND_DIM
 from .grid import Grid
 from .io import Cohort, atomic_write_json
-from .labels import NUM_ORGAN_CLASSES
 
 TOP_MARGIN_MM = 16.0
 BODY_HU = -500.0
@@ -52,10 +51,15 @@ def alignment_shift(case: Case, grid: Grid) -> np.ndarray:
     mask = body_mask(case.ct)
     if not mask.any():
         raise ValueError(f"case {case.meta.get('case_id', '?')}: no body found (no CT voxel above {BODY_HU} HU)")
-    idx = np.argwhere(mask)
-    world = idx @ case.affine[:3, :3].T + case.affine[:3, 3]
-    centre_xy = world[:, :2].mean(axis=0)
-    top = world[:, 2].max()
+    total = mask.sum()
+    mean_idx = np.array([(mask.sum(axis=tuple(a for a in range(3) if a != ax)) * np.arange(n)).sum() / total
+                         for ax, n in enumerate(mask.shape)])
+    centre_xy = (case.affine[:3, :3] @ mean_idx + case.affine[:3, 3])[:2]
+    a = case.affine[2]
+    z_world = (a[0] * np.arange(mask.shape[0], dtype=np.float32)[:, None, None]
+               + a[1] * np.arange(mask.shape[1], dtype=np.float32)[None, :, None]
+               + a[2] * np.arange(mask.shape[2], dtype=np.float32)[None, None, :] + a[3])
+    top = float(z_world[mask].max())
     target_top = grid.fov_mm[2] / 2.0 - TOP_MARGIN_MM
     return np.array([-centre_xy[0], -centre_xy[1], target_top - top])
 
@@ -68,31 +72,62 @@ def _resample(arr: np.ndarray, matrix: np.ndarray, offset: np.ndarray, shape, cv
     return ndimage.affine_transform(arr, matrix, offset, output_shape=tuple(shape), order=1, mode="constant", cval=cval)
 
 
+def _block_resample(arr: np.ndarray, starts: np.ndarray, zoom: np.ndarray, shape, cval: float) -> np.ndarray:
+    """Exact area resampling when every target voxel covers a whole block of source voxels."""
+    k = zoom.astype(int)
+    pads = []
+    for n, s, kk, t in zip(arr.shape, starts, k, shape):
+        lo, hi = s, s + kk * t
+        pads.append((max(0, -lo), max(0, hi - n)))
+    padded = np.pad(arr, pads, mode="constant", constant_values=cval) if any(p != (0, 0) for p in pads) else arr
+    sl = tuple(slice(s + p[0], s + p[0] + kk * t) for s, p, kk, t in zip(starts, pads, k, shape))
+    block = padded[sl].astype(np.float32, copy=False)
+    if np.all(k == 1):
+        return np.ascontiguousarray(block)
+    return block.reshape(shape[0], k[0], shape[1], k[1], shape[2], k[2]).mean(axis=(1, 3, 5))
+
+
 def to_grid(case: Case, grid: Grid, *, align: bool = True) -> Case:
     """Resample ``case`` onto ``grid`` (patient-centred if ``align``)."""
     shift = alignment_shift(case, grid) if align else np.zeros(3)
+    src_lin = case.affine[:3, :3]
+    axis_aligned = np.allclose(src_lin, np.diag(np.diag(src_lin)), atol=1e-6)
+    if axis_aligned:  # whole source voxels: the fast exact path below applies more often
+        step = np.abs(np.diag(src_lin))
+        shift = np.round(shift / step) * step
     target = grid.affine.copy()
     target[:3, 3] -= shift  # target voxel -> source world
     vox = np.linalg.inv(case.affine) @ target  # target voxel -> source voxel
     matrix, offset = vox[:3, :3], vox[:3, 3]
     zoom_src = np.abs(matrix).max(axis=1)  # source voxels per target voxel, per source axis
-    ct = _resample(case.ct, matrix, offset, grid.shape, -1000.0, zoom_src)
-    pet = None if case.pet is None else _resample(case.pet, matrix, offset, grid.shape, 0.0, zoom_src)
+    starts = offset - (np.diag(matrix) - 1) / 2
+    blocky = (np.allclose(matrix, np.diag(np.diag(matrix)), atol=1e-6) and np.all(np.diag(matrix) > 0)
+              and np.allclose(np.diag(matrix), np.round(np.diag(matrix)), atol=1e-6)
+              and np.allclose(starts, np.round(starts), atol=1e-3))
+    if blocky:
+        st, zm = np.round(starts).astype(int), np.round(np.diag(matrix))
+
+        def resample(arr, cval):
+            return _block_resample(arr, st, zm, grid.shape, cval)
+    else:
+
+        def resample(arr, cval):
+            return _resample(arr, matrix, offset, grid.shape, cval, zoom_src)
+
+    ct = resample(case.ct, -1000.0)
+    pet = None if case.pet is None else resample(case.pet, 0.0)
     organs = None
     if case.organs is not None:
         best = np.full(grid.shape, -1.0, dtype=np.float32)
         organs = np.zeros(grid.shape, dtype=np.uint8)
-        for c in range(NUM_ORGAN_CLASSES):
-            onehot = (case.organs == c).astype(np.float32)
-            if not onehot.any():
-                continue
-            p = _resample(onehot, matrix, offset, grid.shape, 1.0 if c == 0 else 0.0, zoom_src)
+        for c in np.unique(case.organs):
+            p = resample((case.organs == c).astype(np.float32), 1.0 if c == 0 else 0.0)
             better = p > best
             organs[better] = c
             best = np.maximum(best, p)
     lesions = None
     if case.lesions is not None:
-        lesions = (_resample((case.lesions > 0).astype(np.float32), matrix, offset, grid.shape, 0.0, zoom_src) >= 0.5).astype(np.uint8)
+        lesions = (resample((case.lesions > 0).astype(np.float32), 0.0) >= 0.5).astype(np.uint8)
     meta = dict(case.meta)
     meta["alignment_shift_mm"] = shift.tolist()
     return Case(ct=ct, pet=pet, organs=organs, lesions=lesions, affine=grid.affine, demographics=case.demographics, meta=meta)
