@@ -11,6 +11,7 @@ from . import __version__
 #: (subcommand, module in synthaug.commands); the order is the order in ``--help``.
 COMMANDS: list[tuple[str, str]] = [
     ("sample", "sample"),
+    ("phantom", "phantom"),
     ("train", "train"),
     ("prepare", "prepare"),
     ("export-nnunet", "export_nnunet"),

@@ -77,13 +77,15 @@ class PhantomGenerator:
     def sample(self, demographics, *, seed, progress: bool = False) -> list[Case]:
         from tqdm.auto import tqdm
 
-        from .phantom import make_phantom
+        from .phantom import impute_demographics, make_phantom
 
         demos = as_list(demographics)
         seeds = per_case_seeds(len(demos), seed)
         cases = []
         for d, s in tqdm(list(zip(demos, seeds)), desc="phantom", disable=not progress):
-            case = make_phantom(d, grid=self.output_grid, seed=s)
+            # Real cohorts may lack height or weight: the phantom needs them, so they are drawn
+            # from the population given what is known (recorded in the case's demographics).
+            case = make_phantom(d if d.is_complete else impute_demographics(d, s), grid=self.output_grid, seed=s)
             case.meta.update({"source": "phantom", "seed": s, "model_sha256": self.sha256})
             cases.append(case)
         return cases
