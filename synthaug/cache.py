@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import io as _io
 import json
-import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -55,6 +54,7 @@ from .io import (
     atomic_write_json,
     nifti_bytes,
     read_nifti,
+    replace_dir,
     temporary_dir,
     write_demographics_csv,
 )
@@ -356,9 +356,7 @@ def write_cache_case(root: str | Path, planned: PlannedCase, case: Case, *, fmt:
             "files": files,
         }
         atomic_write_json(tmp / ENTRY_FILE, entry)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -101,7 +101,7 @@ def replace_dir(tmp: str | Path, final: str | Path) -> None:
     aside first and only deleted once the new folder is in place (restored on failure)."""
     tmp, final = Path(tmp), Path(final)
     old = None
-    if final.exists():
+    if os.path.lexists(final):
         old = tmp.with_name(tmp.name[: -len(".tmp")] + ".old.tmp")
         os.replace(final, old)
     try:

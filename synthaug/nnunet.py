@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,9 @@ from .io import (
     Cohort,
     atomic_write_json,
     nifti_bytes,
+    replace_dir,
     same_grid,
+    temporary_dir,
 )
 from .labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
 
@@ -632,7 +633,7 @@ def export_nnunet(
     out_root.mkdir(parents=True, exist_ok=True)
     for stale in out_root.glob(f".{folder}.*.tmp"):  # left by an earlier interrupted export of this dataset
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", suffix=".tmp", dir=out_root))
+    tmp = temporary_dir(out_root, folder)
     records = []
     try:
         images_dir, labels_dir = tmp / "imagesTr", tmp / "labelsTr"
@@ -646,14 +647,7 @@ def export_nnunet(
         _write_metadata(tmp, folder, labels=labels, pet_norm=pet_norm, n_real=n_real, records=records,
                         splits=splits, gen=gen, real_root=real_root, synth_root=synth_root, seed=seed,
                         resample=resample, target_spacing=target_spacing, copy=copy)
-        _apply_umask(tmp)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder}.old.", suffix=".tmp", dir=out_root))
-            os.replace(target, old / folder)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        replace_dir(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -706,15 +700,6 @@ def _export_item(it: _Item, images_dir: Path, labels_dir: Path, *, labels: str, 
     _write_case_arrays(case, it.case_id, images_dir, labels_dir, labels)
     rec["files"] = "generated"
     return rec
-
-
-def _apply_umask(folder: Path) -> None:
-    """Give the dataset folder and its JSON files the usual permissions (mkdtemp/mkstemp make them private)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)
-    for p in folder.glob("*.json"):
-        os.chmod(p, 0o666 & ~mask)
 
 
 def _write_metadata(tmp: Path, folder: str, *, labels: str, pet_norm: str, n_real: int, records: list[dict],

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +45,9 @@ from .io import (
     SEG_FILE,
     atomic_write_bytes,
     remove_stale_temporaries,
+    replace_dir,
     same_grid,
+    temporary_dir,
 )
 
 FORM_TCIA = "tcia"
@@ -727,8 +728,7 @@ def _store(src: str, dst: Path, mode: str) -> str:
 
 def _write_case_folder(out: Path, case_id: str, files: dict[str, dict], meta: dict, mode: str) -> dict[str, str]:
     """Build ``<out>/<case_id>`` in a temporary folder and rename it into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{case_id}.", suffix=".tmp", dir=out))
-    old = None
+    tmp = temporary_dir(out, case_id)
     try:
         stored = {}
         for name, rec in files.items():
@@ -737,16 +737,10 @@ def _write_case_folder(out: Path, case_id: str, files: dict[str, dict], meta: di
         for name, how in stored.items():
             meta["prepare"]["files"][name]["stored_as"] = how
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        final = out / case_id
-        if final.exists() or final.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{case_id}.old.", suffix=".tmp", dir=out))
-            os.replace(final, old / case_id)
-        os.replace(tmp, final)
+        replace_dir(tmp, out / case_id)  # an old case's links are removed, never what they point to
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)  # links are removed, never what they point to
     return stored
 
 

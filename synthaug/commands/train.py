@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     if stage_overrides:
-        stage_overrides = _stage_overrides(stage_overrides)
+        stage_overrides = _stage_overrides(stage_overrides, args.stage, args.preset, args.objective)
     summary = train_stage(args.stage, args.data, args.out, preset=args.preset, objective=args.objective,
                           train=TrainConfig.from_dict(overrides), stage_overrides=stage_overrides, resume=args.resume,
                           device=device, progress=not args.no_progress)
@@ -60,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stage_overrides(d: dict) -> dict:
-    """Turn JSON overrides into StageConfig field values (net / diffusion as config objects)."""
+def _stage_overrides(d: dict, stage: str, preset: str = "demo", objective: str = "edm") -> dict:
+    """Turn JSON overrides into StageConfig field values (net / diffusion as config objects,
+    merged over the defaults of this stage, preset and objective)."""
     from ..diffusion import DiffusionConfig
     from ..grid import Grid
     from ..nets import NetConfig
@@ -72,7 +73,7 @@ def _stage_overrides(d: dict) -> dict:
         if key in out:
             out[key] = Grid.from_dict(out[key])
     if "net" in out or "diffusion" in out:
-        base = default_stage_config(d.get("stage", "global"))
+        base = default_stage_config(stage, preset, objective)
         if "net" in out:
             out["net"] = NetConfig.from_dict({**base.net.to_dict(), **out["net"]})
         if "diffusion" in out:
