@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -100,15 +101,26 @@ class CascadedSampler:
     def settings(self) -> dict:
         g = self.global_config.diffusion
         s = {"stages": "cascade" if self.sr_model is not None else "global", "preset": self.global_config.preset,
-             "sampler": g.sampler, "steps": self.steps or g.steps, "guidance": self.guidance or g.guidance}
+             "sampler": g.sampler, "steps": self.steps or g.steps, "guidance": self.guidance if self.guidance is not None else g.guidance}
         if self.sr_config is not None:
             s.update({"sr_sampler": self.sr_config.diffusion.sampler, "sr_steps": self.sr_steps or self.sr_config.diffusion.steps,
                       "patch_size": list(self.patch_size), "overlap": self.overlap})
         return s
 
     def configure(self, *, steps: int | None = None, sr_steps: int | None = None, guidance: float | None = None,
-                  patch_size: Sequence[int] | None = None, overlap: int | None = None, patch_batch: int | None = None) -> CascadedSampler:
-        """Change the sampling settings (checked before any work); returns ``self``."""
+                  patch_size: Sequence[int] | None = None, overlap: int | None = None, patch_batch: int | None = None,
+                  sigma_min: float | None = None) -> CascadedSampler:
+        """Change the sampling settings (checked before any work); returns ``self``.
+
+        ``sigma_min`` is the stage-1 noise level the sampler jumps to zero from (the
+        schedule's end): a larger value returns a smoother, less noisy denoised estimate,
+        which suits briefly trained weights.
+        """
+        if sigma_min is not None:
+            diff = self.global_config.diffusion
+            if not 0 < sigma_min < diff.sigma_max:
+                raise ValueError(f"sigma_min={sigma_min} must be in (0, {diff.sigma_max})")
+            self.global_config = replace(self.global_config, diffusion=replace(diff, sigma_min=float(sigma_min)))
         if steps is not None and steps < 1:
             raise ValueError(f"steps={steps} must be >= 1")
         if sr_steps is not None and sr_steps < 1:

@@ -113,9 +113,13 @@ def decode(x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
     x = np.asarray(x)
     if x.shape[0] != NUM_CHANNELS:
         raise ValueError(f"expected {NUM_CHANNELS} channels, got {x.shape[0]}")
+    # Generated values far outside the data range (e.g. from too few sampler steps) are clipped
+    # before the inverse transforms (-4200..9750 HU, SUV up to ~5400), so decoding never overflows.
+    ct_y = np.clip(x[CT_CHANNEL].astype(np.float64), -3.0, 4.0)
+    pet_y = np.clip(x[PET_CHANNEL].astype(np.float64), -3.0, 4.0)
     return {
-        "ct": channel_to_ct(x[CT_CHANNEL].astype(np.float64)).astype(np.float32),
-        "pet": channel_to_pet(x[PET_CHANNEL].astype(np.float64)).astype(np.float32),
+        "ct": channel_to_ct(ct_y).astype(np.float32),
+        "pet": channel_to_pet(pet_y).astype(np.float32),
         "organs": np.argmax(x[ORGAN_CHANNELS], axis=0).astype(np.uint8),
         "lesions": (x[LESION_CHANNEL] > 0).astype(np.uint8),
     }

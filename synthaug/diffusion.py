@@ -100,9 +100,10 @@ class EDMPrecond(nn.Module):
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-sample weighted denoising loss (EDM Eq. 2 with lambda = 1 / c_out^2)."""
         n = x0.shape[0]
-        rnd = torch.randn(n, generator=generator, device=x0.device)
+        # Noise is drawn on the CPU (where the generator lives) so that runs are reproducible on any device.
+        rnd = torch.randn(n, generator=generator).to(x0.device)
         sigma = (rnd * self.config.p_std + self.config.p_mean).exp()
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         _, c_out, _, _ = self.get_scalings(sigma)
         denoised = self(x0 + append_dims(sigma, x0.ndim) * eps, sigma, cond, concat)
         err = (denoised - x0) / append_dims(c_out, x0.ndim)
@@ -139,8 +140,8 @@ class FlowPrecond(nn.Module):
              generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-sample velocity-matching loss with logit-normal times (Esser et al. 2024)."""
         n = x0.shape[0]
-        t = torch.sigmoid(torch.randn(n, generator=generator, device=x0.device))
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device)
+        t = torch.sigmoid(torch.randn(n, generator=generator)).to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         tt = append_dims(t, x0.ndim)
         x_t = (1 - tt) * x0 + tt * eps
         v = self.velocity(x_t, t, cond, concat)
@@ -337,7 +338,7 @@ def sample(model: Denoiser, shape: Sequence[int], config: DiffusionConfig, seeds
            callback: Callable | None = None, disable: bool | None = True) -> torch.Tensor:
     """Draw ``len(seeds)`` samples of ``shape`` (C, X, Y, Z) from pure noise at ``sigma_max``."""
     sampler = sampler or config.sampler
-    steps = steps or config.steps
+    steps = config.steps if steps is None else steps
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
     if steps < 1:

@@ -1,0 +1,332 @@
+"""The cascade: SR conditioning geometry, patch-wise denoising without seams, and the
+CascadedSampler's cases (grid, labels, provenance, determinism)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import TINY_GLOBAL_GRID, TINY_OUTPUT_GRID, tiny_case, tiny_stage_config
+
+from synthaug import cli
+from synthaug.cascade import CascadedSampler
+from synthaug.channels import NUM_CHANNELS, encode
+from synthaug.demographics import Demographics
+from synthaug.nets import NetConfig
+from synthaug.preprocess import to_grid
+from synthaug.stages import (
+    COORD_CHANNELS,
+    PatchwiseDenoiser,
+    build_stage_model,
+    check_patching,
+    patch_starts,
+    save_stage,
+    sr_concat,
+    upsample_region,
+)
+
+DEMO = Demographics(age=50, sex="F", height_cm=170, weight_kg=70, diagnosis="NEGATIVE")
+OUT = TINY_OUTPUT_GRID.shape
+
+
+def _randomised(model: torch.nn.Module, seed: int, gain: float = 1.0) -> torch.nn.Module:
+    """He-like random weights everywhere (MONAI zero-initialises output layers, which would
+    make an untrained denoiser trivially seam-free)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * gain / np.sqrt(p[0].numel()))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def lowres() -> torch.Tensor:
+    """A realistic stage-1 output: the tiny phantom on the global grid, encoded, (1, C, gx, gy, gz)."""
+    case = to_grid(tiny_case(DEMO, 0), TINY_GLOBAL_GRID)
+    return torch.from_numpy(encode(case.ct, case.pet, case.organs, case.lesions))[None]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A weights folder with randomly initialised tiny global and SR stages."""
+    folder = tmp_path_factory.mktemp("weights")
+    g_cfg, sr_cfg = tiny_stage_config("global"), tiny_stage_config("sr")
+    save_stage(folder / "global", _randomised(build_stage_model(g_cfg), 0, gain=0.3), g_cfg)
+    save_stage(folder / "sr", _randomised(build_stage_model(sr_cfg), 1, gain=0.5), sr_cfg)
+    return folder
+
+
+# --- SR conditioning geometry -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("low_shape", "out_shape"), [((4, 5, 6), (8, 10, 12)), ((5, 3, 7), (16, 8, 9))])
+def test_upsample_region_equals_trilinear_interpolation(low_shape, out_shape):
+    low = torch.randn(2, 3, *low_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    full = F.interpolate(low, size=out_shape, mode="trilinear", align_corners=False)
+    region = tuple(slice(0, n) for n in out_shape)
+    torch.testing.assert_close(upsample_region(low, out_shape, region), full, rtol=1e-10, atol=1e-10)
+    sub = (slice(1, 5), slice(2, out_shape[1]), slice(0, 3))
+    torch.testing.assert_close(upsample_region(low, out_shape, sub), full[(slice(None), slice(None), *sub)],
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_sr_concat_is_upsampled_channels_plus_coordinates():
+    low = torch.randn(1, 2, 4, 4, 8, generator=torch.Generator().manual_seed(1))
+    region = (slice(2, 6), slice(0, 8), slice(8, 12))
+    c = sr_concat(low, (8, 8, 16), region)
+    assert c.shape == (1, 2 + COORD_CHANNELS, 4, 8, 4)
+    # Voxel-centre coordinates in [-1, 1] of the whole output grid: x = (2 i + 1) / n - 1.
+    torch.testing.assert_close(c[0, 2, :, 0, 0], (2 * torch.arange(2, 6) + 1) / 8 - 1)
+    torch.testing.assert_close(c[0, 4, 0, 0, :], (2 * torch.arange(8, 12) + 1) / 16 - 1)
+
+
+# --- patch-wise denoising -------------------------------------------------------------------------
+
+
+def test_patch_starts_cover_the_volume_with_the_overlap():
+    for n, p, o in [(64, 32, 16), (32, 16, 4), (30, 16, 4), (16, 16, 4), (100, 24, 8)]:
+        starts = patch_starts(n, p, o)
+        assert starts[0] == 0 and starts[-1] + p == n
+        assert all(b - a <= p - o for a, b in zip(starts, starts[1:]))  # at least `o` voxels shared
+
+
+class Recorder:
+    """A stand-in SR model: returns one of its inputs and counts calls."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.calls = what, 0
+
+    def __call__(self, x, sigma, cond, concat):
+        self.calls += 1
+        assert x.shape[2:] == concat.shape[2:] and sigma.shape == (x.shape[0],) and cond.shape[0] == x.shape[0]
+        if self.what == "input":
+            return x
+        if self.what == "coords":
+            return concat[:, -COORD_CHANNELS:]
+        return concat[:, : x.shape[1]]  # the upsampled low-res channels
+
+
+@pytest.mark.parametrize(("patch", "overlap"), [((8, 8, 16), 4), ((12, 10, 14), 3), ((16, 16, 32), 0)])
+def test_patchwise_identity_model_reproduces_the_input(patch, overlap):
+    out_shape = (16, 16, 32)
+    x = torch.randn(2, 3, *out_shape, generator=torch.Generator().manual_seed(2))
+    model = Recorder("input")
+    den = PatchwiseDenoiser(model, torch.zeros(2, 1, 4, 4, 8), out_shape, patch, overlap, batch_size=3)
+    torch.testing.assert_close(den(x, torch.tensor([0.5, 0.5]), torch.zeros(2, 4)), x, rtol=1e-6, atol=1e-6)
+    assert model.calls == -(-len(den.regions) // 3)
+
+
+def test_patchwise_positions_are_global():
+    """A model that returns its coordinate channels yields exactly the global coordinate field,
+    and one that returns its upsampled channels yields the whole-volume trilinear upsampling."""
+    out_shape = (16, 16, 32)
+    axes = [(2 * torch.arange(n, dtype=torch.float64) + 1) / n - 1 for n in out_shape]
+    expected = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None].float()
+    den = PatchwiseDenoiser(Recorder("coords"), torch.zeros(1, 1, 4, 4, 8), out_shape, (8, 8, 16), 4)
+    assert len(den.regions) == 3 * 3 * 3
+    torch.testing.assert_close(den(torch.zeros(1, 3, *out_shape), torch.tensor([1.0]), torch.zeros(1, 4)), expected,
+                               rtol=1e-6, atol=1e-6)
+    low = torch.randn(2, 2, 4, 4, 8, generator=torch.Generator().manual_seed(3))  # two different cases
+    den = PatchwiseDenoiser(Recorder("lowres"), low, out_shape, (8, 8, 16), 4, batch_size=5)
+    torch.testing.assert_close(den(torch.zeros(2, 2, *out_shape), torch.tensor([1.0, 1.0]), torch.zeros(2, 4)),
+                               F.interpolate(low, size=out_shape, mode="trilinear", align_corners=False),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("patch", "overlap", "match"), [
+    ((16, 16, 64), 4, "larger than the volume"),
+    ((8, 8, 8), 8, "overlap"),
+    ((8, 8, 8), 12, "overlap"),
+    ((8, 8, 8), -1, "overlap"),
+])
+def test_bad_patch_settings_fail_before_any_work(patch, overlap, match):
+    model = Recorder("input")
+    with pytest.raises(ValueError, match=match):
+        PatchwiseDenoiser(model, torch.zeros(1, 1, 4, 4, 8), (16, 16, 32), patch, overlap)
+    with pytest.raises(ValueError, match=match):
+        check_patching((16, 16, 32), patch, overlap)
+    assert model.calls == 0
+
+
+def test_patch_must_fit_the_network(weights):
+    sampler = CascadedSampler.from_pretrained(weights)
+    with pytest.raises(ValueError, match="multiple"):
+        PatchwiseDenoiser(Recorder("input"), torch.zeros(1, 1, 4, 4, 8), OUT, (15, 16, 16), 4,
+                          multiple=sampler.sr_config.net.downsample_factor)
+    for bad in ({"patch_size": (64, 64, 64)}, {"overlap": 16}, {"steps": 0}, {"sr_steps": 0}, {"guidance": -1.0}):
+        with pytest.raises(ValueError):
+            sampler.configure(**bad)
+    assert sampler.patch_size == (16, 16, 32) and sampler.overlap == 4  # unchanged by the failed calls
+
+
+def _seam_ratios(volume: np.ndarray, patch, overlap) -> list[float]:
+    """Per axis: mean |intensity step| across the planes where a patch begins or ends, divided
+    by the mean |step| across all other planes."""
+    ratios = []
+    for axis, (n, p) in enumerate(zip(volume.shape[-3:], patch)):
+        starts = patch_starts(n, p, overlap)
+        borders = {s - 1 for s in starts if s > 0} | {s + p - 1 for s in starts if s + p < n}
+        ax = volume.ndim - 3 + axis
+        steps = np.abs(np.diff(volume, axis=ax)).mean(axis=tuple(i for i in range(volume.ndim) if i != ax))
+        inner = [i for i in range(n - 1) if i not in borders]
+        ratios.append(float(steps[sorted(borders)].mean() / steps[inner].mean()))
+    return ratios
+
+
+class VignettingModel:
+    """An SR "network" with the typical artefact of a zero-padded CNN: its output fades towards
+    the patch edges. Blended patches hide it; hard tiling shows it as seams."""
+
+    def __call__(self, x, sigma, cond, concat):
+        fade = F.avg_pool3d(torch.ones_like(x[:, :1]), 5, stride=1, padding=2, count_include_pad=True)
+        coords = concat[:, -COORD_CHANNELS:]
+        smooth = torch.sin(3 * coords[:, :1]) * torch.cos(2 * coords[:, 2:3]) + 0.2 * concat[:, : x.shape[1]]
+        return fade * (0.5 * smooth + 0.5 * F.avg_pool3d(x, 3, stride=1, padding=1))
+
+
+def _residual(sampler: CascadedSampler, lowres: torch.Tensor) -> np.ndarray:
+    x = sampler.sample_sr(lowres.double(), [DEMO], [0])
+    up = F.interpolate(lowres.float(), size=OUT, mode="trilinear", align_corners=False)
+    return (x - up).numpy()
+
+
+def test_patchwise_sampling_has_no_seams(weights, lowres):
+    """Tiny random SR network, patches (18, 18, 34) with overlap 4 (2 x 2 x 2 patches):
+    intensity steps across patch borders are within 10 % of those elsewhere."""
+    sampler = CascadedSampler.from_pretrained(weights).configure(sr_steps=3, patch_size=(18, 18, 34), overlap=4,
+                                                                 patch_batch=8)
+    assert len(PatchwiseDenoiser(None, lowres, OUT, sampler.patch_size, sampler.overlap).regions) == 8
+    residual = _residual(sampler, lowres)
+    assert residual.std() > 0.05  # the SR stage really adds something
+    ratios = _seam_ratios(residual, sampler.patch_size, sampler.overlap)
+    assert all(abs(r - 1) < 0.1 for r in ratios), ratios
+
+
+def test_blending_hides_patch_edge_artefacts(weights, lowres):
+    g_cfg, sr_cfg = tiny_stage_config("global"), tiny_stage_config("sr")
+    sampler = CascadedSampler(build_stage_model(g_cfg), g_cfg, VignettingModel(), sr_cfg).configure(sr_steps=4)
+    assert sampler.patch_size == (16, 16, 32) and sampler.overlap == 4  # 3 x 3 x 3 patches
+    blended = _seam_ratios(_residual(sampler, lowres), sampler.patch_size, sampler.overlap)
+    assert all(abs(r - 1) < 0.1 for r in blended), blended
+    sampler.configure(overlap=0)
+    tiled = _seam_ratios(_residual(sampler, lowres), sampler.patch_size, 0)
+    assert all(abs(r - 1) > 0.3 for r in tiled), tiled  # the measure does see seams
+
+
+# --- the sampler's cases -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cascade(weights) -> CascadedSampler:
+    return CascadedSampler.from_pretrained(weights).configure(steps=6, sr_steps=3, patch_size=(18, 18, 34), overlap=4,
+                                                              patch_batch=8)
+
+
+def test_cases_have_the_output_grid_labels_and_provenance(cascade, weights):
+    cases = cascade.sample([DEMO, Demographics(30, "M", 190, 90)], seed=[5, 6])
+    assert len(cases) == 2
+    expected_sha = hashlib.sha256("".join(json.loads((weights / f"{s}.json").read_text())["sha256"]
+                                          for s in ("global", "sr")).encode()).hexdigest()
+    assert cascade.sha256 == expected_sha
+    for case, seed in zip(cases, (5, 6)):
+        assert case.shape == OUT and np.allclose(case.affine, TINY_OUTPUT_GRID.affine)
+        assert case.spacing == TINY_OUTPUT_GRID.spacing
+        assert case.ct.dtype == np.float32 and case.pet.dtype == np.float32
+        assert case.organs.dtype == np.uint8 and case.lesions.dtype == np.uint8
+        assert case.organs.max() < NUM_CHANNELS - 3 and set(np.unique(case.lesions)) <= {0, 1}
+        assert np.isfinite(case.ct).all() and np.isfinite(case.pet).all()
+        assert case.meta["model_sha256"] == expected_sha and case.meta["seed"] == seed
+        assert case.meta["source"] == "synthetic" and case.meta["sr_steps"] == 3
+    assert cases[1].demographics.height_cm == 190
+
+
+def test_same_seed_same_case_and_per_case_seeds(cascade):
+    pair = cascade.sample([DEMO, DEMO], seed=[10, 11])
+    alone = cascade.sample(DEMO, seed=11)[0]
+    for name in ("ct", "pet", "organs", "lesions"):  # same seed, same case; case i depends only on its own seed
+        assert np.array_equal(getattr(pair[1], name), getattr(alone, name)), name
+    assert not np.array_equal(pair[0].ct, alone.ct)
+
+
+def test_guidance_zero_is_the_unconditional_model(weights):
+    """Classifier-free guidance is wired through the sampler: scale 0 gives exactly the
+    samples of the all-unknown condition, and the metadata records the scale used."""
+    sampler = CascadedSampler.from_pretrained(weights, stages="global").configure(steps=4)
+    unconditional = sampler.sample(Demographics(None, None, None, None), seed=1)[0]
+    conditional = sampler.sample(DEMO, seed=1)[0]
+    guided = sampler.configure(guidance=0.0).sample(DEMO, seed=1)[0]
+    assert np.array_equal(guided.ct, unconditional.ct) and not np.array_equal(conditional.ct, unconditional.ct)
+    assert guided.meta["guidance"] == 0.0 and conditional.meta["guidance"] == 1.0
+
+
+def test_global_only_sampling(weights):
+    sampler = CascadedSampler.from_pretrained(weights, stages="global").configure(steps=6)
+    case = sampler.sample(DEMO, seed=0)[0]
+    assert case.shape == TINY_GLOBAL_GRID.shape and np.allclose(case.affine, TINY_GLOBAL_GRID.affine)
+    assert sampler.output_grid == TINY_GLOBAL_GRID and case.meta["stages"] == "global"
+
+
+# --- the sample command: bad input fails early, with one line, writing nothing -----------------------
+
+
+def _sample_cli(capsys, out, *args: str) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = cli.main(["sample", "--out", str(out), *args])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--sex", "X", "--age", "50"], "sex"),
+    (["--age", "300", "--sex", "M"], "age"),
+    (["--height", "20"], "height"),
+    (["--age", "50", "--n", "0"], "--n"),
+    (["--age", "50", "--steps", "0"], "steps"),
+    (["--age", "50", "--patch-size", "64", "64", "64"], "patch size"),
+    (["--age", "50", "--overlap", "16"], "overlap"),
+])
+def test_sample_cli_rejects_bad_input(weights, tmp_path, capsys, args, match):
+    out = tmp_path / "out"
+    code, err = _sample_cli(capsys, out, "--weights", str(weights), *args)
+    assert code == 2 and len(err) == 1 and err[0].startswith("synthaug: error:") and match in err[0], err
+    assert not out.exists()
+
+
+def test_sample_cli_missing_weights_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = _sample_cli(capsys, out, "--weights", str(tmp_path / "no_such_weights"), "--age", "50")
+    assert code == 2 and len(err) == 1 and "weights folder not found" in err[0], err
+    assert not out.exists()
+
+
+def test_sample_cli_weights_of_the_wrong_shape(weights, tmp_path, capsys):
+    """A weights folder whose global.safetensors holds another architecture's tensors."""
+    bad = tmp_path / "bad_weights"
+    bad.mkdir()
+    g_cfg = tiny_stage_config("global")
+    other = tiny_stage_config("global", net=NetConfig.from_dict({**g_cfg.net.to_dict(), "channels": [16, 32]}))
+    save_stage(bad / "global", build_stage_model(other), g_cfg)  # config says (8, 16), tensors are (16, 32)
+    for name in ("sr.json", "sr.safetensors"):
+        (bad / name).write_bytes((weights / name).read_bytes())
+    out = tmp_path / "out"
+    code, err = _sample_cli(capsys, out, "--weights", str(bad), "--age", "50")
+    assert code == 2 and len(err) == 1 and "has shape" in err[0] and "global" in err[0], err
+    assert not out.exists()
+
+
+def test_sample_cli_writes_cases(weights, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["sample", "--out", str(out), "--weights", str(weights), "--stage", "global", "--age", "50",
+                     "--sex", "F", "--height", "165", "--weight", "60", "--steps", "4", "--seed", "3"])
+    assert code == 0, capsys.readouterr().err
+    case_dir = out / "sample_00003"
+    assert {p.name for p in case_dir.iterdir()} >= {"CTres.nii.gz", "SUV.nii.gz", "SEG.nii.gz", "ORGANS.nii.gz"}
+    meta = json.loads((case_dir / "meta.json").read_text())
+    assert meta["seed"] == 3 and meta["model_sha256"] == json.loads((weights / "global.json").read_text())["sha256"]
+    # A second run into the same folder refuses to overwrite without --force.
+    code, err = _sample_cli(capsys, out, "--weights", str(weights), "--stage", "global", "--age", "50", "--seed", "3")
+    assert code == 2 and "--force" in err[0]

@@ -1,0 +1,275 @@
+"""Training: the objective can be fitted, runs resume exactly after a kill, torchrun DDP
+works, bad input fails early, the conditioning is learned; and the preprocessing that
+feeds training keeps world positions, integer labels and organ volumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY_GLOBAL_GRID, body_extent_voxels, body_length_mm, write_tiny_cohort, write_train_config
+
+from synthaug import cli
+from synthaug.case import Case
+from synthaug.checkpoint import load_checkpoint
+from synthaug.diffusion import DiffusionConfig, EDMPrecond, append_dims
+from synthaug.grid import Grid
+from synthaug.nets import NetConfig, build_net
+from synthaug.preprocess import TOP_MARGIN_MM, to_grid
+from synthaug.stages import load_stage
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cohort")
+    write_tiny_cohort(root, heights=(150.0, 190.0))
+    return root
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    """Tiny stage overrides + fast training settings, as a ``--config`` file."""
+    return write_train_config(tmp_path_factory.mktemp("config") / "tiny.json", batch_size=1, lr_warmup=2,
+                              checkpoint_every=2)
+
+
+def _train(cohort: Path, out: Path, config: Path, *extra: str, stage: str = "global") -> int:
+    return cli.main(["train", "--stage", stage, "--data", str(cohort), "--out", str(out), "--config", str(config),
+                     "--no-progress", *extra])
+
+
+# --- the objective can be fitted -----------------------------------------------------------------
+
+
+def test_tiny_network_overfits_a_fixed_batch():
+    """EDM loss at fixed noise levels and fixed noise on one fixed batch: must fall > 5x."""
+    torch.manual_seed(0)
+    net = build_net(NetConfig(in_channels=2, out_channels=2, cond_dim=4, channels=(8, 16),
+                              attention_levels=(False, False), norm_num_groups=8, num_head_channels=8))
+    model = EDMPrecond(net, DiffusionConfig())
+    g = torch.Generator().manual_seed(0)
+    r = torch.linspace(-1, 1, 8)
+    x, y, z = torch.meshgrid(r, r, r, indexing="ij")
+    x0 = 0.5 * torch.stack([torch.stack([torch.sin(3 * x + y), torch.where(x**2 + y**2 + z**2 < 0.5, 1.0, -1.0)]),
+                            torch.stack([torch.cos(2 * z) * y, torch.where(z > 0, 1.0, -1.0)])])
+    sigma = torch.tensor([0.3, 1.5])
+    noisy = x0 + append_dims(sigma, 5) * torch.randn(x0.shape, generator=g)
+    cond = torch.randn(2, 4, generator=g)
+    c_out = append_dims(model.get_scalings(sigma)[1], 5)
+
+    def loss() -> torch.Tensor:
+        return ((model(noisy, sigma, cond) - x0) / c_out).pow(2).mean()
+
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(loss().detach())
+    for _ in range(80):
+        value = loss()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+    last = float(loss().detach())
+    assert last < first / 5, (first, last)
+
+
+# --- resume, DDP, bad input -----------------------------------------------------------------------
+
+
+def _subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # the same arithmetic as this process
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_resume_after_kill_gives_identical_weights(cohort, config_file, tmp_path):
+    steps = 8
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert _train(cohort, straight, config_file, "--steps", str(steps)) == 0
+    # A run that would go on for long is killed (SIGKILL: no clean-up) after its first checkpoint.
+    proc = subprocess.Popen([sys.executable, "-m", "synthaug.cli", "train", "--stage", "global", "--data", str(cohort),
+                             "--out", str(killed), "--config", str(config_file), "--steps", "1000", "--no-progress"],
+                            env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    latest = killed / "state_global" / "latest.json"
+    deadline = time.time() + 120
+    try:
+        while not latest.is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+    assert latest.is_file(), err.decode()[-2000:]
+    reached = json.loads(latest.read_text())["step"]
+    assert 0 < reached < steps
+    # Continue the killed run to the same total step count.
+    assert _train(cohort, killed, config_file, "--steps", str(steps), "--resume") == 0
+    for name in ("global", f"state_global/state_{steps:08d}"):
+        a, _ = load_checkpoint(straight / name)
+        b, _ = load_checkpoint(killed / name)
+        assert a.keys() == b.keys() and len(a) > 10
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"{name}: {len(different)} tensors differ, e.g. {different[:3]}"
+    assert any(k.startswith("opt.") for k in a)  # the optimizer state was compared too
+    log = [json.loads(line)["step"] for line in (killed / "log_global.jsonl").read_text().splitlines()]
+    assert log[-1] == steps
+
+
+def test_train_into_an_existing_run_needs_resume(cohort, config_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(cohort, out, config_file, "--steps", "1") == 0
+    before = (out / "global.safetensors").read_bytes()
+    capsys.readouterr()
+    assert _train(cohort, out, config_file, "--steps", "2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("synthaug: error:") and "--resume" in err[0], err
+    assert (out / "global.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--steps", "0"], "--steps"),
+    (["--batch-size", "0"], "--batch-size"),
+])
+def test_train_rejects_bad_settings_before_work(cohort, config_file, tmp_path, capsys, args, match):
+    out = tmp_path / "run"
+    assert _train(cohort, out, config_file, *args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+    assert not out.exists()
+
+
+def test_sr_stage_trains_with_network_overrides(cohort, config_file, tmp_path):
+    """``--config`` with a 'net' object must merge over the SR stage's defaults (its
+    conditioning channels), not the global stage's."""
+    out = tmp_path / "run"
+    assert _train(cohort, out, config_file, "--steps", "1", stage="sr") == 0
+    model, config, _ = load_stage(out / "sr")
+    assert config.stage == "sr" and config.net.cond_channels > 0 and config.net.channels == (8, 16)
+
+
+def test_two_process_ddp_run(cohort, config_file, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**_subprocess_env(), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "synthaug.cli", "train", "--stage", "global", "--data", str(cohort), "--out", str(out),
+                          "--config", str(config_file), "--steps", "3", "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    model, config, raw = load_stage(out / "global")
+    assert raw["info"]["world_size"] == 2 and raw["info"]["step"] == 3
+    assert config.global_grid == TINY_GLOBAL_GRID
+    assert json.loads(res.stdout[res.stdout.index("{"):])["step"] == 3  # one summary, from rank 0 only
+
+
+# --- the conditioning is learned -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_taller_demographics_give_a_longer_body(tmp_path):
+    """Train the global stage briefly (800 steps, ~2 CPU minutes) on a cohort where body length
+    follows height, then sample short and tall people: the tall ones must come out longer."""
+    from synthaug.cascade import CascadedSampler
+    from synthaug.demographics import Demographics
+
+    cohort = tmp_path / "cohort"
+    write_tiny_cohort(cohort, heights=(140.0, 145.0, 200.0, 205.0))
+    grid = Grid((4, 4, 16), (128.0, 128.0, 64.0))  # the same field of view as the tiny output grid
+    config = write_train_config(tmp_path / "cfg.json", stage_overrides={"global_grid": grid.to_dict()},
+                                batch_size=8, lr=2e-3, lr_warmup=20, ema_decay=0.99, checkpoint_every=10_000)
+    assert _train(cohort, tmp_path / "run", config, "--steps", "800") == 0
+    sampler = CascadedSampler.from_pretrained(tmp_path / "run", stages="global")
+    extents = {}
+    for height in (145.0, 200.0):
+        cases = sampler.sample([Demographics(55, "M", height, 75, "NEGATIVE")] * 8, seed=0, batch_size=8)
+        extents[height] = [body_extent_voxels(c.ct[1:3, 1:3]) for c in cases]  # the central columns
+    short, tall = np.mean(extents[145.0]), np.mean(extents[200.0])
+    expected = (body_length_mm(200.0) - body_length_mm(145.0)) / grid.spacing[2]  # 8.6 slices
+    assert tall - short > 0.5 * expected, extents
+
+
+# --- preprocessing keeps geometry, labels and volumes ------------------------------------------------
+
+
+def _ball_case(affine: np.ndarray, shape, centre, radius: float, inner: float) -> Case:
+    """A ball of soft tissue (label 2) around ``centre`` (world mm) with an inner ball of liver
+    (label 7) and a small lesion, on a grid with any affine."""
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    world = (idx @ affine[:3, :3].T + affine[:3, 3]).reshape(*shape, 3)
+    dist = np.linalg.norm(world - np.asarray(centre), axis=-1)
+    body, liver = dist < radius, dist < inner
+    lesion = np.linalg.norm(world - (np.asarray(centre) + [0, 0, inner / 2]), axis=-1) < inner / 2
+    ct = np.where(body, 40.0, -1000.0).astype(np.float32)
+    organs = np.where(liver, 7, np.where(body, 2, 0)).astype(np.uint8)
+    pet = np.where(body, 1.0, 0.0).astype(np.float32)
+    return Case(ct, pet, organs, lesion.astype(np.uint8), affine)
+
+
+def _centroid_world(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    return np.argwhere(mask).mean(0) @ affine[:3, :3].T + affine[:3, 3]
+
+
+# Source: X axis flipped (L->R), anisotropic spacing, off-centre origin.
+SRC_AFFINE = np.array([[-3.0, 0, 0, 100.0], [0, 2.0, 0, -40.0], [0, 0, 5.0, -60.0], [0, 0, 0, 1]])
+SRC_SHAPE = (40, 30, 24)
+CENTRE = (20.0, -10.0, 0.0)
+
+
+def test_to_grid_keeps_world_positions():
+    case = _ball_case(SRC_AFFINE, SRC_SHAPE, CENTRE, radius=25.0, inner=12.0)
+    grid = Grid((32, 32, 32), (4.0, 4.0, 4.0))
+    out = to_grid(case, grid, align=False)
+    assert out.shape == grid.shape and np.allclose(out.affine, grid.affine)
+    np.testing.assert_allclose(_centroid_world(out.ct > -500, out.affine), CENTRE, atol=1.0)
+    np.testing.assert_allclose(_centroid_world(out.organs == 7, out.affine), CENTRE, atol=1.0)
+    np.testing.assert_allclose(_centroid_world(out.pet > 0.5, out.affine), CENTRE, atol=1.0)
+    assert out.meta["alignment_shift_mm"] == [0.0, 0.0, 0.0]
+
+
+def test_to_grid_aligns_the_body_as_documented():
+    """Body centred in X and Y, its top (highest body voxel centre) TOP_MARGIN_MM below the top of
+    the field of view; the shift may be rounded to whole source voxels (at most half a voxel)."""
+    case = _ball_case(SRC_AFFINE, SRC_SHAPE, CENTRE, radius=25.0, inner=12.0)
+    grid = Grid((32, 32, 48), (4.0, 4.0, 4.0))
+    out = to_grid(case, grid)
+    shift = np.asarray(out.meta["alignment_shift_mm"])
+    src_body = _centroid_world(case.ct > -500, case.affine)
+    src_top = (np.argwhere(case.ct > -500) @ case.affine[:3, :3].T + case.affine[:3, 3])[:, 2].max()
+    top_target = grid.fov_mm[2] / 2 - TOP_MARGIN_MM
+    exact = np.array([-src_body[0], -src_body[1], top_target - src_top])
+    half_voxel = np.abs(np.diag(SRC_AFFINE)[:3]) / 2
+    assert np.all(np.abs(shift - exact) <= half_voxel + 1e-6), (shift, exact)
+    # The resampled body moved by exactly that translation: centred in X/Y, its top at the target.
+    centroid = _centroid_world(out.ct > -500, out.affine)
+    np.testing.assert_allclose(centroid, np.asarray(CENTRE) + shift, atol=1.0)
+    assert np.all(np.abs(centroid[:2]) <= half_voxel[:2] + 1.0), centroid
+    top_voxel = np.argwhere(out.ct > -500)[:, 2].max()
+    assert abs(out.affine[2, 2] * top_voxel + out.affine[2, 3] - top_target) <= grid.spacing[2] + half_voxel[2]
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_to_grid_labels_stay_integer_and_volumes_are_preserved(flipped):
+    """2 mm source -> 8 mm target (block-aligned, or with a flipped X axis): organ volumes within
+    10 %, labels only from the source's label set."""
+    if flipped:
+        affine = np.array([[-2.0, 0, 0, 63.0], [0, 2.0, 0, -63.0], [0, 0, 2.0, -63.0], [0, 0, 0, 1]])
+    else:
+        affine = np.array([[2.0, 0, 0, -79.0], [0, 2.0, 0, -79.0], [0, 0, 2.0, -79.0], [0, 0, 0, 1]])
+    case = _ball_case(affine, (64, 64, 64), (-10.0, -12.0, -14.0), radius=40.0, inner=24.0)
+    out = to_grid(case, Grid((20, 20, 20), (8.0, 8.0, 8.0)), align=False)
+    assert out.organs.dtype == np.uint8 and out.lesions.dtype == np.uint8
+    assert set(np.unique(out.organs)) == {0, 2, 7} and set(np.unique(out.lesions)) <= {0, 1}
+    for label in (2, 7):
+        before = (case.organs == label).sum() * case.voxel_volume_ml
+        after = (out.organs == label).sum() * out.voxel_volume_ml
+        assert abs(after / before - 1) < 0.1, (label, before, after)
+    before, after = case.lesions.sum() * case.voxel_volume_ml, out.lesions.sum() * out.voxel_volume_ml
+    assert abs(after / before - 1) < 0.25, (before, after)  # a ~7 ml lesion: ~14 voxels at 8 mm
+    np.testing.assert_allclose(_centroid_world(out.organs == 7, out.affine), (-10.0, -12.0, -14.0), atol=1.0)
