@@ -125,6 +125,8 @@ class CascadedSampler:
             raise ValueError(f"steps={steps} must be >= 1")
         if sr_steps is not None and sr_steps < 1:
             raise ValueError(f"sr_steps={sr_steps} must be >= 1")
+        if patch_batch is not None and patch_batch < 1:
+            raise ValueError(f"patch_batch={patch_batch} must be >= 1")
         if guidance is not None and not 0 <= guidance <= 20:
             raise ValueError(f"guidance={guidance} must be in [0, 20]")
         if self.sr_config is not None:

@@ -24,6 +24,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sigma-min", type=float, help="stage-1 noise level the sampler ends at (default: from the weights)")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="SR sampling patch size")
     p.add_argument("--overlap", type=int, help="SR sampling patch overlap (voxels)")
+    p.add_argument("--patch-batch", type=int, help="SR patches per network call (default 4; 1 needs ~3 GB less memory)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", required=True, help="output folder (AutoPET layout: <case>/CTres.nii.gz, ...)")
     p.add_argument("--preview", action="store_true", help="also write preview.png (coronal CT, PET MIP, labels)")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     sampler = CascadedSampler.from_pretrained(args.weights, device=args.device, stages=args.stage)
     sampler.configure(steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, patch_size=args.patch_size,
-                      overlap=args.overlap, sigma_min=args.sigma_min)
+                      overlap=args.overlap, sigma_min=args.sigma_min, patch_batch=args.patch_batch)
     t0 = time.time()
     cases = sampler.sample([demo] * args.n, seed=args.seed, progress=True)
     seconds = time.time() - t0

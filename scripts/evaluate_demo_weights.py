@@ -1,0 +1,128 @@
+"""Measure the demo weights against the held-out phantom test cohort for the model card.
+
+Runs ``synthaug.evaluate.evaluate_cohorts`` (the full report) and adds the model card's
+acceptance checks: per organ and sex, mean volume and mean SUV within 10 % of the test
+cohort; organ median HU and mean SUV inside the phantom's documented ranges (the labels
+match the images); brain > liver > muscle/soft tissue > fat SUV ordering; conditioning
+correlations. Writes ``acceptance.json`` and ``acceptance.md`` next to the report.
+
+    python scripts/evaluate_demo_weights.py --weights synthaug/weights \
+        --reference data/phantom_test --training data/phantom_train --out synthaug/weights/evaluation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from synthaug.cascade import CascadedSampler
+from synthaug.evaluate import evaluate_cohorts
+from synthaug.io import atomic_write_json, atomic_write_text
+from synthaug.labels import ORGAN_LABELS
+from synthaug.phantom import ORGAN_HU_RANGE, ORGAN_SUV_RANGE
+
+ORGANS = [name for i, name in ORGAN_LABELS.items() if i != 0]
+ORDER = ("brain", "liver", "soft_tissue", "body_fat")
+
+
+def _mean(cases, organ, metric, sex=None):
+    vals = [c["values"].get(organ, {}).get(metric) for c in cases
+            if sex is None or (c.get("demographics") or {}).get("sex") == sex]
+    vals = [v for v in vals if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def acceptance(result: dict) -> dict:
+    ref, syn = result["cases"]["reference"], result["cases"]["synthetic"]
+    rows = []
+    for organ in ORGANS:
+        for sex in ("M", "F"):
+            row = {"organ": organ, "sex": sex}
+            for metric in ("volume_ml", "suv_mean"):
+                r, s = _mean(ref, organ, metric, sex), _mean(syn, organ, metric, sex)
+                row[metric] = {"reference": r, "synthetic": s, "deviation_pct": 100.0 * (s - r) / r if r else float("nan")}
+            rows.append(row)
+
+    def within(cases, organ, metric, lo, hi):
+        vals = [c["values"].get(organ, {}).get(metric) for c in cases]
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        return (float(np.mean([lo <= v <= hi for v in vals])) if vals else float("nan")), len(vals)
+
+    ranges = {organ: {"hu_in_range": within(syn, organ, "ct_median_hu", *ORGAN_HU_RANGE[organ])[0],
+                      "suv_in_range": within(syn, organ, "suv_mean", *ORGAN_SUV_RANGE[organ])[0],
+                      "present_in": within(syn, organ, "volume_ml", 1e-9, np.inf)[1] / len(syn)}
+              for organ in ORGANS}
+    ordered = []
+    for c in syn:
+        v = [c["values"].get(o, {}).get("suv_mean") for o in ORDER]
+        ordered.append(all(x is not None and np.isfinite(x) for x in v) and all(a > b for a, b in zip(v, v[1:])))
+    fid = result["fidelity"]
+    return {
+        "organ_sex_rows": rows,
+        "volume_within_10pct": float(np.mean([abs(r["volume_ml"]["deviation_pct"]) <= 10 for r in rows])),
+        "suv_within_10pct": float(np.mean([abs(r["suv_mean"]["deviation_pct"]) <= 10 for r in rows])),
+        "ranges": ranges,
+        "suv_ordering_fraction": float(np.mean(ordered)),
+        "height_r": fid["height"]["synthetic"]["pearson_r"] if fid.get("height", {}).get("synthetic") else None,
+        "weight_r": fid["weight"]["synthetic"]["pearson_r"] if fid.get("weight", {}).get("synthetic") else None,
+        "n_synthetic": len(syn), "n_reference": len(ref),
+    }
+
+
+def render(acc: dict, header: str) -> str:
+    lines = [header, "", f"Synthetic cases: {acc['n_synthetic']}, reference (held-out phantom test cohort): {acc['n_reference']}.", "",
+             "| organ | sex | volume ref (ml) | volume syn (ml) | dev % | SUVmean ref | SUVmean syn | dev % |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in acc["organ_sex_rows"]:
+        v, s = r["volume_ml"], r["suv_mean"]
+        lines.append(f"| {r['organ']} | {r['sex']} | {v['reference']:.0f} | {v['synthetic']:.0f} | {v['deviation_pct']:+.1f} | "
+                     f"{s['reference']:.2f} | {s['synthetic']:.2f} | {s['deviation_pct']:+.1f} |")
+    lines += ["", f"- organ x sex cells with mean volume within 10 %: {100 * acc['volume_within_10pct']:.0f} %",
+              f"- organ x sex cells with mean SUV within 10 %: {100 * acc['suv_within_10pct']:.0f} %",
+              f"- brain > liver > soft tissue > fat SUVmean ordering: {100 * acc['suv_ordering_fraction']:.0f} % of cases (floor: 95 %)",
+              f"- requested height vs body extent, Pearson r: {acc['height_r']:.2f} (floor: 0.8)" if acc["height_r"] is not None else "- height r: n/a",
+              f"- requested weight vs body mass, Pearson r: {acc['weight_r']:.2f} (floor: 0.8)" if acc["weight_r"] is not None else "- weight r: n/a",
+              "", "Labels vs images: share of synthetic cases whose organ median HU / mean SUV, measured inside the "
+              "generated label, falls in the phantom's documented range (`synthaug.phantom.ORGAN_HU_RANGE`, `ORGAN_SUV_RANGE`).", "",
+              "| organ | present in | HU in range | SUV in range |", "|---|---|---|---|"]
+    for organ, r in acc["ranges"].items():
+        lines.append(f"| {organ} | {100 * r['present_in']:.0f} % | {100 * r['hu_in_range']:.0f} % | {100 * r['suv_in_range']:.0f} % |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--stages", default="cascade", choices=("cascade", "global"))
+    ap.add_argument("--reference", required=True)
+    ap.add_argument("--training")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--sr-steps", type=int)
+    ap.add_argument("--sigma-min", type=float)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="no phantom baseline, no plots (for choosing sampler settings)")
+    args = ap.parse_args()
+    sampler = CascadedSampler.from_pretrained(args.weights, stages=args.stages).configure(steps=args.steps, sr_steps=args.sr_steps,
+                                                                                           sigma_min=args.sigma_min)
+    t0 = time.time()
+    result = evaluate_cohorts(args.reference, sampler, args.out, training=args.training, seed=args.seed,
+                              baseline=None if args.quick else "phantom", plots=not args.quick,
+                              synthetic_label=f"demo weights ({args.stages}), {json.dumps(sampler.settings)}")
+    acc = acceptance(result)
+    acc["seconds"] = time.time() - t0
+    acc["command"] = "python scripts/evaluate_demo_weights.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False))
+    acc["settings"] = sampler.settings
+    out = Path(args.out)
+    atomic_write_json(out / "acceptance.json", acc)
+    atomic_write_text(out / "acceptance.md", render(acc, f"## Acceptance checks ({args.stages})\n\n`{acc['command']}`"))
+    print(render(acc, "## Acceptance checks"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Copy a run's EMA weights into the package as the shipped demo weights.
+
+Sets the sampling defaults recorded in each stage's JSON (chosen by the sampler
+benchmark), checks every checksum, and writes ``SHA256SUMS``.
+
+    python scripts/ship_weights.py --run runs/demo --dest synthaug/weights \
+        --global-sampler heun --global-steps 12 --sr-sampler dpmpp_2m --sr-steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from synthaug.checkpoint import load_checkpoint, sha256_file
+from synthaug.diffusion import SAMPLERS
+from synthaug.io import atomic_write_json, atomic_write_text
+from synthaug.stages import load_stage
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--dest", required=True)
+    for stage in ("global", "sr"):
+        ap.add_argument(f"--{stage}-sampler", choices=sorted(SAMPLERS))
+        ap.add_argument(f"--{stage}-steps", type=int)
+        ap.add_argument(f"--{stage}-sigma-min", type=float)
+    args = ap.parse_args()
+    run, dest = Path(args.run), Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    sums = []
+    for stage in ("global", "sr"):
+        load_checkpoint(run / stage)  # verifies the checksum before anything is copied
+        config = json.loads((run / f"{stage}.json").read_text())
+        diff = config["diffusion"]
+        sampler, steps = getattr(args, f"{stage}_sampler"), getattr(args, f"{stage}_steps")
+        if sampler:
+            diff["sampler"] = sampler
+        if steps:
+            diff["steps"] = steps
+        sigma_min = getattr(args, f"{stage}_sigma_min")
+        if sigma_min:
+            diff["sigma_min"] = sigma_min
+        shutil.copyfile(run / f"{stage}.safetensors", dest / f".{stage}.safetensors.tmp")
+        (dest / f".{stage}.safetensors.tmp").replace(dest / f"{stage}.safetensors")
+        atomic_write_json(dest / f"{stage}.json", config)
+        load_stage(dest / stage)  # the shipped copy loads
+        sums.append(f"{sha256_file(dest / f'{stage}.safetensors')}  {stage}.safetensors")
+        print(f"{stage}: step {config.get('info', {}).get('step')}, sampler {diff['sampler']} x {diff['steps']}")
+    atomic_write_text(dest / "SHA256SUMS", "\n".join(sums) + "\n")
+
+
+if __name__ == "__main__":
+    main()
