@@ -1,0 +1,19 @@
+"""synthaug benchmarks: sampler steps vs fidelity, speed, memory, seams, throughput, GPU sizing.
+
+Run them with ``python -m benchmarks [--quick] [--only NAME ...] [--weights DIR]`` (or
+``make bench``). Each benchmark is one module with ``NAME``, ``TITLE`` and
+``run(ctx) -> dict``; the entry point (:mod:`benchmarks.__main__`) wraps every result
+with the command, the machine description, the load average and timestamps, writes it
+to ``benchmarks/results/<name>.json`` and regenerates ``benchmarks/RESULTS.md`` from the
+JSON files (:mod:`benchmarks.report`).
+"""
+
+#: Benchmark name -> module (run in this order by default).
+BENCHMARKS: dict[str, str] = {
+    "sampler_fidelity": "benchmarks.sampler_fidelity",
+    "speed": "benchmarks.speed",
+    "memory": "benchmarks.memory",
+    "seams": "benchmarks.seams",
+    "throughput": "benchmarks.throughput",
+    "gpu_autopet": "benchmarks.gpu_autopet",
+}

@@ -1,0 +1,268 @@
+"""What every benchmark shares: the run context, the machine description, result files,
+weights discovery, a network timer and memory readings."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results"
+QUICK_RESULTS_DIR = RESULTS_DIR / "quick"
+RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+#: Where the lead trains the demo weights (read only) and where the shipped copy lives.
+RUN_WEIGHTS = REPO / "runs" / "demo"
+SHIPPED_WEIGHTS = REPO / "synthaug" / "weights"
+
+if str(REPO) not in sys.path:  # `python benchmarks/<module>.py` as well as `python -m benchmarks`
+    sys.path.insert(0, str(REPO))
+
+
+@dataclass
+class Context:
+    """Settings shared by all benchmarks of one run."""
+
+    quick: bool = False
+    weights: list[Path] = field(default_factory=list)   # weights folders (the first one is "the" weights)
+    out_dir: Path = RESULTS_DIR                          # where <name>.json goes
+    threads: int | None = None                          # torch threads (None: torch's default)
+    command: str = ""                                   # the command line that started the run
+
+    @property
+    def main_weights(self) -> Path | None:
+        """The weights folder the cascade benchmarks use (``None``: no trained weights)."""
+        return self.weights[0] if self.weights else None
+
+
+def now() -> str:
+    """The current time, ISO 8601 with the time zone."""
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages (the CPUs are shared with training)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> dict:
+    """CPU model, cores, memory, library versions and the GPU (if any) of this machine."""
+    import numpy
+    import torch
+
+    try:
+        import monai
+
+        monai_version = monai.__version__
+    except ImportError:  # pragma: no cover - monai is a dependency
+        monai_version = None
+    gpu = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gpu = {"name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+               "count": torch.cuda.device_count(), "cuda": torch.version.cuda}
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        usable = os.cpu_count()
+    return {
+        "cpu": _cpu_model(), "cores": os.cpu_count(), "usable_cores": usable, "memory_gib": _mem_total_gib(),
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "monai": monai_version,
+        "numpy": numpy.__version__, "python": platform.python_version(), "platform": platform.platform(), "gpu": gpu,
+    }
+
+
+def write_result(ctx: Context, name: str, results: dict, *, started: str, load_start: list[float],
+                 seconds: float) -> Path:
+    """Write ``<out_dir>/<name>.json``: the results wrapped with command, machine, load and timestamps."""
+    from synthaug.io import atomic_write_json
+
+    payload = {
+        "benchmark": name, "command": ctx.command, "quick": ctx.quick, "started": started, "finished": now(),
+        "seconds": round(seconds, 1), "machine": machine(),
+        "load_average": {"start": load_start, "end": load_average()},
+        "results": results,
+    }
+    path = Path(ctx.out_dir) / f"{name}.json"
+    atomic_write_json(path, payload)
+    return path
+
+
+def read_result(name: str, out_dir: Path = RESULTS_DIR) -> dict | None:
+    """The stored result of a benchmark, or ``None`` when it has not been run."""
+    path = Path(out_dir) / f"{name}.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    if "results" not in data:  # written by a script on its own (bench_io.py), without the envelope
+        m = data.get("machine") or {}
+        stamp = _dt.datetime.fromtimestamp(path.stat().st_mtime).astimezone().isoformat(timespec="seconds")
+        data = {"benchmark": name, "command": f"python benchmarks/bench_{name}.py (run on its own)", "quick": False,
+                "started": None, "finished": stamp, "seconds": None, "load_average": {},
+                "machine": {"cpu": m.get("cpu", "unrecorded"), "cores": m.get("cpus"), "torch": m.get("torch"),
+                            "gpu": m.get("gpu")},
+                "results": data}
+    return data
+
+
+# --- weights ---------------------------------------------------------------------------------
+
+
+def has_stage(folder: Path | None, stage: str) -> bool:
+    """Whether ``folder`` holds ``<stage>.json`` and ``<stage>.safetensors``."""
+    return folder is not None and (folder / f"{stage}.json").is_file() and (folder / f"{stage}.safetensors").is_file()
+
+
+def default_weights() -> list[Path]:
+    """The shipped demo weights when present, else the lead's training run, else none."""
+    return [p for p in (SHIPPED_WEIGHTS, RUN_WEIGHTS) if has_stage(p, "global")][:1]
+
+
+#: Snapshot folder -> the weights folder it was copied from (see :func:`snapshot_weights`).
+_ORIGIN: dict[Path, Path] = {}
+
+
+def snapshot_weights(folder: Path, into: Path, attempts: int = 5) -> Path:
+    """Copy the stages of ``folder`` into ``into`` so that every benchmark of a run sees the
+    same weights while training keeps replacing them; the copy's sha256 is checked against
+    its JSON (a checkpoint replaced mid-copy is copied again)."""
+    import hashlib
+    import shutil
+
+    into.mkdir(parents=True, exist_ok=True)
+    for stage in ("global", "sr"):
+        if not has_stage(folder, stage):
+            continue
+        for _ in range(attempts):
+            shutil.copyfile(folder / f"{stage}.json", into / f"{stage}.json")
+            shutil.copyfile(folder / f"{stage}.safetensors", into / f"{stage}.safetensors")
+            want = json.loads((into / f"{stage}.json").read_text()).get("sha256")
+            if hashlib.sha256((into / f"{stage}.safetensors").read_bytes()).hexdigest() == want:
+                break
+            time.sleep(2)
+        else:
+            raise OSError(f"{folder}: {stage} weights kept changing while being copied; try again")
+        mtime = (folder / f"{stage}.safetensors").stat().st_mtime
+        os.utime(into / f"{stage}.safetensors", (mtime, mtime))
+    _ORIGIN[into.resolve()] = folder.resolve()
+    return into
+
+
+def weights_info(folder: Path | None) -> dict | None:
+    """Path, checksum, objective, default sampler and training step of each stage in ``folder``."""
+    if folder is None:
+        return None
+    origin = _ORIGIN.get(Path(folder).resolve())
+    info: dict = {"path": str(origin or folder)}
+    if origin is not None:
+        info["copied_at_start_of_run"] = True
+    for stage in ("global", "sr"):
+        if not has_stage(folder, stage):
+            info[stage] = None
+            continue
+        raw = json.loads((folder / f"{stage}.json").read_text())
+        d = raw.get("diffusion", {})
+        info[stage] = {"sha256": raw.get("sha256"), "objective": d.get("objective"), "sampler": d.get("sampler"),
+                       "steps": d.get("steps"), "step": (raw.get("info") or {}).get("step"),
+                       "modified": _dt.datetime.fromtimestamp((folder / f"{stage}.safetensors").stat().st_mtime)
+                       .astimezone().isoformat(timespec="seconds")}
+    return info
+
+
+def stage_objective(folder: Path, stage: str = "global") -> str | None:
+    """The objective (``edm``/``flow``) of a stage's weights, ``None`` if absent."""
+    if not has_stage(folder, stage):
+        return None
+    return json.loads((folder / f"{stage}.json").read_text()).get("diffusion", {}).get("objective")
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+class NetTimer:
+    """Accumulates the wall time spent inside ``module.forward`` (forward pre-hook + hook).
+
+    Use as a context manager; ``seconds`` and ``calls`` hold the totals afterwards.
+    """
+
+    def __init__(self, module) -> None:
+        self.module = module
+        self.seconds = 0.0
+        self.calls = 0
+        self._t0: float | None = None
+        self._handles: list = []
+
+    def _pre(self, *_):
+        self._t0 = time.perf_counter()
+
+    def _post(self, *_):
+        self.seconds += time.perf_counter() - self._t0
+        self.calls += 1
+
+    def __enter__(self) -> NetTimer:
+        self._handles = [self.module.register_forward_pre_hook(self._pre), self.module.register_forward_hook(self._post)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (MiB): VmHWM, else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process (MiB)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op threads when asked (``None`` keeps torch's default)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))

@@ -1,0 +1,127 @@
+"""Seconds per case on CPU at the demo preset: the global stage, the SR stage and the whole
+cascade, and the share of time spent outside the network.
+
+The networks' ``forward`` is wrapped with a timer (a forward pre-hook and a forward
+hook on the U-Net inside each stage's preconditioner); everything else (sampler
+arithmetic in float64, patch extraction and blending, conditioning, decoding) is
+"outside the network". With trained weights the cascade is loaded from them; without,
+random weights of the same architecture are used (the cost does not depend on the values).
+
+A second measurement compares the global network's forward time per sample at batch
+sizes 1, 2 and 4 side by side (ratios matter on a shared machine).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .common import Context, NetTimer, has_stage, load_average, weights_info
+
+NAME = "speed"
+TITLE = "Seconds per case (CPU, demo preset)"
+
+
+def random_cascade(preset: str = "demo", seed: int = 0):
+    """A :class:`CascadedSampler` with random weights of the production architecture."""
+    import torch
+
+    from synthaug.cascade import CascadedSampler
+    from synthaug.stages import build_stage_model, default_stage_config
+
+    torch.manual_seed(seed)
+    g_cfg, s_cfg = default_stage_config("global", preset), default_stage_config("sr", preset)
+    return CascadedSampler(build_stage_model(g_cfg).eval(), g_cfg, build_stage_model(s_cfg).eval(), s_cfg,
+                           sha256="random-weights")
+
+
+def load_cascade(ctx: Context):
+    """The cascade of ``ctx.main_weights`` (both stages) or a random one; plus a description."""
+    from synthaug.cascade import CascadedSampler
+
+    folder = ctx.main_weights
+    if has_stage(folder, "global") and has_stage(folder, "sr"):
+        return CascadedSampler.from_pretrained(folder), {"weights": weights_info(folder), "random_weights": False}
+    note = "no trained weights with both stages; random weights of the production architecture"
+    return random_cascade(), {"weights": weights_info(folder), "random_weights": True, "note": note}
+
+
+def time_cascade(sampler, n_cases: int, seed: int = 0) -> dict:
+    """Per-case seconds of each stage and the whole cascade, with network time per stage."""
+    from synthaug.demographics import sample_population
+
+    demos = sample_population(n_cases, seed=seed)
+    stage_seconds = {"global": 0.0, "sr": 0.0}
+    original = {"global": sampler.sample_global, "sr": sampler.sample_sr}
+
+    def timed(name):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return original[name](*args, **kwargs)
+            finally:
+                stage_seconds[name] += time.perf_counter() - t0
+        return wrapper
+
+    sampler.sample_global, sampler.sample_sr = timed("global"), timed("sr")
+    try:
+        with NetTimer(sampler.global_model.net) as g_net, NetTimer(sampler.sr_model.net) as s_net:
+            t0 = time.perf_counter()
+            sampler.sample(demos, seed=[seed + i for i in range(n_cases)])
+            total = time.perf_counter() - t0
+    finally:
+        del sampler.sample_global, sampler.sample_sr  # back to the class methods
+    net = {"global": g_net.seconds, "sr": s_net.seconds}
+    calls = {"global": g_net.calls, "sr": s_net.calls}
+    out = {}
+    for name in ("global", "sr"):
+        secs = stage_seconds[name]
+        out[name] = {"seconds_per_case": secs / n_cases, "network_seconds_per_case": net[name] / n_cases,
+                     "network_calls_per_case": calls[name] / n_cases,
+                     "outside_network_share": (secs - net[name]) / secs if secs > 0 else None}
+    net_total = net["global"] + net["sr"]
+    out["cascade"] = {"seconds_per_case": total / n_cases, "network_seconds_per_case": net_total / n_cases,
+                      "outside_network_share": (total - net_total) / total,
+                      "decode_and_other_seconds_per_case": (total - stage_seconds["global"] - stage_seconds["sr"]) / n_cases}
+    return out
+
+
+def global_batch_scaling(model, grid_shape, channels: int, batches=(1, 2, 4), repeats: int = 3) -> dict:
+    """Forward seconds per sample of a global-stage network at several batch sizes (interleaved)."""
+    import torch
+
+    from synthaug.demographics import COND_DIM
+
+    inputs = {b: (torch.randn(b, channels, *grid_shape), torch.full((b,), 1.0), torch.zeros(b, COND_DIM))
+              for b in batches}
+    times: dict[int, list[float]] = {b: [] for b in batches}
+    with torch.no_grad():
+        for b in batches:  # warm-up
+            model(*inputs[b])
+        for _ in range(repeats):
+            for b in batches:  # interleaved, so that load changes hit all sizes alike
+                t0 = time.perf_counter()
+                model(*inputs[b])
+                times[b].append(time.perf_counter() - t0)
+    per_sample = {str(b): float(np.median(times[b])) / b for b in batches}
+    return {"seconds_per_sample": per_sample,
+            "ratio_to_batch_1": {k: v / per_sample[str(batches[0])] for k, v in per_sample.items()}}
+
+
+def run(ctx: Context) -> dict:
+    sampler, info = load_cascade(ctx)
+    n_cases = 1 if ctx.quick else 2
+    if ctx.quick:
+        sampler.configure(sr_steps=1)
+    settings = sampler.settings
+    load = {"before": load_average()}
+    timing = time_cascade(sampler, n_cases)
+    load["after_cascade"] = load_average()
+    g_cfg = sampler.global_config
+    batch = global_batch_scaling(sampler.global_model, g_cfg.global_grid.shape, g_cfg.net.in_channels,
+                                 repeats=2 if ctx.quick else 3)
+    load["after_batch_scaling"] = load_average()
+    return {**info, "cases": n_cases, "settings": settings, "preset": g_cfg.preset,
+            "global_grid": g_cfg.global_grid.to_dict(), "output_grid": sampler.output_grid.to_dict(),
+            "timing": timing, "global_forward_batch_scaling": batch, "load_average": load}

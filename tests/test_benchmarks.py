@@ -1,0 +1,197 @@
+"""The benchmarks package: the sampler regression guard, the metrics, the GPU script on a
+CPU at reduced size and the report. No timings are asserted."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks import BENCHMARKS
+from benchmarks.__main__ import parse_args
+from benchmarks.common import RESULTS_DIR, SHIPPED_WEIGHTS, NetTimer
+from benchmarks.memory import analyse
+from benchmarks.sampler_fidelity import choose, cohort_deviation, organ_stats, paired_deviation, steps_for
+from benchmarks.seams import border_planes, seam_metric
+
+# --- regression guard -----------------------------------------------------------------------------
+
+
+def _chosen() -> dict:
+    path = RESULTS_DIR / "sampler_fidelity.json"
+    if not path.is_file():
+        pytest.skip("benchmarks/results/sampler_fidelity.json absent (run python -m benchmarks --only sampler_fidelity)")
+    chosen = json.loads(path.read_text())["results"].get("chosen")
+    if not chosen:
+        pytest.skip("the fidelity benchmark found no setting within 1 pp of the reference")
+    return chosen
+
+
+def test_default_global_sampler_is_the_benchmarked_choice():
+    from synthaug.stages import default_stage_config
+
+    chosen = _chosen()
+    d = default_stage_config("global", objective=chosen["objective"]).diffusion
+    assert (d.sampler, d.steps) == (chosen["sampler"], chosen["steps"]), (
+        f"default_stage_config('global') samples with {d.sampler} x {d.steps} but the fidelity benchmark chose "
+        f"{chosen['sampler']} x {chosen['steps']} (benchmarks/RESULTS.md)")
+
+
+def test_shipped_weights_use_the_benchmarked_sampler():
+    path = SHIPPED_WEIGHTS / "global.json"
+    if not path.is_file():
+        pytest.skip("no shipped weights in synthaug/weights")
+    chosen = _chosen()
+    d = json.loads(path.read_text())["diffusion"]
+    assert (d["sampler"], d["steps"]) == (chosen["sampler"], chosen["steps"])
+
+
+# --- sampler fidelity metrics ---------------------------------------------------------------------
+
+
+def test_organ_stats_inside_generated_labels():
+    organs = np.zeros((4, 4, 4), np.uint8)
+    organs[:2] = 7  # liver
+    organs[2:, :2] = 5  # lungs
+    pet = np.where(organs == 7, 3.0, 0.5).astype(np.float32)
+    ct = np.where(organs == 5, -800.0, 50.0).astype(np.float32)
+    stats = organ_stats({"organs": organs, "pet": pet, "ct": ct})
+    assert stats.shape == (11, 2)
+    np.testing.assert_allclose(stats[6], [3.0, 50.0])     # label 7 is row 6
+    np.testing.assert_allclose(stats[4], [0.5, -800.0])   # label 5
+    assert np.isnan(stats[0]).all()                        # no body fat generated
+
+
+def test_deviations_in_percentage_points():
+    ref = np.full((2, 11, 2), np.nan)
+    ref[:, 6] = [[2.0, 40.0], [2.0, 60.0]]  # liver SUV 2, HU 40 / 60 (mean 50)
+    test = ref.copy()
+    test[:, 6, 0] = [2.02, 2.02]            # +1 % SUV
+    test[:, 6, 1] = [50.0, 70.0]            # +10 HU = 10 / 1050 of the attenuation
+    cohort = cohort_deviation(test, ref)
+    assert cohort["suv_mean_pp"] == pytest.approx(1.0)
+    assert cohort["hu_mean_pp"] == pytest.approx(100 * 10 / 1050)
+    paired = paired_deviation(test, ref)
+    assert paired["hu_mean_pp"] == pytest.approx(np.mean([100 * 10 / 1040, 100 * 10 / 1060]))
+    # Opposite per-seed errors cancel in the cohort mean but not when paired.
+    test[:, 6, 0] = [2.2, 1.8]
+    assert cohort_deviation(test, ref)["suv_mean_pp"] == pytest.approx(0.0, abs=1e-9)
+    assert paired_deviation(test, ref)["suv_mean_pp"] == pytest.approx(10.0)
+
+
+def _row(sampler, nfe, suv, hu):
+    return {"sampler": sampler, "steps": steps_for(sampler, nfe), "evaluations": nfe,
+            "vs_reference": {"suv_mean_pp": suv, "hu_mean_pp": hu}}
+
+
+def test_choose_smallest_stable_setting():
+    rows = [_row("euler", 4, 5.0, 3.0), _row("euler", 8, 0.8, 0.5), _row("euler", 16, 1.5, 0.4),  # not stable
+            _row("euler", 32, 0.5, 0.3), _row("dpmpp_2m", 4, 2.0, 2.0), _row("dpmpp_2m", 8, 0.9, 0.9),
+            _row("dpmpp_2m", 16, 0.4, 0.2), _row("dpmpp_2m", 32, 0.3, 0.1)]
+    got = choose(rows)
+    assert (got["sampler"], got["evaluations"]) == ("dpmpp_2m", 8)
+    assert "ancestral reference" in got["criterion"]
+    assert steps_for("heun", 8) == 4 and steps_for("heun", 4) == 2 and steps_for("euler", 8) == 8
+
+
+def test_choose_falls_back_to_the_ode_floor():
+    rows = [_row("heun", 3, 6.0, 2.0), _row("heun", 7, 2.5, 1.6), _row("heun", 15, 2.2, 1.5)]
+    assert choose(rows) is None or choose(rows)["criterion"] != "within 1 pp of the ancestral reference"
+    got = choose(rows, floor={"suv_mean_pp": 2.0, "hu_mean_pp": 1.4})
+    assert got["evaluations"] == 7 and "ODE" in got["criterion"]
+    assert choose(rows, floor=None) is None
+
+
+# --- seams ---------------------------------------------------------------------------------------
+
+
+def test_border_planes_of_the_demo_patching():
+    borders, zones = border_planes(256, 64, 8)
+    assert borders == [56, 64, 112, 120, 168, 176, 192, 232]
+    assert zones == [(56, 64), (112, 120), (168, 176), (192, 232)]
+    assert border_planes(128, 128, 8) == ([], [])
+
+
+def test_seam_metric_sees_a_seam_and_not_smooth_data():
+    rng = np.random.default_rng(0)
+    shape = (8, 8, 128)
+    mask = np.ones(shape, bool)
+    smooth = rng.normal(0, 1, shape).cumsum(axis=2)  # a random walk: same |gradient| statistics everywhere
+    m = seam_metric(smooth, mask, (8, 8, 64), 8)
+    assert abs(m["axis_2"]["ratio_local"] - 1) < 0.3
+    seamed = smooth.copy()
+    seamed[..., 64:] += 10.0  # a patch that ends at plane 64 with an offset: a seam
+    seamed[..., 56:] += 10.0  # and one that starts at plane 56
+    m = seam_metric(seamed, mask, (8, 8, 64), 8)
+    assert m["axis_2"]["border_planes"] == [56, 64, 120]  # patches [0, 64), [56, 120), [64, 128)
+    assert m["axis_2"]["ratio_local"] > 3
+
+
+# --- memory analysis -----------------------------------------------------------------------------
+
+
+def test_memory_analysis_growth_and_acceptance():
+    idle, net = {"peak_mib": 500.0}, {"peak_mib": 1500.0}
+    vox = 128 * 128 * 256
+    rows = [{"label": "1x", "voxels": vox, "peak_mib": 2000.0, "peak_after_sample_mib": 2000.0},
+            {"label": "2x", "voxels": 2 * vox, "peak_mib": 2400.0, "peak_after_sample_mib": 2400.0}]
+    a = analyse(rows, idle, net)
+    assert a["acceptance"]["growth_percent"] == pytest.approx(20.0) and a["acceptance"]["passed"]
+    assert a["bytes_per_voxel"] == pytest.approx(400 * 2**20 / vox)
+    assert a["activations_mib"] == 1000.0
+    rows[1]["peak_mib"] = rows[1]["peak_after_sample_mib"] = 3000.0
+    assert not analyse(rows, idle, net)["acceptance"]["passed"]
+
+
+# --- entry point, timer, GPU script and report ---------------------------------------------------------
+
+
+def test_entry_point_checks_names_and_weights(tmp_path, capsys):
+    assert parse_args(["--quick", "--only", "speed", "seams"]).only == ["speed", "seams"]
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "nonsense"])
+    with pytest.raises(SystemExit):
+        parse_args(["--weights", str(tmp_path)])
+    assert "no global.json" in capsys.readouterr().err
+    assert set(BENCHMARKS) == {"sampler_fidelity", "speed", "memory", "seams", "throughput", "gpu_autopet"}
+
+
+def test_net_timer_counts_forward_calls():
+    net = torch.nn.Linear(3, 3)
+    with NetTimer(net) as t:
+        net(torch.zeros(1, 3))
+        net(torch.zeros(1, 3))
+    net(torch.zeros(1, 3))  # hooks removed
+    assert t.calls == 2 and t.seconds > 0
+
+
+def test_gpu_autopet_script_at_reduced_size_on_cpu(tmp_path):
+    from benchmarks import gpu_autopet
+    from benchmarks.report import render
+
+    assert gpu_autopet.main(["--scale", "0.125", "--device", "cpu", "--steps", "1", "--sr-steps", "1",
+                             "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "gpu_autopet.json").read_text())
+    res = r["results"]
+    assert r["command"].startswith("python benchmarks/gpu_autopet.py --scale 0.125")
+    assert r["machine"]["torch"] == torch.__version__ and r["started"] <= r["finished"]
+    assert res["device"] == "cpu" and res["random_weights"]
+    assert res["global_grid"]["shape"] == [8, 8, 16]
+    # The field of view of the autopet preset is kept.
+    from synthaug.grid import Grid, get_preset
+
+    np.testing.assert_allclose(Grid.from_dict(res["output_grid"]).fov_mm, get_preset("autopet").output_grid.fov_mm)
+    assert res["seconds_per_case"]["cascade"] > 0 and res["peak_rss_mib"] > 0
+    assert res["cuda_max_memory_allocated_mib"] is None
+    md = render(tmp_path)
+    assert "No GPU was lent" in md and "python benchmarks/gpu_autopet.py --scale 0.125" in md
+
+
+def test_gpu_autopet_rejects_bad_scale(tmp_path):
+    from benchmarks import gpu_autopet
+
+    with pytest.raises(SystemExit):
+        gpu_autopet.main(["--scale", "1.5", "--out", str(tmp_path)])
+    assert not (tmp_path / "gpu_autopet.json").exists()
