@@ -101,7 +101,8 @@ class CascadedSampler:
     def settings(self) -> dict:
         g = self.global_config.diffusion
         s = {"stages": "cascade" if self.sr_model is not None else "global", "preset": self.global_config.preset,
-             "sampler": g.sampler, "steps": self.steps or g.steps, "guidance": self.guidance if self.guidance is not None else g.guidance}
+             "sampler": g.sampler, "steps": self.steps or g.steps, "guidance": self.guidance if self.guidance is not None else g.guidance,
+             "sigma_min": g.sigma_min}
         if self.sr_config is not None:
             s.update({"sr_sampler": self.sr_config.diffusion.sampler, "sr_steps": self.sr_steps or self.sr_config.diffusion.steps,
                       "patch_size": list(self.patch_size), "overlap": self.overlap})

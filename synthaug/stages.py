@@ -86,7 +86,8 @@ def default_stage_config(stage: str, preset: str = "demo", objective: str = "edm
     if stage == "global":
         net = NetConfig(in_channels=NUM_CHANNELS, out_channels=NUM_CHANNELS, channels=(16, 32, 64),
                         attention_levels=(False, False, True), norm_num_groups=8)
-        # dpmpp_2m x 32: the smallest setting within 1 point of the 1000-step reference (benchmarks/RESULTS.md).
+        # dpmpp_2m x 32: the smallest setting within 1 point of the converged ODE (the floor of the comparison
+        # with the 1000-step ancestral reference); measured on early weights, see benchmarks/RESULTS.md.
         diff = DiffusionConfig(objective=objective, sigma_data=0.5, sampler="dpmpp_2m", steps=32)
     elif stage == "sr":
         net = NetConfig(in_channels=NUM_CHANNELS, out_channels=NUM_CHANNELS,

@@ -330,3 +330,12 @@ def test_sample_cli_writes_cases(weights, tmp_path, capsys):
     # A second run into the same folder refuses to overwrite without --force.
     code, err = _sample_cli(capsys, out, "--weights", str(weights), "--stage", "global", "--age", "50", "--seed", "3")
     assert code == 2 and "--force" in err[0]
+
+
+def test_sigma_min_is_configurable_and_recorded(weights):
+    from synthaug.cascade import CascadedSampler
+
+    sampler = CascadedSampler.from_pretrained(weights, stages="global")
+    assert sampler.configure(sigma_min=0.5).settings["sigma_min"] == 0.5
+    with pytest.raises(ValueError, match="sigma_min"):
+        sampler.configure(sigma_min=0.0)
