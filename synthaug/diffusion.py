@@ -158,21 +158,58 @@ def _as_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
 
 
-def cfg_denoiser(model: Denoiser, scale: float, uncond: torch.Tensor | None = None) -> Denoiser:
+def _repeat_batch(t, batch: int, reps: int):
+    """``t`` repeated ``reps`` times along dim 0 if it is a per-sample tensor of ``batch`` rows."""
+    if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == batch:
+        return t.repeat(reps, *([1] * (t.ndim - 1)))
+    return t
+
+
+def cfg_denoiser(model: Denoiser, scale: float, uncond: torch.Tensor | None = None, batched: bool = False) -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2022): ``D_u + scale * (D_c - D_u)``.
 
     ``uncond`` defaults to an all-zero demographics vector (every field "unknown").
+    ``batched`` evaluates the conditional and unconditional halves in one call (faster,
+    for models whose extra arguments are all per-sample tensors or shared values).
     """
     if scale == 1.0:
         return model
 
     def guided(x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, **extra) -> torch.Tensor:
         u = torch.zeros_like(cond) if uncond is None else uncond.expand_as(cond)
-        d_c = model(x, sigma, cond=cond, **extra)
-        d_u = model(x, sigma, cond=u, **extra)
+        if batched:
+            b = x.shape[0]
+            d = model(torch.cat([x, x]), _repeat_batch(sigma, b, 2), cond=torch.cat([u, cond]),
+                      **{k: _repeat_batch(v, b, 2) for k, v in extra.items()})
+            d_u, d_c = d[:b], d[b:]
+        else:
+            d_c = model(x, sigma, cond=cond, **extra)
+            d_u = model(x, sigma, cond=u, **extra)
         return d_u + scale * (d_c - d_u)
 
     return guided
+
+
+def min_batch_denoiser(model: Denoiser, min_batch: int) -> Denoiser:
+    """Evaluate ``model`` on at least ``min_batch`` samples, repeating a smaller batch.
+
+    PyTorch's CPU convolution falls back from oneDNN to a much slower kernel for a single
+    small 3D volume; on the demo global grid one batch of two costs less than a batch of
+    one (``benchmarks/speed.py`` measures both), so the repeat is a net gain there.
+    """
+    if min_batch <= 1:
+        return model
+
+    def padded(x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
+        b = x.shape[0]
+        if b >= min_batch:
+            return model(x, sigma, **extra)
+        reps = -(-min_batch // b)
+        out = model(_repeat_batch(x, b, reps), _repeat_batch(sigma, b, reps),
+                    **{k: _repeat_batch(v, b, reps) for k, v in extra.items()})
+        return out[:b]
+
+    return padded
 
 
 # --- schedules --------------------------------------------------------------------------
