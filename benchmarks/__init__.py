@@ -1,4 +1,5 @@
-"""synthaug benchmarks: sampler steps vs fidelity, speed, memory, seams, throughput, GPU sizing.
+"""synthaug benchmarks: sampler steps vs fidelity, speed, memory, seams, SR refinement,
+throughput, GPU sizing.
 
 Run them with ``python -m benchmarks [--quick] [--only NAME ...] [--weights DIR]`` (or
 ``make bench``). Each benchmark is one module with ``NAME``, ``TITLE`` and
@@ -14,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "speed": "benchmarks.speed",
     "memory": "benchmarks.memory",
     "seams": "benchmarks.seams",
+    "refinement": "benchmarks.refinement",
     "throughput": "benchmarks.throughput",
     "gpu_autopet": "benchmarks.gpu_autopet",
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, RESULTS_MD, read_result
 
-ORDER = ("sampler_fidelity", "speed", "memory", "seams", "throughput", "io", "gpu_autopet")
+ORDER = ("sampler_fidelity", "speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet")
 
 
 def _f(v, fmt: str = ".2f", none: str = "–") -> str:
@@ -246,6 +246,38 @@ def seams(r: dict) -> list[str]:
     return out
 
 
+def refinement(r: dict) -> list[str]:
+    res = r["results"]
+    if res.get("skipped"):
+        return [_weights_line(res.get("weights")), "", f"Skipped: {res['skipped']}.", ""]
+    st = res["settings"]
+    cut = ", ".join(_f(c, ".3f") for c in res["cutoff_cycles_per_voxel"])
+    out = [_weights_line(res.get("weights")), "",
+           f"{len(res['cases'])} case(s), global `{st.get('sampler')}` {st.get('steps')} steps, SR `{st.get('sr_sampler')}` "
+           f"{st.get('sr_steps')} step(s); the same stage-1 sample is interpolated (trilinear) or refined. High-frequency "
+           f"energy: spectral power per voxel above the global grid's Nyquist ({cut} cycles per output voxel).", ""]
+    rows = [[i, c["seed"], _f(c["hf_ct"]["interpolated"], ".3g"), _f(c["hf_ct"]["cascade"], ".3g"), _f(c["hf_ct"]["ratio"], ".1f"),
+             _f(c["hf_pet"]["interpolated"], ".3g"), _f(c["hf_pet"]["cascade"], ".3g"), _f(c["hf_pet"]["ratio"], ".1f"),
+             _f(100 * c["label_voxel_agreement"], ".1f")] for i, c in enumerate(res["cases"])]
+    out += _table(["case", "seed", "CT HF, interp. (HU²)", "CT HF, cascade", "ratio", "PET HF, interp. (SUV²)",
+                   "PET HF, cascade", "ratio", "label voxels unchanged, %"], rows)
+    out += ["", "Organ means, cascade vs interpolated global stage (mean over cases; pp as in the sampler benchmark):", ""]
+    po = sorted(res["per_organ"].items(), key=lambda kv: -(kv[1]["suv_own_labels_pp"] or 0))
+    out += _table(["organ", "SUV interp.", "SUV cascade", "SUV dev. pp (own labels)", "SUV dev. pp (global labels)",
+                   "HU interp.", "HU cascade", "HU dev. pp (own labels)", "HU dev. pp (global labels)"],
+                  [[name, _f(o["suv_interpolated"]), _f(o["suv_cascade"]), _f(o["suv_own_labels_pp"], ".1f"),
+                    _f(o["suv_global_labels_pp"], ".1f"), _f(o["hu_interpolated"], ".0f"), _f(o["hu_cascade"], ".0f"),
+                    _f(o["hu_own_labels_pp"], ".1f"), _f(o["hu_global_labels_pp"], ".1f")] for name, o in po])
+    so, sg = res["summary_own_labels"], res["summary_global_labels"]
+    out += ["", f"Mean over organs: SUV {_f(so['suv_mean_pp'], '.1f')} pp, HU {_f(so['hu_mean_pp'], '.1f')} pp in each "
+            f"output's own labels; {_f(sg['suv_mean_pp'], '.1f')} / {_f(sg['hu_mean_pp'], '.1f')} pp inside the global "
+            "stage's labels (intensity change alone).",
+            f"More high-frequency energy: **{'yes' if res['more_high_frequency'] else 'no'}** (mean ratio CT "
+            f"{_f(res['hf_ratio_mean']['ct'], '.1f')}, PET {_f(res['hf_ratio_mean']['pet'], '.1f')}); organ means within "
+            f"{_f(res['tolerance_pp'], '.0f')} pp: **{'yes' if res['organ_means_within_tolerance'] else 'no'}**.", ""]
+    return out
+
+
 def throughput(r: dict) -> list[str]:
     res = r["results"]
     rows = [["on the fly, phantom", _f(res["on_the_fly_phantom"]["items_per_second"], ".3f")]]
@@ -302,9 +334,10 @@ def gpu_autopet(r: dict) -> list[str]:
 
 
 RENDER = {"sampler_fidelity": sampler_fidelity, "speed": speed, "memory": memory, "seams": seams,
-          "throughput": throughput, "io": io, "gpu_autopet": gpu_autopet}
+          "refinement": refinement, "throughput": throughput, "io": io, "gpu_autopet": gpu_autopet}
 TITLES = {"sampler_fidelity": "Sampler steps vs organ fidelity (global stage)", "speed": "Seconds per case (CPU, demo preset)",
           "memory": "Peak memory of SR sampling vs volume size", "seams": "Seams at SR patch borders",
+          "refinement": "SR stage: refinement vs drift",
           "throughput": "Dataset throughput", "io": "Cache vs NIfTI reads", "gpu_autopet": "Cascade at the autopet size"}
 
 

@@ -195,3 +195,18 @@ def test_gpu_autopet_rejects_bad_scale(tmp_path):
     with pytest.raises(SystemExit):
         gpu_autopet.main(["--scale", "1.5", "--out", str(tmp_path)])
     assert not (tmp_path / "gpu_autopet.json").exists()
+
+
+def test_high_frequency_energy_sees_detail_beyond_the_cutoff_only():
+    from benchmarks.refinement import high_frequency_energy
+
+    z = np.arange(64)
+    smooth = np.broadcast_to(np.sin(2 * np.pi * 2 * z / 64), (8, 8, 64)).copy()   # 2 cycles / 64 voxels
+    fine = np.broadcast_to(np.sin(2 * np.pi * 24 * z / 64), (8, 8, 64)).copy()    # 24 cycles / 64 voxels
+    cutoff = (0.5, 0.5, 0.125)  # e.g. a global grid 4x coarser along z
+    assert high_frequency_energy(smooth, cutoff) < 1e-20
+    # Parseval: a unit sine has mean power 0.5, all of it above the cutoff.
+    assert high_frequency_energy(fine, cutoff) == pytest.approx(0.5, rel=1e-9)
+    assert high_frequency_energy(smooth + fine, cutoff) == pytest.approx(0.5, rel=1e-9)
+    with pytest.raises(ValueError, match="cutoff has 2 values"):
+        high_frequency_energy(smooth, (0.5, 0.5))

@@ -1,0 +1,121 @@
+"""Does the SR stage refine the global stage, or drift from it?
+
+For a few demographics, the global stage is sampled once and then (a) trilinearly
+interpolated to the output grid, exactly as the SR stage upsamples its input, and
+(b) refined by the SR stage with the same seed. Two questions, two measurements:
+
+* **High-frequency energy**: the spectral power of decoded CT (HU) and PET (SUV) above
+  the Nyquist frequency of the global grid (the detail stage 1 cannot represent), per
+  voxel. The cascade should add it: ratio cascade / interpolated > 1.
+* **Organ means**: mean SUV and mean HU per organ of the synthaug organ map, inside each
+  output's own labels, and inside the interpolated global stage's labels for both (the
+  intensity change alone, without label changes). Deviations in percentage points as in
+  the sampler benchmark (SUV relative, HU relative to HU + 1000); the goal is a few
+  percent (``TOLERANCE_PP``) — stage 2 must refine, not drift.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import Context, has_stage, weights_info
+from .sampler_fidelity import _nanmean, _pp, _summary, organ_stats
+
+NAME = "refinement"
+TITLE = "Cascade vs interpolated global stage: high-frequency energy and organ means"
+TOLERANCE_PP = 5.0
+
+
+def high_frequency_energy(volume: np.ndarray, cutoff: tuple[float, ...]) -> float:
+    """Mean spectral power per voxel of ``volume`` at frequencies beyond ``cutoff`` on any axis.
+
+    ``cutoff`` is in cycles per voxel of ``volume`` (0.5 = its own Nyquist frequency), one
+    value per axis; a component counts as high-frequency when it exceeds the cutoff on at
+    least one axis. Parseval: the result is in the volume's units squared.
+    """
+    v = np.asarray(volume, dtype=np.float64)
+    if v.ndim != len(cutoff):
+        raise ValueError(f"cutoff has {len(cutoff)} values for a {v.ndim}-D volume")
+    power = np.abs(np.fft.fftn(v - v.mean())) ** 2 / v.size
+    high = np.zeros(v.shape, dtype=bool)
+    for axis, (n, c) in enumerate(zip(v.shape, cutoff)):
+        f = np.abs(np.fft.fftfreq(n))
+        shape = [1] * v.ndim
+        shape[axis] = n
+        high |= (f > c).reshape(shape)
+    return float(power[high].sum() / v.size)
+
+
+def organ_stats_in(decoded: dict[str, np.ndarray], organs: np.ndarray) -> np.ndarray:
+    """:func:`organ_stats` of ``decoded``'s intensities inside another case's labels."""
+    return organ_stats({**decoded, "organs": organs})
+
+
+def _demographics(n: int):
+    from synthaug.demographics import sample_population
+
+    return sample_population(n, seed=11)
+
+
+def run(ctx: Context) -> dict:
+    import torch.nn.functional as F
+
+    from synthaug.cascade import CascadedSampler
+    from synthaug.channels import decode
+    from synthaug.labels import ORGAN_LABELS
+
+    folder = ctx.main_weights
+    if not (has_stage(folder, "global") and has_stage(folder, "sr")):
+        return {"weights": weights_info(folder), "skipped": "needs trained global and SR weights"}
+    sampler = CascadedSampler.from_pretrained(folder)
+    g_shape, out_shape = sampler.global_config.global_grid.shape, sampler.sr_config.output_grid.shape
+    # Frequencies above the global grid's Nyquist, in cycles per output voxel.
+    cutoff = tuple(0.5 * g / o for g, o in zip(g_shape, out_shape))
+    names = [ORGAN_LABELS[k] for k in ORGAN_LABELS if k != 0]
+    demos = _demographics(1 if ctx.quick else 4)
+    cases = []
+    stats = {"interpolated": [], "cascade": [], "cascade_in_global_labels": []}
+    for i, demo in enumerate(demos):
+        seed = 100 + i
+        lowres = sampler.sample_global([demo], [seed])
+        up = F.interpolate(lowres.float(), size=out_shape, mode="trilinear", align_corners=False)
+        interp = decode(up[0])
+        casc = decode(sampler.sample_sr(lowres, [demo], [seed])[0])
+        row = {"demographics": demo.to_dict(), "seed": seed}
+        for ch in ("ct", "pet"):
+            e_i, e_c = high_frequency_energy(interp[ch], cutoff), high_frequency_energy(casc[ch], cutoff)
+            row[f"hf_{ch}"] = {"interpolated": e_i, "cascade": e_c, "ratio": e_c / e_i if e_i > 0 else None}
+        label_agreement = float((interp["organs"] == casc["organs"]).mean())
+        row["label_voxel_agreement"] = label_agreement
+        cases.append(row)
+        stats["interpolated"].append(organ_stats(interp))
+        stats["cascade"].append(organ_stats(casc))
+        stats["cascade_in_global_labels"].append(organ_stats_in(casc, interp["organs"]))
+    arr = {k: np.stack(v) for k, v in stats.items()}
+    with np.errstate(invalid="ignore"):
+        own = _pp(arr["cascade"], arr["interpolated"])            # (cases, organs, 2)
+        fixed = _pp(arr["cascade_in_global_labels"], arr["interpolated"])
+        per_organ = {name: {"suv_own_labels_pp": _nan(_nanmean(own[:, j, 0], 0)),
+                            "hu_own_labels_pp": _nan(_nanmean(own[:, j, 1], 0)),
+                            "suv_global_labels_pp": _nan(_nanmean(fixed[:, j, 0], 0)),
+                            "hu_global_labels_pp": _nan(_nanmean(fixed[:, j, 1], 0)),
+                            "suv_interpolated": _nan(_nanmean(arr["interpolated"][:, j, 0], 0)),
+                            "suv_cascade": _nan(_nanmean(arr["cascade"][:, j, 0], 0)),
+                            "hu_interpolated": _nan(_nanmean(arr["interpolated"][:, j, 1], 0)),
+                            "hu_cascade": _nan(_nanmean(arr["cascade"][:, j, 1], 0))}
+                     for j, name in enumerate(names)}
+        summary_own = _summary(_nanmean(own, 0))
+        summary_fixed = _summary(_nanmean(fixed, 0))
+    hf_ratio = {ch: float(np.mean([c[f"hf_{ch}"]["ratio"] for c in cases])) for ch in ("ct", "pet")}
+    more_detail = all(r > 1 for r in hf_ratio.values())
+    no_drift = all(summary_own[k] is not None and summary_own[k] <= TOLERANCE_PP for k in ("suv_mean_pp", "hu_mean_pp"))
+    return {"weights": weights_info(folder), "settings": sampler.settings, "cutoff_cycles_per_voxel": list(cutoff),
+            "tolerance_pp": TOLERANCE_PP, "cases": cases, "per_organ": per_organ,
+            "summary_own_labels": summary_own, "summary_global_labels": summary_fixed,
+            "hf_ratio_mean": hf_ratio, "more_high_frequency": more_detail, "organ_means_within_tolerance": no_drift,
+            "passed": bool(more_detail and no_drift)}
+
+
+def _nan(v) -> float | None:
+    v = float(v)
+    return None if v != v else v
