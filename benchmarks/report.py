@@ -216,32 +216,50 @@ def _memory_analysis(a: dict, d: dict) -> list[str]:
     return lines
 
 
-def seams(r: dict) -> list[str]:
-    res = r["results"]
-    out = [_weights_line(res.get("weights"), res.get("random_weights")) + f" Low-res input: {res.get('lowres')}.", "",
-           f"Patch {res['patch']}, SR settings {res['settings'].get('sr_sampler')} {res['settings'].get('sr_steps')} "
-           f"step(s). Mean |Δ| across border planes vs planes {res['local_planes'][0]}–{res['local_planes'][1]} voxels "
-           f"away (local) and all interior planes (global); tolerance ±{100 * res['tolerance']:.0f} % on the local ratio.", ""]
+def _seam_rows(runs: dict) -> list[list[str]]:
     rows = []
-    for label, run in res["runs"].items():
+    for label, run in runs.items():
         for ch, axes in run["metrics"].items():
             for axis, m in axes.items():
                 rows.append([label, run["overlap"], ch, axis, len(m["border_planes"]), _f(m["border"], ".3g"),
                              _f(m["local_interior"], ".3g"), _f(m["ratio_local"], ".3f"), _f(m["ratio_global"], ".3f"),
                              _f(m["overlap_zone_ratio"], ".3f")])
-    out += _table(["run", "overlap", "channel", "axis", "borders", "border |Δ|", "local |Δ|", "ratio local",
-                   "ratio global", "overlap zone / rest"], rows)
-    out += ["", f"Default settings {'**within**' if res['passed'] else '**not within**'} ±{100 * res['tolerance']:.0f} % "
-            "(local ratio, CT and PET)."]
-    control = res["runs"].get("control_overlap_0", {}).get("summary", {})
-    tol = res["tolerance"]
+    return rows
+
+
+_SEAM_HEADER = ["run", "overlap", "channel", "axis", "borders", "border |Δ|", "local |Δ|", "ratio local",
+                "ratio global", "overlap zone / rest"]
+
+
+def _seam_caveat(runs: dict, tol: float) -> list[str]:
+    control = runs.get("control_overlap_0", {}).get("summary", {})
     if control and all(v["within_tolerance"] for k, v in control.items() if k in ("ct", "pet") and v["within_tolerance"] is not None):
-        ct = next(iter(res["runs"]["default"]["metrics"]["ct"].values()), {})
-        out.append(f"**Caveat:** the overlap-0 control (plain tiling, no blending) is within ±{100 * tol:.0f} % as well, so "
-                   "with these weights the metric cannot tell blended from unblended patches: the output is dominated "
-                   f"by voxel-to-voxel variation (mean |Δ| {_f(ct.get('interior'), '.0f')} HU in CT between neighbouring "
-                   "planes), which hides any seam. The verdict becomes informative once the SR stage produces smooth "
-                   "tissue; rerun `python -m benchmarks --only seams` then.")
+        ct = next(iter(runs["default"]["metrics"]["ct"].values()), {})
+        return [f"**Caveat:** the overlap-0 control (plain tiling, no blending) is within ±{100 * tol:.0f} % as well, so "
+                "here the metric cannot tell blended from unblended patches: the output is dominated by voxel-to-voxel "
+                f"variation (mean |Δ| {_f(ct.get('interior'), '.0f')} HU in CT between neighbouring planes), which hides "
+                "any seam."]
+    return []
+
+
+def seams(r: dict) -> list[str]:
+    res = r["results"]
+    tol = res["tolerance"]
+    out = [_weights_line(res.get("weights"), res.get("random_weights")) + f" Low-res input: {res.get('lowres')}.", "",
+           f"Patch {res['patch']}, SR settings {res['settings'].get('sr_sampler')} {res['settings'].get('sr_steps')} "
+           f"step(s). Mean |Δ| across border planes vs planes {res['local_planes'][0]}–{res['local_planes'][1]} voxels "
+           f"away (local) and all interior planes (global); tolerance ±{100 * tol:.0f} % on the local ratio.", ""]
+    out += _table(_SEAM_HEADER, _seam_rows(res["runs"]))
+    out += ["", f"Default settings {'**within**' if res['passed'] else '**not within**'} ±{100 * tol:.0f} % "
+            "(local ratio, CT and PET)."]
+    out += _seam_caveat(res["runs"], tol)
+    if res.get("phantom_input_runs"):
+        out += ["", "The same SR weights on an in-distribution input (the phantom of the same demographics resampled "
+                "to the global grid, as in training):", ""]
+        out += _table(_SEAM_HEADER, _seam_rows(res["phantom_input_runs"]))
+        out += ["", f"Default settings {'**within**' if res['passed_phantom_input'] else '**not within**'} "
+                f"±{100 * tol:.0f} % (local ratio, CT and PET) on this input."]
+        out += _seam_caveat(res["phantom_input_runs"], tol)
     out.append("")
     return out
 
@@ -275,6 +293,17 @@ def refinement(r: dict) -> list[str]:
             f"More high-frequency energy: **{'yes' if res['more_high_frequency'] else 'no'}** (mean ratio CT "
             f"{_f(res['hf_ratio_mean']['ct'], '.1f')}, PET {_f(res['hf_ratio_mean']['pet'], '.1f')}); organ means within "
             f"{_f(res['tolerance_pp'], '.0f')} pp: **{'yes' if res['organ_means_within_tolerance'] else 'no'}**.", ""]
+    ph = res.get("phantom_input")
+    if ph:
+        hf, vt = ph["hf_energy"], ph["vs_truth"]
+        out += ["Diagnostic, the SR stage alone on an in-distribution input (the phantom of the same demographics "
+                "resampled to the global grid as in training), against that phantom on the output grid:", ""]
+        out += _table(["output", "CT HF (HU²)", "PET HF (SUV²)", "organ SUV dev. vs truth, pp", "organ HU dev. vs truth, pp"],
+                      [["truth (phantom, output grid)", _f(hf["truth"]["ct"], ".3g"), _f(hf["truth"]["pet"], ".3g"), "0", "0"]]
+                      + [[name, _f(hf[key]["ct"], ".3g"), _f(hf[key]["pet"], ".3g"), _f(vt[key]["suv_mean_pp"], ".1f"),
+                          _f(vt[key]["hu_mean_pp"], ".1f")]
+                         for key, name in (("interpolated", "interpolated low-res"), ("cascade", "SR stage output"))])
+        out.append("")
     return out
 
 
