@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--sr-steps", type=int)
     ap.add_argument("--sigma-min", type=float)
+    ap.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the weights')")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="no phantom baseline, no plots (for choosing sampler settings)")
     args = ap.parse_args()
@@ -122,7 +123,7 @@ def main() -> None:
         synthetic, settings = args.synthetic, {**manifest["settings"], "model_sha256": manifest["generator_sha256"]}
     else:
         synthetic = CascadedSampler.from_pretrained(args.weights, stages=args.stages).configure(
-            steps=args.steps, sr_steps=args.sr_steps, sigma_min=args.sigma_min)
+            steps=args.steps, sr_steps=args.sr_steps, sigma_min=args.sigma_min, guidance=args.guidance)
         settings = synthetic.settings
     t0 = time.time()
     result = evaluate_cohorts(args.reference, synthetic, args.out, training=args.training, seed=args.seed,

@@ -28,6 +28,7 @@ def main() -> None:
         ap.add_argument(f"--{stage}-sampler", choices=sorted(SAMPLERS))
         ap.add_argument(f"--{stage}-steps", type=int)
         ap.add_argument(f"--{stage}-sigma-min", type=float)
+        ap.add_argument(f"--{stage}-guidance", type=float)
     args = ap.parse_args()
     run, dest = Path(args.run), Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -44,12 +45,16 @@ def main() -> None:
         sigma_min = getattr(args, f"{stage}_sigma_min")
         if sigma_min:
             diff["sigma_min"] = sigma_min
+        guidance = getattr(args, f"{stage}_guidance")
+        if guidance is not None:
+            diff["guidance"] = guidance
         shutil.copyfile(run / f"{stage}.safetensors", dest / f".{stage}.safetensors.tmp")
         (dest / f".{stage}.safetensors.tmp").replace(dest / f"{stage}.safetensors")
         atomic_write_json(dest / f"{stage}.json", config)
         load_stage(dest / stage)  # the shipped copy loads
         sums.append(f"{sha256_file(dest / f'{stage}.safetensors')}  {stage}.safetensors")
-        print(f"{stage}: step {config.get('info', {}).get('step')}, sampler {diff['sampler']} x {diff['steps']}")
+        print(f"{stage}: step {config.get('info', {}).get('step')}, sampler {diff['sampler']} x {diff['steps']}, "
+              f"guidance {diff.get('guidance', 1.0)}")
     atomic_write_text(dest / "SHA256SUMS", "\n".join(sums) + "\n")
 
 
