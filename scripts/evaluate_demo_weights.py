@@ -132,7 +132,7 @@ def main() -> None:
     acc = acceptance(result)
     acc["seconds"] = time.time() - t0
     acc["command"] = "python scripts/evaluate_demo_weights.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False))
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items() if v not in (None, False))
     acc["settings"] = settings
     out = Path(args.out)
     atomic_write_json(out / "acceptance.json", acc)
