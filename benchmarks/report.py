@@ -146,6 +146,11 @@ def speed(r: dict) -> list[str]:
     out += ["", "Global network forward, seconds per sample by batch size (interleaved, median):", ""]
     out += _table(["batch", "s per sample", "ratio to batch 1"],
                   [[k, _f(v, ".3f"), _f(b["ratio_to_batch_1"][k], ".2f")] for k, v in b["seconds_per_sample"].items()])
+    per = b["seconds_per_sample"]
+    if "1" in per and "2" in per:
+        out += ["", f"A batch of two costs {_f(2 * per['2'], '.3f')} s, a batch of one {_f(per['1'], '.3f')} s (PyTorch's "
+                "CPU convolution takes a slower kernel for one small volume), so on the CPU the global stage evaluates a "
+                "single case as a batch of two (`synthaug.diffusion.min_batch_denoiser`); the table above includes that."]
     out.append("")
     return out
 
