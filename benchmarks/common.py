@@ -205,6 +205,24 @@ def stage_objective(folder: Path, stage: str = "global") -> str | None:
     return json.loads((folder / f"{stage}.json").read_text()).get("diffusion", {}).get("objective")
 
 
+# --- inputs --------------------------------------------------------------------------------
+
+
+def phantom_lowres(global_grid, output_grid, demo, seed: int):
+    """The phantom of ``demo`` as the SR stage sees it in training: encoded on the global
+    grid, shape (1, C, gx, gy, gz) float64, and the phantom on the output grid (the truth)."""
+    import torch
+
+    from synthaug.channels import encode
+    from synthaug.phantom import make_phantom
+    from synthaug.preprocess import to_grid
+
+    raw = make_phantom(demo, grid=output_grid, seed=seed)
+    lo = to_grid(raw, global_grid)
+    lowres = torch.from_numpy(encode(lo.ct, lo.pet, lo.organs, lo.lesions))[None].double()
+    return lowres, to_grid(raw, output_grid)
+
+
 # --- measuring -------------------------------------------------------------------------------
 
 
@@ -238,26 +256,27 @@ class NetTimer:
         self._handles = []
 
 
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process (MiB): VmHWM, else ``ru_maxrss``."""
+def _proc_status_mib(key: str) -> float | None:
+    """A memory field of ``/proc/self/status`` (``VmHWM``, ``VmRSS``) in MiB, ``None`` if unreadable."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process (MiB): VmHWM, else ``ru_maxrss``."""
+    peak = _proc_status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mib() -> float:
     """Current resident set size of this process (MiB)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    rss = _proc_status_mib("VmRSS")
+    return rss if rss is not None else float("nan")
 
 
 def set_threads(threads: int | None) -> None:

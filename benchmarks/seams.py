@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Context, has_stage, weights_info
+from .common import Context, has_stage, phantom_lowres, weights_info
 
 NAME = "seams"
 TITLE = "Seams at SR patch borders"
@@ -94,7 +94,6 @@ def _setup(ctx: Context):
     import torch
 
     from synthaug.cascade import CascadedSampler
-    from synthaug.channels import encode
     from synthaug.demographics import Demographics
     from synthaug.stages import build_stage_model, default_stage_config
 
@@ -105,15 +104,12 @@ def _setup(ctx: Context):
         lowres = sampler.sample_global([demo], [7])
         return sampler, lowres, demo, {"weights": weights_info(folder), "random_weights": False,
                                        "lowres": "global stage sample"}
-    from synthaug.phantom import make_phantom
-
     torch.manual_seed(0)
     g_cfg, s_cfg = default_stage_config("global"), default_stage_config("sr")
     sampler = CascadedSampler(None, g_cfg, build_stage_model(s_cfg).eval(), s_cfg, sha256="random")
-    case = make_phantom(demo, grid=g_cfg.global_grid, seed=7)
-    lowres = torch.from_numpy(encode(case.ct, case.pet, case.organs, case.lesions))[None].double()
+    lowres, _ = phantom_lowres(g_cfg.global_grid, s_cfg.output_grid, demo, 7)
     return sampler, lowres, demo, {"weights": weights_info(folder), "random_weights": True,
-                                   "lowres": "phantom on the global grid",
+                                   "lowres": "phantom resampled to the global grid",
                                    "note": "no trained SR weights; random SR weights"}
 
 
@@ -146,12 +142,6 @@ def _passed(runs: dict) -> bool:
 
 
 def run(ctx: Context) -> dict:
-    import torch
-
-    from synthaug.channels import encode
-    from synthaug.phantom import make_phantom
-    from synthaug.preprocess import to_grid
-
     sampler, lowres, demo, info = _setup(ctx)
     if ctx.quick:
         sampler.configure(sr_steps=1)
@@ -162,9 +152,7 @@ def run(ctx: Context) -> dict:
     if not info["random_weights"]:
         # Trained weights: also an in-distribution input (the phantom resampled to the global grid as
         # in training), so that the verdict does not hinge on how good stage 1 is.
-        raw = make_phantom(demo, grid=sampler.sr_config.output_grid, seed=7)
-        lo = to_grid(raw, sampler.global_config.global_grid)
-        phantom_lowres = torch.from_numpy(encode(lo.ct, lo.pet, lo.organs, lo.lesions))[None].double()
-        out["phantom_input_runs"] = _runs(sampler, phantom_lowres, demo, patch, overlap)
+        lowres_p, _ = phantom_lowres(sampler.global_config.global_grid, sampler.sr_config.output_grid, demo, 7)
+        out["phantom_input_runs"] = _runs(sampler, lowres_p, demo, patch, overlap)
         out["passed_phantom_input"] = _passed(out["phantom_input_runs"])
     return out
