@@ -38,10 +38,15 @@ ORGANS = [name for i, name in ORGAN_LABELS.items() if i != 0]
 ORDER = ("brain", "liver", "soft_tissue", "body_fat")
 
 
-def _mean(cases, organ, metric, sex=None):
+def _values(cases, organ, metric, sex=None) -> list[float]:
+    """The finite values of ``metric`` for ``organ`` over ``cases`` (of one sex if given)."""
     vals = [c["values"].get(organ, {}).get(metric) for c in cases
             if sex is None or (c.get("demographics") or {}).get("sex") == sex]
-    vals = [v for v in vals if v is not None and np.isfinite(v)]
+    return [v for v in vals if v is not None and np.isfinite(v)]
+
+
+def _mean(cases, organ, metric, sex=None):
+    vals = _values(cases, organ, metric, sex)
     return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -57,8 +62,7 @@ def acceptance(result: dict) -> dict:
             rows.append(row)
 
     def within(cases, organ, metric, lo, hi):
-        vals = [c["values"].get(organ, {}).get(metric) for c in cases]
-        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        vals = _values(cases, organ, metric)
         return (float(np.mean([lo <= v <= hi for v in vals])) if vals else float("nan")), len(vals)
 
     ranges = {organ: {"hu_in_range": within(syn, organ, "ct_median_hu", *ORGAN_HU_RANGE[organ])[0],

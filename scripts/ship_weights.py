@@ -4,7 +4,7 @@ Sets the sampling defaults recorded in each stage's JSON (chosen by the sampler
 benchmark), checks every checksum, and writes ``SHA256SUMS``.
 
     python scripts/ship_weights.py --run runs/demo --dest synthaug/weights \
-        --global-sampler heun --global-steps 12 --sr-sampler dpmpp_2m --sr-steps 3
+        --global-sampler dpmpp_2m --global-steps 32 --sr-sampler euler --sr-steps 1
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from synthaug.checkpoint import load_checkpoint, sha256_file
 from synthaug.diffusion import SAMPLERS
-from synthaug.io import atomic_write_json, atomic_write_text
+from synthaug.io import atomic_path, atomic_write_json, atomic_write_text
 from synthaug.stages import load_stage
 
 
@@ -48,8 +48,8 @@ def main() -> None:
         guidance = getattr(args, f"{stage}_guidance")
         if guidance is not None:
             diff["guidance"] = guidance
-        shutil.copyfile(run / f"{stage}.safetensors", dest / f".{stage}.safetensors.tmp")
-        (dest / f".{stage}.safetensors.tmp").replace(dest / f"{stage}.safetensors")
+        with atomic_path(dest / f"{stage}.safetensors") as tmp:
+            shutil.copyfile(run / f"{stage}.safetensors", tmp)
         atomic_write_json(dest / f"{stage}.json", config)
         load_stage(dest / stage)  # the shipped copy loads
         sums.append(f"{sha256_file(dest / f'{stage}.safetensors')}  {stage}.safetensors")
