@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, RESULTS_MD, read_result
 
-ORDER = ("sampler_fidelity", "speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet")
+ORDER = ("sampler_fidelity", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet")
 
 
 def _f(v, fmt: str = ".2f", none: str = "–") -> str:
@@ -152,6 +152,24 @@ def speed(r: dict) -> list[str]:
                 "CPU convolution takes a slower kernel for one small volume), so on the CPU the global stage evaluates a "
                 "single case as a batch of two (`synthaug.diffusion.min_batch_denoiser`); the table above includes that."]
     out.append("")
+    return out
+
+
+def train_speed(r: dict) -> list[str]:
+    res = r["results"]
+    native = "has" if res["bf16_native"] else "does **not** have"
+    out = [f"This CPU {native} native bf16 kernels, so `synthaug train --precision auto` trains in "
+           f"{res['auto_precision']} here.", ""]
+    rows = []
+    for stage, s in res["stages"].items():
+        sec = s["seconds_per_step"]
+        rows.append([stage, s["batch_size"], _f(sec["fp32"], ".2f"), _f(sec["bf16"], ".2f"), _f(s["speedup_bf16"], ".2f"),
+                     _f(s["mean_loss"]["fp32"], ".4f"), _f(s["mean_loss"]["bf16"], ".4f"), _f(s["mean_abs_loss_difference"], ".4f")])
+    out += _table(["stage", "batch", "fp32 s/step", "bf16 s/step", "speed-up", "mean loss fp32", "mean loss bf16",
+                   "mean abs. loss difference"], rows)
+    steps = next(iter(res["stages"].values()))["steps_timed"]
+    out += ["", f"Median of {steps} interleaved steps per precision after one warm-up step; both trainers start from the "
+            "same weights and see the same batches and noise, so the losses compare step for step.", ""]
     return out
 
 
@@ -367,9 +385,10 @@ def gpu_autopet(r: dict) -> list[str]:
     return out
 
 
-RENDER = {"sampler_fidelity": sampler_fidelity, "speed": speed, "memory": memory, "seams": seams,
+RENDER = {"sampler_fidelity": sampler_fidelity, "speed": speed, "train_speed": train_speed, "memory": memory, "seams": seams,
           "refinement": refinement, "throughput": throughput, "io": io, "gpu_autopet": gpu_autopet}
 TITLES = {"sampler_fidelity": "Sampler steps vs organ fidelity (global stage)", "speed": "Seconds per case (CPU, demo preset)",
+          "train_speed": "Training step time: fp32 vs bf16 (CPU, demo preset)",
           "memory": "Peak memory of SR sampling vs volume size", "seams": "Seams at SR patch borders",
           "refinement": "SR stage: refinement vs drift",
           "throughput": "Dataset throughput", "io": "Cache vs NIfTI reads", "gpu_autopet": "Cascade at the autopet size"}

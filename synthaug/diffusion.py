@@ -5,6 +5,8 @@ Everything works in the "sigma space" of Karras et al. 2022 (EDM): a noisy sampl
 sampler knows. Both objectives expose that call:
 
 * :class:`EDMPrecond` — the EDM preconditioned denoiser (Karras et al. 2022, Table 1).
+* :class:`X0Precond` — the same scalings, but the network predicts the clean sample
+  (no skip connection), with min-SNR loss weighting (Hang et al. 2023).
 * :class:`FlowPrecond` — rectified flow / flow matching (Liu et al. 2022; Lipman et al.
   2022): ``x_t = (1 - t) x0 + t eps`` with a velocity network, adapted to the same
   call through ``t = sigma / (1 + sigma)``, ``x_t = x / (1 + sigma)``.
@@ -24,7 +26,7 @@ from torch import nn
 from tqdm.auto import trange
 
 Denoiser = Callable[..., torch.Tensor]
-OBJECTIVES = ("edm", "flow")
+OBJECTIVES = ("edm", "flow", "x0")
 
 
 def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:
@@ -39,7 +41,7 @@ def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:
 class DiffusionConfig:
     """Objective and sampling defaults (serialised beside the weights)."""
 
-    objective: str = "edm"         # "edm" (score / denoiser) or "flow" (rectified flow)
+    objective: str = "edm"         # "edm" (score / denoiser), "flow" (rectified flow) or "x0" (clean-sample prediction)
     sigma_data: float = 0.5        # data standard deviation assumed by the preconditioning
     sigma_min: float = 0.002       # smallest noise level sampled
     sigma_max: float = 80.0        # largest noise level (start of sampling)
@@ -104,10 +106,37 @@ class EDMPrecond(nn.Module):
         rnd = torch.randn(n, generator=generator).to(x0.device)
         sigma = (rnd * self.config.p_std + self.config.p_mean).exp()
         eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
-        _, c_out, _, _ = self.get_scalings(sigma)
         denoised = self(x0 + append_dims(sigma, x0.ndim) * eps, sigma, cond, concat)
-        err = (denoised - x0) / append_dims(c_out, x0.ndim)
-        return err.pow(2).flatten(1).mean(1)
+        return self.loss_weight(sigma) * (denoised - x0).pow(2).flatten(1).mean(1)
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """lambda(sigma) = 1 / c_out^2: the network's target has unit variance at every level."""
+        return self.get_scalings(sigma)[1].pow(-2)
+
+
+class X0Precond(EDMPrecond):
+    """EDM's input and noise scalings, but the network predicts the clean sample: ``D = sigma_data * F``.
+
+    Why: with EDM's skip connection the network output at low noise must cancel the
+    noise of every channel voxel by voxel (``F ~ -eps``), so all channels' noise has to
+    pass through the network's first level. A case has 15 channels and the demo global
+    network 16 features there; trained that way it removed only half of the noise power
+    at sigma 0.1 after 4,400 steps. The clean sample is far simpler to carry: the twelve
+    organ channels hold one class per voxel. The loss is EDM's weighting of the x0 error,
+    ``1 + SNR`` with ``SNR = sigma_data^2 / sigma^2``, capped at ``SNR_GAMMA`` (min-SNR-gamma)
+    so that the lowest noise levels do not dominate the gradient.
+    """
+
+    SNR_GAMMA = 5.0
+
+    def get_scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        _, _, c_in, c_noise = super().get_scalings(sigma)
+        return torch.zeros_like(sigma), torch.full_like(sigma, self.config.sigma_data), c_in, c_noise
+
+    def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        """EDM's lambda for the x0 error, ``(1 + SNR) / sigma_data^2``, capped at ``SNR_GAMMA / sigma_data^2``."""
+        sd = self.config.sigma_data
+        return (1 + sd**2 / sigma**2).clamp(max=self.SNR_GAMMA) / sd**2
 
 
 class FlowPrecond(nn.Module):
@@ -150,7 +179,7 @@ class FlowPrecond(nn.Module):
 
 def make_precond(net: nn.Module, config: DiffusionConfig) -> EDMPrecond | FlowPrecond:
     """The preconditioned denoiser for ``config.objective``."""
-    return {"edm": EDMPrecond, "flow": FlowPrecond}[config.objective](net, config)
+    return {"edm": EDMPrecond, "flow": FlowPrecond, "x0": X0Precond}[config.objective](net, config)
 
 
 def _as_batch(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:

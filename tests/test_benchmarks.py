@@ -155,7 +155,7 @@ def test_entry_point_checks_names_and_weights(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--weights", str(tmp_path)])
     assert "no global.json" in capsys.readouterr().err
-    assert set(BENCHMARKS) == {"sampler_fidelity", "speed", "memory", "seams", "refinement", "throughput", "gpu_autopet"}
+    assert set(BENCHMARKS) == {"sampler_fidelity", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "gpu_autopet"}
 
 
 def test_net_timer_counts_forward_calls():

@@ -17,7 +17,9 @@ from torch.special import ndtr
 from synthaug.diffusion import (
     BatchedGenerator,
     DiffusionConfig,
+    EDMPrecond,
     FlowPrecond,
+    X0Precond,
     append_dims,
     cfg_denoiser,
     evaluations,
@@ -185,6 +187,47 @@ def test_flow_objective_with_the_ideal_velocity_reproduces_the_mixture():
     d_mean, d_var, ks = errors(x)
     assert d_mean < MEAN_TOL and d_var < VAR_TOL and ks < KS_TOL, (d_mean, d_var, ks)
     assert net.calls == 64
+
+
+# --- clean-sample (x0) prediction ---------------------------------------------------------------
+
+
+class AnalyticX0Net(nn.Module):
+    """A "network" for X0Precond: undoes the input and noise scalings it is given and returns
+    the ideal clean sample in units of sigma_data."""
+
+    def __init__(self, sigma_data: float) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros((), dtype=torch.float64))
+        self.sigma_data = sigma_data
+
+    def forward(self, x_in, noise, cond, concat=None):
+        sigma = torch.exp(4 * (noise / 250.0 - 2.0))  # inverse of EDM's c_noise mapping
+        x = x_in * append_dims((sigma**2 + self.sigma_data**2).sqrt(), x_in.ndim)
+        return ideal_denoiser(x, sigma) / self.sigma_data
+
+
+def test_x0_objective_is_the_ideal_denoiser_and_samples_the_mixture():
+    config = DiffusionConfig(objective="x0", sampler="dpmpp_2m")
+    model = X0Precond(AnalyticX0Net(config.sigma_data), config)
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64).view(13, 1, 1, 1, 1)
+    for sigma in (0.01, 0.7, 4.0):
+        sigmas = torch.full((13,), sigma, dtype=torch.float64)
+        torch.testing.assert_close(model(x, sigmas, cond=None), ideal_denoiser(x, sigmas), rtol=1e-9, atol=1e-9)
+    x = sample(model, SHAPE, config, seeds=list(range(N)), extra_args={"cond": torch.zeros(N, 1)}, steps=32)
+    d_mean, d_var, ks = errors(x)
+    assert d_mean < MEAN_TOL and d_var < VAR_TOL and ks < KS_TOL, (d_mean, d_var, ks)
+
+
+def test_x0_loss_weight_is_edm_weighting_capped_at_low_noise():
+    config = DiffusionConfig(objective="x0")
+    edm, x0 = EDMPrecond(nn.Identity(), config), X0Precond(nn.Identity(), config)
+    sd, gamma = config.sigma_data, X0Precond.SNR_GAMMA
+    sigma = torch.tensor([0.01, 0.1, 0.3, 1.0, 10.0], dtype=torch.float64)
+    # Where 1 + SNR <= gamma (sigma >= sd / 2), the x0 error carries EDM's lambda exactly.
+    high = sigma >= sd / 2
+    torch.testing.assert_close(x0.loss_weight(sigma)[high], edm.loss_weight(sigma)[high])
+    torch.testing.assert_close(x0.loss_weight(sigma)[~high], torch.full((int((~high).sum()),), gamma / sd**2, dtype=torch.float64))
 
 
 # --- schedules -----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from helpers import TINY_GLOBAL_GRID, body_extent_voxels, body_length_mm, write_
 from synthaug import cli
 from synthaug.case import Case
 from synthaug.checkpoint import load_checkpoint
-from synthaug.diffusion import DiffusionConfig, EDMPrecond, append_dims
+from synthaug.diffusion import DiffusionConfig, append_dims, make_precond
 from synthaug.grid import Grid
 from synthaug.nets import NetConfig, build_net
 from synthaug.preprocess import TOP_MARGIN_MM, to_grid
@@ -51,12 +51,13 @@ def _train(cohort: Path, out: Path, config: Path, *extra: str, stage: str = "glo
 # --- the objective can be fitted -----------------------------------------------------------------
 
 
-def test_tiny_network_overfits_a_fixed_batch():
-    """EDM loss at fixed noise levels and fixed noise on one fixed batch: must fall > 5x."""
+@pytest.mark.parametrize("objective", ["edm", "x0"])
+def test_tiny_network_overfits_a_fixed_batch(objective):
+    """The objective's loss at fixed noise levels and fixed noise on one fixed batch: must fall > 5x."""
     torch.manual_seed(0)
     net = build_net(NetConfig(in_channels=2, out_channels=2, cond_dim=4, channels=(8, 16),
                               attention_levels=(False, False), norm_num_groups=8, num_head_channels=8))
-    model = EDMPrecond(net, DiffusionConfig())
+    model = make_precond(net, DiffusionConfig(objective=objective))
     g = torch.Generator().manual_seed(0)
     r = torch.linspace(-1, 1, 8)
     x, y, z = torch.meshgrid(r, r, r, indexing="ij")
@@ -65,10 +66,10 @@ def test_tiny_network_overfits_a_fixed_batch():
     sigma = torch.tensor([0.3, 1.5])
     noisy = x0 + append_dims(sigma, 5) * torch.randn(x0.shape, generator=g)
     cond = torch.randn(2, 4, generator=g)
-    c_out = append_dims(model.get_scalings(sigma)[1], 5)
+    weight = append_dims(model.loss_weight(sigma), 5)
 
     def loss() -> torch.Tensor:
-        return ((model(noisy, sigma, cond) - x0) / c_out).pow(2).mean()
+        return (weight * (model(noisy, sigma, cond) - x0).pow(2)).mean()
 
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = float(loss().detach())
@@ -144,6 +145,113 @@ def test_train_rejects_bad_settings_before_work(cohort, config_file, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
     assert not out.exists()
+
+
+def test_compute_dtype_choices():
+    from synthaug.train import compute_dtype
+
+    assert compute_dtype("cpu", "fp32") is None
+    assert compute_dtype("cpu", "bf16") is torch.bfloat16
+    assert compute_dtype("cuda", "auto") is torch.bfloat16
+    assert compute_dtype("cpu", "auto") is (torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None)
+    with pytest.raises(ValueError, match="precision='fp16' must be one of auto, bf16, fp32"):
+        compute_dtype("cpu", "fp16")
+
+
+def test_bf16_training_is_mixed_precision_and_logged(cohort, config_file, tmp_path):
+    """bf16 autocast must change the arithmetic (else the option does nothing) but keep fp32
+    weights close to an fp32 run's, and each log line must say which precision ran."""
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        assert _train(cohort, out, config_file, "--steps", "2", "--precision", precision) == 0
+        log = [json.loads(line) for line in (out / "log_global.jsonl").read_text().splitlines()]
+        assert log and all(row["precision"] == precision and np.isfinite(row["loss"]) for row in log)
+        runs[precision], _ = load_checkpoint(out / "state_global" / "state_00000002")
+    a, b = runs["fp32"], runs["bf16"]
+    assert all(v.dtype == torch.float32 for k, v in b.items() if k.startswith("model."))
+    diffs = [float((a[k] - b[k]).abs().max()) for k in a if k.startswith("model.")]
+    assert max(diffs) > 0
+    # Two Adam steps move a weight by at most ~2 lr; bf16 may change the direction, not the size.
+    from synthaug.train import TrainConfig
+
+    lr = json.loads(config_file.read_text()).get("lr", TrainConfig().lr)
+    assert max(diffs) < 4 * lr
+
+
+def test_init_from_starts_a_new_run_from_other_weights(cohort, config_file, tmp_path):
+    """A run started from another run's weights (trained with another objective) begins at
+    those weights, says so in its run file, and a mismatched network or a missing folder
+    is refused before anything is written."""
+    source = tmp_path / "source"
+    assert _train(cohort, source, config_file, "--steps", "2") == 0
+    src, _ = load_checkpoint(source / "global")
+    out = tmp_path / "x0"
+    assert _train(cohort, out, config_file, "--steps", "1", "--seed", "1", "--objective", "x0",
+                  "--init-from", str(source)) == 0
+    new, cfg = load_checkpoint(out / "state_global" / "state_00000001")
+    run = json.loads((out / "run_global.json").read_text())
+    assert run["stage"]["diffusion"]["objective"] == "x0"
+    assert run["init_from"]["objective"] == "edm" and run["init_from"]["step"] == 2
+    # One Adam step from the source weights (each moves by about lr): far closer than a fresh start.
+    lr = json.loads(config_file.read_text()).get("lr", 2e-4)
+    diffs = [float((new[f"model.{k}"] - v).abs().max()) for k, v in src.items()]
+    assert max(diffs) < 4 * lr
+    fresh = tmp_path / "fresh"  # the same seed without --init-from: its own random start
+    assert _train(cohort, fresh, config_file, "--steps", "1", "--seed", "1", "--objective", "x0") == 0
+    other, _ = load_checkpoint(fresh / "state_global" / "state_00000001")
+    assert max(float((other[f"model.{k}"] - v).abs().max()) for k, v in src.items()) > 100 * lr
+
+
+@pytest.mark.parametrize("problem", ["network", "missing"])
+def test_init_from_refuses_bad_weights_before_writing(cohort, config_file, tmp_path, capsys, problem):
+    source = tmp_path / "source"
+    if problem == "network":
+        wide = write_train_config(tmp_path / "wide.json", {"net": {**json.loads(config_file.read_text())["stage"]["net"],
+                                                                   "channels": [16, 16]}}, batch_size=1)
+        assert _train(cohort, source, wide, "--steps", "1") == 0
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert _train(cohort, out, config_file, "--steps", "1", "--init-from", str(source)) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(source) in err[0], err
+    assert ("differs from this run's" in err[0]) if problem == "network" else True
+    assert not out.exists()
+
+
+def test_wrong_mixed_precision_gradients_fall_back_or_stop(cohort, config_file, tmp_path, capsys, monkeypatch):
+    """Where bf16 gradients disagree with fp32 ones (some CPU kernels are wrong for small
+    volumes), ``auto`` trains in fp32 with a warning and ``bf16`` stops before writing a run."""
+    import synthaug.train as train_mod
+
+    monkeypatch.setattr(train_mod, "compute_dtype", lambda device, precision="auto": None if precision == "fp32" else torch.bfloat16)
+    monkeypatch.setattr(train_mod, "mixed_precision_error", lambda *a, **k: (float("inf"), "net.some.conv.weight"))
+    out = tmp_path / "auto"
+    with pytest.warns(RuntimeWarning, match="net.some.conv.weight.*training in fp32"):
+        assert _train(cohort, out, config_file, "--steps", "1") == 0
+    assert json.loads((out / "log_global.jsonl").read_text().splitlines()[-1])["precision"] == "fp32"
+    out = tmp_path / "bf16"
+    capsys.readouterr()
+    assert _train(cohort, out, config_file, "--steps", "1", "--precision", "bf16") != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("synthaug")]
+    assert len(err) == 1 and "--precision fp32" in err[0] and "net.some.conv.weight" in err[0], err
+    assert not (out / "run_global.json").exists() and not (out / "state_global").exists()
+
+
+def test_mixed_precision_check_accepts_a_sound_network(cohort):
+    from helpers import tiny_stage_config
+
+    from synthaug.train import MIXED_PRECISION_TOLERANCE, _step_generators, load_stage_data, mixed_precision_error
+
+    cfg = tiny_stage_config("global")
+    data = load_stage_data(cfg, cohort, cohort.parent / "cache-mp")
+    torch.manual_seed(0)
+    model = make_precond(build_net(cfg.net), cfg.diffusion)
+    rng, gen = _step_generators(0, 0, 0)
+    err, where = mixed_precision_error(model, data.batch(rng, gen, 2), torch.float32, torch.device("cpu"))
+    assert err == 0.0  # "mixed" precision in fp32 is fp32: no difference at all
+    err, where = mixed_precision_error(model, data.batch(rng, gen, 2), torch.bfloat16, torch.device("cpu"))
+    assert 0 < err < MIXED_PRECISION_TOLERANCE or not torch.ops.mkldnn._is_mkldnn_bf16_supported(), (err, where)
 
 
 def test_sr_stage_trains_with_network_overrides(cohort, config_file, tmp_path):

@@ -13,15 +13,21 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="training cohort in the AutoPET layout (e.g. from `synthaug phantom`)")
     p.add_argument("--out", required=True, help="run folder (weights, training states, log)")
     p.add_argument("--preset", default="demo", help="resolution preset (default: demo)")
-    p.add_argument("--objective", choices=("edm", "flow"), default="edm", help="EDM score/denoiser or rectified flow")
+    p.add_argument("--objective", choices=("edm", "flow", "x0"), default="edm",
+                   help="EDM denoiser, rectified flow, or clean-sample (x0) prediction with EDM's scalings")
     p.add_argument("--config", help="JSON file with TrainConfig fields and a 'stage' object of StageConfig overrides")
     p.add_argument("--steps", type=int, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, help="batch size per process")
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--init-from", metavar="WEIGHTS",
+                   help="start a new run from the network weights of another run or weights folder (same network; "
+                        "the objective may differ)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda = cuda:LOCAL_RANK)")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="compute precision: auto = bf16 mixed precision on CUDA and on CPUs with native bf16, else fp32")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -54,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         stage_overrides = _stage_overrides(stage_overrides, args.stage, args.preset, args.objective)
     summary = train_stage(args.stage, args.data, args.out, preset=args.preset, objective=args.objective,
                           train=TrainConfig.from_dict(overrides), stage_overrides=stage_overrides, resume=args.resume,
-                          device=device, progress=not args.no_progress)
+                          device=device, progress=not args.no_progress, precision=args.precision,
+                          init_from=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 0
