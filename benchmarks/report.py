@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, RESULTS_MD, read_result
 
-ORDER = ("sampler_fidelity", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet")
+ORDER = ("sampler_fidelity", "denoiser", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet")
 
 
 def _f(v, fmt: str = ".2f", none: str = "–") -> str:
@@ -151,6 +151,28 @@ def speed(r: dict) -> list[str]:
         out += ["", f"A batch of two costs {_f(2 * per['2'], '.3f')} s, a batch of one {_f(per['1'], '.3f')} s (PyTorch's "
                 "CPU convolution takes a slower kernel for one small volume), so on the CPU the global stage evaluates a "
                 "single case as a batch of two (`synthaug.diffusion.min_batch_denoiser`); the table above includes that."]
+    out.append("")
+    return out
+
+
+def denoiser(r: dict) -> list[str]:
+    res = r["results"]
+    if "skipped" in res:
+        return [f"Skipped: {res['skipped']}.", ""]
+    sigmas = res["sigmas"]
+    out = [f"{res['cases']} phantom cases (not in any training cohort) on the global grid. Each cell: "
+           "`mse / sigma^2` of the denoised estimate over all channels (1 = the noise stays, 0 = perfect), then the "
+           "organ channels alone.", ""]
+    rows = []
+    for row in res["rows"]:
+        w = row["weights"]
+        e = row["errors"]
+        cells = [f"{_f(a, '.3g')} / {_f(o, '.3g')}" for a, o in zip(e["all"]["ratio"], e["organs"]["ratio"])]
+        rows.append([f"`{w['path']}`", row["objective"], row["step"], *cells])
+    out += _table(["weights", "objective", "step", *[f"sigma {s:g}" for s in sigmas]], rows)
+    out += ["", "Absolute error over all channels (mse, encoded units), same rows:", ""]
+    out += _table(["weights", *[f"sigma {s:g}" for s in sigmas]],
+                  [[f"`{row['weights']['path']}`", *[_f(v, ".2g") for v in row["errors"]["all"]["mse"]]] for row in res["rows"]])
     out.append("")
     return out
 
@@ -385,9 +407,10 @@ def gpu_autopet(r: dict) -> list[str]:
     return out
 
 
-RENDER = {"sampler_fidelity": sampler_fidelity, "speed": speed, "train_speed": train_speed, "memory": memory, "seams": seams,
+RENDER = {"sampler_fidelity": sampler_fidelity, "denoiser": denoiser, "speed": speed, "train_speed": train_speed, "memory": memory, "seams": seams,
           "refinement": refinement, "throughput": throughput, "io": io, "gpu_autopet": gpu_autopet}
-TITLES = {"sampler_fidelity": "Sampler steps vs organ fidelity (global stage)", "speed": "Seconds per case (CPU, demo preset)",
+TITLES = {"sampler_fidelity": "Sampler steps vs organ fidelity (global stage)",
+          "denoiser": "Global-stage denoising error by noise level", "speed": "Seconds per case (CPU, demo preset)",
           "train_speed": "Training step time: fp32 vs bf16 (CPU, demo preset)",
           "memory": "Peak memory of SR sampling vs volume size", "seams": "Seams at SR patch borders",
           "refinement": "SR stage: refinement vs drift",

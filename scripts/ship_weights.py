@@ -3,7 +3,7 @@
 Sets the sampling defaults recorded in each stage's JSON (chosen by the sampler
 benchmark), checks every checksum, and writes ``SHA256SUMS``.
 
-    python scripts/ship_weights.py --run runs/demo --dest synthaug/weights \
+    python scripts/ship_weights.py --global-run runs/demo_x0 --sr-run runs/demo --dest synthaug/weights \
         --global-sampler dpmpp_2m --global-steps 32 --sr-sampler euler --sr-steps 1
 """
 
@@ -22,18 +22,24 @@ from synthaug.stages import load_stage
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", help="run folder holding both stages")
     ap.add_argument("--dest", required=True)
     for stage in ("global", "sr"):
+        ap.add_argument(f"--{stage}-run", help=f"run folder of the {stage} stage (default: --run)")
         ap.add_argument(f"--{stage}-sampler", choices=sorted(SAMPLERS))
         ap.add_argument(f"--{stage}-steps", type=int)
         ap.add_argument(f"--{stage}-sigma-min", type=float)
         ap.add_argument(f"--{stage}-guidance", type=float)
     args = ap.parse_args()
-    run, dest = Path(args.run), Path(args.dest)
+    runs = {stage: getattr(args, f"{stage}_run") or args.run for stage in ("global", "sr")}
+    missing = [stage for stage, run in runs.items() if run is None]
+    if missing:
+        ap.error(f"no run folder for {', '.join(missing)}: pass --run or --{missing[0]}-run")
+    dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
     sums = []
     for stage in ("global", "sr"):
+        run = Path(runs[stage])
         load_checkpoint(run / stage)  # verifies the checksum before anything is copied
         config = json.loads((run / f"{stage}.json").read_text())
         diff = config["diffusion"]

@@ -155,7 +155,7 @@ def test_entry_point_checks_names_and_weights(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--weights", str(tmp_path)])
     assert "no global.json" in capsys.readouterr().err
-    assert set(BENCHMARKS) == {"sampler_fidelity", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "gpu_autopet"}
+    assert set(BENCHMARKS) == {"sampler_fidelity", "denoiser", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "gpu_autopet"}
 
 
 def test_net_timer_counts_forward_calls():
@@ -210,3 +210,18 @@ def test_high_frequency_energy_sees_detail_beyond_the_cutoff_only():
     assert high_frequency_energy(smooth + fine, cutoff) == pytest.approx(0.5, rel=1e-9)
     with pytest.raises(ValueError, match="cutoff has 2 values"):
         high_frequency_energy(smooth, (0.5, 0.5))
+
+
+def test_denoising_errors_span_identity_to_oracle():
+    """The denoiser benchmark's measure: 1 for a denoiser that returns its input, 0 for one
+    that returns the clean sample, in every channel group."""
+    from benchmarks.denoiser import GROUPS, denoising_errors
+
+    x0 = torch.randn(2, 15, 4, 4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    cond = torch.zeros(2, 14)
+    identity = denoising_errors(lambda x, sigma, cond: x, x0, cond, sigmas=(0.1, 1.0))
+    oracle = denoising_errors(lambda x, sigma, cond: x0, x0, cond, sigmas=(0.1, 1.0))
+    for g in GROUPS:
+        assert identity[g]["ratio"] == pytest.approx([1.0, 1.0], rel=0.35)
+        assert oracle[g]["ratio"] == [0.0, 0.0]
+    assert identity["all"]["ratio"] == pytest.approx([1.0, 1.0], rel=0.05)
