@@ -225,3 +225,13 @@ def test_denoising_errors_span_identity_to_oracle():
         assert identity[g]["ratio"] == pytest.approx([1.0, 1.0], rel=0.35)
         assert oracle[g]["ratio"] == [0.0, 0.0]
     assert identity["all"]["ratio"] == pytest.approx([1.0, 1.0], rel=0.05)
+
+
+def test_refinement_volume_helpers():
+    from benchmarks.refinement import _change, _voxels
+
+    organs = np.array([[0, 1, 1], [2, 11, 11]], dtype=np.uint8)
+    counts = _voxels(organs, 11)
+    assert counts.shape == (11,) and counts[0] == 2 and counts[1] == 1 and counts[10] == 2 and counts.sum() == 5
+    assert _change(np.array([3.0, 3.0]), np.array([2.0, 2.0])) == pytest.approx(50.0)
+    assert _change(np.array([1.0]), np.array([0.0])) is None
