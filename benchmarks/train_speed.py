@@ -27,11 +27,13 @@ BATCH = {"global": 4, "sr": 2}
 def _cohort(root: Path, n: int) -> Path:
     """A small demo-preset phantom cohort in the AutoPET layout."""
     from synthaug.demographics import sample_population
-    from synthaug.io import write_case
+    from synthaug.io import DEMOGRAPHICS_FILE, write_case, write_demographics_csv
     from synthaug.phantom import make_phantom
 
-    for i, demo in enumerate(sample_population(n, seed=5)):
-        write_case(root, f"bench_{i:03d}", make_phantom(demo, preset="demo", seed=500 + i))
+    demos = {f"bench_{i:03d}": d for i, d in enumerate(sample_population(n, seed=5))}
+    for i, (case_id, demo) in enumerate(demos.items()):
+        write_case(root, case_id, make_phantom(demo, preset="demo", seed=500 + i))
+    write_demographics_csv(root / DEMOGRAPHICS_FILE, demos)
     return root
 
 
