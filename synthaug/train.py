@@ -306,8 +306,9 @@ class Trainer:
 
     def _check_mixed_precision(self, explicit: bool) -> None:
         """Fall back to fp32 (``auto``) or stop (``bf16``) when mixed-precision gradients are wrong here."""
-        rng, gen = _step_generators(self.cfg.seed, 0, self.rank)  # the first batch; training's streams are untouched
-        batch = self.data.batch(rng, gen, min(self.cfg.batch_size, 2))
+        # The first batch, at the training batch size (kernels are chosen by shape); training's streams are untouched.
+        rng, gen = _step_generators(self.cfg.seed, 0, self.rank)
+        batch = self.data.batch(rng, gen, self.cfg.batch_size)
         err, where = mixed_precision_error(self.model, batch, self.autocast, self.device)
         if err <= MIXED_PRECISION_TOLERANCE:
             return
