@@ -4,7 +4,7 @@ Sets the sampling defaults recorded in each stage's JSON (chosen by the sampler
 benchmark), checks every checksum, and writes ``SHA256SUMS``.
 
     python scripts/ship_weights.py --global-run runs/demo_x0 --sr-run runs/demo --dest synthaug/weights \
-        --global-sampler dpmpp_2m --global-steps 32 --sr-sampler euler --sr-steps 1
+        --global-sampler dpmpp_2m --global-steps 32 --sr-sampler euler --sr-steps 1 --sr-overlap 16
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> None:
         ap.add_argument(f"--{stage}-steps", type=int)
         ap.add_argument(f"--{stage}-sigma-min", type=float)
         ap.add_argument(f"--{stage}-guidance", type=float)
+    ap.add_argument("--sr-overlap", type=int, help="SR sampling patch overlap in voxels (chosen by the seams benchmark)")
     args = ap.parse_args()
     runs = {stage: getattr(args, f"{stage}_run") or args.run for stage in ("global", "sr")}
     missing = [stage for stage, run in runs.items() if run is None]
@@ -51,6 +52,8 @@ def main() -> None:
         sigma_min = getattr(args, f"{stage}_sigma_min")
         if sigma_min:
             diff["sigma_min"] = sigma_min
+        if stage == "sr" and args.sr_overlap is not None:
+            config["sample_overlap"] = args.sr_overlap
         guidance = getattr(args, f"{stage}_guidance")
         if guidance is not None:
             diff["guidance"] = guidance
