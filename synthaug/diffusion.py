@@ -2,7 +2,7 @@
 
 Everything works in the "sigma space" of Karras et al. 2022 (EDM): a noisy sample is
 ``x = x0 + sigma * eps`` and a *denoiser* ``D(x, sigma, **extra) -> x0_hat`` is all a
-sampler knows. Both objectives expose that call:
+sampler knows. Every objective exposes that call:
 
 * :class:`EDMPrecond` — the EDM preconditioned denoiser (Karras et al. 2022, Table 1).
 * :class:`X0Precond` — the same scalings, but the network predicts the clean sample
@@ -121,7 +121,7 @@ class X0Precond(EDMPrecond):
     noise of every channel voxel by voxel (``F ~ -eps``), so all channels' noise has to
     pass through the network's first level. A case has 15 channels and the demo global
     network 16 features there; trained that way it removed only half of the noise power
-    at sigma 0.1 after 4,400 steps. The clean sample is far simpler to carry: the twelve
+    at sigma 0.1 after 4,600 steps. The clean sample is far simpler to carry: the twelve
     organ channels hold one class per voxel. The loss is EDM's weighting of the x0 error,
     ``1 + SNR`` with ``SNR = sigma_data^2 / sigma^2``, capped at ``SNR_GAMMA`` (min-SNR-gamma)
     so that the lowest noise levels do not dominate the gradient.
