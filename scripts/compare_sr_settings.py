@@ -12,19 +12,23 @@ Nyquist), organ means (pp as in the benchmarks), Dice of the labels and CT MAE.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch.nn.functional as F
 
-from benchmarks.common import phantom_lowres
-from benchmarks.refinement import high_frequency_energy
-from benchmarks.sampler_fidelity import _nanmean, _pp, organ_stats
-from synthaug.cascade import CascadedSampler
-from synthaug.channels import decode
-from synthaug.demographics import sample_population
-from synthaug.diffusion import SAMPLERS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package lives beside the scripts
+
+from benchmarks.common import phantom_lowres  # noqa: E402
+from benchmarks.refinement import high_frequency_energy  # noqa: E402
+from benchmarks.sampler_fidelity import _nanmean, _pp, organ_stats  # noqa: E402
+from synthaug.cascade import CascadedSampler  # noqa: E402
+from synthaug.channels import decode  # noqa: E402
+from synthaug.demographics import sample_population  # noqa: E402
+from synthaug.diffusion import SAMPLERS  # noqa: E402
 
 
 def _setting(text: str) -> tuple[str, int]:
