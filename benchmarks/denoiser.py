@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from synthaug.channels import CT_CHANNEL, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL
+
 from .common import Context, has_stage, phantom_lowres, weights_info
 
 NAME = "denoiser"
 TITLE = "Global-stage denoising error by noise level"
 SIGMAS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-GROUPS = {"ct": slice(0, 1), "pet": slice(1, 2), "organs": slice(2, 14), "lesion": slice(14, 15), "all": slice(0, 15)}
+GROUPS = {"ct": slice(CT_CHANNEL, CT_CHANNEL + 1), "pet": slice(PET_CHANNEL, PET_CHANNEL + 1), "organs": ORGAN_CHANNELS,
+          "lesion": slice(LESION_CHANNEL, LESION_CHANNEL + 1), "all": slice(0, NUM_CHANNELS)}
 
 
 def denoising_errors(model, x0, cond, sigmas=SIGMAS, seed: int = 0) -> dict:
