@@ -1,4 +1,4 @@
-"""synthaug benchmarks: sampler steps vs fidelity, denoising error by noise level, speed, training speed, memory, seams, SR refinement,
+"""synthaug benchmarks: sampler steps vs fidelity, denoising error by noise level, organ volumes in global samples, speed, training speed, memory, seams, SR refinement,
 throughput, GPU sizing.
 
 Run them with ``python -m benchmarks [--quick] [--only NAME ...] [--weights DIR]`` (or
@@ -13,6 +13,7 @@ JSON files (:mod:`benchmarks.report`).
 BENCHMARKS: dict[str, str] = {
     "sampler_fidelity": "benchmarks.sampler_fidelity",
     "denoiser": "benchmarks.denoiser",
+    "global_samples": "benchmarks.global_samples",
     "speed": "benchmarks.speed",
     "train_speed": "benchmarks.train_speed",
     "memory": "benchmarks.memory",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, RESULTS_MD, read_result
 
-ORDER = ("sampler_fidelity", "denoiser", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet")
+ORDER = ("sampler_fidelity", "denoiser", "global_samples", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet")
 
 
 def _f(v, fmt: str = ".2f", none: str = "–") -> str:
@@ -173,6 +173,40 @@ def denoiser(r: dict) -> list[str]:
     out += ["", "Absolute error over all channels (mse, encoded units), same rows:", ""]
     out += _table(["weights", *[f"sigma {s:g}" for s in sigmas]],
                   [[f"`{row['weights']['path']}`", *[_f(v, ".2g") for v in row["errors"]["all"]["mse"]]] for row in res["rows"]])
+    with_dice = [row for row in res["rows"] if "dice" in row["errors"]]
+    if with_dice:
+        out += ["", "Organ Dice of the denoised estimate (argmax of the organ channels vs the truth, mean over the "
+                "organs present), then the share of training examples drawn above that level and the share of the "
+                "default sampler's steps taken above it:", ""]
+        rows = []
+        for row in with_dice:
+            sh = row.get("schedule") or {}
+            cells = [f"{_f(d)} · {_f(t, '.1%')} · {_f(m, '.0%')}" for d, t, m in
+                     zip(row["errors"]["dice"], sh.get("train_above", [None] * len(sigmas)),
+                         sh.get("sampler_above", [None] * len(sigmas)))]
+            noise = f"{_f(sh.get('p_mean'), 'g')} / {_f(sh.get('p_std'), 'g')}"
+            rows.append([f"`{row['weights']['path']}`", row["step"], noise, *cells])
+        out += _table(["weights", "step", "training log-sigma mean / std", *[f"sigma {s:g}" for s in sigmas]], rows)
+    out.append("")
+    return out
+
+
+def global_samples(r: dict) -> list[str]:
+    res = r["results"]
+    if "skipped" in res:
+        return [f"Skipped: {res['skipped']}.", ""]
+    organs = list(res["rows"][0]["organs"])
+    out = [f"{res['cases']} stage-1 samples per weights folder (default sampler, seeds 0..{res['cases'] - 1}) for the "
+           "demographics of as many phantom cases (not in any training cohort). Each cell: median volume ratio "
+           "sample / phantom on the global grid · share of samples where the organ is present · median of the organ "
+           "channel's largest value (about +1 when the model draws the organ; below 0 it never wins the argmax).", ""]
+    rows = []
+    for row in res["rows"]:
+        cells = [f"{_f(o['volume_ratio'])} · {_f(o['present'], '.0%')} · {_f(o['label_range'], '+.1f')}"
+                 for o in (row["organs"][k] for k in organs)]
+        rows.append([f"`{row['weights']['path']}`", row["step"], f"{_f(row['p_mean'], 'g')} / {_f(row['p_std'], 'g')}",
+                     f"`{row['sampler']}` x {row['steps']}", *cells])
+    out += _table(["weights", "step", "training log-sigma mean / std", "sampler", *organs], rows)
     out.append("")
     return out
 
@@ -418,10 +452,11 @@ def gpu_autopet(r: dict) -> list[str]:
     return out
 
 
-RENDER = {"sampler_fidelity": sampler_fidelity, "denoiser": denoiser, "speed": speed, "train_speed": train_speed, "memory": memory, "seams": seams,
+RENDER = {"sampler_fidelity": sampler_fidelity, "denoiser": denoiser, "global_samples": global_samples, "speed": speed, "train_speed": train_speed, "memory": memory, "seams": seams,
           "refinement": refinement, "throughput": throughput, "io": io, "gpu_autopet": gpu_autopet}
 TITLES = {"sampler_fidelity": "Sampler steps vs organ fidelity (global stage)",
-          "denoiser": "Global-stage denoising error by noise level", "speed": "Seconds per case (CPU, demo preset)",
+          "denoiser": "Global-stage denoising error by noise level",
+          "global_samples": "Organ volumes in global-stage samples", "speed": "Seconds per case (CPU, demo preset)",
           "train_speed": "Training step time: fp32 vs bf16 (CPU, demo preset)",
           "memory": "Peak memory of SR sampling vs volume size", "seams": "Seams at SR patch borders",
           "refinement": "SR stage: refinement vs drift",

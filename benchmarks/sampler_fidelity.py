@@ -41,7 +41,6 @@ from .common import Context, stage_objective, weights_info
 NAME = "sampler_fidelity"
 TITLE = "Sampler steps vs organ fidelity (global stage)"
 SAMPLER_NAMES = ("euler", "heun", "dpmpp_2m")
-OBJECTIVES = ("edm", "flow")
 THRESHOLD_PP = 1.0
 
 FULL = {"nfes": (4, 8, 16, 32, 64), "seeds": 4, "ref": ("ancestral", 1000), "ode_ref": ("heun", 100)}
@@ -229,7 +228,9 @@ def run(ctx: Context) -> dict:
         raise FileNotFoundError("sampler_fidelity needs global-stage weights (--weights DIR with global.json)")
     out: dict = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
                  "threshold_pp": THRESHOLD_PP, "objectives": {}}
-    for obj in OBJECTIVES:
+    from synthaug.diffusion import OBJECTIVES
+
+    for obj in OBJECTIVES:  # every objective, so that a missing one shows as "no weights"
         if obj not in folders:
             out["objectives"][obj] = {"objective": obj, "status": "no weights",
                                       "note": f"no {obj} global-stage weights were given or trained"}

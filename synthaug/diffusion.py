@@ -18,6 +18,7 @@ the preconditioners cast at the network boundary.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -239,6 +240,22 @@ def min_batch_denoiser(model: Denoiser, min_batch: int) -> Denoiser:
         return out[:b]
 
     return padded
+
+
+def training_share_above(config: DiffusionConfig, sigma: float) -> float:
+    """The share of training examples whose noise level exceeds ``sigma``.
+
+    Sampling visits every level from ``sigma_max`` down; levels that training almost never
+    draws are where an otherwise good denoiser is untrained (``benchmarks/denoiser.py``
+    reports this beside the denoising error).
+    """
+    if sigma <= 0:
+        return 1.0
+    if config.objective == "flow":  # logit-normal t, t = sigma / (1 + sigma): logit(t) = log(sigma)
+        z = math.log(sigma)
+    else:  # log-normal sigma
+        z = (math.log(sigma) - config.p_mean) / config.p_std
+    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 # --- schedules --------------------------------------------------------------------------

@@ -96,6 +96,24 @@ def test_choose_smallest_stable_setting():
     assert steps_for("heun", 8) == 4 and steps_for("heun", 4) == 2 and steps_for("euler", 8) == 8
 
 
+def test_sampler_fidelity_runs_every_objective_and_chooses_for_the_main_weights(tmp_path, monkeypatch):
+    """x0 weights are swept and chosen from like edm and flow ones (they once fell through)."""
+    from benchmarks import sampler_fidelity
+    from benchmarks.common import Context
+
+    for obj in ("x0", "edm"):
+        (tmp_path / obj).mkdir()
+        (tmp_path / obj / "global.json").write_text(json.dumps({"diffusion": {"objective": obj}}))
+        (tmp_path / obj / "global.safetensors").write_bytes(b"")
+    swept = []
+    monkeypatch.setattr(sampler_fidelity, "run_objective",
+                        lambda folder, settings: swept.append(folder.name) or {"chosen": {"sampler": folder.name}})
+    out = sampler_fidelity.run(Context(weights=[tmp_path / "x0", tmp_path / "edm"]))
+    assert sorted(swept) == ["edm", "x0"]
+    assert out["chosen"] == {"objective": "x0", "sampler": "x0"}
+    assert out["objectives"]["flow"]["status"] == "no weights"
+
+
 def test_choose_falls_back_to_the_ode_floor():
     rows = [_row("heun", 3, 6.0, 2.0), _row("heun", 7, 2.5, 1.6), _row("heun", 15, 2.2, 1.5)]
     assert choose(rows) is None or choose(rows)["criterion"] != "within 1 pp of the ancestral reference"
@@ -155,7 +173,7 @@ def test_entry_point_checks_names_and_weights(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--weights", str(tmp_path)])
     assert "no global.json" in capsys.readouterr().err
-    assert set(BENCHMARKS) == {"sampler_fidelity", "denoiser", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "gpu_autopet"}
+    assert set(BENCHMARKS) == {"sampler_fidelity", "denoiser", "global_samples", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "gpu_autopet"}
 
 
 def test_net_timer_counts_forward_calls():
@@ -225,6 +243,57 @@ def test_denoising_errors_span_identity_to_oracle():
         assert identity[g]["ratio"] == pytest.approx([1.0, 1.0], rel=0.35)
         assert oracle[g]["ratio"] == [0.0, 0.0]
     assert identity["all"]["ratio"] == pytest.approx([1.0, 1.0], rel=0.05)
+    assert oracle["dice"] == [1.0, 1.0]
+
+
+def test_organ_dice_scores_the_decoded_labels():
+    from benchmarks.denoiser import organ_dice
+    from synthaug.channels import encode
+
+    organs = np.zeros((4, 4, 8), np.uint8)
+    organs[:2] = 7
+    organs[2:, :, :4] = 3
+    zeros = np.zeros(organs.shape, np.float32)
+    truth = torch.from_numpy(encode(zeros, zeros, organs, None))[None]
+    assert organ_dice(truth, truth) == 1.0
+    shifted = np.roll(organs, 1, axis=0)  # half of each class moves
+    est = torch.from_numpy(encode(zeros, zeros, shifted, None))[None]
+    assert 0.0 < organ_dice(est, truth) < 1.0
+    swapped = np.where(organs == 7, 3, np.where(organs == 3, 0, 7)).astype(np.uint8)
+    est = torch.from_numpy(encode(zeros, zeros, swapped, None))[None]
+    assert organ_dice(est, truth) == 0.0
+
+
+def test_organ_volume_stats_of_samples_against_phantoms():
+    from benchmarks.global_samples import organ_volume_stats
+    from synthaug.channels import encode
+
+    organs = np.full((4, 4, 8), 2, np.uint8)
+    organs[:2, :2] = 7      # 16 voxels of liver
+    organs[3, 3, 7] = 6     # 1 voxel of heart
+    zeros = np.zeros(organs.shape, np.float32)
+    ref = torch.from_numpy(encode(zeros, zeros, organs, None))[None]
+    same = organ_volume_stats(ref, ref)
+    assert same["liver"] == {"present": 1.0, "volume_ratio": 1.0, "label_range": 1.0}
+    assert same["lungs"]["volume_ratio"] is None  # absent from the phantom: no ratio
+    smaller = organs.copy()
+    smaller[:2, :2, :4] = 2  # half the liver gone, and the heart
+    smaller[3, 3, 7] = 2
+    sample = torch.from_numpy(encode(zeros, zeros, smaller, None))[None]
+    stats = organ_volume_stats(torch.cat([sample, ref]), torch.cat([ref, ref]))
+    assert stats["liver"]["volume_ratio"] == pytest.approx(0.75)  # median of 0.5 and 1
+    assert stats["heart"]["present"] == 0.5 and stats["heart"]["label_range"] == pytest.approx(0.0)
+
+
+def test_schedule_shares_cover_training_and_sampler():
+    from benchmarks.denoiser import schedule_shares
+    from synthaug.diffusion import DiffusionConfig
+
+    cfg = DiffusionConfig(objective="x0", p_mean=0.0, p_std=1.0, sampler="euler", steps=10, sigma_max=80.0)
+    sh = schedule_shares(cfg, sigmas=(0.001, 1.0, 100.0))
+    assert sh["train_above"] == pytest.approx([1.0, 0.5, 0.0], abs=1e-5)
+    assert sh["sampler_above"][0] == 1.0 and sh["sampler_above"][2] == 0.0
+    assert 0.0 < sh["sampler_above"][1] < 1.0
 
 
 def test_refinement_volume_helpers():

@@ -31,6 +31,7 @@ from synthaug.diffusion import (
     sample_dpmpp_2m,
     sample_euler,
     sample_heun,
+    training_share_above,
 )
 
 # The target: a two-component Gaussian mixture.
@@ -228,6 +229,34 @@ def test_x0_loss_weight_is_edm_weighting_capped_at_low_noise():
     high = sigma >= sd / 2
     torch.testing.assert_close(x0.loss_weight(sigma)[high], edm.loss_weight(sigma)[high])
     torch.testing.assert_close(x0.loss_weight(sigma)[~high], torch.full((int((~high).sum()),), gamma / sd**2, dtype=torch.float64))
+
+
+class _RecordTimes(nn.Module):
+    """A stand-in network that records the time input of every call and returns zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.times: list[torch.Tensor] = []
+
+    def forward(self, x, t, cond, concat=None):
+        self.times.append(t.detach().double())
+        return x * self.w
+
+
+@pytest.mark.parametrize("objective,p_mean,p_std", [("edm", -1.2, 1.2), ("x0", 0.4, 1.6), ("flow", -1.2, 1.2)])
+def test_training_share_above_matches_the_noise_levels_the_loss_draws(objective, p_mean, p_std):
+    config = DiffusionConfig(objective=objective, p_mean=p_mean, p_std=p_std)
+    net = _RecordTimes()
+    precond = {"edm": EDMPrecond, "x0": X0Precond, "flow": FlowPrecond}[objective](net, config)
+    precond.loss(torch.zeros(20000, 1), torch.zeros(20000, 1), generator=torch.Generator().manual_seed(0))
+    t = net.times[0]
+    # Back from the network's time input to sigma: EDM/x0 feed 250 (log(sigma) / 4 + 2), flow 1000 t.
+    drawn = t / 1000 / (1 - t / 1000) if objective == "flow" else torch.exp(4 * (t / 250 - 2))
+    for sigma in (0.05, 0.3, 1.0, 4.0, 30.0):
+        empirical = float((drawn > sigma).double().mean())
+        assert training_share_above(config, sigma) == pytest.approx(empirical, abs=0.01)
+    assert training_share_above(config, 0.0) == 1.0
 
 
 # --- schedules -----------------------------------------------------------------------------------------
