@@ -88,7 +88,11 @@ def default_stage_config(stage: str, preset: str = "demo", objective: str = "edm
                         attention_levels=(False, False, True), norm_num_groups=8)
         # dpmpp_2m x 32: the smallest setting within 1 point of the converged ODE (the floor of the comparison
         # with the 1000-step ancestral reference); measured on early weights, see benchmarks/RESULTS.md.
-        diff = DiffusionConfig(objective=objective, sigma_data=0.5, sampler="dpmpp_2m", steps=32)
+        # Training noise levels log-normal around sigma 1.5 (EDM's images: 0.3), wide enough to reach the
+        # sampler's start: a whole-body volume keeps its layout visible up to sigma ~80, so the anatomy is
+        # placed there. With EDM's image setting (-1.2, 1.2) 0.2 % of training examples lay above sigma 10,
+        # and samples lost the heart, liver and kidneys (benchmarks: "Organ volumes in global-stage samples").
+        diff = DiffusionConfig(objective=objective, sigma_data=0.5, sampler="dpmpp_2m", steps=32, p_mean=0.4, p_std=1.6)
     elif stage == "sr":
         net = NetConfig(in_channels=NUM_CHANNELS, out_channels=NUM_CHANNELS,
                         cond_channels=NUM_CHANNELS + COORD_CHANNELS, channels=(16, 32, 48),

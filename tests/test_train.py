@@ -381,3 +381,18 @@ def test_to_grid_labels_stay_integer_and_volumes_are_preserved(flipped):
     before, after = case.lesions.sum() * case.voxel_volume_ml, out.lesions.sum() * out.voxel_volume_ml
     assert abs(after / before - 1) < 0.25, (before, after)  # a ~7 ml lesion: ~14 voxels at 8 mm
     np.testing.assert_allclose(_centroid_world(out.organs == 7, out.affine), (-10.0, -12.0, -14.0), atol=1.0)
+
+
+@pytest.mark.parametrize("objective", ["edm", "x0"])
+def test_global_stage_trains_where_its_sampler_places_the_anatomy(objective):
+    """The default global stage draws enough training noise levels across its sampler's
+    schedule: its first quarter of steps (sigma above ~17) places the body's layout, and
+    EDM's image setting (log-sigma mean -1.2, std 1.2) put 0.04 % of examples there."""
+    from synthaug.diffusion import get_sigmas, training_share_above
+    from synthaug.stages import default_stage_config
+
+    d = default_stage_config("global", "demo", objective).diffusion
+    steps = get_sigmas(d, d.steps)[:-1]
+    assert training_share_above(d, float(steps[len(steps) // 4])) >= 0.05
+    assert training_share_above(d, float(steps[len(steps) // 2])) >= 0.2
+    assert training_share_above(d, float(steps[-1])) >= 0.95  # and the last steps stay trained
