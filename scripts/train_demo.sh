@@ -2,18 +2,26 @@
 # Trains the shipped demo weights on the phantom cohort, resuming wherever it stopped.
 # Safe to re-run (every step is resumable); run it in the background:
 #   nohup scripts/train_demo.sh > runs/train_demo.log 2>&1 &
-# Each stage is trained as the shipped weights were: first with the EDM objective in
-# runs/demo (global STEPS_EDM_GLOBAL, SR STEPS_EDM_SR steps), then with clean-sample (x0)
-# prediction started from those weights in runs/demo_x0, up to STEPS_GLOBAL / STEPS_SR.
-# The x0 phase alternates between the stages in chunks, so that an interrupted session
-# leaves both advanced. bf16 mixed precision where the CPU has it (--precision auto).
+# Each stage is trained as the shipped weights were, in three phases, each started from
+# the previous phase's weights:
+#   1. EDM objective, runs/demo (global STEPS_EDM_GLOBAL, SR STEPS_EDM_SR steps);
+#   2. clean-sample (x0) prediction with EDM's image noise levels, runs/demo_x0
+#      (global STEPS_X0_GLOBAL, SR STEPS_X0_SR steps);
+#   3. x0 with the noise levels that reach the sampler's start (the global stage's default,
+#      docs/training.md "Noise levels"), runs/demo_x0w, up to STEPS_GLOBAL / STEPS_SR,
+#      alternating between the stages in chunks so that an interrupted session leaves both
+#      advanced.
+# bf16 mixed precision where the CPU has it (--precision auto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SYNTHAUG=${SYNTHAUG:-.venv/bin/synthaug}
 RUN=${RUN:-runs/demo}
 RUN_X0=${RUN_X0:-runs/demo_x0}
+RUN_X0W=${RUN_X0W:-runs/demo_x0w}
 STEPS_EDM_GLOBAL=${STEPS_EDM_GLOBAL:-4600}
 STEPS_EDM_SR=${STEPS_EDM_SR:-600}
+STEPS_X0_GLOBAL=${STEPS_X0_GLOBAL:-2600}
+STEPS_X0_SR=${STEPS_X0_SR:-1200}
 STEPS_GLOBAL=${STEPS_GLOBAL:-20000}
 STEPS_SR=${STEPS_SR:-20000}
 CHUNK_GLOBAL=${CHUNK_GLOBAL:-2000}
@@ -37,14 +45,22 @@ train() {  # train STAGE RUN STEPS [extra args...]
         $(resume_flag "$run" "$stage") "$@"
 }
 
-# 2. EDM phase of each stage.
-train global "$RUN" "$STEPS_EDM_GLOBAL"
-train sr "$RUN" "$STEPS_EDM_SR"
+# Noise levels of phases 1-2 (EDM's image setting) and of phase 3.
+IMAGE_NOISE=scripts/noise_images.json
+WIDE_NOISE=scripts/noise_wide.json
 
-# 3. x0 phase from the EDM weights (--init-from only applies to a fresh start), in alternating chunks.
-while [ "$(step_of "$RUN_X0" global)" -lt "$STEPS_GLOBAL" ] || [ "$(step_of "$RUN_X0" sr)" -lt "$STEPS_SR" ]; do
-    g=$(( $(step_of "$RUN_X0" global) + CHUNK_GLOBAL )); [ "$g" -gt "$STEPS_GLOBAL" ] && g=$STEPS_GLOBAL
-    s=$(( $(step_of "$RUN_X0" sr) + CHUNK_SR )); [ "$s" -gt "$STEPS_SR" ] && s=$STEPS_SR
-    train global "$RUN_X0" "$g" --objective x0 --init-from "$RUN"
-    train sr "$RUN_X0" "$s" --objective x0 --init-from "$RUN"
+# 1. EDM phase of each stage.
+train global "$RUN" "$STEPS_EDM_GLOBAL" --config "$IMAGE_NOISE"
+train sr "$RUN" "$STEPS_EDM_SR" --config "$IMAGE_NOISE"
+
+# 2. x0 from the EDM weights (--init-from only applies to a fresh start).
+train global "$RUN_X0" "$STEPS_X0_GLOBAL" --objective x0 --init-from "$RUN" --config "$IMAGE_NOISE"
+train sr "$RUN_X0" "$STEPS_X0_SR" --objective x0 --init-from "$RUN" --config "$IMAGE_NOISE"
+
+# 3. x0 with wide noise levels from the phase-2 weights, in alternating chunks.
+while [ "$(step_of "$RUN_X0W" global)" -lt "$STEPS_GLOBAL" ] || [ "$(step_of "$RUN_X0W" sr)" -lt "$STEPS_SR" ]; do
+    g=$(( $(step_of "$RUN_X0W" global) + CHUNK_GLOBAL )); [ "$g" -gt "$STEPS_GLOBAL" ] && g=$STEPS_GLOBAL
+    s=$(( $(step_of "$RUN_X0W" sr) + CHUNK_SR )); [ "$s" -gt "$STEPS_SR" ] && s=$STEPS_SR
+    train global "$RUN_X0W" "$g" --objective x0 --init-from "$RUN_X0" --config "$WIDE_NOISE"
+    train sr "$RUN_X0W" "$s" --objective x0 --init-from "$RUN_X0" --config "$WIDE_NOISE"
 done

@@ -135,6 +135,23 @@ def test_train_into_an_existing_run_needs_resume(cohort, config_file, tmp_path, 
     assert (out / "global.safetensors").read_bytes() == before
 
 
+def test_resume_refuses_a_different_stage_setting(cohort, config_file, tmp_path, capsys):
+    """--objective and --config stage settings cannot change on resume; they were once ignored."""
+    out = tmp_path / "run"
+    assert _train(cohort, out, config_file, "--steps", "1") == 0
+    before = (out / "global.safetensors").read_bytes()
+    other_noise = write_train_config(tmp_path / "noise.json", {"diffusion": {"p_mean": -1.0}})
+    for config, args, match in ((config_file, ["--objective", "x0"], "diffusion.objective='edm'"),
+                                (other_noise, [], "diffusion.p_mean=0.4")):
+        capsys.readouterr()
+        assert _train(cohort, out, config, *args, "--steps", "2", "--resume") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0] and "--init-from" in err[0], err
+    assert (out / "global.safetensors").read_bytes() == before
+    # The same settings (explicit or left out) resume as before.
+    assert _train(cohort, out, config_file, "--objective", "edm", "--steps", "2", "--resume") == 0
+
+
 @pytest.mark.parametrize(("args", "match"), [
     (["--steps", "0"], "--steps"),
     (["--batch-size", "0"], "--batch-size"),

@@ -13,8 +13,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="training cohort in the AutoPET layout (e.g. from `synthaug phantom`)")
     p.add_argument("--out", required=True, help="run folder (weights, training states, log)")
     p.add_argument("--preset", default="demo", help="resolution preset (default: demo)")
-    p.add_argument("--objective", choices=("edm", "flow", "x0"), default="edm",
-                   help="EDM denoiser, rectified flow, or clean-sample (x0) prediction with EDM's scalings")
+    p.add_argument("--objective", choices=("edm", "flow", "x0"), default=None,
+                   help="EDM denoiser (default for a new run), rectified flow, or clean-sample (x0) prediction with "
+                        "EDM's scalings; a resumed run keeps its own")
     p.add_argument("--config", help="JSON file with TrainConfig fields and a 'stage' object of StageConfig overrides")
     p.add_argument("--steps", type=int, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, help="batch size per process")
@@ -33,6 +34,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    from pathlib import Path
 
     from ..train import TrainConfig, train_stage
 
@@ -53,18 +55,48 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "checkpoint_every"):
         if name in overrides and int(overrides[name]) < 1:
             raise ValueError(f"--{name.replace('_', '-')}={overrides[name]} must be >= 1")
+    if args.resume:
+        _check_resume_matches(Path(args.out) / f"run_{args.stage}.json", stage_overrides, args.objective)
+    objective = args.objective or "edm"
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
     if stage_overrides:
-        stage_overrides = _stage_overrides(stage_overrides, args.stage, args.preset, args.objective)
-    summary = train_stage(args.stage, args.data, args.out, preset=args.preset, objective=args.objective,
+        stage_overrides = _stage_overrides(stage_overrides, args.stage, args.preset, objective)
+    summary = train_stage(args.stage, args.data, args.out, preset=args.preset, objective=objective,
                           train=TrainConfig.from_dict(overrides), stage_overrides=stage_overrides, resume=args.resume,
                           device=device, progress=not args.no_progress, precision=args.precision,
                           init_from=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
     return 0
+
+
+def _check_resume_matches(run_file, stage_overrides: dict, objective: str | None) -> None:
+    """A resumed run keeps the stage configuration it was started with; refuse an explicit
+    ``--objective`` or ``--config`` stage setting that says otherwise, instead of ignoring it."""
+    if not run_file.is_file():
+        return
+    saved = json.loads(run_file.read_text())["stage"]
+
+    def leaves(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    wanted = dict(leaves(stage_overrides))
+    if objective is not None:
+        wanted["diffusion.objective"] = objective
+    have = dict(leaves(saved))
+    for key, value in wanted.items():
+        old = have.get(key)
+        if isinstance(old, list):
+            value = list(value) if isinstance(value, (list, tuple)) else value
+        if key in have and old != value:
+            raise ValueError(f"{run_file.parent} was started with {key}={old!r}; resuming cannot change it to "
+                             f"{value!r} (start a new --out, with --init-from {run_file.parent} to keep the weights)")
 
 
 def _stage_overrides(d: dict, stage: str, preset: str = "demo", objective: str = "edm") -> dict:
