@@ -150,6 +150,24 @@ def test_seam_metric_sees_a_seam_and_not_smooth_data():
 # --- memory analysis -----------------------------------------------------------------------------
 
 
+def test_seam_caveat_blames_the_anatomy_only_when_the_input_has_the_same_ratio():
+    from benchmarks.report import _seam_caveat
+
+    def runs(out_ratio, input_ratio):
+        summary = lambda r: {"worst_ratio_local": r, "within_tolerance": abs(r - 1) <= 0.1}  # noqa: E731
+        return {"default": {"summary": {"pet": summary(out_ratio)}},
+                "control_no_sr": {"summary": {"pet": summary(input_ratio)}}}
+
+    assert _seam_caveat(runs(1.05, 1.30), 0.1) == []  # within tolerance: nothing to explain
+    for input_ratio in (1.28, 1.58):  # as steep, or steeper, in the input as in the output
+        [line] = _seam_caveat(runs(1.31, input_ratio), 0.1)
+        assert f"{input_ratio:.2f}" in line and "steep anatomy" in line
+    [line] = _seam_caveat(runs(1.31, 1.0), 0.1)  # the input is smooth there: a real seam, no excuse
+    assert "1.00" in line and "steep anatomy" not in line
+    [line] = _seam_caveat(runs(1.60, 1.20), 0.1)  # much further from 1 than the input
+    assert "steep anatomy" not in line
+
+
 def test_memory_analysis_growth_and_acceptance():
     idle, net = {"peak_mib": 500.0}, {"peak_mib": 1500.0}
     vox = 128 * 128 * 256
