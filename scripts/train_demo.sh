@@ -50,8 +50,8 @@ IMAGE_NOISE=scripts/noise_images.json
 WIDE_NOISE=scripts/noise_wide.json
 
 # 1. EDM phase of each stage.
-train global "$RUN" "$STEPS_EDM_GLOBAL" --config "$IMAGE_NOISE"
-train sr "$RUN" "$STEPS_EDM_SR" --config "$IMAGE_NOISE"
+train global "$RUN" "$STEPS_EDM_GLOBAL" --objective edm --config "$IMAGE_NOISE"
+train sr "$RUN" "$STEPS_EDM_SR" --objective edm --config "$IMAGE_NOISE"
 
 # 2. x0 from the EDM weights (--init-from only applies to a fresh start).
 train global "$RUN_X0" "$STEPS_X0_GLOBAL" --objective x0 --init-from "$RUN" --config "$IMAGE_NOISE"

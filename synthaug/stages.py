@@ -80,7 +80,7 @@ class StageConfig:
             raise CheckpointError(f"stage config is incomplete or malformed: {err}") from None
 
 
-def default_stage_config(stage: str, preset: str = "demo", objective: str = "edm", **overrides) -> StageConfig:
+def default_stage_config(stage: str, preset: str = "demo", objective: str = "x0", **overrides) -> StageConfig:
     """The architecture and objective synthaug uses by default for a stage and preset."""
     p = get_preset(preset)
     if stage == "global":

@@ -404,7 +404,7 @@ def init_weights(path: str | Path, stage_cfg: StageConfig) -> tuple[dict[str, to
     return model.net.state_dict(), info
 
 
-def train_stage(stage: str, data: str | Path, out: str | Path, *, preset: str = "demo", objective: str = "edm",
+def train_stage(stage: str, data: str | Path, out: str | Path, *, preset: str = "demo", objective: str = "x0",
                 train: TrainConfig | None = None, stage_overrides: dict | None = None, resume: bool = False,
                 device: str = "cpu", progress: bool = True, precision: str = "auto",
                 init_from: str | Path | None = None) -> dict:

@@ -141,7 +141,7 @@ def test_resume_refuses_a_different_stage_setting(cohort, config_file, tmp_path,
     assert _train(cohort, out, config_file, "--steps", "1") == 0
     before = (out / "global.safetensors").read_bytes()
     other_noise = write_train_config(tmp_path / "noise.json", {"diffusion": {"p_mean": -1.0}})
-    for config, args, match in ((config_file, ["--objective", "x0"], "diffusion.objective='edm'"),
+    for config, args, match in ((config_file, ["--objective", "edm"], "diffusion.objective='x0'"),
                                 (other_noise, [], "diffusion.p_mean=0.4")):
         capsys.readouterr()
         assert _train(cohort, out, config, *args, "--steps", "2", "--resume") == 2
@@ -149,7 +149,7 @@ def test_resume_refuses_a_different_stage_setting(cohort, config_file, tmp_path,
         assert len(err) == 1 and match in err[0] and "--init-from" in err[0], err
     assert (out / "global.safetensors").read_bytes() == before
     # The same settings (explicit or left out) resume as before.
-    assert _train(cohort, out, config_file, "--objective", "edm", "--steps", "2", "--resume") == 0
+    assert _train(cohort, out, config_file, "--objective", "x0", "--steps", "2", "--resume") == 0
 
 
 @pytest.mark.parametrize(("args", "match"), [
@@ -201,7 +201,7 @@ def test_init_from_starts_a_new_run_from_other_weights(cohort, config_file, tmp_
     those weights, says so in its run file, and a mismatched network or a missing folder
     is refused before anything is written."""
     source = tmp_path / "source"
-    assert _train(cohort, source, config_file, "--steps", "2") == 0
+    assert _train(cohort, source, config_file, "--steps", "2", "--objective", "edm") == 0
     src, _ = load_checkpoint(source / "global")
     out = tmp_path / "x0"
     assert _train(cohort, out, config_file, "--steps", "1", "--seed", "1", "--objective", "x0",

@@ -14,8 +14,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder (weights, training states, log)")
     p.add_argument("--preset", default="demo", help="resolution preset (default: demo)")
     p.add_argument("--objective", choices=("edm", "flow", "x0"), default=None,
-                   help="EDM denoiser (default for a new run), rectified flow, or clean-sample (x0) prediction with "
-                        "EDM's scalings; a resumed run keeps its own")
+                   help="clean-sample prediction with EDM's scalings (x0, default for a new run), EDM denoiser, or "
+                        "rectified flow; a resumed run keeps its own")
     p.add_argument("--config", help="JSON file with TrainConfig fields and a 'stage' object of StageConfig overrides")
     p.add_argument("--steps", type=int, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, help="batch size per process")
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')}={overrides[name]} must be >= 1")
     if args.resume:
         _check_resume_matches(Path(args.out) / f"run_{args.stage}.json", stage_overrides, args.objective)
-    objective = args.objective or "edm"
+    objective = args.objective or "x0"
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
@@ -99,7 +99,7 @@ def _check_resume_matches(run_file, stage_overrides: dict, objective: str | None
                              f"{value!r} (start a new --out, with --init-from {run_file.parent} to keep the weights)")
 
 
-def _stage_overrides(d: dict, stage: str, preset: str = "demo", objective: str = "edm") -> dict:
+def _stage_overrides(d: dict, stage: str, preset: str = "demo", objective: str = "x0") -> dict:
     """Turn JSON overrides into StageConfig field values (net / diffusion as config objects,
     merged over the defaults of this stage, preset and objective)."""
     from ..diffusion import DiffusionConfig
