@@ -413,3 +413,15 @@ def test_global_stage_trains_where_its_sampler_places_the_anatomy(objective):
     assert training_share_above(d, float(steps[len(steps) // 4])) >= 0.05
     assert training_share_above(d, float(steps[len(steps) // 2])) >= 0.2
     assert training_share_above(d, float(steps[-1])) >= 0.95  # and the last steps stay trained
+
+
+@pytest.mark.parametrize("objective", ["edm", "x0"])
+def test_sr_stage_trains_at_its_few_step_samplers_start(objective):
+    """One Euler step evaluates the SR network at sigma_max alone; the default SR stage
+    draws a tenth of its training examples above it (EDM's image setting: 0.2 %)."""
+    from synthaug.diffusion import training_share_above
+    from synthaug.stages import default_stage_config
+
+    d = default_stage_config("sr", "demo", objective).diffusion
+    assert training_share_above(d, d.sigma_max) >= 0.1
+    assert training_share_above(d, 0.05) >= 0.95  # multi-step sampling's last levels stay trained
