@@ -83,7 +83,7 @@ def run(ctx: Context) -> dict:
     cases = []
     stats = {"interpolated": [], "cascade": [], "cascade_in_global_labels": []}
     volumes = {"interpolated": [], "cascade": [], "truth": [], "truth_interpolated": []}
-    oracle = {"truth": [], "interpolated": [], "cascade": [], "hf": []}
+    oracle = {"truth": [], "interpolated": [], "cascade": [], "hf": [], "truth_in_interpolated_labels": []}
     for i, demo in enumerate(demos):
         seed = 100 + i
         lowres = sampler.sample_global([demo], [seed])
@@ -108,6 +108,8 @@ def run(ctx: Context) -> dict:
         casc_o = decode(sampler.sample_sr(lowres_o, [demo], [seed])[0])
         for key, d in (("truth", truth), ("interpolated", interp_o), ("cascade", casc_o)):
             oracle[key].append(organ_stats(d))
+        # What a perfect SR stage changes inside fixed (interpolated) labels: the control for the drift measure.
+        oracle["truth_in_interpolated_labels"].append(organ_stats_in(truth, interp_o["organs"]))
         volumes["truth"].append(_voxels(truth["organs"], len(names)))
         volumes["truth_interpolated"].append(_voxels(interp_o["organs"], len(names)))
         oracle["hf"].append({key: {ch: high_frequency_energy(d[ch], cutoff) for ch in ("ct", "pet")}
@@ -117,10 +119,13 @@ def run(ctx: Context) -> dict:
     with np.errstate(invalid="ignore"):
         own = _pp(arr["cascade"], arr["interpolated"])            # (cases, organs, 2)
         fixed = _pp(arr["cascade_in_global_labels"], arr["interpolated"])
+        fixed_truth = _pp(np.stack(oracle["truth_in_interpolated_labels"]), np.stack(oracle["interpolated"]))
         per_organ = {name: {"suv_own_labels_pp": _nan(_nanmean(own[:, j, 0], 0)),
                             "hu_own_labels_pp": _nan(_nanmean(own[:, j, 1], 0)),
                             "suv_global_labels_pp": _nan(_nanmean(fixed[:, j, 0], 0)),
                             "hu_global_labels_pp": _nan(_nanmean(fixed[:, j, 1], 0)),
+                            "truth_suv_global_labels_pp": _nan(_nanmean(fixed_truth[:, j, 0], 0)),
+                            "truth_hu_global_labels_pp": _nan(_nanmean(fixed_truth[:, j, 1], 0)),
                             "suv_interpolated": _nan(_nanmean(arr["interpolated"][:, j, 0], 0)),
                             "suv_cascade": _nan(_nanmean(arr["cascade"][:, j, 0], 0)),
                             "hu_interpolated": _nan(_nanmean(arr["interpolated"][:, j, 1], 0)),
@@ -130,6 +135,7 @@ def run(ctx: Context) -> dict:
                      for j, name in enumerate(names)}
         summary_own = _summary(_nanmean(own, 0))
         summary_fixed = _summary(_nanmean(fixed, 0))
+        summary_fixed_truth = _summary(_nanmean(fixed_truth, 0))
         truth = np.stack(oracle["truth"])
         oracle_summary = {k: _summary(_nanmean(_pp(np.stack(oracle[k]), truth), 0)) for k in ("interpolated", "cascade")}
     oracle_hf = {key: {ch: float(np.mean([h[key][ch] for h in oracle["hf"]])) for ch in ("ct", "pet")}
@@ -143,6 +149,7 @@ def run(ctx: Context) -> dict:
     return {"weights": weights_info(folder), "settings": sampler.settings, "cutoff_cycles_per_voxel": list(cutoff),
             "tolerance_pp": TOLERANCE_PP, "cases": cases, "per_organ": per_organ,
             "summary_own_labels": summary_own, "summary_global_labels": summary_fixed,
+            "summary_global_labels_truth": summary_fixed_truth,
             "hf_ratio_mean": hf_ratio, "phantom_input": {"vs_truth": oracle_summary, "hf_energy": oracle_hf},
             "more_high_frequency": more_detail, "organ_means_within_tolerance": no_drift,
             "own_label_means_within_tolerance": own_within,

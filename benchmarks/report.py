@@ -373,18 +373,23 @@ def refinement(r: dict) -> list[str]:
     po = sorted(res["per_organ"].items(), key=lambda kv: -(kv[1]["suv_own_labels_pp"] or 0))
     out += _table(["organ", "SUV interp.", "SUV cascade", "SUV dev. pp (own labels)", "SUV dev. pp (global labels)",
                    "HU interp.", "HU cascade", "HU dev. pp (own labels)", "HU dev. pp (global labels)",
-                   "volume change, %", "truth: volume change, %"],
+                   "volume change, %", "truth: volume change, %", "truth: SUV / HU dev. pp (global labels)"],
                   [[name, _f(o["suv_interpolated"]), _f(o["suv_cascade"]), _f(o["suv_own_labels_pp"], ".1f"),
                     _f(o["suv_global_labels_pp"], ".1f"), _f(o["hu_interpolated"], ".0f"), _f(o["hu_cascade"], ".0f"),
                     _f(o["hu_own_labels_pp"], ".1f"), _f(o["hu_global_labels_pp"], ".1f"),
-                    _f(o.get("volume_change_percent"), "+.0f"), _f(o.get("truth_volume_change_percent"), "+.0f")]
+                    _f(o.get("volume_change_percent"), "+.0f"), _f(o.get("truth_volume_change_percent"), "+.0f"),
+                    f"{_f(o.get('truth_suv_global_labels_pp'), '.1f')} / {_f(o.get('truth_hu_global_labels_pp'), '.1f')}"]
                    for name, o in po])
     out += ["", "Volume change: the cascade's labels vs the interpolated global stage's; \"truth\": the phantom on the "
             "output grid vs the same phantom interpolated from the global grid (what a perfect SR stage would change)."]
     so, sg = res["summary_own_labels"], res["summary_global_labels"]
     out += ["", f"Mean over organs: SUV {_f(so['suv_mean_pp'], '.1f')} pp, HU {_f(so['hu_mean_pp'], '.1f')} pp in each "
             f"output's own labels; {_f(sg['suv_mean_pp'], '.1f')} / {_f(sg['hu_mean_pp'], '.1f')} pp inside the global "
-            "stage's labels (intensity change alone).",
+            "stage's labels (intensity change alone)."
+            + (f" A perfect SR stage (the phantom on the output grid, inside the labels of the same phantom interpolated "
+               f"from the global grid) changes them by {_f(res['summary_global_labels_truth']['suv_mean_pp'], '.1f')} / "
+               f"{_f(res['summary_global_labels_truth']['hu_mean_pp'], '.1f')} pp: the column \"truth\" per organ."
+               if res.get("summary_global_labels_truth") else ""),
             f"More high-frequency energy: **{'yes' if res['more_high_frequency'] else 'no'}** (mean ratio CT "
             f"{_f(res['hf_ratio_mean']['ct'], '.1f')}, PET {_f(res['hf_ratio_mean']['pet'], '.1f')}); organ means inside the "
             f"global stage's labels within {_f(res['tolerance_pp'], '.0f')} pp: "
