@@ -223,6 +223,19 @@ def phantom_lowres(global_grid, output_grid, demo, seed: int):
     return lowres, to_grid(raw, output_grid)
 
 
+def heldout_global_cases(global_grid, output_grid, n: int, seed: int = 77):
+    """``n`` phantom cases that no cohort contains (demographics ``sample_population(n, seed)``,
+    case ``i`` with seed ``seed + i``), encoded on the global grid as in training:
+    ``(demographics, tensor (n, C, gx, gy, gz) float64)``."""
+    import torch
+
+    from synthaug.demographics import sample_population
+
+    demos = sample_population(n, seed=seed)
+    cases = torch.cat([phantom_lowres(global_grid, output_grid, d, seed + i)[0] for i, d in enumerate(demos)])
+    return demos, cases
+
+
 # --- measuring -------------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from synthaug.channels import CT_CHANNEL, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL
 
-from .common import Context, has_stage, phantom_lowres, weights_info
+from .common import Context, has_stage, heldout_global_cases, weights_info
 
 NAME = "denoiser"
 TITLE = "Global-stage denoising error by noise level"
@@ -83,21 +83,18 @@ def denoising_errors(model, x0, cond, sigmas=SIGMAS, seed: int = 0) -> dict:
 def run(ctx: Context) -> dict:
     import torch
 
-    from synthaug.demographics import sample_population
     from synthaug.stages import load_stage
 
     folders = [f for f in ctx.weights if has_stage(f, "global")]
     if not folders:
         return {"skipped": "needs global-stage weights (--weights DIR)"}
     n = 2 if ctx.quick else 4
-    demos = sample_population(n, seed=77)
     rows = []
     cases = None
     for folder in folders:
         model, cfg, raw = load_stage(folder / "global")
         if cases is None:
-            lows = [phantom_lowres(cfg.global_grid, cfg.output_grid, d, 77 + i)[0] for i, d in enumerate(demos)]
-            cases = torch.cat(lows)
+            demos, cases = heldout_global_cases(cfg.global_grid, cfg.output_grid, n)
             cond = torch.from_numpy(np.stack([d.to_vector() for d in demos]))
         rows.append({"weights": weights_info(folder), "objective": cfg.diffusion.objective,
                      "step": (raw.get("info") or {}).get("step"), "errors": denoising_errors(model, cases, cond),

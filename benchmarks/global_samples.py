@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import Context, has_stage, phantom_lowres, weights_info
+from .common import Context, has_stage, heldout_global_cases, weights_info
 
 NAME = "global_samples"
 TITLE = "Organ volumes in global-stage samples"
@@ -49,23 +49,19 @@ def organ_volume_stats(samples, references) -> dict:
 
 
 def run(ctx: Context) -> dict:
-    import torch
-
     from synthaug.cascade import CascadedSampler
-    from synthaug.demographics import sample_population
 
     folders = [f for f in ctx.weights if has_stage(f, "global")]
     if not folders:
         return {"skipped": "needs global-stage weights (--weights DIR)"}
     n = 2 if ctx.quick else 6
-    demos = sample_population(n, seed=77)
     refs = None
     rows = []
     for folder in folders:
         sampler = CascadedSampler.from_pretrained(folder, stages="global")
         if refs is None:
             cfg = sampler.global_config
-            refs = torch.cat([phantom_lowres(cfg.global_grid, cfg.output_grid, d, 77 + i)[0] for i, d in enumerate(demos)])
+            demos, refs = heldout_global_cases(cfg.global_grid, cfg.output_grid, n)
         x = sampler.sample_global(demos, list(range(n)))
         s = sampler.settings
         info = weights_info(folder)
