@@ -7,7 +7,7 @@
 #   1. EDM objective, runs/demo (global STEPS_EDM_GLOBAL, SR STEPS_EDM_SR steps);
 #   2. clean-sample (x0) prediction with EDM's image noise levels, runs/demo_x0
 #      (global STEPS_X0_GLOBAL, SR STEPS_X0_SR steps);
-#   3. x0 with the noise levels that reach the sampler's start (the global stage's default,
+#   3. x0 with the noise levels that reach the samplers' start (both stages' default,
 #      docs/training.md "Noise levels"), runs/demo_x0w, up to STEPS_GLOBAL / STEPS_SR,
 #      alternating between the stages in chunks so that an interrupted session leaves both
 #      advanced.
