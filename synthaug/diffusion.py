@@ -52,8 +52,16 @@ class DiffusionConfig:
     sampler: str = "heun"          # default sampler
     steps: int = 12                # default number of sampler steps
     guidance: float = 1.0          # default classifier-free guidance scale (1 = off)
+    # Per-channel multipliers of the training loss (None = all 1): lets a stage whose channels
+    # carry very different error energy (the SR stage's residuals) learn every channel.
+    channel_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.channel_weights is not None:
+            weights = tuple(float(w) for w in self.channel_weights)
+            if not weights or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+                raise ValueError(f"channel_weights={list(self.channel_weights)}: need finite weights >= 0, not all 0")
+            object.__setattr__(self, "channel_weights", weights)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective={self.objective!r}; choose one of {OBJECTIVES}")
         if not 0 < self.sigma_min < self.sigma_max:
@@ -62,11 +70,26 @@ class DiffusionConfig:
             raise ValueError(f"sampler={self.sampler!r}; choose one of {sorted(SAMPLERS)}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["channel_weights"] is None:
+            del d["channel_weights"]  # configs written before the field existed compare equal
+        else:
+            d["channel_weights"] = list(d["channel_weights"])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> DiffusionConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def channel_mse(err: torch.Tensor, weights: Sequence[float] | None) -> torch.Tensor:
+    """Per-sample mean of ``err**2`` over channels and voxels, channel ``c`` scaled by ``weights[c]``."""
+    sq = err.pow(2)
+    if weights is not None:
+        if len(weights) != err.shape[1]:
+            raise ValueError(f"channel_weights has {len(weights)} entries for {err.shape[1]} channels")
+        sq = sq * append_dims(torch.as_tensor(weights, dtype=sq.dtype, device=sq.device), sq.ndim - 1)
+    return sq.flatten(1).mean(1)
 
 
 # --- preconditioning -------------------------------------------------------------------
@@ -108,7 +131,7 @@ class EDMPrecond(nn.Module):
         sigma = (rnd * self.config.p_std + self.config.p_mean).exp()
         eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         denoised = self(x0 + append_dims(sigma, x0.ndim) * eps, sigma, cond, concat)
-        return self.loss_weight(sigma) * (denoised - x0).pow(2).flatten(1).mean(1)
+        return self.loss_weight(sigma) * channel_mse(denoised - x0, self.config.channel_weights)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """lambda(sigma) = 1 / c_out^2: the network's target has unit variance at every level."""
@@ -175,7 +198,7 @@ class FlowPrecond(nn.Module):
         tt = append_dims(t, x0.ndim)
         x_t = (1 - tt) * x0 + tt * eps
         v = self.velocity(x_t, t, cond, concat)
-        return (v - (eps - x0)).pow(2).flatten(1).mean(1)
+        return channel_mse(v - (eps - x0), self.config.channel_weights)
 
 
 def make_precond(net: nn.Module, config: DiffusionConfig) -> EDMPrecond | FlowPrecond:
