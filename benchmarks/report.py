@@ -373,12 +373,15 @@ def refinement(r: dict) -> list[str]:
     po = sorted(res["per_organ"].items(), key=lambda kv: -(kv[1]["suv_own_labels_pp"] or 0))
     out += _table(["organ", "SUV interp.", "SUV cascade", "SUV dev. pp (own labels)", "SUV dev. pp (global labels)",
                    "HU interp.", "HU cascade", "HU dev. pp (own labels)", "HU dev. pp (global labels)",
-                   "volume change, %", "truth: volume change, %", "truth: SUV / HU dev. pp (global labels)"],
+                   "volume change, %", "truth: volume change, %", "truth: SUV / HU dev. pp (global labels)",
+                   "SUV / HU dev. pp (interiors)", "truth: SUV / HU dev. pp (interiors)"],
                   [[name, _f(o["suv_interpolated"]), _f(o["suv_cascade"]), _f(o["suv_own_labels_pp"], ".1f"),
                     _f(o["suv_global_labels_pp"], ".1f"), _f(o["hu_interpolated"], ".0f"), _f(o["hu_cascade"], ".0f"),
                     _f(o["hu_own_labels_pp"], ".1f"), _f(o["hu_global_labels_pp"], ".1f"),
                     _f(o.get("volume_change_percent"), "+.0f"), _f(o.get("truth_volume_change_percent"), "+.0f"),
-                    f"{_f(o.get('truth_suv_global_labels_pp'), '.1f')} / {_f(o.get('truth_hu_global_labels_pp'), '.1f')}"]
+                    f"{_f(o.get('truth_suv_global_labels_pp'), '.1f')} / {_f(o.get('truth_hu_global_labels_pp'), '.1f')}",
+                    f"{_f(o.get('suv_interior_pp'), '.1f')} / {_f(o.get('hu_interior_pp'), '.1f')}",
+                    f"{_f(o.get('truth_suv_interior_pp'), '.1f')} / {_f(o.get('truth_hu_interior_pp'), '.1f')}"]
                    for name, o in po])
     out += ["", "Volume change: the cascade's labels vs the interpolated global stage's; \"truth\": the phantom on the "
             "output grid vs the same phantom interpolated from the global grid (what a perfect SR stage would change)."]
@@ -393,7 +396,15 @@ def refinement(r: dict) -> list[str]:
             f"More high-frequency energy: **{'yes' if res['more_high_frequency'] else 'no'}** (mean ratio CT "
             f"{_f(res['hf_ratio_mean']['ct'], '.1f')}, PET {_f(res['hf_ratio_mean']['pet'], '.1f')}); organ means inside the "
             f"global stage's labels within {_f(res['tolerance_pp'], '.0f')} pp: "
-            f"**{'yes' if res['organ_means_within_tolerance'] else 'no'}**.", ""]
+            f"**{'yes' if res['organ_means_within_tolerance'] else 'no'}**."
+            + (f" Inside the organs' interiors (more than {_f(res['interior_margin_global_voxels'], '.1f')} global voxels "
+               f"from their borders, where partial volume at the global grid reaches no voxel): "
+               f"{_f(res['summary_interior']['suv_mean_pp'], '.1f')} / {_f(res['summary_interior']['hu_mean_pp'], '.1f')} pp "
+               f"(a perfect SR stage: {_f(res['summary_interior_truth']['suv_mean_pp'], '.1f')} / "
+               f"{_f(res['summary_interior_truth']['hu_mean_pp'], '.1f')} pp), within {_f(res['tolerance_pp'], '.0f')} pp: "
+               f"**{'yes' if res['interior_means_within_tolerance'] else 'no'}**; organs thinner than the margin "
+               "(bone, spleen, kidneys, aorta at the demo grids) have no interior."
+               if res.get("summary_interior") else ""), ""]
     ph = res.get("phantom_input")
     if ph:
         hf, vt = ph["hf_energy"], ph["vs_truth"]

@@ -322,3 +322,19 @@ def test_refinement_volume_helpers():
     assert counts.shape == (11,) and counts[0] == 2 and counts[1] == 1 and counts[10] == 2 and counts.sum() == 5
     assert _change(np.array([3.0, 3.0]), np.array([2.0, 2.0])) == pytest.approx(50.0)
     assert _change(np.array([1.0]), np.array([0.0])) is None
+
+
+def test_organ_interiors_keep_only_voxels_far_from_each_border():
+    from benchmarks.refinement import organ_interiors
+
+    organs = np.zeros((20, 20, 20), dtype=np.uint8)
+    organs[2:18, 2:18, 2:18] = 1   # a 16-voxel cube ...
+    organs[8:12, 8:12, 8:12] = 2   # ... around a 4-voxel one
+    organs[0:20, 0:20, 19] = 3     # a one-voxel sheet on the volume's edge
+    inner = organ_interiors(organs, (2.0, 2.0, 2.0), margin_mm=4.0)
+    assert set(np.unique(inner)) == {0, 1}  # the small cube and the sheet are thinner than the margin
+    kept = np.argwhere(inner == 1)
+    assert kept.min() >= 4 and kept.max() <= 15  # > 2 voxels (4 mm) from the cube's outer border
+    # ... and from the inner cube's border (Euclidean distance to the nearest voxel of another label)
+    assert not inner[6:14, 8:12, 8:12].any() and not inner[8:12, 8:12, 6:14].any()
+    assert inner[4, 4, 4] == 1 and inner[5, 10, 10] == 1
