@@ -208,9 +208,10 @@ def stage_objective(folder: Path, stage: str = "global") -> str | None:
 # --- inputs --------------------------------------------------------------------------------
 
 
-def phantom_lowres(global_grid, output_grid, demo, seed: int):
-    """The phantom of ``demo`` as the SR stage sees it in training: encoded on the global
-    grid, shape (1, C, gx, gy, gz) float64, and the phantom on the output grid (the truth)."""
+def phantom_lowres(global_grid, output_grid, demo, seed: int, lesion_rule: str = "majority"):
+    """The phantom of ``demo`` as the SR stage sees it in training (with the stage's
+    ``lesion_rule``): encoded on the global grid, shape (1, C, gx, gy, gz) float64, and the
+    phantom on the output grid (the truth)."""
     import torch
 
     from synthaug.channels import encode
@@ -218,21 +219,21 @@ def phantom_lowres(global_grid, output_grid, demo, seed: int):
     from synthaug.preprocess import to_grid
 
     raw = make_phantom(demo, grid=output_grid, seed=seed)
-    lo = to_grid(raw, global_grid)
+    lo = to_grid(raw, global_grid, lesion_rule=lesion_rule)
     lowres = torch.from_numpy(encode(lo.ct, lo.pet, lo.organs, lo.lesions))[None].double()
-    return lowres, to_grid(raw, output_grid)
+    return lowres, to_grid(raw, output_grid, lesion_rule=lesion_rule)
 
 
-def heldout_global_cases(global_grid, output_grid, n: int, seed: int = 77):
+def heldout_global_cases(global_grid, output_grid, n: int, seed: int = 77, lesion_rule: str = "majority"):
     """``n`` phantom cases that no cohort contains (demographics ``sample_population(n, seed)``,
-    case ``i`` with seed ``seed + i``), encoded on the global grid as in training:
+    case ``i`` with seed ``seed + i``), encoded on the global grid as in training (``lesion_rule``):
     ``(demographics, tensor (n, C, gx, gy, gz) float64)``."""
     import torch
 
     from synthaug.demographics import sample_population
 
     demos = sample_population(n, seed=seed)
-    cases = torch.cat([phantom_lowres(global_grid, output_grid, d, seed + i)[0] for i, d in enumerate(demos)])
+    cases = torch.cat([phantom_lowres(global_grid, output_grid, d, seed + i, lesion_rule)[0] for i, d in enumerate(demos)])
     return demos, cases
 
 

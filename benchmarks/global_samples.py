@@ -61,7 +61,7 @@ def run(ctx: Context) -> dict:
         sampler = CascadedSampler.from_pretrained(folder, stages="global")
         if refs is None:
             cfg = sampler.global_config
-            demos, refs = heldout_global_cases(cfg.global_grid, cfg.output_grid, n)
+            demos, refs = heldout_global_cases(cfg.global_grid, cfg.output_grid, n, lesion_rule=cfg.lesion_rule)
         x = sampler.sample_global(demos, list(range(n)))
         s = sampler.settings
         info = weights_info(folder)

@@ -131,7 +131,8 @@ def run(ctx: Context) -> dict:
         stats["cascade_interior"].append(organ_stats_in(casc, inner))
         volumes["interpolated"].append(_voxels(interp["organs"], len(names)))
         volumes["cascade"].append(_voxels(casc["organs"], len(names)))
-        lowres_o, hi = phantom_lowres(sampler.global_config.global_grid, sampler.sr_config.output_grid, demo, seed)
+        lowres_o, hi = phantom_lowres(sampler.global_config.global_grid, sampler.sr_config.output_grid, demo, seed,
+                                     sampler.sr_config.lesion_rule)
         truth = {"ct": hi.ct, "pet": hi.pet, "organs": hi.organs}
         interp_o = decode(F.interpolate(lowres_o.float(), size=out_shape, mode="trilinear", align_corners=False)[0])
         casc_o = decode(sampler.sample_sr(lowres_o, [demo], [seed])[0])

@@ -9,6 +9,12 @@ Resampling uses the affines end to end (scipy's ``affine_transform``): trilinear
 and PET (air = -1000 HU and SUV 0 outside the scan), per-class interpolation + argmax
 for the organ map, linear + threshold for the lesion mask, with a Gaussian
 anti-aliasing filter when the target grid is coarser.
+
+Lesions on a coarse grid: a target voxel is lesion when at least half of it is
+(``lesion_rule="majority"``), which loses most small lesions at 16 mm (74 % of the
+phantom cohort's, median 1.9 ml); ``"every"`` also marks each lesion that the majority
+rule loses at the target voxel holding most of it, so every lesion reaches the coarse
+grid as at least one voxel and a model trained there can learn to place it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ TOP_MARGIN_MM = 16.0
 BODY_HU = -500.0
 #: Bumped whenever alignment or resampling changes, so stale caches are rebuilt.
 PREPROCESS_VERSION = 1
+LESION_RULES = ("majority", "every")
 
 
 def body_mask(ct: np.ndarray) -> np.ndarray:
@@ -87,8 +94,11 @@ def _block_resample(arr: np.ndarray, starts: np.ndarray, zoom: np.ndarray, shape
     return block.reshape(shape[0], k[0], shape[1], k[1], shape[2], k[2]).mean(axis=(1, 3, 5))
 
 
-def to_grid(case: Case, grid: Grid, *, align: bool = True) -> Case:
-    """Resample ``case`` onto ``grid`` (patient-centred if ``align``)."""
+def to_grid(case: Case, grid: Grid, *, align: bool = True, lesion_rule: str = "majority") -> Case:
+    """Resample ``case`` onto ``grid`` (patient-centred if ``align``); ``lesion_rule`` as in
+    the module docstring."""
+    if lesion_rule not in LESION_RULES:
+        raise ValueError(f"lesion_rule={lesion_rule!r}; choose one of {LESION_RULES}")
     shift = alignment_shift(case, grid) if align else np.zeros(3)
     src_lin = case.affine[:3, :3]
     axis_aligned = np.allclose(src_lin, np.diag(np.diag(src_lin)), atol=1e-6)
@@ -128,9 +138,32 @@ def to_grid(case: Case, grid: Grid, *, align: bool = True) -> Case:
     lesions = None
     if case.lesions is not None:
         lesions = (resample((case.lesions > 0).astype(np.float32), 0.0) >= 0.5).astype(np.uint8)
+        if lesion_rule == "every":
+            _mark_lost_lesions(case.lesions > 0, lesions, matrix, offset)
     meta = dict(case.meta)
     meta["alignment_shift_mm"] = shift.tolist()
     return Case(ct=ct, pet=pet, organs=organs, lesions=lesions, affine=grid.affine, demographics=case.demographics, meta=meta)
+
+
+def _mark_lost_lesions(source: np.ndarray, target: np.ndarray, matrix: np.ndarray, offset: np.ndarray) -> None:
+    """Mark in ``target`` (in place) each connected lesion of ``source`` that has no voxel there,
+    at the target voxel that most of its source voxels fall in (target voxel v <-> source
+    voxel ``matrix @ v + offset``)."""
+    components, n = ndimage.label(source)
+    if n == 0:
+        return
+    inverse = np.linalg.inv(matrix)
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        src = np.argwhere(components[box] == k) + [b.start for b in box]
+        vox = np.rint((src - offset) @ inverse.T).astype(int)
+        inside = np.all((vox >= 0) & (vox < target.shape), axis=1)
+        if not inside.any():
+            continue  # the lesion lies outside the target field of view
+        vox = vox[inside]
+        if target[tuple(vox.T)].any():
+            continue  # the majority rule kept part of it
+        cells, counts = np.unique(vox, axis=0, return_counts=True)
+        target[tuple(cells[np.argmax(counts)])] = 1
 
 
 # --- cached training arrays --------------------------------------------------------------
@@ -158,33 +191,38 @@ class GridArrays:
         return len(self.case_ids)
 
 
-def _cache_key(cohort: Cohort, grid: Grid) -> str:
-    blob = json.dumps({"root": str(cohort.root.resolve()), "cases": cohort.case_ids, "grid": grid.to_dict(),
-                       "version": PREPROCESS_VERSION}, sort_keys=True)
+def _cache_key(cohort: Cohort, grid: Grid, lesion_rule: str = "majority") -> str:
+    d = {"root": str(cohort.root.resolve()), "cases": cohort.case_ids, "grid": grid.to_dict(), "version": PREPROCESS_VERSION}
+    if lesion_rule != "majority":  # caches made before the rule existed keep their keys
+        d["lesion_rule"] = lesion_rule
+    blob = json.dumps(d, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def preprocess_cohort(data: str | Path, grid: Grid, cache_root: str | Path, *, progress: bool = True) -> GridArrays:
+def preprocess_cohort(data: str | Path, grid: Grid, cache_root: str | Path, *, progress: bool = True,
+                      lesion_rule: str = "majority") -> GridArrays:
     """Resample every case of a cohort onto ``grid`` once and cache the arrays.
 
-    The cache lives in ``cache_root/<key>`` (key = cohort, cases, grid, version) and is
-    built in a temporary folder, filled case by case (resumable), then renamed.
+    The cache lives in ``cache_root/<key>`` (key = cohort, cases, grid, version, lesion
+    rule) and is built in a temporary folder, filled case by case (resumable), then renamed.
     """
+    if lesion_rule not in LESION_RULES:
+        raise ValueError(f"lesion_rule={lesion_rule!r}; choose one of {LESION_RULES}")
     cohort = Cohort(data)
-    key = _cache_key(cohort, grid)
+    key = _cache_key(cohort, grid, lesion_rule)
     final = Path(cache_root) / key
     Path(cache_root).mkdir(parents=True, exist_ok=True)
     with open(Path(cache_root) / ".lock", "w") as lock:  # one builder at a time (e.g. two stages training)
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not (final / "info.json").is_file():
-                _build(cohort, grid, final, progress)
+                _build(cohort, grid, final, progress, lesion_rule)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return GridArrays(final)
 
 
-def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool) -> None:
+def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool, lesion_rule: str) -> None:
     key = final.name
     cache_root = final.parent
     work = Path(cache_root) / f".{key}.partial"
@@ -205,7 +243,7 @@ def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool) -> None:
         if case_id in done:
             continue
         demo = cohort.demographics.get(case_id)
-        case = to_grid(cohort.load(case_id), grid)
+        case = to_grid(cohort.load(case_id), grid, lesion_rule=lesion_rule)
         if case.pet is None:
             raise ValueError(f"case {case_id}: no PET")
         arrays["ct"][i] = case.ct
@@ -223,7 +261,7 @@ def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool) -> None:
         a.flush()
     del arrays
     atomic_write_json(work / "info.json", {"case_ids": cohort.case_ids, "grid": grid.to_dict(), "root": str(cohort.root),
-                                           "version": PREPROCESS_VERSION})
+                                           "version": PREPROCESS_VERSION, "lesion_rule": lesion_rule})
     done_path.unlink(missing_ok=True)
     if final.exists():
         shutil.rmtree(final)

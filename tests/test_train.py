@@ -400,6 +400,51 @@ def test_to_grid_labels_stay_integer_and_volumes_are_preserved(flipped):
     np.testing.assert_allclose(_centroid_world(out.organs == 7, out.affine), (-10.0, -12.0, -14.0), atol=1.0)
 
 
+@pytest.mark.parametrize("affine", [np.array([[2.0, 0, 0, -48.0], [0, 2.0, 0, -48.0], [0, 0, 2.0, -48.0], [0, 0, 0, 1]]),
+                                    np.array([[-2.0, 0, 0, 63.0], [0, 3.0, 0, -40.0], [0, 0, 2.0, -50.0], [0, 0, 0, 1]])])
+def test_every_lesion_reaches_a_coarse_grid_with_the_every_rule(affine):
+    """Small lesions (one and eight source voxels) vanish at 16 mm by majority; "every" keeps
+    each as one voxel where most of it lies, and leaves a lesion the majority keeps alone."""
+    shape = (48, 48, 48)
+    ct = np.full(shape, 40.0, np.float32)
+    lesions = np.zeros(shape, np.uint8)
+    lesions[10, 10, 10] = 1                # 8 ml voxel -> 0.2 % of a 16 mm voxel
+    lesions[30:32, 36:38, 5:7] = 1         # 8 voxels
+    lesions[20:36, 14:30, 14:30] = 1       # a big one: kept by majority
+    case = Case(ct, np.ones(shape, np.float32), np.full(shape, 2, np.uint8), lesions, affine)
+    grid = Grid((10, 10, 10), (16.0, 16.0, 16.0))
+    majority = to_grid(case, grid, align=False).lesions
+    every = to_grid(case, grid, align=False, lesion_rule="every").lesions
+    world = lambda vox, aff: np.asarray(vox, float) @ aff[:3, :3].T + aff[:3, 3]  # noqa: E731
+    to_target = lambda vox: tuple(np.rint(np.linalg.solve(grid.affine[:3, :3], world(vox, affine) - grid.affine[:3, 3])).astype(int))  # noqa: E731
+    small = [to_target((10, 10, 10)), to_target((30.5, 36.5, 5.5))]
+    assert not any(majority[v] for v in small)
+    assert all(every[v] for v in small)
+    assert majority.sum() > 0 and (every & ~majority).sum() == 2  # nothing else added
+    assert np.array_equal(every & majority, majority)
+
+
+def test_lesion_rule_is_recorded_and_checked():
+    from synthaug.preprocess import _cache_key
+    from synthaug.stages import StageConfig, default_stage_config
+
+    cfg = default_stage_config("global")
+    assert cfg.lesion_rule == "every"
+    old = {k: v for k, v in cfg.to_dict().items() if k != "lesion_rule"}
+    assert StageConfig.from_dict(old).lesion_rule == "majority"  # weights trained before the rule existed
+    with pytest.raises(ValueError, match="lesion_rule='any'"):
+        default_stage_config("sr", lesion_rule="any")
+    case = _ball_case(SRC_AFFINE, SRC_SHAPE, CENTRE, radius=25.0, inner=12.0)
+    with pytest.raises(ValueError, match="lesion_rule='max'"):
+        to_grid(case, Grid((8, 8, 8), (16.0, 16.0, 16.0)), lesion_rule="max")
+
+    class _Cohort:
+        root, case_ids = Path("."), ["a"]
+
+    grid = Grid((8, 8, 8), (16.0, 16.0, 16.0))
+    assert _cache_key(_Cohort, grid) == _cache_key(_Cohort, grid, "majority") != _cache_key(_Cohort, grid, "every")
+
+
 @pytest.mark.parametrize("objective", ["edm", "x0"])
 def test_global_stage_trains_where_its_sampler_places_the_anatomy(objective):
     """The default global stage draws enough training noise levels across its sampler's
