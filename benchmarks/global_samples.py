@@ -13,6 +13,10 @@ demographics on the global grid:
   over samples: a trained model gives about +1 inside an organ; values below 0 mean the
   organ never wins the argmax.
 
+Lesions the same way (``lesion_stats``): the share of samples with any lesion voxel, the
+mean number of lesions (connected components) and lesion voxels per sample, beside the
+phantoms' (on the global grid with the stage's ``lesion_rule``).
+
 Samples and phantoms are different people's anatomy, so a ratio is not expected to be 1
 case by case; a median ratio far from 1 or an organ missing from most samples is what
 this benchmark is for.
@@ -48,6 +52,22 @@ def organ_volume_stats(samples, references) -> dict:
     return out
 
 
+def lesion_stats(samples, references) -> dict:
+    """Lesions in encoded ``samples`` vs ``references`` (both (B, C, ...)): share of samples with
+    any, mean lesions (connected components) and mean voxels per sample, each side."""
+    from scipy.ndimage import label
+
+    from synthaug.channels import LESION_CHANNEL
+
+    def side(x) -> dict:
+        masks = (x[:, LESION_CHANNEL] > 0).numpy()
+        return {"with_lesions": float(np.mean([m.any() for m in masks])),
+                "lesions_per_case": float(np.mean([label(m)[1] for m in masks])),
+                "voxels_per_case": float(masks.reshape(len(masks), -1).sum(1).mean())}
+
+    return {"samples": side(samples), "references": side(references)}
+
+
 def run(ctx: Context) -> dict:
     from synthaug.cascade import CascadedSampler
 
@@ -68,5 +88,6 @@ def run(ctx: Context) -> dict:
         rows.append({"weights": info, "step": info["global"]["step"],
                      "objective": sampler.global_config.diffusion.objective,
                      "p_mean": sampler.global_config.diffusion.p_mean, "p_std": sampler.global_config.diffusion.p_std,
-                     "sampler": s["sampler"], "steps": s["steps"], "organs": organ_volume_stats(x, refs)})
+                     "sampler": s["sampler"], "steps": s["steps"], "organs": organ_volume_stats(x, refs),
+                     "lesions": lesion_stats(x, refs)})
     return {"cases": n, "rows": rows}

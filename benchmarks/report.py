@@ -207,6 +207,15 @@ def global_samples(r: dict) -> list[str]:
         rows.append([f"`{row['weights']['path']}`", row["step"], f"{_f(row['p_mean'], 'g')} / {_f(row['p_std'], 'g')}",
                      f"`{row['sampler']}` x {row['steps']}", *cells])
     out += _table(["weights", "step", "training log-sigma mean / std", "sampler", *organs], rows)
+    les = [(row["weights"]["path"], row["lesions"]) for row in res["rows"] if row.get("lesions")]
+    if les:
+        ref = les[0][1]["references"]
+        out += ["", f"Lesions (connected components of the lesion channel > 0) per case: the phantoms have "
+                f"{_f(ref['lesions_per_case'], '.1f')} lesions and {_f(ref['voxels_per_case'], '.1f')} lesion voxels, "
+                f"{_f(ref['with_lesions'], '.0%')} of them at least one.", ""]
+        out += _table(["weights", "samples with lesions", "lesions per sample", "lesion voxels per sample"],
+                      [[f"`{path}`", _f(v["samples"]["with_lesions"], ".0%"), _f(v["samples"]["lesions_per_case"], ".1f"),
+                        _f(v["samples"]["voxels_per_case"], ".1f")] for path, v in les])
     out.append("")
     return out
 

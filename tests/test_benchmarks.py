@@ -303,6 +303,21 @@ def test_organ_volume_stats_of_samples_against_phantoms():
     assert stats["heart"]["present"] == 0.5 and stats["heart"]["label_range"] == pytest.approx(0.0)
 
 
+def test_lesion_stats_count_lesions_of_samples_and_phantoms():
+    from benchmarks.global_samples import lesion_stats
+    from synthaug.channels import encode
+
+    zeros = np.zeros((6, 6, 6), np.float32)
+    two = np.zeros((6, 6, 6), np.uint8)
+    two[0, 0, 0] = 1
+    two[3:5, 3:5, 3] = 1  # a second lesion of 4 voxels
+    ref = torch.from_numpy(np.stack([encode(zeros, zeros, None, two)] * 2))
+    none = torch.from_numpy(np.stack([encode(zeros, zeros, None, np.zeros_like(two)), encode(zeros, zeros, None, two)]))
+    stats = lesion_stats(none, ref)
+    assert stats["references"] == {"with_lesions": 1.0, "lesions_per_case": 2.0, "voxels_per_case": 5.0}
+    assert stats["samples"] == {"with_lesions": 0.5, "lesions_per_case": 1.0, "voxels_per_case": 2.5}
+
+
 def test_schedule_shares_cover_training_and_sampler():
     from benchmarks.denoiser import schedule_shares
     from synthaug.diffusion import DiffusionConfig
