@@ -3,10 +3,11 @@
 The phantom of a few demographics is resampled to the global grid exactly as in
 training and refined by the SR stage with each setting; the result is compared with the
 same phantom on the output grid: high-frequency energy (above the global grid's
-Nyquist), organ means (pp as in the benchmarks), Dice of the labels and CT MAE.
+Nyquist), organ means (pp as in the benchmarks), Dice of the labels and CT MAE;
+``--per-organ`` adds each organ's volume (ml), mean SUV and median HU, mean over cases.
 
     python scripts/compare_sr_settings.py --weights synthaug/weights \\
-        --settings euler:1 heun:2 dpmpp_2m:4
+        --settings euler:1 heun:2 dpmpp_2m:4 --per-organ
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def main() -> None:
     ap.add_argument("--weights", required=True)
     ap.add_argument("--settings", nargs="+", type=_setting, default=[("euler", 1)])
     ap.add_argument("--cases", type=int, default=2)
+    ap.add_argument("--per-organ", action="store_true", help="also print volume, mean SUV and median HU per organ")
     args = ap.parse_args()
     s = CascadedSampler.from_pretrained(args.weights)
     out_shape = s.sr_config.output_grid.shape
@@ -52,6 +54,8 @@ def main() -> None:
                              s.sr_config.lesion_rule) for i, d in enumerate(demos)]
     truths = [{"ct": hi.ct, "pet": hi.pet, "organs": hi.organs} for _, hi in inputs]
     ref = np.stack([organ_stats(t) for t in truths])
+    voxel_ml = float(np.prod(s.sr_config.output_grid.spacing)) / 1000
+    tables = {}
 
     def report(name: str, outs: list[dict], seconds: float | None = None) -> None:
         hf = [np.mean([high_frequency_energy(o[ch], cut) for o in outs]) for ch in ("ct", "pet")]
@@ -63,6 +67,7 @@ def main() -> None:
         secs = "" if seconds is None else f" | {seconds:.0f} s/case"
         print(f"{name:18s} | HF CT {hf[0]:9.0f} HU² PET {hf[1]:.4f} SUV² | organ dev SUV {np.nanmean(dev[:, 0]):5.1f} "
               f"HU {np.nanmean(dev[:, 1]):5.1f} pp | Dice {dice:.3f} | CT MAE {mae:.1f} HU{secs}", flush=True)
+        tables[name] = np.nanmean(np.stack([per_organ(o, voxel_ml) for o in outs]), 0)
 
     report("truth", truths)
     report("interpolated", [decode(F.interpolate(lo.float(), size=out_shape, mode="trilinear", align_corners=False)[0])
@@ -74,6 +79,25 @@ def main() -> None:
         t0 = time.time()
         outs = [decode(s.sample_sr(lo, [d], [100 + i])[0]) for i, ((lo, _), d) in enumerate(zip(inputs, demos))]
         report(f"{sampler} x {steps}", outs, (time.time() - t0) / len(outs))
+    if args.per_organ:
+        from synthaug.labels import ORGAN_LABELS
+
+        print("\nper organ: volume ml / mean SUV / median HU inside each output's own labels, mean over cases")
+        print(f"{'organ':16s}" + "".join(f" | {name:>24s}" for name in tables))
+        for j, label in enumerate(k for k in ORGAN_LABELS if k != 0):
+            print(f"{ORGAN_LABELS[label]:16s}" + "".join(f" | {t[j, 0]:8.0f} {t[j, 1]:6.2f} {t[j, 2]:7.0f}" for t in tables.values()))
+
+
+def per_organ(decoded: dict, voxel_ml: float) -> np.ndarray:
+    """(organs 1..11, 3): volume (ml), mean SUV and median HU inside each label (nan if absent)."""
+    from synthaug.labels import ORGAN_LABELS
+
+    out = np.full((len(ORGAN_LABELS) - 1, 3), np.nan)
+    for j, label in enumerate(k for k in ORGAN_LABELS if k != 0):
+        mask = decoded["organs"] == label
+        if mask.any():
+            out[j] = mask.sum() * voxel_ml, decoded["pet"][mask].mean(), np.median(decoded["ct"][mask])
+    return out
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ from .preprocess import LESION_RULES
 
 STAGES = ("global", "sr")
 COORD_CHANNELS = 3
-#: The SR stage's default per-channel loss weights (CT, PET, organs..., lesion); see default_stage_config.
-SR_CHANNEL_WEIGHTS = (8.0, 32.0) + (1.0,) * (NUM_CHANNELS - 2)
 
 
 @dataclass(frozen=True)
@@ -113,12 +111,9 @@ def default_stage_config(stage: str, preset: str = "demo", objective: str = "x0"
         # The same wide noise levels as stage 1: few-step sampling starts at sigma_max (one Euler step evaluates
         # only there), where EDM's image setting drew 0.2 % of training examples. On phantom inputs 1,300 steps
         # with these levels took CT MAE vs the truth from 56.4 to 35.8 HU (scripts/compare_sr_settings.py).
-        # The loss weights CT x8 and PET x32: the residual (truth - interpolated input) of the twelve organ
-        # channels holds 95 % of its energy and PET's 0.8 % on phantom cases, so with equal weights the stage
-        # learned the labels and left PET as interpolated (bladder SUV 12 vs 17 in the truth); weighted, CT and
-        # PET carry about a fifth of the loss each (tests/test_train.py ties this to the data).
+        # Equal channel weights: CT x8 and PET x32 (docs/training.md "SR loss weights") made things worse.
         diff = DiffusionConfig(objective=objective, sigma_data=0.25, sigma_max=10.0, sampler="heun", steps=3,
-                               p_mean=0.4, p_std=1.6, channel_weights=SR_CHANNEL_WEIGHTS)
+                               p_mean=0.4, p_std=1.6)
     else:
         raise ValueError(f"stage={stage!r}; choose one of {STAGES}")
     # Every lesion reaches the global grid (74 % of the phantom cohort's vanish there by majority at 16 mm).

@@ -493,31 +493,8 @@ def test_bad_channel_weights_are_refused(weights):
 def test_channel_weights_round_trip_and_must_match_the_network():
     from synthaug.stages import StageConfig, default_stage_config
 
-    cfg = default_stage_config("sr")
+    cfg = default_stage_config("sr", diffusion=DiffusionConfig(channel_weights=(8.0, 32.0) + (1.0,) * 13))
     assert StageConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    assert "channel_weights" not in default_stage_config("global").diffusion.to_dict()  # older configs still match
+    assert "channel_weights" not in default_stage_config("sr").diffusion.to_dict()  # older configs still match
     with pytest.raises(ValueError, match="channel_weights has 3 entries"):
         default_stage_config("sr", diffusion=DiffusionConfig(channel_weights=(1.0, 1.0, 1.0)))
-
-
-@pytest.mark.slow
-def test_sr_loss_weights_give_ct_and_pet_their_share_of_the_residual():
-    """With equal weights the organ channels hold ~95 % of the SR residual's energy (truth
-    minus the interpolated global-grid case) and PET under 1 %, so the stage left PET as
-    interpolated; the default weights give CT and PET a real share on phantom cases."""
-    from synthaug.channels import encode
-    from synthaug.demographics import Demographics
-    from synthaug.phantom import make_phantom
-    from synthaug.stages import default_stage_config, upsample_region
-
-    cfg = default_stage_config("sr")
-    raw = make_phantom(Demographics(age=55, sex="F", height_cm=165, weight_kg=70), grid=cfg.output_grid, seed=3)
-    lo, hi = (to_grid(raw, g) for g in (cfg.global_grid, cfg.output_grid))
-    low = torch.from_numpy(encode(lo.ct, lo.pet, lo.organs, lo.lesions))[None]
-    up = upsample_region(low, cfg.output_grid.shape, tuple(slice(0, n) for n in cfg.output_grid.shape))[0]
-    energy = (torch.from_numpy(encode(hi.ct, hi.pet, hi.organs, hi.lesions)) - up).pow(2).flatten(1).mean(1)
-    share = energy * torch.tensor(cfg.diffusion.channel_weights)
-    share = share / share.sum()
-    assert energy[1] / energy.sum() < 0.02  # why the weights exist
-    assert share[0] >= 0.1 and share[1] >= 0.1, share[:2]
-    assert share[2:-1].sum() >= 0.4  # the labels keep most of it
