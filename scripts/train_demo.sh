@@ -10,10 +10,10 @@
 #   3. x0 with the noise levels that reach the samplers' start (both stages' default,
 #      docs/training.md "Noise levels"), runs/demo_x0w: the global stage up to STEPS_GLOBAL,
 #      the SR stage STEPS_X0W_SR steps;
-#   4. SR stage only: the same with CT and PET weighted in the loss (the SR default,
-#      docs/training.md "SR loss weights"), runs/demo_x0wc, up to STEPS_SR.
-#   Phases 3 and 4 alternate between the stages in chunks so that an interrupted session
-#   leaves both advanced.
+#   4. both stages with every lesion on the global grid (lesion_rule "every", the default,
+#      docs/training.md "Lesions on the global grid"), runs/demo_les, from phase 3's
+#      weights, up to STEPS_GLOBAL / STEPS_SR, alternating between the stages in chunks so
+#      that an interrupted session leaves both advanced.
 # bf16 mixed precision where the CPU has it (--precision auto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +21,13 @@ SYNTHAUG=${SYNTHAUG:-.venv/bin/synthaug}
 RUN=${RUN:-runs/demo}
 RUN_X0=${RUN_X0:-runs/demo_x0}
 RUN_X0W=${RUN_X0W:-runs/demo_x0w}
-RUN_SRW=${RUN_SRW:-runs/demo_x0wc}
+RUN_LES=${RUN_LES:-runs/demo_les}
 STEPS_EDM_GLOBAL=${STEPS_EDM_GLOBAL:-4600}
 STEPS_EDM_SR=${STEPS_EDM_SR:-600}
 STEPS_X0_GLOBAL=${STEPS_X0_GLOBAL:-2600}
 STEPS_X0_SR=${STEPS_X0_SR:-1200}
 STEPS_X0W_SR=${STEPS_X0W_SR:-1300}
+STEPS_X0W_GLOBAL=${STEPS_X0W_GLOBAL:-5000}
 STEPS_GLOBAL=${STEPS_GLOBAL:-20000}
 STEPS_SR=${STEPS_SR:-20000}
 CHUNK_GLOBAL=${CHUNK_GLOBAL:-2000}
@@ -50,10 +51,10 @@ train() {  # train STAGE RUN STEPS [extra args...]
         $(resume_flag "$run" "$stage") "$@"
 }
 
-# Noise levels of phases 1-2 (EDM's image setting), of phase 3, and phase 4's SR settings.
+# Settings of phases 1-2 (EDM's image noise levels), 3 and 4.
 IMAGE_NOISE=scripts/noise_images.json
 WIDE_NOISE=scripts/noise_wide.json
-SR_WEIGHTED=scripts/noise_wide_sr_weighted.json
+EVERY_LESION=scripts/wide_every.json
 
 # 1. EDM phase of each stage.
 train global "$RUN" "$STEPS_EDM_GLOBAL" --objective edm --config "$IMAGE_NOISE"
@@ -63,13 +64,15 @@ train sr "$RUN" "$STEPS_EDM_SR" --objective edm --config "$IMAGE_NOISE"
 train global "$RUN_X0" "$STEPS_X0_GLOBAL" --objective x0 --init-from "$RUN" --config "$IMAGE_NOISE"
 train sr "$RUN_X0" "$STEPS_X0_SR" --objective x0 --init-from "$RUN" --config "$IMAGE_NOISE"
 
-# 3. (SR) x0 with wide noise levels from the phase-2 weights.
+# 3. x0 with wide noise levels from the phase-2 weights.
+train global "$RUN_X0W" "$STEPS_X0W_GLOBAL" --objective x0 --init-from "$RUN_X0" --config "$WIDE_NOISE"
 train sr "$RUN_X0W" "$STEPS_X0W_SR" --objective x0 --init-from "$RUN_X0" --config "$WIDE_NOISE"
 
-# 3. (global) and 4. (SR, loss-weighted, from phase 3's SR weights) in alternating chunks.
-while [ "$(step_of "$RUN_X0W" global)" -lt "$STEPS_GLOBAL" ] || [ "$(step_of "$RUN_SRW" sr)" -lt "$STEPS_SR" ]; do
-    g=$(( $(step_of "$RUN_X0W" global) + CHUNK_GLOBAL )); [ "$g" -gt "$STEPS_GLOBAL" ] && g=$STEPS_GLOBAL
-    s=$(( $(step_of "$RUN_SRW" sr) + CHUNK_SR )); [ "$s" -gt "$STEPS_SR" ] && s=$STEPS_SR
-    train sr "$RUN_SRW" "$s" --objective x0 --init-from "$RUN_X0W" --config "$SR_WEIGHTED"
-    train global "$RUN_X0W" "$g" --objective x0 --init-from "$RUN_X0" --config "$WIDE_NOISE"
+# 4. Every lesion on the global grid, both stages in alternating chunks.
+mkdir -p "$RUN_LES"
+while [ "$(step_of "$RUN_LES" global)" -lt "$STEPS_GLOBAL" ] || [ "$(step_of "$RUN_LES" sr)" -lt "$STEPS_SR" ]; do
+    g=$(( $(step_of "$RUN_LES" global) + CHUNK_GLOBAL )); [ "$g" -gt "$STEPS_GLOBAL" ] && g=$STEPS_GLOBAL
+    s=$(( $(step_of "$RUN_LES" sr) + CHUNK_SR )); [ "$s" -gt "$STEPS_SR" ] && s=$STEPS_SR
+    train global "$RUN_LES" "$g" --objective x0 --init-from "$RUN_X0W" --config "$EVERY_LESION"
+    train sr "$RUN_LES" "$s" --objective x0 --init-from "$RUN_X0W" --config "$EVERY_LESION"
 done
