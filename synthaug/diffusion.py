@@ -52,8 +52,8 @@ class DiffusionConfig:
     sampler: str = "heun"          # default sampler
     steps: int = 12                # default number of sampler steps
     guidance: float = 1.0          # default classifier-free guidance scale (1 = off)
-    # Per-channel multipliers of the training loss (None = all 1): lets a stage whose channels
-    # carry very different error energy (the SR stage's residuals) learn every channel.
+    # Per-channel multipliers of the training loss (None = all 1). They move the network's effort
+    # between channels, not the optimum (each channel's conditional mean); docs/training.md "SR loss weights".
     channel_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
