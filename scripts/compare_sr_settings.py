@@ -4,7 +4,8 @@ The phantom of a few demographics is resampled to the global grid exactly as in
 training and refined by the SR stage with each setting; the result is compared with the
 same phantom on the output grid: high-frequency energy (above the global grid's
 Nyquist), organ means (pp as in the benchmarks), Dice of the labels and CT MAE;
-``--per-organ`` adds each organ's volume (ml), mean SUV and median HU, mean over cases.
+``--per-organ`` adds each organ's volume (ml), mean SUV and median HU, mean over cases
+(also of the input itself on the global grid).
 
     python scripts/compare_sr_settings.py --weights synthaug/weights \\
         --settings euler:1 heun:2 dpmpp_2m:4 --per-organ
@@ -70,6 +71,8 @@ def main() -> None:
         tables[name] = np.nanmean(np.stack([per_organ(o, voxel_ml) for o in outs]), 0)
 
     report("truth", truths)
+    global_ml = float(np.prod(s.global_config.global_grid.spacing)) / 1000
+    tables["global grid (input)"] = np.nanmean(np.stack([per_organ(decode(lo[0]), global_ml) for lo, _ in inputs]), 0)
     report("interpolated", [decode(F.interpolate(lo.float(), size=out_shape, mode="trilinear", align_corners=False)[0])
                             for lo, _ in inputs])
     base = s.sr_config
