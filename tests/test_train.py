@@ -408,7 +408,7 @@ def test_every_lesion_reaches_a_coarse_grid_with_the_every_rule(affine):
     shape = (48, 48, 48)
     ct = np.full(shape, 40.0, np.float32)
     lesions = np.zeros(shape, np.uint8)
-    lesions[10, 10, 10] = 1                # 8 ml voxel -> 0.2 % of a 16 mm voxel
+    lesions[10, 10, 10] = 1                # one 0.008 ml voxel: 0.2 % of a 16 mm voxel
     lesions[30:32, 36:38, 5:7] = 1         # 8 voxels
     lesions[20:36, 14:30, 14:30] = 1       # a big one: kept by majority
     case = Case(ct, np.ones(shape, np.float32), np.full(shape, 2, np.uint8), lesions, affine)
