@@ -152,6 +152,24 @@ def test_resume_refuses_a_different_stage_setting(cohort, config_file, tmp_path,
     assert _train(cohort, out, config_file, "--objective", "x0", "--steps", "2", "--resume") == 0
 
 
+def test_resume_refuses_settings_of_fields_the_run_file_predates(cohort, config_file, tmp_path, capsys):
+    """A run file written before a field existed has that field's old default (lesion_rule
+    'majority', upsample 'trilinear'): another value on resume is refused, not ignored."""
+    out = tmp_path / "run"
+    assert _train(cohort, out, config_file, "--steps", "1") == 0
+    run = json.loads((out / "run_global.json").read_text())
+    for key in ("lesion_rule", "upsample"):
+        del run["stage"][key]
+    (out / "run_global.json").write_text(json.dumps(run))
+    for override, match in (({"lesion_rule": "every"}, "lesion_rule='majority'"),
+                            ({"upsample": "label"}, "upsample='trilinear'")):
+        config = write_train_config(tmp_path / "new_field.json", override)
+        capsys.readouterr()
+        assert _train(cohort, out, config, "--steps", "2", "--resume") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and match in err[0], err
+
+
 @pytest.mark.parametrize(("args", "match"), [
     (["--steps", "0"], "--steps"),
     (["--batch-size", "0"], "--batch-size"),

@@ -77,7 +77,10 @@ def _check_resume_matches(run_file, stage_overrides: dict, objective: str | None
     ``--objective`` or ``--config`` stage setting that says otherwise, instead of ignoring it."""
     if not run_file.is_file():
         return
-    saved = json.loads(run_file.read_text())["stage"]
+    from ..stages import StageConfig
+
+    # Through StageConfig, so that fields a run file predates compare as the values the run has.
+    saved = StageConfig.from_dict(json.loads(run_file.read_text())["stage"]).to_dict()
 
     def leaves(d: dict, prefix: str = ""):
         for k, v in d.items():
