@@ -76,7 +76,7 @@ def worker(shape, probe: str, device: str = "cpu", threads: int | None = None, p
     if probe == "net":
         region = tuple(slice(0, p) for p in PATCH)
         x = torch.randn(patch_batch, NUM_CHANNELS, *PATCH, device=device)
-        concat = sr_concat(lowres, shape, region).expand(patch_batch, -1, -1, -1, -1)
+        concat = sr_concat(lowres, shape, region, s_cfg.upsample).expand(patch_batch, -1, -1, -1, -1)
         cond = torch.from_numpy(demo.to_vector()).float()[None].expand(patch_batch, -1).to(device)
         with torch.no_grad():
             model(x, torch.full((patch_batch,), 1.0, device=device), cond, concat)

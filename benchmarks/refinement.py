@@ -1,7 +1,7 @@
 """Does the SR stage refine the global stage, or drift from it?
 
-For a few demographics, the global stage is sampled once and then (a) trilinearly
-interpolated to the output grid, exactly as the SR stage upsamples its input, and
+For a few demographics, the global stage is sampled once and then (a) upsampled to the
+output grid exactly as the SR stage upsamples its input (its config's ``upsample``), and
 (b) refined by the SR stage with the same seed. Two questions, two measurements:
 
 * **High-frequency energy**: the spectral power of decoded CT (HU) and PET (SUV) above
@@ -87,11 +87,10 @@ def _demographics(n: int):
 
 
 def run(ctx: Context) -> dict:
-    import torch.nn.functional as F
-
     from synthaug.cascade import CascadedSampler
     from synthaug.channels import decode
     from synthaug.labels import ORGAN_LABELS
+    from synthaug.stages import upsample
 
     folder = ctx.main_weights
     if not (has_stage(folder, "global") and has_stage(folder, "sr")):
@@ -113,8 +112,8 @@ def run(ctx: Context) -> dict:
     for i, demo in enumerate(demos):
         seed = 100 + i
         lowres = sampler.sample_global([demo], [seed])
-        up = F.interpolate(lowres.float(), size=out_shape, mode="trilinear", align_corners=False)
-        interp = decode(up[0])
+        mode = sampler.sr_config.upsample
+        interp = decode(upsample(lowres.float(), out_shape, mode)[0])
         casc = decode(sampler.sample_sr(lowres, [demo], [seed])[0])
         row = {"demographics": demo.to_dict(), "seed": seed}
         for ch in ("ct", "pet"):
@@ -134,7 +133,7 @@ def run(ctx: Context) -> dict:
         lowres_o, hi = phantom_lowres(sampler.global_config.global_grid, sampler.sr_config.output_grid, demo, seed,
                                      sampler.sr_config.lesion_rule)
         truth = {"ct": hi.ct, "pet": hi.pet, "organs": hi.organs}
-        interp_o = decode(F.interpolate(lowres_o.float(), size=out_shape, mode="trilinear", align_corners=False)[0])
+        interp_o = decode(upsample(lowres_o.float(), out_shape, mode)[0])
         casc_o = decode(sampler.sample_sr(lowres_o, [demo], [seed])[0])
         for key, d in (("truth", truth), ("interpolated", interp_o), ("cascade", casc_o)):
             oracle[key].append(organ_stats(d))

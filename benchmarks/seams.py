@@ -117,9 +117,8 @@ def _setup(ctx: Context):
 
 def _runs(sampler, lowres, demo, patch, overlap) -> dict:
     """The seam metrics of one low-res input at the default overlap and at overlap 0 (control)."""
-    import torch.nn.functional as F
-
     from synthaug.channels import CT_CHANNEL, PET_CHANNEL, decode
+    from synthaug.stages import upsample
 
     runs = {}
     for label, ov in (("default", overlap), ("control_overlap_0", 0)):
@@ -129,7 +128,7 @@ def _runs(sampler, lowres, demo, patch, overlap) -> dict:
         body = arrays["organs"] > 0
         metrics = {"ct": seam_metric(arrays["ct"], body, patch, ov), "pet": seam_metric(arrays["pet"], body, patch, ov)}
         # The patch-wise part alone: the residual over the (globally computed) upsampled low-res volume.
-        residual = (x - F.interpolate(lowres.float(), size=x.shape[2:], mode="trilinear", align_corners=False))[0].numpy()
+        residual = (x - upsample(lowres.float(), x.shape[2:], sampler.sr_config.upsample))[0].numpy()
         for name, ch in (("ct_residual", CT_CHANNEL), ("pet_residual", PET_CHANNEL)):
             metrics[name] = seam_metric(residual[ch], body, patch, ov)
         runs[label] = {"overlap": ov, "metrics": metrics,
@@ -137,7 +136,7 @@ def _runs(sampler, lowres, demo, patch, overlap) -> dict:
     sampler.configure(overlap=overlap)
     # Control without any SR stage: the interpolated low-res volume at the same border planes. A ratio away
     # from 1 here comes from the anatomy that happens to lie at those planes, not from patching.
-    up = F.interpolate(lowres.float(), size=x.shape[2:], mode="trilinear", align_corners=False)[0]
+    up = upsample(lowres.float(), x.shape[2:], sampler.sr_config.upsample)[0]
     arrays = decode(up)
     body = arrays["organs"] > 0
     metrics = {"ct": seam_metric(arrays["ct"], body, patch, overlap), "pet": seam_metric(arrays["pet"], body, patch, overlap)}

@@ -20,7 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package lives beside the scripts
 
@@ -31,6 +30,7 @@ from synthaug.cascade import CascadedSampler  # noqa: E402
 from synthaug.channels import decode  # noqa: E402
 from synthaug.demographics import sample_population  # noqa: E402
 from synthaug.diffusion import SAMPLERS  # noqa: E402
+from synthaug.stages import UPSAMPLE_MODES, upsample  # noqa: E402
 
 
 def _setting(text: str) -> tuple[str, int]:
@@ -73,8 +73,8 @@ def main() -> None:
     report("truth", truths)
     global_ml = float(np.prod(s.global_config.global_grid.spacing)) / 1000
     tables["global grid (input)"] = np.nanmean(np.stack([per_organ(decode(lo[0]), global_ml) for lo, _ in inputs]), 0)
-    report("interpolated", [decode(F.interpolate(lo.float(), size=out_shape, mode="trilinear", align_corners=False)[0])
-                            for lo, _ in inputs])
+    for mode in UPSAMPLE_MODES:  # the SR stage's starting point, without any SR network
+        report(f"upsampled {mode}", [decode(upsample(lo.float(), out_shape, mode)[0]) for lo, _ in inputs])
     base = s.sr_config
     for sampler, steps in args.settings:
         s.sr_config = replace(base, diffusion=replace(base.diffusion, sampler=sampler))

@@ -10,10 +10,12 @@
 #   3. x0 with the noise levels that reach the samplers' start (both stages' default,
 #      docs/training.md "Noise levels"), runs/demo_x0w: the global stage up to STEPS_GLOBAL,
 #      the SR stage STEPS_X0W_SR steps;
-#   4. both stages with every lesion on the global grid (lesion_rule "every", the default,
-#      docs/training.md "Lesions on the global grid"), runs/demo_les, from phase 3's
-#      weights, up to STEPS_GLOBAL / STEPS_SR, alternating between the stages in chunks so
-#      that an interrupted session leaves both advanced.
+#   4. from phase 3's weights, alternating between the stages in chunks so that an
+#      interrupted session leaves both advanced: the global stage with every lesion on the
+#      global grid (lesion_rule "every", docs/training.md "Lesions on the global grid"),
+#      runs/demo_les, up to STEPS_GLOBAL; the SR stage with every lesion and label-guided
+#      upsampling (docs/training.md "Label-guided upsampling"), runs/demo_lab, up to STEPS_SR.
+# Phases 1-3 ran before label-guided upsampling existed: their configs pin "trilinear".
 # bf16 mixed precision where the CPU has it (--precision auto).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,7 @@ RUN=${RUN:-runs/demo}
 RUN_X0=${RUN_X0:-runs/demo_x0}
 RUN_X0W=${RUN_X0W:-runs/demo_x0w}
 RUN_LES=${RUN_LES:-runs/demo_les}
+RUN_LAB=${RUN_LAB:-runs/demo_lab}
 STEPS_EDM_GLOBAL=${STEPS_EDM_GLOBAL:-4600}
 STEPS_EDM_SR=${STEPS_EDM_SR:-600}
 STEPS_X0_GLOBAL=${STEPS_X0_GLOBAL:-2600}
@@ -55,6 +58,7 @@ train() {  # train STAGE RUN STEPS [extra args...]
 IMAGE_NOISE=scripts/noise_images.json
 WIDE_NOISE=scripts/noise_wide.json
 EVERY_LESION=scripts/wide_every.json
+LABEL_SR=scripts/sr_label.json
 
 # 1. EDM phase of each stage.
 train global "$RUN" "$STEPS_EDM_GLOBAL" --objective edm --config "$IMAGE_NOISE"
@@ -68,11 +72,11 @@ train sr "$RUN_X0" "$STEPS_X0_SR" --objective x0 --init-from "$RUN" --config "$I
 train global "$RUN_X0W" "$STEPS_X0W_GLOBAL" --objective x0 --init-from "$RUN_X0" --config "$WIDE_NOISE"
 train sr "$RUN_X0W" "$STEPS_X0W_SR" --objective x0 --init-from "$RUN_X0" --config "$WIDE_NOISE"
 
-# 4. Every lesion on the global grid, both stages in alternating chunks.
-mkdir -p "$RUN_LES"
-while [ "$(step_of "$RUN_LES" global)" -lt "$STEPS_GLOBAL" ] || [ "$(step_of "$RUN_LES" sr)" -lt "$STEPS_SR" ]; do
+# 4. Every lesion on the global grid (global) / label-guided upsampling (SR), in alternating chunks.
+mkdir -p "$RUN_LES" "$RUN_LAB"
+while [ "$(step_of "$RUN_LES" global)" -lt "$STEPS_GLOBAL" ] || [ "$(step_of "$RUN_LAB" sr)" -lt "$STEPS_SR" ]; do
     g=$(( $(step_of "$RUN_LES" global) + CHUNK_GLOBAL )); [ "$g" -gt "$STEPS_GLOBAL" ] && g=$STEPS_GLOBAL
-    s=$(( $(step_of "$RUN_LES" sr) + CHUNK_SR )); [ "$s" -gt "$STEPS_SR" ] && s=$STEPS_SR
+    s=$(( $(step_of "$RUN_LAB" sr) + CHUNK_SR )); [ "$s" -gt "$STEPS_SR" ] && s=$STEPS_SR
     train global "$RUN_LES" "$g" --objective x0 --init-from "$RUN_X0W" --config "$EVERY_LESION"
-    train sr "$RUN_LES" "$s" --objective x0 --init-from "$RUN_X0W" --config "$EVERY_LESION"
+    train sr "$RUN_LAB" "$s" --objective x0 --init-from "$RUN_X0W" --config "$LABEL_SR"
 done

@@ -17,7 +17,7 @@ from .demographics import Demographics
 from .diffusion import cfg_denoiser, min_batch_denoiser, sample
 from .generator import as_list, per_case_seeds
 from .grid import Grid
-from .stages import PatchwiseDenoiser, StageConfig, check_patching, load_stage
+from .stages import PatchwiseDenoiser, StageConfig, check_patching, load_stage, upsample
 
 #: Where the shipped demo weights live (inside the installed package).
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -166,13 +166,12 @@ class CascadedSampler:
         cond = torch.from_numpy(np.stack([d.to_vector() for d in demos])).to(self.device)
         lowres = lowres.float().to(self.device)
         denoiser = PatchwiseDenoiser(self.sr_model, lowres, cfg.output_grid.shape, self.patch_size, self.overlap,
-                                     self.patch_batch, multiple=cfg.net.downsample_factor)
+                                     self.patch_batch, multiple=cfg.net.downsample_factor, upsample=cfg.upsample)
         guidance = self.guidance if self.guidance is not None else cfg.diffusion.guidance
         residual = sample(self._denoiser(denoiser, guidance), (cfg.net.in_channels, *cfg.output_grid.shape), cfg.diffusion,
                           [_seed_for_stage(s, 2) for s in seeds], extra_args={"cond": cond}, steps=self.sr_steps,
                           dtype=torch.float32, device=self.device, disable=not progress)
-        up = torch.nn.functional.interpolate(lowres, size=cfg.output_grid.shape, mode="trilinear", align_corners=False)
-        return up + residual
+        return upsample(lowres, cfg.output_grid.shape, cfg.upsample) + residual
 
     def sample(self, demographics: Demographics | Sequence[Demographics], *, seed: int | Sequence[int] = 0,
                progress: bool = False, batch_size: int = 1) -> list[Case]:

@@ -38,7 +38,6 @@ from .stages import (
     load_stage,
     save_stage,
     sr_concat,
-    upsample_region,
 )
 
 
@@ -105,8 +104,9 @@ class StageData:
         # stage-1 outputs are refined, not amplified.
         aug = torch.rand(batch_size, generator=gen) * self.stage.cond_aug_max
         lowres = lowres + aug.view(-1, 1, 1, 1, 1) * torch.randn(lowres.shape, generator=gen)
-        residual = hr - upsample_region(lowres, out_shape, region)
-        return {"x0": residual, "cond": cond, "concat": sr_concat(lowres, out_shape, region)}
+        concat = sr_concat(lowres, out_shape, region, self.stage.upsample)
+        residual = hr - concat[:, :NUM_CHANNELS]  # the upsampled low-res channels
+        return {"x0": residual, "cond": cond, "concat": concat}
 
 
 def load_stage_data(stage: StageConfig, data: str | Path, cache_root: str | Path) -> StageData:

@@ -14,18 +14,21 @@ from helpers import TINY_GLOBAL_GRID, TINY_OUTPUT_GRID, tiny_case, tiny_stage_co
 
 from synthaug import cli
 from synthaug.cascade import CascadedSampler
-from synthaug.channels import NUM_CHANNELS, encode
+from synthaug.channels import CT_CHANNEL, LESION_CHANNEL, NUM_CHANNELS, PET_CHANNEL, encode
 from synthaug.demographics import Demographics
 from synthaug.nets import NetConfig
 from synthaug.preprocess import to_grid
 from synthaug.stages import (
     COORD_CHANNELS,
     PatchwiseDenoiser,
+    StageConfig,
     build_stage_model,
     check_patching,
     patch_starts,
+    region_labels,
     save_stage,
     sr_concat,
+    upsample,
     upsample_region,
 )
 
@@ -73,6 +76,92 @@ def test_upsample_region_equals_trilinear_interpolation(low_shape, out_shape):
     sub = (slice(1, 5), slice(2, out_shape[1]), slice(0, 3))
     torch.testing.assert_close(upsample_region(low, out_shape, sub), full[(slice(None), slice(None), *sub)],
                                rtol=1e-10, atol=1e-10)
+
+
+def _two_organs(shape=(4, 4, 8), split=2, values=((-0.2, -0.6), (0.3, 0.4))) -> torch.Tensor:
+    """An encoded low-res volume: organ 7 (CT, PET = values[0]) below z = split, organ 4 (values[1]) above."""
+    low = torch.full((1, NUM_CHANNELS, *shape), -1.0, dtype=torch.float64)
+    for organ, zs, (ct, pet) in ((7, slice(0, split), values[0]), (4, slice(split, None), values[1])):
+        low[0, 2 + organ, :, :, zs] = 1.0
+        low[0, CT_CHANNEL, :, :, zs], low[0, PET_CHANNEL, :, :, zs] = ct, pet
+    return low
+
+
+def test_label_upsampling_keeps_each_organ_its_own_intensity():
+    """Across an organ border trilinear interpolation blends both organs; label-guided
+    upsampling gives every output voxel exactly its own organ's value, labels unchanged."""
+    low, out_shape = _two_organs(), (8, 8, 16)
+    tri, lab = upsample(low, out_shape, "trilinear"), upsample(low, out_shape, "label")
+    labels = region_labels(tri)[0]
+    assert set(labels.unique().tolist()) == {4, 7}
+    torch.testing.assert_close(lab[:, 2:], tri[:, 2:])  # label channels stay trilinear
+    for organ, (ct, pet) in ((7, (-0.2, -0.6)), (4, (0.3, 0.4))):
+        inside = labels == organ
+        torch.testing.assert_close(lab[0, CT_CHANNEL][inside], torch.full_like(lab[0, CT_CHANNEL][inside], ct))
+        torch.testing.assert_close(lab[0, PET_CHANNEL][inside], torch.full_like(lab[0, PET_CHANNEL][inside], pet))
+    border = (tri[0, PET_CHANNEL] > -0.59) & (tri[0, PET_CHANNEL] < 0.39)
+    assert border.any()  # where trilinear blends, the guided values are one organ's or the other's
+    assert set(lab[0, PET_CHANNEL][border].round(decimals=6).unique().tolist()) <= {-0.6, 0.4}
+
+
+def test_label_upsampling_of_one_label_is_trilinear_and_regions_agree():
+    """No-op case: with a single label the guided interpolation is the trilinear one; and a
+    region (an SR patch) equals the same part of the whole-volume result."""
+    g = torch.Generator().manual_seed(4)
+    low = _two_organs()
+    low[:, 2:] = -1.0
+    low[:, 2 + 2] = 1.0  # organ 2 everywhere
+    low[:, :2] = torch.randn(1, 2, 4, 4, 8, generator=g, dtype=torch.float64)
+    out_shape = (8, 12, 16)
+    torch.testing.assert_close(upsample(low, out_shape, "label"), upsample(low, out_shape, "trilinear"))
+    varied = _two_organs() + 0.1 * torch.randn(1, NUM_CHANNELS, 4, 4, 8, generator=g, dtype=torch.float64)
+    full = upsample(varied, out_shape, "label")
+    sub = (slice(1, 7), slice(3, 12), slice(2, 11))
+    torch.testing.assert_close(upsample_region(varied, out_shape, sub, "label"), full[(slice(None), slice(None), *sub)])
+
+
+def test_label_upsampling_keeps_lesion_uptake_inside_the_lesion():
+    low = _two_organs()
+    low[0, LESION_CHANNEL, 1:3, 1:3, 5] = 1.0
+    low[0, PET_CHANNEL, 1:3, 1:3, 5] = 1.2
+    tri, lab = upsample(low, (8, 8, 16), "trilinear"), upsample(low, (8, 8, 16), "label")
+    lesion = tri[0, LESION_CHANNEL] > 0
+    assert lesion.any()
+    torch.testing.assert_close(lab[0, PET_CHANNEL][lesion], torch.full_like(lab[0, PET_CHANNEL][lesion], 1.2))
+    assert tri[0, PET_CHANNEL][lesion].min() < 1.0  # trilinear dilutes the lesion's uptake at its border
+    outside = ~lesion & (region_labels(tri)[0] == 4)
+    torch.testing.assert_close(lab[0, PET_CHANNEL][outside], torch.full_like(lab[0, PET_CHANNEL][outside], 0.4))
+
+
+def test_label_upsampling_is_a_normalised_convolution_within_each_label():
+    """The definition, label by label: trilinear interpolation of (mask, mask * intensity) of
+    the low-res voxels of a label, divided, wherever the output voxel carries that label."""
+    g = torch.Generator().manual_seed(5)
+    low = torch.randn(2, NUM_CHANNELS, 5, 4, 7, generator=g, dtype=torch.float64)  # random labels and lesions
+    out_shape, region = (15, 9, 20), (slice(2, 13), slice(0, 9), slice(5, 17))
+    tri = upsample_region(low, out_shape, region, "trilinear")
+    expected = tri.clone()
+    for k in region_labels(tri).unique().tolist():
+        inside = (region_labels(low) == k).double()[:, None]
+        s = upsample_region(torch.cat([inside, inside * low[:, :2]], 1), out_shape, region, "trilinear")
+        use = ((region_labels(tri) == k) & (s[:, 0] > 1e-3))[:, None]
+        expected[:, :2] = torch.where(use, s[:, 1:] / s[:, :1].clamp_min(1e-3), expected[:, :2])
+    got = upsample_region(low, out_shape, region, "label")
+    torch.testing.assert_close(got, expected)
+    assert (got - tri).abs().max() > 0.1  # random labels: many voxels differ from trilinear
+
+
+def test_upsample_mode_is_validated_and_recorded():
+    with pytest.raises(ValueError, match="upsample mode 'cubic'"):
+        upsample(torch.zeros(1, NUM_CHANNELS, 2, 2, 2), (4, 4, 4), "cubic")
+    cfg = tiny_stage_config("sr")
+    assert cfg.upsample == "label"  # new SR configs
+    assert StageConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["upsample"]
+    assert StageConfig.from_dict(old).upsample == "trilinear"  # configs from before the field
+    with pytest.raises(ValueError, match="upsample='nearest'"):
+        tiny_stage_config("sr", upsample="nearest")
 
 
 def test_sr_concat_is_upsampled_channels_plus_coordinates():
@@ -191,8 +280,7 @@ class VignettingModel:
 
 def _residual(sampler: CascadedSampler, lowres: torch.Tensor) -> np.ndarray:
     x = sampler.sample_sr(lowres.double(), [DEMO], [0])
-    up = F.interpolate(lowres.float(), size=OUT, mode="trilinear", align_corners=False)
-    return (x - up).numpy()
+    return (x - upsample(lowres.float(), OUT, sampler.sr_config.upsample)).numpy()
 
 
 def test_patchwise_sampling_has_no_seams(weights, lowres):
