@@ -227,6 +227,19 @@ def test_patchwise_positions_are_global():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_patchwise_label_upsampling_equals_the_whole_volume_one():
+    """Patches see exactly their part of the whole-volume label-guided upsampling, so the
+    SR stage's conditioning has no seams at patch borders."""
+    out_shape = (16, 16, 32)
+    low = _two_organs() + 0.1 * torch.randn(1, NUM_CHANNELS, 4, 4, 8, generator=torch.Generator().manual_seed(6),
+                                            dtype=torch.float64)
+    low = low.float()
+    den = PatchwiseDenoiser(Recorder("lowres"), low, out_shape, (8, 8, 16), 4, batch_size=5, upsample="label")
+    got = den(torch.zeros(1, NUM_CHANNELS, *out_shape), torch.tensor([1.0]), torch.zeros(1, 4))
+    torch.testing.assert_close(got, upsample(low, out_shape, "label"), rtol=1e-5, atol=1e-5)
+    assert (got - upsample(low, out_shape, "trilinear")).abs().max() > 0.1
+
+
 @pytest.mark.parametrize(("patch", "overlap", "match"), [
     ((16, 16, 64), 4, "larger than the volume"),
     ((8, 8, 8), 8, "overlap"),
