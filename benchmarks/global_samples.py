@@ -9,9 +9,10 @@ demographics on the global grid:
 
 * ``present``: share of samples in which the organ has at least one voxel;
 * ``volume_ratio``: median over samples of (sample volume / phantom volume);
-* ``label_range``: the largest value of the organ's channel anywhere in the sample, median
-  over samples: a trained model gives about +1 inside an organ; values below 0 mean the
-  organ never wins the argmax.
+* ``label_range``: the largest value of the organ's channel anywhere in the sample (as
+  generated, before the labels are hardened), median over samples: a trained model gives
+  about +1 inside an organ; values below 0 mean the organ never wins the argmax without an
+  offset (``label_bias``: the decoded labels use the stage's calibrated offsets).
 
 Lesions the same way (``lesion_stats``): the share of samples with any lesion voxel, the
 mean number of lesions (connected components) and lesion voxels per sample, beside the
@@ -32,9 +33,10 @@ NAME = "global_samples"
 TITLE = "Organ volumes in global-stage samples"
 
 
-def organ_volume_stats(samples, references) -> dict:
+def organ_volume_stats(samples, references, raw=None) -> dict:
     """Per organ (1..11) ``present``, median ``volume_ratio`` and median ``label_range`` of
-    encoded ``samples`` against encoded ``references`` (both (B, C, ...), same grid)."""
+    encoded ``samples`` against encoded ``references`` (both (B, C, ...), same grid);
+    ``label_range`` from ``raw`` (the samples' label channels as generated) if given."""
     from synthaug.channels import ORGAN_CHANNELS
     from synthaug.labels import ORGAN_LABELS
 
@@ -45,7 +47,7 @@ def organ_volume_stats(samples, references) -> dict:
         vs = (s_lab == c).flatten(1).sum(1).double()
         vr = (r_lab == c).flatten(1).sum(1).double()
         ratios = [float(a / b) for a, b in zip(vs, vr) if b > 0]
-        peak = samples[:, ORGAN_CHANNELS.start + c].flatten(1).amax(1)
+        peak = (samples if raw is None else raw)[:, ORGAN_CHANNELS.start + c].flatten(1).amax(1)
         out[ORGAN_LABELS[c]] = {"present": float((vs > 0).double().mean()),
                                 "volume_ratio": float(np.median(ratios)) if ratios else None,
                                 "label_range": float(np.median(peak.double().numpy()))}
@@ -70,6 +72,7 @@ def lesion_stats(samples, references) -> dict:
 
 def run(ctx: Context) -> dict:
     from synthaug.cascade import CascadedSampler
+    from synthaug.channels import harden_labels
 
     folders = [f for f in ctx.weights if has_stage(f, "global")]
     if not folders:
@@ -82,12 +85,14 @@ def run(ctx: Context) -> dict:
         if refs is None:
             cfg = sampler.global_config
             demos, refs = heldout_global_cases(cfg.global_grid, cfg.output_grid, n, lesion_rule=cfg.lesion_rule)
-        x = sampler.sample_global(demos, list(range(n)))
+        raw = sampler.sample_global(demos, list(range(n)), soft_labels=True)
+        x = harden_labels(raw, sampler.global_config.label_bias)
         s = sampler.settings
         info = weights_info(folder)
         rows.append({"weights": info, "step": info["global"]["step"],
                      "objective": sampler.global_config.diffusion.objective,
                      "p_mean": sampler.global_config.diffusion.p_mean, "p_std": sampler.global_config.diffusion.p_std,
-                     "sampler": s["sampler"], "steps": s["steps"], "organs": organ_volume_stats(x, refs),
+                     "sampler": s["sampler"], "steps": s["steps"], "calibrated": bool(sampler.global_config.label_bias),
+                     "organs": organ_volume_stats(x, refs, raw),
                      "lesions": lesion_stats(x, refs)})
     return {"cases": n, "rows": rows}

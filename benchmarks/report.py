@@ -199,14 +199,16 @@ def global_samples(r: dict) -> list[str]:
     out = [f"{res['cases']} stage-1 samples per weights folder (default sampler, seeds 0..{res['cases'] - 1}) for the "
            "demographics of as many phantom cases (not in any training cohort). Each cell: median volume ratio "
            "sample / phantom on the global grid · share of samples where the organ is present · median of the organ "
-           "channel's largest value (about +1 when the model draws the organ; below 0 it never wins the argmax).", ""]
+           "channel's largest value as generated (about +1 when the model draws the organ; below 0 it never wins the "
+           "argmax without an offset). Labels are decoded with each stage's calibrated offsets where it has them "
+           "(column \"label offsets\"; docs/training.md, \"Label calibration\").", ""]
     rows = []
     for row in res["rows"]:
         cells = [f"{_f(o['volume_ratio'])} · {_f(o['present'], '.0%')} · {_f(o['label_range'], '+.1f')}"
                  for o in (row["organs"][k] for k in organs)]
         rows.append([f"`{row['weights']['path']}`", row["step"], f"{_f(row['p_mean'], 'g')} / {_f(row['p_std'], 'g')}",
-                     f"`{row['sampler']}` x {row['steps']}", *cells])
-    out += _table(["weights", "step", "training log-sigma mean / std", "sampler", *organs], rows)
+                     f"`{row['sampler']}` x {row['steps']}", "yes" if row.get("calibrated") else "no", *cells])
+    out += _table(["weights", "step", "training log-sigma mean / std", "sampler", "label offsets", *organs], rows)
     les = [(row["weights"]["path"], row["lesions"]) for row in res["rows"] if row.get("lesions")]
     if les:
         ref = les[0][1]["references"]

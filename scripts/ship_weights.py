@@ -1,7 +1,9 @@
 """Copy a run's EMA weights into the package as the shipped demo weights.
 
 Sets the sampling defaults recorded in each stage's JSON (chosen by the sampler
-benchmark), checks every checksum, and writes ``SHA256SUMS``.
+benchmark), checks every checksum, and writes ``SHA256SUMS``. A run's configs carry no
+label offsets: calibrate the shipped copy afterwards (``synthaug calibrate``, global stage
+first; docs/training.md "Label calibration").
 
     python scripts/ship_weights.py --global-run runs/demo_x0 --sr-run runs/demo --dest synthaug/weights \
         --global-sampler dpmpp_2m --global-steps 32 --sr-sampler euler --sr-steps 1 --sr-overlap 16

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .case import Case
-from .channels import decode
+from .channels import decode, harden_labels
 from .checkpoint import CheckpointError
 from .demographics import Demographics
 from .diffusion import cfg_denoiser, min_batch_denoiser, sample
@@ -147,21 +147,28 @@ class CascadedSampler:
         return cfg_denoiser(inner, guidance, batched=batched)
 
     @torch.no_grad()
-    def sample_global(self, demos: list[Demographics], seeds: list[int], progress: bool = False) -> torch.Tensor:
-        """Stage 1: encoded channels on the global grid, (B, C, gx, gy, gz) float64."""
+    def sample_global(self, demos: list[Demographics], seeds: list[int], progress: bool = False, *,
+                      soft_labels: bool = False) -> torch.Tensor:
+        """Stage 1: encoded channels on the global grid, (B, C, gx, gy, gz) float64, with the
+        label channels hardened by the stage's ``label_bias`` (``soft_labels``: as generated,
+        for :mod:`synthaug.calibration`)."""
         cfg = self.global_config
         cond = torch.from_numpy(np.stack([d.to_vector() for d in demos])).to(self.device)
         guidance = self.guidance if self.guidance is not None else cfg.diffusion.guidance
         # On CPU a single small volume takes a slow convolution kernel: evaluate at least two.
         denoiser = self._denoiser(self.global_model, guidance, batched=True,
                                   min_batch=2 if self.device.type == "cpu" else 1)
-        return sample(denoiser, (cfg.net.in_channels, *cfg.global_grid.shape),
-                      cfg.diffusion, [_seed_for_stage(s, 1) for s in seeds], extra_args={"cond": cond},
-                      steps=self.steps, dtype=torch.float64, device=self.device, disable=not progress)
+        x = sample(denoiser, (cfg.net.in_channels, *cfg.global_grid.shape),
+                   cfg.diffusion, [_seed_for_stage(s, 1) for s in seeds], extra_args={"cond": cond},
+                   steps=self.steps, dtype=torch.float64, device=self.device, disable=not progress)
+        return x if soft_labels else harden_labels(x, cfg.label_bias)
 
     @torch.no_grad()
-    def sample_sr(self, lowres: torch.Tensor, demos: list[Demographics], seeds: list[int], progress: bool = False) -> torch.Tensor:
-        """Stage 2: encoded channels on the output grid (B, C, X, Y, Z), float32 state (memory)."""
+    def sample_sr(self, lowres: torch.Tensor, demos: list[Demographics], seeds: list[int], progress: bool = False, *,
+                  soft_labels: bool = False) -> torch.Tensor:
+        """Stage 2: encoded channels on the output grid (B, C, X, Y, Z), float32 state (memory),
+        labels hardened as in :meth:`sample_global`. ``lowres`` is stage 1's output (hardened:
+        the SR stage was trained on exact +1 / -1 label channels)."""
         cfg = self.sr_config
         cond = torch.from_numpy(np.stack([d.to_vector() for d in demos])).to(self.device)
         lowres = lowres.float().to(self.device)
@@ -171,7 +178,9 @@ class CascadedSampler:
         residual = sample(self._denoiser(denoiser, guidance), (cfg.net.in_channels, *cfg.output_grid.shape), cfg.diffusion,
                           [_seed_for_stage(s, 2) for s in seeds], extra_args={"cond": cond}, steps=self.sr_steps,
                           dtype=torch.float32, device=self.device, disable=not progress)
-        return upsample(lowres, cfg.output_grid.shape, cfg.upsample) + residual
+        x = upsample(lowres, cfg.output_grid.shape, cfg.upsample).add_(residual)
+        del residual
+        return x if soft_labels else harden_labels(x, cfg.label_bias)
 
     def sample(self, demographics: Demographics | Sequence[Demographics], *, seed: int | Sequence[int] = 0,
                progress: bool = False, batch_size: int = 1) -> list[Case]:

@@ -16,9 +16,16 @@ channel      encoding
              decoded by argmax.
 14           lesion mask, +1 / -1; decoded by the sign.
 ===========  ===============================================================
+
+Each stage returns its label channels *hardened* (:func:`harden_labels`): +1 / -1 as
+decided by argmax and sign after the stage's calibrated per-class offsets
+(``StageConfig.label_bias``, :mod:`synthaug.calibration`), which is how the next stage
+saw labels in training and what :func:`decode` then reads.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -30,6 +37,8 @@ PET_CHANNEL = 1
 ORGAN_CHANNELS = slice(2, 2 + NUM_ORGAN_CLASSES)
 LESION_CHANNEL = 2 + NUM_ORGAN_CLASSES
 NUM_CHANNELS = LESION_CHANNEL + 1
+#: Entries of a label bias: one offset per organ channel, then the lesion channel's.
+LABEL_BIAS_SIZE = NUM_ORGAN_CLASSES + 1
 CHANNEL_NAMES = ("ct", "pet", *(f"organ_{i}" for i in range(NUM_ORGAN_CLASSES)), "lesion")
 
 # (HU, encoded) knots of the piecewise-linear CT map; linear extrapolation outside.
@@ -123,3 +132,28 @@ def decode(x: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
         "organs": np.argmax(x[ORGAN_CHANNELS], axis=0).astype(np.uint8),
         "lesions": (x[LESION_CHANNEL] > 0).astype(np.uint8),
     }
+
+
+def check_label_bias(bias: Sequence[float]) -> tuple[float, ...]:
+    """``()`` (no offsets) or :data:`LABEL_BIAS_SIZE` finite offsets, as a tuple; else ``ValueError``."""
+    try:
+        values = tuple(float(b) for b in bias)
+    except (TypeError, ValueError):
+        raise ValueError(f"label_bias must be a list of numbers, got {bias!r}") from None
+    if values and (len(values) != LABEL_BIAS_SIZE or not np.all(np.isfinite(values))):
+        raise ValueError(f"label_bias needs {LABEL_BIAS_SIZE} finite offsets ({NUM_ORGAN_CLASSES} organ channels, "
+                         f"then the lesion channel) or none; got {len(values)}: {list(values)[:4]}...")
+    return values
+
+
+def harden_labels(x: torch.Tensor, label_bias: Sequence[float] = ()) -> torch.Tensor:
+    """(B, NUM_CHANNELS, ...) channels with the label channels set to exactly +1 / -1: organs by
+    argmax, the lesion channel by its sign, each after adding ``label_bias`` (CT, PET unchanged)."""
+    bias = check_label_bias(label_bias) or (0.0,) * LABEL_BIAS_SIZE
+    b = torch.as_tensor(bias, dtype=x.dtype, device=x.device).view(1, -1, *([1] * (x.ndim - 2)))
+    organs = (x[:, ORGAN_CHANNELS] + b[:, :NUM_ORGAN_CLASSES]).argmax(1, keepdim=True)
+    out = x.clone()
+    classes = torch.arange(NUM_ORGAN_CLASSES, device=x.device).view(1, -1, *([1] * (x.ndim - 2)))
+    out[:, ORGAN_CHANNELS] = torch.where(organs == classes, 1.0, -1.0).to(x.dtype)
+    out[:, LESION_CHANNEL] = torch.where(x[:, LESION_CHANNEL] + b[:, NUM_ORGAN_CLASSES] > 0, 1.0, -1.0).to(x.dtype)
+    return out

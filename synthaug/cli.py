@@ -13,6 +13,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("sample", "sample"),
     ("phantom", "phantom"),
     ("train", "train"),
+    ("calibrate", "calibrate"),
     ("prepare", "prepare"),
     ("export-nnunet", "export_nnunet"),
     ("generate", "generate"),

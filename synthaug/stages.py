@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .channels import CT_CHANNEL, ENCODING, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL
+from .channels import CT_CHANNEL, ENCODING, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL, check_label_bias
 from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from .diffusion import DiffusionConfig, make_precond
 from .grid import Grid, get_preset
@@ -55,6 +55,9 @@ class StageConfig:
     lesion_rule: str = "majority"
     # sr: UPSAMPLE_MODES; configs written before the field existed used "trilinear".
     upsample: str = "trilinear"
+    # Offsets added to the label channels before they are decided (synthaug.channels.harden_labels):
+    # () = none; else one per organ channel, then the lesion channel's, fitted by synthaug.calibration.
+    label_bias: tuple[float, ...] = ()
     encoding: dict = field(default_factory=lambda: dict(ENCODING))
 
     def __post_init__(self) -> None:
@@ -66,6 +69,7 @@ class StageConfig:
             raise ValueError(f"lesion_rule={self.lesion_rule!r}; choose one of {LESION_RULES}")
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r}; choose one of {UPSAMPLE_MODES}")
+        object.__setattr__(self, "label_bias", check_label_bias(self.label_bias))
         weights = self.diffusion.channel_weights
         if weights is not None and len(weights) != self.net.out_channels:
             raise ValueError(f"diffusion.channel_weights has {len(weights)} entries; "
@@ -82,7 +86,7 @@ class StageConfig:
             "output_grid": self.output_grid.to_dict(), "net": self.net.to_dict(), "diffusion": self.diffusion.to_dict(),
             "patch_size": list(self.patch_size), "sample_patch_size": list(self.sample_patch_size),
             "sample_overlap": self.sample_overlap, "cond_aug_max": self.cond_aug_max, "encoding": self.encoding,
-            "lesion_rule": self.lesion_rule, "upsample": self.upsample,
+            "lesion_rule": self.lesion_rule, "upsample": self.upsample, "label_bias": list(self.label_bias),
         }
 
     @classmethod
@@ -95,7 +99,7 @@ class StageConfig:
                 sample_patch_size=tuple(d.get("sample_patch_size", (128, 128, 64))),
                 sample_overlap=int(d.get("sample_overlap", 8)), cond_aug_max=float(d.get("cond_aug_max", 0.1)),
                 encoding=d.get("encoding", dict(ENCODING)), lesion_rule=d.get("lesion_rule", "majority"),
-                upsample=d.get("upsample", "trilinear"),
+                upsample=d.get("upsample", "trilinear"), label_bias=tuple(d.get("label_bias", ())),
             )
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"stage config is incomplete or malformed: {err}") from None

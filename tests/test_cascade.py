@@ -292,7 +292,7 @@ class VignettingModel:
 
 
 def _residual(sampler: CascadedSampler, lowres: torch.Tensor) -> np.ndarray:
-    x = sampler.sample_sr(lowres.double(), [DEMO], [0])
+    x = sampler.sample_sr(lowres.double(), [DEMO], [0], soft_labels=True)  # the network's residual, labels undecided
     return (x - upsample(lowres.float(), OUT, sampler.sr_config.upsample)).numpy()
 
 

@@ -1,0 +1,41 @@
+"""``synthaug calibrate``: fit a stage's label offsets so that its labels match the training cohort's volumes."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "fit per-class label offsets of trained weights against the training cohort's label volumes"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="weights folder (global.json / sr.json + .safetensors)")
+    p.add_argument("--stage", choices=("global", "sr"), required=True,
+                   help="the stage to calibrate: global first, then sr (sampled on the calibrated global stage)")
+    p.add_argument("--data", required=True, help="the training cohort the weights were trained on")
+    p.add_argument("--work", required=True, help="folder for the reduced samples (resumable; one per stage)")
+    p.add_argument("--cases", type=int, default=40, help="samples, for training cases 0..N-1 (default 40)")
+    p.add_argument("--max-abs", type=float, default=0.5, help="largest offset; label channels span -1..1 (default 0.5)")
+    p.add_argument("--shard", metavar="i/N", help="only sample cases with index %% N == i, and do not fit")
+    p.add_argument("--fit-lesion", action="store_true", help="also fit the lesion channel's offset")
+    p.add_argument("--cache", help="preprocessing cache of the cohort (default: WORK/cache)")
+    p.add_argument("--write", action="store_true", help="store the offsets in WEIGHTS/STAGE.json")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cache import parse_shard
+    from ..calibration import calibrate
+
+    shard = parse_shard(args.shard) if args.shard else (0, 1)
+    result = calibrate(args.weights, args.stage, args.data, args.work, cases=args.cases, max_abs=args.max_abs,
+                       shard=shard, fit_lesion=args.fit_lesion, write=args.write, cache=args.cache,
+                       progress=not args.no_progress)
+    if result is None:
+        print(f"shard {shard[0]}/{shard[1]}: samples in {args.work}; run once more without --shard to fit")
+        return 0
+    print(f"{'class':16s} {'training':>10s} {'uncalibrated':>13s} {'calibrated':>11s} {'offset':>8s}  (mean voxels per case)")
+    rows = result["label_calibration"]["mean_voxels"]
+    for (name, row), offset in zip(rows.items(), result["label_bias"]):
+        print(f"{name:16s} {row['training']:10.1f} {row['uncalibrated']:13.1f} {row['calibrated']:11.1f} {offset:8.3f}")
+    print(f"wrote label_bias into {args.weights}/{args.stage}.json" if args.write else "not written (pass --write)")
+    return 0

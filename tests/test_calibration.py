@@ -1,0 +1,215 @@
+"""Label calibration: hardened label channels, exact counts from reduced samples, fitted offsets,
+and the offsets' place in stage configs and the sampler."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_stage_config, write_tiny_cohort
+
+from synthaug import cli
+from synthaug.calibration import compact, fit_label_bias, load_compact, mean_counts, merge, save_compact
+from synthaug.cascade import CascadedSampler
+from synthaug.channels import (
+    CT_CHANNEL,
+    LABEL_BIAS_SIZE,
+    LESION_CHANNEL,
+    NUM_CHANNELS,
+    ORGAN_CHANNELS,
+    PET_CHANNEL,
+    decode,
+    harden_labels,
+)
+from synthaug.checkpoint import CheckpointError
+from synthaug.demographics import Demographics
+from synthaug.labels import NUM_ORGAN_CLASSES
+from synthaug.stages import StageConfig, build_stage_model, load_stage, save_stage
+
+
+def _soft(seed: int, shape=(6, 7, 8)) -> np.ndarray:
+    """Generated-looking channels: a random organ map as +-1 channels, blurred by noise, and a low lesion channel."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.5, (NUM_CHANNELS, *shape))
+    organs = rng.integers(0, NUM_ORGAN_CLASSES, shape)
+    for c in range(NUM_ORGAN_CLASSES):
+        x[2 + c] += np.where(organs == c, 0.8, -0.8)
+    x[LESION_CHANNEL] = rng.normal(-0.5, 0.4, shape)
+    return x
+
+
+def _counts(x: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Voxels per organ class and lesion, counted on the hardened channels the sampler returns."""
+    arrays = decode(harden_labels(torch.from_numpy(x)[None], bias)[0])
+    return np.append(np.bincount(arrays["organs"].ravel(), minlength=NUM_ORGAN_CLASSES), arrays["lesions"].sum())
+
+
+def test_harden_labels_sets_exact_labels_after_the_offsets():
+    x = torch.from_numpy(_soft(0))[None]
+    bias = np.linspace(-0.3, 0.3, LABEL_BIAS_SIZE)
+    hard = harden_labels(x, bias)
+    labels = hard[:, 2:].unique()
+    assert set(labels.tolist()) == {-1.0, 1.0} and (hard[0, ORGAN_CHANNELS] > 0).sum(0).eq(1).all()
+    expected = (x[0, ORGAN_CHANNELS] + torch.as_tensor(bias[:NUM_ORGAN_CLASSES]).view(-1, 1, 1, 1)).argmax(0)
+    assert torch.equal(hard[0, ORGAN_CHANNELS].argmax(0), expected)
+    assert torch.equal(hard[0, LESION_CHANNEL] > 0, x[0, LESION_CHANNEL] + bias[-1] > 0)
+    assert torch.equal(hard[:, [CT_CHANNEL, PET_CHANNEL]], x[:, [CT_CHANNEL, PET_CHANNEL]])
+    assert not torch.equal(harden_labels(x)[0, ORGAN_CHANNELS].argmax(0), expected)  # the offsets do move borders
+    assert torch.equal(harden_labels(x)[0, ORGAN_CHANNELS].argmax(0), x[0, ORGAN_CHANNELS].argmax(0))
+
+
+@pytest.mark.parametrize("bias", [[0.1] * 3, [0.0] * (LABEL_BIAS_SIZE - 1) + [float("nan")]])
+def test_bad_label_bias_is_refused(bias):
+    with pytest.raises(ValueError, match="label_bias needs 13 finite offsets"):
+        harden_labels(torch.zeros(1, NUM_CHANNELS, 2, 2, 2), bias)
+    with pytest.raises(ValueError, match="label_bias needs"):
+        replace(tiny_stage_config("global"), label_bias=tuple(bias))
+
+
+def test_reduced_samples_count_exactly_as_the_full_ones(tmp_path):
+    samples = [_soft(s) for s in range(3)]
+    data = merge(compact(x, 0.4) for x in samples)
+    assert data.cases == 3 and len(data.free) < 3 * samples[0][0].size  # something was reduced away
+    save_compact(tmp_path / "a.npz", data)
+    data = load_compact(tmp_path / "a.npz")
+    rng = np.random.default_rng(1)
+    for bias in [np.zeros(LABEL_BIAS_SIZE), *rng.uniform(-0.4, 0.4, (5, LABEL_BIAS_SIZE))]:
+        expected = np.mean([_counts(x, bias) for x in samples], axis=0)
+        np.testing.assert_array_equal(mean_counts(data, bias), expected)
+    with pytest.raises(ValueError, match="different max_abs"):
+        merge([compact(samples[0], 0.4), compact(samples[1], 0.5)])
+
+
+def test_fit_restores_the_volumes_of_lowered_channels():
+    """Samples whose class-3 channel came out 0.4 too low and class-5 0.3 too high: the fit
+    brings every class back to the counts of the unshifted samples."""
+    truth = [_soft(s, (10, 10, 10)) for s in range(4)]
+    target = np.mean([_counts(x, np.zeros(LABEL_BIAS_SIZE)) for x in truth], axis=0)
+    shifted = [x.copy() for x in truth]
+    for x in shifted:
+        x[2 + 3] -= 0.4
+        x[2 + 5] += 0.3
+    data = merge(compact(x, 0.5) for x in shifted)
+    before = mean_counts(data, np.zeros(LABEL_BIAS_SIZE))
+    assert before[3] < 0.85 * target[3] and before[5] > 1.1 * target[5]
+    bias, after = fit_label_bias(data, target)
+    organs = slice(1, NUM_ORGAN_CLASSES)
+    assert np.all(np.abs(after[organs] / target[organs] - 1) < 0.02), (after, target)
+    assert bias[3] - np.median(bias[organs]) > 0.25 and bias[5] - np.median(bias[organs]) < -0.15
+    assert bias[0] == 0 and bias[-1] == 0 and np.all(np.abs(bias) <= 0.5)
+    les_target = target.copy()
+    les_target[-1] = 2 * target[-1] + 10
+    bias, after = fit_label_bias(data, les_target, fit_lesion=True)
+    assert bias[-1] > 0 and abs(after[-1] / les_target[-1] - 1) < 0.05
+
+
+def test_fit_refuses_a_target_of_the_wrong_size():
+    with pytest.raises(ValueError, match="target needs 13"):
+        fit_label_bias(compact(_soft(0), 0.5), np.ones(12))
+
+
+def test_label_bias_round_trips_and_old_configs_have_none(tmp_path):
+    cfg = replace(tiny_stage_config("global"), label_bias=tuple(np.linspace(-0.2, 0.2, LABEL_BIAS_SIZE)))
+    assert StageConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["label_bias"]
+    assert StageConfig.from_dict(old).label_bias == ()
+    save_stage(tmp_path / "global", build_stage_model(cfg), cfg)
+    raw = json.loads((tmp_path / "global.json").read_text())
+    raw["label_bias"] = [0.1, 0.2]
+    (tmp_path / "global.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="label_bias needs 13"):
+        load_stage(tmp_path / "global")
+    raw["label_bias"] = "0.1"
+    (tmp_path / "global.json").write_text(json.dumps(raw))
+    with pytest.raises((ValueError, CheckpointError), match="label_bias"):
+        load_stage(tmp_path / "global")
+
+
+def test_sampler_returns_hardened_labels_decided_with_the_stage_offsets(tmp_path):
+    cfg = tiny_stage_config("global")
+    model = build_stage_model(cfg)
+    demo = Demographics(age=50, sex="F", height_cm=170, weight_kg=70)
+    sampler = CascadedSampler(model, cfg).configure(steps=3)
+    soft = sampler.sample_global([demo], [0], soft_labels=True)
+    hard = sampler.sample_global([demo], [0])
+    assert set(hard[:, 2:].unique().tolist()) == {-1.0, 1.0} and len(soft[:, 2:].unique()) > 2
+    assert torch.equal(hard, harden_labels(soft))
+    favour = np.zeros(LABEL_BIAS_SIZE)
+    favour[7] = 100.0  # every voxel becomes class 7
+    biased = CascadedSampler(model, replace(cfg, label_bias=tuple(favour))).configure(steps=3)
+    case = biased.sample(demo, seed=0)[0]
+    assert np.all(case.organs == 7)
+    np.testing.assert_array_equal(case.ct, sampler.sample(demo, seed=0)[0].ct)
+
+
+# --- synthaug calibrate -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny random weights (both stages) and a 3-case tiny training cohort."""
+    root = tmp_path_factory.mktemp("calib")
+    for stage in ("global", "sr"):
+        cfg = tiny_stage_config(stage)
+        save_stage(root / "weights" / stage, build_stage_model(cfg), replace(cfg, diffusion=replace(cfg.diffusion, steps=2)))
+    write_tiny_cohort(root / "cohort", heights=(150.0, 180.0, 200.0))
+    return root
+
+
+def _calibrate(capsys, tiny, work, *args: str) -> tuple[int, str, str]:
+    code = cli.main(["calibrate", "--weights", str(tiny / "weights"), "--data", str(tiny / "cohort"),
+                     "--work", str(work), "--no-progress", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_path, capsys):
+    before = json.loads((tiny / "weights" / "global.json").read_text())
+    for shard in ("0/2", "1/2"):  # sharded sampling, then the fit
+        code, out, _ = _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "3", "--shard", shard)
+        assert code == 0 and "without --shard to fit" in out
+    assert sorted(p.name for p in (tmp_path / "g").glob("*.npz")) == ["00000.npz", "00001.npz", "00002.npz"]
+    code, out, _ = _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "3", "--write")
+    assert code == 0 and "wrote label_bias" in out and "aorta" in out
+    after = json.loads((tiny / "weights" / "global.json").read_text())
+    assert len(after["label_bias"]) == LABEL_BIAS_SIZE and after["label_calibration"]["cases"] == 3
+    assert after["sha256"] == before["sha256"]  # the weights are untouched
+    rows = after["label_calibration"]["mean_voxels"]
+    fitted = [n for n in rows if n not in ("background", "lesion")]
+    err = lambda key: np.mean([abs(np.log((rows[n][key] + 1) / (rows[n]["training"] + 1))) for n in fitted])  # noqa: E731
+    assert err("calibrated") < err("uncalibrated")
+    code, out, _ = _calibrate(capsys, tiny, tmp_path / "s", "--stage", "sr", "--cases", "2", "--write")
+    assert code == 0 and len(json.loads((tiny / "weights" / "sr.json").read_text())["label_bias"]) == LABEL_BIAS_SIZE
+    sampler = CascadedSampler.from_pretrained(tiny / "weights")
+    assert sampler.global_config.label_bias == tuple(after["label_bias"])
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--stage", "global", "--cases", "9"], "cases=9: the training cohort"),
+    (["--stage", "global", "--cases", "0"], "cases=0"),
+    (["--stage", "global", "--shard", "2/2"], "--shard '2/2'"),
+    (["--stage", "global", "--max-abs", "0"], "max_abs=0.0 must be > 0"),
+])
+def test_calibrate_cli_rejects_bad_input(tiny, tmp_path, capsys, args, match):
+    code, _, err = _calibrate(capsys, tiny, tmp_path / "w", *args)
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+    assert not list((tmp_path / "w").glob("*.npz"))
+
+
+def test_calibrate_cli_missing_weights_or_cohort(tmp_path, capsys, tiny):
+    code = cli.main(["calibrate", "--weights", str(tmp_path / "none"), "--stage", "global", "--data",
+                     str(tiny / "cohort"), "--work", str(tmp_path / "w")])
+    assert code == 2 and "weights folder not found" in capsys.readouterr().err
+    code = cli.main(["calibrate", "--weights", str(tiny / "weights"), "--stage", "global", "--data",
+                     str(tmp_path / "nocohort"), "--work", str(tmp_path / "w")])
+    assert code == 2 and "cohort folder not found" in capsys.readouterr().err
+
+
+def test_calibrate_refuses_samples_reduced_otherwise(tiny, tmp_path, capsys):
+    assert _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "1")[0] == 0
+    code, _, err = _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "1", "--max-abs", "0.3")
+    assert code == 2 and "reduced with max_abs 0.5" in err
