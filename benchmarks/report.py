@@ -287,8 +287,8 @@ def _memory_analysis(a: dict, d: dict) -> list[str]:
                      f"output voxel = {a['state_copies_per_voxel']:.1f} full-volume 15-channel float32 tensors alive at "
                      "the peak: the sampler state and its temporaries in `CascadedSampler.sample_sr` (the per-sample "
                      "noise, drawn per generator and then stacked; `x`; the blended output and its normaliser in "
-                     "`PatchwiseDenoiser`; the ODE update temporaries; the upsampled low-res volume and "
-                     "`up + residual`).")
+                     "`PatchwiseDenoiser`; the ODE update temporaries; the upsampled low-res volume, "
+                     "with the residual added in place, and its copy with the labels hardened).")
         if share < act:
             autopet = a.get("autopet_output_state_gib")
             lines.append(f"- At {first['label']} that volume-proportional part is about {share:.0f} MiB against "
