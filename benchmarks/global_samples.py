@@ -54,9 +54,11 @@ def organ_volume_stats(samples, references, raw=None) -> dict:
     return out
 
 
-def lesion_stats(samples, references) -> dict:
+def lesion_stats(samples, references, raw=None) -> dict:
     """Lesions in encoded ``samples`` vs ``references`` (both (B, C, ...)): share of samples with
-    any, mean lesions (connected components) and mean voxels per sample, each side."""
+    any, mean lesions (connected components) and mean voxels per sample, each side; with ``raw``
+    (the samples as generated) also ``label_range``, the median over samples of the lesion
+    channel's largest value (below 0: no lesion without an offset)."""
     from scipy.ndimage import label
 
     from synthaug.channels import LESION_CHANNEL
@@ -67,7 +69,10 @@ def lesion_stats(samples, references) -> dict:
                 "lesions_per_case": float(np.mean([label(m)[1] for m in masks])),
                 "voxels_per_case": float(masks.reshape(len(masks), -1).sum(1).mean())}
 
-    return {"samples": side(samples), "references": side(references)}
+    out = {"samples": side(samples), "references": side(references)}
+    if raw is not None:
+        out["label_range"] = float(np.median(raw[:, LESION_CHANNEL].flatten(1).amax(1).double().numpy()))
+    return out
 
 
 def run(ctx: Context) -> dict:
@@ -94,5 +99,5 @@ def run(ctx: Context) -> dict:
                      "p_mean": sampler.global_config.diffusion.p_mean, "p_std": sampler.global_config.diffusion.p_std,
                      "sampler": s["sampler"], "steps": s["steps"], "calibrated": bool(sampler.global_config.label_bias),
                      "organs": organ_volume_stats(x, refs, raw),
-                     "lesions": lesion_stats(x, refs)})
+                     "lesions": lesion_stats(x, refs, raw)})
     return {"cases": n, "rows": rows}

@@ -215,9 +215,10 @@ def global_samples(r: dict) -> list[str]:
         out += ["", f"Lesions (connected components of the lesion channel > 0) per case: the phantoms have "
                 f"{_f(ref['lesions_per_case'], '.1f')} lesions and {_f(ref['voxels_per_case'], '.1f')} lesion voxels, "
                 f"{_f(ref['with_lesions'], '.0%')} of them at least one.", ""]
-        out += _table(["weights", "samples with lesions", "lesions per sample", "lesion voxels per sample"],
+        out += _table(["weights", "samples with lesions", "lesions per sample", "lesion voxels per sample",
+                       "lesion channel's largest value as generated (median)"],
                       [[f"`{path}`", _f(v["samples"]["with_lesions"], ".0%"), _f(v["samples"]["lesions_per_case"], ".1f"),
-                        _f(v["samples"]["voxels_per_case"], ".1f")] for path, v in les])
+                        _f(v["samples"]["voxels_per_case"], ".1f"), _f(v.get("label_range"), "+.2f")] for path, v in les])
     out.append("")
     return out
 

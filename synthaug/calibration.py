@@ -84,6 +84,7 @@ def save_compact(path, data: CompactLabels) -> None:
 
 
 def load_compact(path) -> CompactLabels:
+    """Read a reduced sample written by :func:`save_compact`."""
     with np.load(path, allow_pickle=False) as z:
         lesion_fixed, cases, max_abs = z["scalars"]
         return CompactLabels(z["fixed"], z["free"], z["lesion"], int(lesion_fixed), int(cases), float(max_abs))
@@ -162,26 +163,24 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
         raise ValueError(f"stage={stage!r}; choose 'global' or 'sr'")
     if not max_abs > 0:
         raise ValueError(f"max_abs={max_abs} must be > 0")
-    sampler = CascadedSampler.from_pretrained(weights, stages="cascade" if stage == "sr" else "global")
+    stages, attr = ("global", "global_config") if stage == "global" else ("cascade", "sr_config")
+    sampler = CascadedSampler.from_pretrained(weights, stages=stages)
     cohort = Cohort(data)
     if not 1 <= cases <= len(cohort):
         raise ValueError(f"cases={cases}: the training cohort {data} has {len(cohort)}")
-    config = sampler.global_config if stage == "global" else sampler.sr_config
-    if stage == "global":
-        sampler.global_config = replace(config, label_bias=())
-    else:
-        sampler.sr_config = replace(config, label_bias=())
+    config = getattr(sampler, attr)
+    setattr(sampler, attr, replace(config, label_bias=()))  # sample without the offsets being fitted
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     _reduced_samples(sampler, stage, cohort, list(range(shard[0], cases, shard[1])), work, max_abs, progress)
     if shard[1] > 1:
         return None
-    data_ = merge(load_compact(work / f"{i:05d}.npz") for i in range(cases))
-    if data_.max_abs != max_abs:
-        raise ValueError(f"{work} holds samples reduced with max_abs {data_.max_abs}, not {max_abs}: use another folder")
+    samples = merge(load_compact(work / f"{i:05d}.npz") for i in range(cases))
+    if samples.max_abs != max_abs:
+        raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
     target = training_counts(data, cases, config, cache if cache is not None else work / "cache")
-    before = mean_counts(data_, np.zeros(LABEL_BIAS_SIZE))
-    bias, after = fit_label_bias(data_, target, fit_lesion=fit_lesion)
+    before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
+    bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
     result = {"label_bias": [round(float(b), 4) for b in bias],
               "label_calibration": {
                   "data": str(data), "cases": cases, "seeds": f"{SEED0} + case index", "max_abs": max_abs,
@@ -193,7 +192,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
         raw = json.loads(path.read_text())
         atomic_write_json(path, {**raw, **result})
         try:
-            CascadedSampler.from_pretrained(weights, stages="cascade" if stage == "sr" else "global")
+            CascadedSampler.from_pretrained(weights, stages=stages)
         except Exception:
             atomic_write_json(path, raw)  # never leave a config that does not load
             raise
