@@ -122,14 +122,26 @@ def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool 
 # --- the procedure on a weights folder -----------------------------------------------------------
 
 
-def training_counts(data: str | Path, cases: int, config, cache: str | Path) -> np.ndarray:
+def training_counts(data: str | Path, cases: int, config, cache: str | Path | None = None) -> np.ndarray:
     """Mean voxels per case of each organ class and of lesion in training cases ``0..cases-1``,
-    on the stage's grid (resampled as the stage was trained: ``config.lesion_rule``)."""
-    from .preprocess import preprocess_cohort
+    on the stage's grid (resampled as the stage was trained: ``config.lesion_rule``).
 
-    arrays = preprocess_cohort(data, config.grid, cache, lesion_rule=config.lesion_rule)
-    counts = [np.append(np.bincount(np.asarray(arrays.organs[i]).ravel(), minlength=NUM_ORGAN_CLASSES),
-                        int(np.asarray(arrays.lesions[i]).sum())) for i in range(cases)]
+    With ``cache`` (e.g. the training run's), the whole cohort's preprocessing cache there is
+    used or built; without, only those cases are resampled (no cache written)."""
+    from .io import Cohort
+    from .preprocess import preprocess_cohort, to_grid
+
+    if cache is not None:
+        arrays = preprocess_cohort(data, config.grid, cache, lesion_rule=config.lesion_rule)
+        organs, lesions = arrays.organs, arrays.lesions
+    else:
+        cohort = Cohort(data)
+        resampled = [to_grid(cohort.load(cohort.case_ids[i]), config.grid, lesion_rule=config.lesion_rule)
+                     for i in range(cases)]
+        organs = [np.zeros(config.grid.shape, np.uint8) if c.organs is None else c.organs for c in resampled]
+        lesions = [np.zeros(config.grid.shape, np.uint8) if c.lesions is None else c.lesions for c in resampled]
+    counts = [np.append(np.bincount(np.asarray(organs[i]).ravel(), minlength=NUM_ORGAN_CLASSES),
+                        int(np.asarray(lesions[i]).sum())) for i in range(cases)]
     return np.mean(counts, axis=0)
 
 
@@ -178,7 +190,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     samples = merge(load_compact(work / f"{i:05d}.npz") for i in range(cases))
     if samples.max_abs != max_abs:
         raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
-    target = training_counts(data, cases, config, cache if cache is not None else work / "cache")
+    target = training_counts(data, cases, config, cache)
     before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
     bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
     result = {"label_bias": [round(float(b), 4) for b in bias],

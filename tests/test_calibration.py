@@ -12,7 +12,15 @@ import torch
 from helpers import tiny_stage_config, write_tiny_cohort
 
 from synthaug import cli
-from synthaug.calibration import compact, fit_label_bias, load_compact, mean_counts, merge, save_compact
+from synthaug.calibration import (
+    compact,
+    fit_label_bias,
+    load_compact,
+    mean_counts,
+    merge,
+    save_compact,
+    training_counts,
+)
 from synthaug.cascade import CascadedSampler
 from synthaug.channels import (
     CT_CHANNEL,
@@ -213,3 +221,13 @@ def test_calibrate_refuses_samples_reduced_otherwise(tiny, tmp_path, capsys):
     assert _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "1")[0] == 0
     code, _, err = _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "1", "--max-abs", "0.3")
     assert code == 2 and "reduced with max_abs 0.5" in err
+
+
+@pytest.mark.parametrize("stage", ["global", "sr"])
+def test_training_counts_without_a_cache_match_the_cohort_cache(tiny, tmp_path, stage):
+    cfg = load_stage(tiny / "weights" / stage)[1]
+    direct = training_counts(tiny / "cohort", 2, cfg)
+    cached = training_counts(tiny / "cohort", 2, cfg, tmp_path / "cache")
+    assert (tmp_path / "cache").is_dir() and direct.shape == (LABEL_BIAS_SIZE,)
+    np.testing.assert_allclose(direct, cached)
+    assert direct[1:NUM_ORGAN_CLASSES].sum() > 0  # the cases do have organs to count

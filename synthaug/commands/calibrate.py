@@ -17,7 +17,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-abs", type=float, default=0.5, help="largest offset; label channels span -1..1 (default 0.5)")
     p.add_argument("--shard", metavar="i/N", help="only sample cases with index %% N == i, and do not fit")
     p.add_argument("--fit-lesion", action="store_true", help="also fit the lesion channel's offset")
-    p.add_argument("--cache", help="preprocessing cache of the cohort (default: WORK/cache)")
+    p.add_argument("--cache", help="preprocessing cache of the whole cohort to use or build (e.g. the training run's); default: resample only the N cases")
     p.add_argument("--write", action="store_true", help="store the offsets in WEIGHTS/STAGE.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
