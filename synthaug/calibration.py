@@ -112,7 +112,8 @@ def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool 
     best, best_err = bias.copy(), np.inf
     for _ in range(iterations):
         counts = mean_counts(data, bias)
-        err = np.abs(np.log((counts[fit] + 1) / (target[fit] + 1))).max()
+        # Summed, not the largest: a class no offset within max_abs can reach must not freeze the others.
+        err = np.square(np.log((counts[fit] + 1) / (target[fit] + 1))).sum()
         if err < best_err:
             best, best_err = bias.copy(), err
         bias = np.where(fit, np.clip(bias + rate * np.log((target + 1) / (counts + 1)), -data.max_abs, data.max_abs), 0.0)

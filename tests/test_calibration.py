@@ -114,6 +114,23 @@ def test_fit_restores_the_volumes_of_lowered_channels():
     assert bias[-1] > 0 and abs(after[-1] / les_target[-1] - 1) < 0.05
 
 
+def test_an_unreachable_lesion_target_does_not_stop_the_organ_fit():
+    """A lesion channel far below 0 (no offset within max_abs makes a lesion) with --fit-lesion:
+    the organ offsets still converge, and the lesion's goes to the bound."""
+    truth = [_soft(s, (10, 10, 10)) for s in range(4)]
+    target = np.mean([_counts(x, np.zeros(LABEL_BIAS_SIZE)) for x in truth], axis=0)
+    target[-1] = 5.0
+    shifted = [x.copy() for x in truth]
+    for x in shifted:
+        x[2 + 3] -= 0.4
+        x[LESION_CHANNEL] = -3.0
+    data = merge(compact(x, 0.5) for x in shifted)
+    bias, after = fit_label_bias(data, target, fit_lesion=True)
+    organs = slice(1, NUM_ORGAN_CLASSES)
+    assert np.all(np.abs(after[organs] / target[organs] - 1) < 0.02), (after, target)
+    assert after[-1] == 0 and bias[-1] == pytest.approx(0.5)
+
+
 def test_fit_refuses_a_target_of_the_wrong_size():
     with pytest.raises(ValueError, match="target needs 13"):
         fit_label_bias(compact(_soft(0), 0.5), np.ones(12))
