@@ -12,7 +12,10 @@ demographics on the global grid:
 * ``label_range``: the largest value of the organ's channel anywhere in the sample (as
   generated, before the labels are hardened), median over samples: a trained model gives
   about +1 inside an organ; values below 0 mean the organ never wins the argmax without an
-  offset (``label_bias``: the decoded labels use the stage's calibrated offsets).
+  offset (``label_bias``: the decoded labels use the stage's calibrated offsets);
+* ``suv_ratio``: median over samples of (SUVmean inside the sample's organ label /
+  SUVmean inside the phantom's), where both have the organ: stage 1's uptake levels,
+  before the SR stage and its upsampling touch them.
 
 Lesions the same way (``lesion_stats``): the share of samples with any lesion voxel, the
 mean number of lesions (connected components) and lesion voxels per sample, beside the
@@ -34,23 +37,28 @@ TITLE = "Organ volumes in global-stage samples"
 
 
 def organ_volume_stats(samples, references, raw=None) -> dict:
-    """Per organ (1..11) ``present``, median ``volume_ratio`` and median ``label_range`` of
+    """Per organ (1..11) ``present``, median ``volume_ratio``, ``label_range`` and ``suv_ratio`` of
     encoded ``samples`` against encoded ``references`` (both (B, C, ...), same grid);
     ``label_range`` from ``raw`` (the samples' label channels as generated) if given."""
-    from synthaug.channels import ORGAN_CHANNELS
+    from synthaug.channels import ORGAN_CHANNELS, PET_CHANNEL, channel_to_pet
     from synthaug.labels import ORGAN_LABELS
 
     s_lab = samples[:, ORGAN_CHANNELS].argmax(1)
     r_lab = references[:, ORGAN_CHANNELS].argmax(1)
+    s_suv = channel_to_pet(samples[:, PET_CHANNEL].double())
+    r_suv = channel_to_pet(references[:, PET_CHANNEL].double())
     out = {}
     for c in (k for k in ORGAN_LABELS if k != 0):
         vs = (s_lab == c).flatten(1).sum(1).double()
         vr = (r_lab == c).flatten(1).sum(1).double()
         ratios = [float(a / b) for a, b in zip(vs, vr) if b > 0]
         peak = (samples if raw is None else raw)[:, ORGAN_CHANNELS.start + c].flatten(1).amax(1)
+        suv = [float(s_suv[i][s_lab[i] == c].mean() / r_suv[i][r_lab[i] == c].mean())
+               for i in range(len(samples)) if vs[i] > 0 and vr[i] > 0]
         out[ORGAN_LABELS[c]] = {"present": float((vs > 0).double().mean()),
                                 "volume_ratio": float(np.median(ratios)) if ratios else None,
-                                "label_range": float(np.median(peak.double().numpy()))}
+                                "label_range": float(np.median(peak.double().numpy())),
+                                "suv_ratio": float(np.median(suv)) if suv else None}
     return out
 
 

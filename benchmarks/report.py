@@ -209,6 +209,12 @@ def global_samples(r: dict) -> list[str]:
         rows.append([f"`{row['weights']['path']}`", row["step"], f"{_f(row['p_mean'], 'g')} / {_f(row['p_std'], 'g')}",
                      f"`{row['sampler']}` x {row['steps']}", "yes" if row.get("calibrated") else "no", *cells])
     out += _table(["weights", "step", "training log-sigma mean / std", "sampler", "label offsets", *organs], rows)
+    if all("suv_ratio" in o for row in res["rows"] for o in row["organs"].values()):
+        out += ["", "Uptake: median over samples of SUVmean inside the sample's organ label / SUVmean inside the "
+                "phantom's, on the global grid (stage 1's uptake, before the SR stage).", ""]
+        out += _table(["weights", *organs], [[f"`{row['weights']['path']}`",
+                                              *(_f(row["organs"][k]["suv_ratio"]) for k in organs)]
+                                             for row in res["rows"]])
     les = [(row["weights"]["path"], row["lesions"]) for row in res["rows"] if row.get("lesions")]
     if les:
         ref = les[0][1]["references"]

@@ -290,16 +290,19 @@ def test_organ_volume_stats_of_samples_against_phantoms():
     organs[:2, :2] = 7      # 16 voxels of liver
     organs[3, 3, 7] = 6     # 1 voxel of heart
     zeros = np.zeros(organs.shape, np.float32)
-    ref = torch.from_numpy(encode(zeros, zeros, organs, None))[None]
+    pet = np.where(organs == 7, 2.0, 1.0).astype(np.float32)
+    ref = torch.from_numpy(encode(zeros, pet, organs, None))[None]
     same = organ_volume_stats(ref, ref)
-    assert same["liver"] == {"present": 1.0, "volume_ratio": 1.0, "label_range": 1.0}
+    assert same["liver"] == {"present": 1.0, "volume_ratio": 1.0, "label_range": 1.0, "suv_ratio": 1.0}
     assert same["lungs"]["volume_ratio"] is None  # absent from the phantom: no ratio
     smaller = organs.copy()
     smaller[:2, :2, :4] = 2  # half the liver gone, and the heart
     smaller[3, 3, 7] = 2
-    sample = torch.from_numpy(encode(zeros, zeros, smaller, None))[None]
+    sample = torch.from_numpy(encode(zeros, 0.5 * pet, smaller, None))[None]  # uptake halved
     stats = organ_volume_stats(torch.cat([sample, ref]), torch.cat([ref, ref]))
     assert stats["liver"]["volume_ratio"] == pytest.approx(0.75)  # median of 0.5 and 1
+    assert stats["liver"]["suv_ratio"] == pytest.approx(0.75, rel=1e-5)  # median of 0.5 and 1
+    assert stats["heart"]["suv_ratio"] == pytest.approx(1.0)  # only the sample that has a heart counts
     assert stats["heart"]["present"] == 0.5 and stats["heart"]["label_range"] == pytest.approx(0.0)
 
 
