@@ -55,8 +55,18 @@ class DiffusionConfig:
     # Per-channel multipliers of the training loss (None = all 1). They move the network's effort
     # between channels, not the optimum (each channel's conditional mean); docs/training.md "SR loss weights".
     channel_weights: tuple[float, ...] | None = None
+    # x0 objective only: channels whose estimate keeps EDM's skip connection (c_skip x + c_out F),
+    # so that the network need not learn to carry them through at low noise (docs/training.md,
+    # "Lesion channel"); () = none.
+    skip_channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        skip = tuple(int(c) for c in self.skip_channels)
+        if any(c < 0 for c in skip) or len(set(skip)) != len(skip):
+            raise ValueError(f"skip_channels={list(self.skip_channels)}: need distinct channel indices >= 0")
+        if skip and self.objective != "x0":
+            raise ValueError(f"skip_channels only applies to the x0 objective, not {self.objective!r}")
+        object.__setattr__(self, "skip_channels", skip)
         if self.channel_weights is not None:
             weights = tuple(float(w) for w in self.channel_weights)
             if not weights or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
@@ -75,6 +85,10 @@ class DiffusionConfig:
             del d["channel_weights"]  # configs written before the field existed compare equal
         else:
             d["channel_weights"] = list(d["channel_weights"])
+        if d["skip_channels"]:
+            d["skip_channels"] = list(d["skip_channels"])
+        else:
+            del d["skip_channels"]  # likewise
         return d
 
     @classmethod
@@ -156,6 +170,15 @@ class X0Precond(EDMPrecond):
     def get_scalings(self, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         _, _, c_in, c_noise = super().get_scalings(sigma)
         return torch.zeros_like(sigma), torch.full_like(sigma, self.config.sigma_data), c_in, c_noise
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor, concat: torch.Tensor | None = None) -> torch.Tensor:
+        out = super().forward(x, sigma, cond, concat)  # sigma_data * F
+        skip = list(self.config.skip_channels)
+        if skip:
+            c_skip, c_out, _, _ = EDMPrecond.get_scalings(self, append_dims(_as_batch(sigma, x), x.ndim))
+            out = out.clone()
+            out[:, skip] = c_skip * x[:, skip] + (c_out / self.config.sigma_data) * out[:, skip]
+        return out
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """EDM's lambda for the x0 error, ``(1 + SNR) / sigma_data^2``, capped at ``SNR_GAMMA / sigma_data^2``."""

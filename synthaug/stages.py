@@ -74,6 +74,9 @@ class StageConfig:
         if weights is not None and len(weights) != self.net.out_channels:
             raise ValueError(f"diffusion.channel_weights has {len(weights)} entries; "
                              f"the network has {self.net.out_channels} output channels")
+        if any(c >= self.net.out_channels for c in self.diffusion.skip_channels):
+            raise ValueError(f"diffusion.skip_channels={list(self.diffusion.skip_channels)}: "
+                             f"the network has {self.net.out_channels} output channels")
 
     @property
     def grid(self) -> Grid:

@@ -516,3 +516,49 @@ def test_channel_weights_round_trip_and_must_match_the_network():
     assert "channel_weights" not in default_stage_config("sr").diffusion.to_dict()  # older configs still match
     with pytest.raises(ValueError, match="channel_weights has 3 entries"):
         default_stage_config("sr", diffusion=DiffusionConfig(channel_weights=(1.0, 1.0, 1.0)))
+
+
+class _ConstantNet(torch.nn.Module):
+    """A raw network whose output is a fixed field, to check the preconditioning around it."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, x, t, cond, concat=None):
+        return self.value.expand_as(x)
+
+
+def test_skip_channels_keep_the_input_at_low_noise_and_leave_the_others_alone():
+    from synthaug.diffusion import X0Precond
+
+    x = torch.randn(2, 3, 4, 4, 4)
+    plain = X0Precond(_ConstantNet(-2.0), DiffusionConfig(objective="x0"))
+    skip = X0Precond(_ConstantNet(-2.0), DiffusionConfig(objective="x0", skip_channels=(2,)))
+    for sigma in (1e-3, 0.5, 80.0):
+        a, b = plain(x, torch.tensor(sigma), None), skip(x, torch.tensor(sigma), None)
+        assert torch.equal(a[:, :2], b[:, :2])  # x0 estimate = sigma_data * F there
+        sd = 0.5
+        c_skip, c_out = sd**2 / (sigma**2 + sd**2), sigma * sd / (sigma**2 + sd**2) ** 0.5
+        assert torch.allclose(b[:, 2], c_skip * x[:, 2] - 2.0 * c_out, atol=1e-6)
+    assert torch.allclose(skip(x, torch.tensor(1e-3), None)[:, 2], x[:, 2], atol=5e-3)  # carried through
+    assert torch.allclose(skip(x, torch.tensor(80.0), None)[:, 2], plain(x, torch.tensor(80.0), None)[:, 2], atol=0.02)
+
+
+@pytest.mark.parametrize("kw, match", [({"skip_channels": (1, 1), "objective": "x0"}, "distinct"),
+                                       ({"skip_channels": (-1,), "objective": "x0"}, "distinct"),
+                                       ({"skip_channels": (14,), "objective": "edm"}, "only applies to the x0")])
+def test_bad_skip_channels_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DiffusionConfig(**kw)
+
+
+def test_skip_channels_round_trip_and_must_match_the_network():
+    from synthaug.stages import StageConfig, default_stage_config
+
+    cfg = default_stage_config("global", objective="x0",
+                               diffusion=DiffusionConfig(objective="x0", skip_channels=(14,)))
+    assert StageConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert "skip_channels" not in default_stage_config("global", objective="x0").diffusion.to_dict()
+    with pytest.raises(ValueError, match="skip_channels=\\[15\\]"):
+        default_stage_config("global", diffusion=DiffusionConfig(objective="x0", skip_channels=(15,)))
