@@ -11,7 +11,10 @@ lesion channel):
   perfect denoiser. Above 1 the estimate is worse than the noisy input.
 * ``dice``: mean Dice of the organ labels decoded from the estimate (argmax of the organ
   channels) against the true ones, over the organ classes present: how much of the
-  anatomy the denoiser recovers at that level.
+  anatomy the denoiser recovers at that level;
+* ``lesion_value``: the estimate's mean lesion channel inside the true lesions (+1 = the
+  lesion recovered, -1 = erased; None without lesions): a lesion is a few voxels per
+  case, too few to move any mean error.
 
 Beside them, per weights folder: the share of training examples drawn above each level
 and the share of the default sampler's steps taken there. A sampler's last steps rely
@@ -60,19 +63,22 @@ def organ_dice(estimate, x0) -> float:
 
 
 def denoising_errors(model, x0, cond, sigmas=SIGMAS, seed: int = 0) -> dict:
-    """``{group: {"mse": [...], "ratio": [...]}, "dice": [...]}`` over ``sigmas`` for
+    """``{group: {"mse": [...], "ratio": [...]}, "dice": [...], "lesion_value": [...]}`` over ``sigmas`` for
     encoded cases ``x0`` (B, C, ...)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     out: dict = {g: {"mse": [], "ratio": []} for g in GROUPS}
     out["dice"] = []
+    out["lesion_value"] = []
+    lesions = x0[:, LESION_CHANNEL] > 0
     for s in sigmas:
         eps = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         with torch.no_grad():
             d = model(x0 + s * eps, torch.full((x0.shape[0],), s, dtype=x0.dtype), cond)
         err = (d - x0).pow(2)
         out["dice"].append(organ_dice(d, x0))
+        out["lesion_value"].append(float(d[:, LESION_CHANNEL][lesions].mean()) if lesions.any() else None)
         for g, sl in GROUPS.items():
             mse = float(err[:, sl].mean())
             out[g]["mse"].append(mse)

@@ -187,6 +187,13 @@ def denoiser(r: dict) -> list[str]:
             noise = f"{_f(sh.get('p_mean'), 'g')} / {_f(sh.get('p_std'), 'g')}"
             rows.append([f"`{row['weights']['path']}`", row["step"], noise, *cells])
         out += _table(["weights", "step", "training log-sigma mean / std", *[f"sigma {s:g}" for s in sigmas]], rows)
+    with_lesions = [row for row in res["rows"] if any(v is not None for v in row["errors"].get("lesion_value", []))]
+    if with_lesions:
+        out += ["", "Lesion channel of the denoised estimate inside the true lesions, mean (+1: the lesion is "
+                "recovered, -1: erased):", ""]
+        out += _table(["weights", *[f"sigma {s:g}" for s in sigmas]],
+                      [[f"`{row['weights']['path']}`", *[_f(v, "+.2f") for v in row["errors"]["lesion_value"]]]
+                       for row in with_lesions])
     out.append("")
     return out
 

@@ -356,3 +356,24 @@ def test_organ_interiors_keep_only_voxels_far_from_each_border():
     # ... and from the inner cube's border (Euclidean distance to the nearest voxel of another label)
     assert not inner[6:14, 8:12, 8:12].any() and not inner[8:12, 8:12, 6:14].any()
     assert inner[4, 4, 4] == 1 and inner[5, 10, 10] == 1
+
+
+def test_denoiser_lesion_value_tells_a_recovered_lesion_from_an_erased_one():
+    from benchmarks.denoiser import denoising_errors
+    from synthaug.channels import LESION_CHANNEL
+
+    x0 = torch.zeros(2, 15, 4, 4, 8, dtype=torch.float64)
+    x0[:, LESION_CHANNEL] = -1.0
+    x0[0, LESION_CHANNEL, 1, 1, 1:3] = 1.0
+    cond = torch.zeros(2, 14)
+
+    def eraser(x, sigma, cond):
+        out = x0.clone()
+        out[:, LESION_CHANNEL] = -1.0
+        return out
+
+    assert denoising_errors(lambda x, sigma, cond: x0, x0, cond, sigmas=(0.1, 1.0))["lesion_value"] == [1.0, 1.0]
+    assert denoising_errors(eraser, x0, cond, sigmas=(0.1,))["lesion_value"] == [-1.0]
+    none = x0.clone()
+    none[:, LESION_CHANNEL] = -1.0
+    assert denoising_errors(lambda x, sigma, cond: none, none, cond, sigmas=(0.1,))["lesion_value"] == [None]
