@@ -59,6 +59,11 @@ class DiffusionConfig:
     # so that the network need not learn to carry them through at low noise (docs/training.md,
     # "Lesion channel"); () = none.
     skip_channels: tuple[int, ...] = ()
+    # Per-channel multipliers of the loss where the clean channel is > 0 (the label is present;
+    # None = all 1). Unlike channel_weights they move the optimum: a weight w makes a voxel
+    # positive from a probability 1 / (1 + w) on, for a class too rare to be drawn otherwise
+    # (docs/training.md, "Lesion channel"); the label offsets then refit its volume.
+    positive_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         skip = tuple(int(c) for c in self.skip_channels)
@@ -67,11 +72,13 @@ class DiffusionConfig:
         if skip and self.objective != "x0":
             raise ValueError(f"skip_channels only applies to the x0 objective, not {self.objective!r}")
         object.__setattr__(self, "skip_channels", skip)
-        if self.channel_weights is not None:
-            weights = tuple(float(w) for w in self.channel_weights)
-            if not weights or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
-                raise ValueError(f"channel_weights={list(self.channel_weights)}: need finite weights >= 0, not all 0")
-            object.__setattr__(self, "channel_weights", weights)
+        for name in ("channel_weights", "positive_weights"):
+            value = getattr(self, name)
+            if value is not None:
+                weights = tuple(float(w) for w in value)
+                if not weights or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+                    raise ValueError(f"{name}={list(value)}: need finite weights >= 0, not all 0")
+                object.__setattr__(self, name, weights)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective={self.objective!r}; choose one of {OBJECTIVES}")
         if not 0 < self.sigma_min < self.sigma_max:
@@ -81,10 +88,11 @@ class DiffusionConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["channel_weights"] is None:
-            del d["channel_weights"]  # configs written before the field existed compare equal
-        else:
-            d["channel_weights"] = list(d["channel_weights"])
+        for name in ("channel_weights", "positive_weights"):
+            if d[name] is None:
+                del d[name]  # configs written before the field existed compare equal
+            else:
+                d[name] = list(d[name])
         if d["skip_channels"]:
             d["skip_channels"] = list(d["skip_channels"])
         else:
@@ -96,13 +104,21 @@ class DiffusionConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def channel_mse(err: torch.Tensor, weights: Sequence[float] | None) -> torch.Tensor:
-    """Per-sample mean of ``err**2`` over channels and voxels, channel ``c`` scaled by ``weights[c]``."""
+def channel_mse(err: torch.Tensor, weights: Sequence[float] | None, x0: torch.Tensor | None = None,
+                positive_weights: Sequence[float] | None = None) -> torch.Tensor:
+    """Per-sample mean of ``err**2`` over channels and voxels, channel ``c`` scaled by ``weights[c]``
+    everywhere and by ``positive_weights[c]`` where ``x0``'s channel ``c`` is > 0."""
     sq = err.pow(2)
+    for name, w in (("channel_weights", weights), ("positive_weights", positive_weights)):
+        if w is not None and len(w) != err.shape[1]:
+            raise ValueError(f"{name} has {len(w)} entries for {err.shape[1]} channels")
     if weights is not None:
-        if len(weights) != err.shape[1]:
-            raise ValueError(f"channel_weights has {len(weights)} entries for {err.shape[1]} channels")
         sq = sq * append_dims(torch.as_tensor(weights, dtype=sq.dtype, device=sq.device), sq.ndim - 1)
+    if positive_weights is not None:
+        if x0 is None:
+            raise ValueError("positive_weights need the clean sample x0")
+        pw = append_dims(torch.as_tensor(positive_weights, dtype=sq.dtype, device=sq.device), sq.ndim - 1)
+        sq = sq * torch.where(x0 > 0, pw, torch.ones_like(pw))
     return sq.flatten(1).mean(1)
 
 
@@ -145,7 +161,8 @@ class EDMPrecond(nn.Module):
         sigma = (rnd * self.config.p_std + self.config.p_mean).exp()
         eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         denoised = self(x0 + append_dims(sigma, x0.ndim) * eps, sigma, cond, concat)
-        return self.loss_weight(sigma) * channel_mse(denoised - x0, self.config.channel_weights)
+        return self.loss_weight(sigma) * channel_mse(denoised - x0, self.config.channel_weights, x0,
+                                                     self.config.positive_weights)
 
     def loss_weight(self, sigma: torch.Tensor) -> torch.Tensor:
         """lambda(sigma) = 1 / c_out^2: the network's target has unit variance at every level."""
@@ -221,7 +238,7 @@ class FlowPrecond(nn.Module):
         tt = append_dims(t, x0.ndim)
         x_t = (1 - tt) * x0 + tt * eps
         v = self.velocity(x_t, t, cond, concat)
-        return channel_mse(v - (eps - x0), self.config.channel_weights)
+        return channel_mse(v - (eps - x0), self.config.channel_weights, x0, self.config.positive_weights)
 
 
 def make_precond(net: nn.Module, config: DiffusionConfig) -> EDMPrecond | FlowPrecond:

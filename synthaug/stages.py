@@ -70,10 +70,14 @@ class StageConfig:
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r}; choose one of {UPSAMPLE_MODES}")
         object.__setattr__(self, "label_bias", check_label_bias(self.label_bias))
-        weights = self.diffusion.channel_weights
-        if weights is not None and len(weights) != self.net.out_channels:
-            raise ValueError(f"diffusion.channel_weights has {len(weights)} entries; "
-                             f"the network has {self.net.out_channels} output channels")
+        for name in ("channel_weights", "positive_weights"):
+            weights = getattr(self.diffusion, name)
+            if weights is not None and len(weights) != self.net.out_channels:
+                raise ValueError(f"diffusion.{name} has {len(weights)} entries; "
+                                 f"the network has {self.net.out_channels} output channels")
+        if self.diffusion.positive_weights is not None and self.stage != "global":
+            raise ValueError("diffusion.positive_weights is for the global stage: the SR stage learns a residual, "
+                             "whose sign says nothing about the label")
         if any(c >= self.net.out_channels for c in self.diffusion.skip_channels):
             raise ValueError(f"diffusion.skip_channels={list(self.diffusion.skip_channels)}: "
                              f"the network has {self.net.out_channels} output channels")

@@ -562,3 +562,31 @@ def test_skip_channels_round_trip_and_must_match_the_network():
     assert "skip_channels" not in default_stage_config("global", objective="x0").diffusion.to_dict()
     with pytest.raises(ValueError, match="skip_channels=\\[15\\]"):
         default_stage_config("global", diffusion=DiffusionConfig(objective="x0", skip_channels=(15,)))
+
+
+def test_positive_weights_scale_the_loss_where_the_clean_channel_is_positive():
+    from synthaug.diffusion import channel_mse
+
+    err = torch.ones(1, 2, 2, 2, 2)
+    x0 = -torch.ones(1, 2, 2, 2, 2)
+    x0[0, 1, 0, 0, 0] = 1.0  # one label voxel of 16
+    assert torch.allclose(channel_mse(err, None, x0, (1.0, 1.0)), torch.ones(1))
+    assert torch.allclose(channel_mse(err, None, x0, (5.0, 9.0)), torch.tensor([(16 + 8) / 16]))
+    assert torch.allclose(channel_mse(err, (1.0, 2.0), x0, (1.0, 9.0)), torch.tensor([(8 + 2 * 7 + 2 * 9) / 16]))
+    with pytest.raises(ValueError, match="need the clean sample"):
+        channel_mse(err, None, None, (1.0, 1.0))
+    with pytest.raises(ValueError, match="positive_weights has 1 entries"):
+        channel_mse(err, None, x0, (1.0,))
+
+
+def test_positive_weights_round_trip_and_are_refused_for_the_sr_stage():
+    from synthaug.stages import StageConfig, default_stage_config
+
+    weights = (1.0,) * 14 + (20.0,)
+    cfg = default_stage_config("global", objective="x0", diffusion=DiffusionConfig(objective="x0", positive_weights=weights))
+    assert StageConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert "positive_weights" not in default_stage_config("global").diffusion.to_dict()
+    with pytest.raises(ValueError, match="positive_weights is for the global stage"):
+        default_stage_config("sr", diffusion=DiffusionConfig(positive_weights=weights))
+    with pytest.raises(ValueError, match="positive_weights=\\[-1.0\\]"):
+        DiffusionConfig(positive_weights=(-1.0,))
