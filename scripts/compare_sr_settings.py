@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--weights", required=True)
     ap.add_argument("--settings", nargs="+", type=_setting, default=[("euler", 1)])
     ap.add_argument("--cases", type=int, default=2)
+    ap.add_argument("--upsample", choices=UPSAMPLE_MODES, help="SR input upsampling (default: the weights' own)")
     ap.add_argument("--per-organ", action="store_true", help="also print volume, mean SUV and median HU per organ")
     args = ap.parse_args()
     s = CascadedSampler.from_pretrained(args.weights)
@@ -75,13 +76,15 @@ def main() -> None:
     tables["global grid (input)"] = np.nanmean(np.stack([per_organ(decode(lo[0]), global_ml) for lo, _ in inputs]), 0)
     for mode in UPSAMPLE_MODES:  # the SR stage's starting point, without any SR network
         report(f"upsampled {mode}", [decode(upsample(lo.float(), out_shape, mode)[0]) for lo, _ in inputs])
+    if args.upsample:
+        s.sr_config = replace(s.sr_config, upsample=args.upsample)
     base = s.sr_config
     for sampler, steps in args.settings:
         s.sr_config = replace(base, diffusion=replace(base.diffusion, sampler=sampler))
         s.configure(sr_steps=steps)
         t0 = time.time()
         outs = [decode(s.sample_sr(lo, [d], [100 + i])[0]) for i, ((lo, _), d) in enumerate(zip(inputs, demos))]
-        report(f"{sampler} x {steps}", outs, (time.time() - t0) / len(outs))
+        report(f"{sampler} x {steps} ({base.upsample})", outs, (time.time() - t0) / len(outs))
     if args.per_organ:
         from synthaug.labels import ORGAN_LABELS
 

@@ -178,7 +178,7 @@ class CascadedSampler:
         residual = sample(self._denoiser(denoiser, guidance), (cfg.net.in_channels, *cfg.output_grid.shape), cfg.diffusion,
                           [_seed_for_stage(s, 2) for s in seeds], extra_args={"cond": cond}, steps=self.sr_steps,
                           dtype=torch.float32, device=self.device, disable=not progress)
-        x = upsample(lowres, cfg.output_grid.shape, cfg.upsample).add_(residual)
+        x = upsample(lowres, cfg.output_grid.shape, cfg.upsample, denoiser.pvc).add_(residual)
         del residual
         return x if soft_labels else harden_labels(x, cfg.label_bias)
 

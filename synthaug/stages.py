@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .channels import CT_CHANNEL, ENCODING, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL, check_label_bias
+from .channels import (CT_CHANNEL, ENCODING, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL, channel_to_ct,
+                       channel_to_pet, check_label_bias, ct_to_channel, pet_to_channel)
 from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from .diffusion import DiffusionConfig, make_precond
 from .grid import Grid, get_preset
@@ -32,8 +33,10 @@ STAGES = ("global", "sr")
 COORD_CHANNELS = 3
 #: How the SR stage brings the global volume onto the output grid (its conditioning, and the base its
 #: residual is added to): "trilinear", or "label": CT and PET interpolated within each voxel's own
-#: label only (:func:`upsample_region`), so that organ borders do not blur intensities across them.
-UPSAMPLE_MODES = ("trilinear", "label")
+#: label only (:func:`upsample_region`), so that organ borders do not blur intensities across them;
+#: "label_pvc": "label" plus a partial-volume correction of the low-res intensities
+#: (:func:`pv_correction`), so that organs keep their own mean up to their border.
+UPSAMPLE_MODES = ("trilinear", "label", "label_pvc")
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,7 @@ def _axis_taps(n_in: int, n_out: int, sl: slice, device, dtype) -> tuple[tuple[t
 
 
 def upsample_region(lowres: torch.Tensor, out_shape, region: tuple[slice, slice, slice],
-                    mode: str = "trilinear") -> torch.Tensor:
+                    mode: str = "trilinear", pvc: PVCorrection | None = None) -> torch.Tensor:
     """Upsample ``lowres`` (B, C, gx, gy, gz) onto a region of the output grid (both grids
     span the same field of view).
 
@@ -225,6 +228,9 @@ def upsample_region(lowres: torch.Tensor, out_shape, region: tuple[slice, slice,
     Across an organ border trilinear interpolation mixes both sides; within the label an
     organ keeps its own value up to its border (docs/training.md, "Label-guided
     upsampling"). Voxels with no neighbour of their label keep the trilinear value.
+    ``mode="label_pvc"`` interpolates the same way what :func:`pv_correction` leaves of the
+    intensities after each label's partial-volume-corrected mean, and adds that mean back;
+    ``pvc`` is that correction when already computed for ``lowres`` (it needs the whole volume).
     """
     if mode not in UPSAMPLE_MODES:
         raise ValueError(f"upsample mode {mode!r}; choose one of {UPSAMPLE_MODES}")
@@ -234,6 +240,9 @@ def upsample_region(lowres: torch.Tensor, out_shape, region: tuple[slice, slice,
     ch = [CT_CHANNEL, PET_CHANNEL]
     low_labels, out_labels = region_labels(lowres), region_labels(up)
     intensities = lowres[:, ch]
+    if mode == "label_pvc":
+        pvc = pv_correction(lowres, out_shape) if pvc is None else pvc
+        intensities = intensities - pvc.mixed
     taps = [_axis_taps(n_in, n_out, sl, lowres.device, lowres.dtype)
             for n_in, n_out, sl in zip(lowres.shape[2:], out_shape, region)]
     num = torch.zeros_like(up[:, ch])
@@ -244,19 +253,76 @@ def upsample_region(lowres: torch.Tensor, out_shape, region: tuple[slice, slice,
         num += w[:, None] * intensities[:, :, ix][:, :, :, iy][:, :, :, :, iz]
         den += w
     use = (den > _MIN_LABEL_WEIGHT)[:, None]
+    inside = num / den.clamp_min(_MIN_LABEL_WEIGHT)[:, None]
+    if mode == "label_pvc":
+        pure = torch.gather(pvc.means, 2, out_labels.flatten(1)[:, None].expand(-1, 2, -1)).view_as(inside)
+        inside = inside + pure
     out = up.clone()
-    out[:, ch] = torch.where(use, num / den.clamp_min(_MIN_LABEL_WEIGHT)[:, None], up[:, ch])
+    out[:, ch] = torch.where(use, inside, up[:, ch])
     return out
 
 
-def upsample(lowres: torch.Tensor, out_shape, mode: str = "trilinear") -> torch.Tensor:
+#: Classes of :func:`region_labels`: the organs, then "lesion".
+_NUM_REGION_CLASSES = NUM_ORGAN_CLASSES + 1
+
+
+@dataclass(frozen=True)
+class PVCorrection:
+    """What :func:`pv_correction` finds for one low-res volume (encoded units)."""
+
+    means: torch.Tensor  # (B, 2, classes): each label's corrected CT and PET
+    mixed: torch.Tensor  # (B, 2, gx, gy, gz): those means mixed by each low-res voxel's label fractions
+
+
+def pv_correction(lowres: torch.Tensor, out_shape, chunk: int = 32) -> PVCorrection:
+    """Partial-volume correction of the low-res CT and PET by the geometric transfer matrix.
+
+    On the coarse grid a voxel on an organ border averages the organ with its neighbour, so
+    a border organ's voxels all read low (brain against the skull, heart against the lungs).
+    With the labels on the output grid (:func:`region_labels` of the trilinear upsampling,
+    as :func:`upsample_region` decides them) each low-res voxel's fraction of every label is
+    known; the label means that best explain the low-res values as such mixtures (least
+    squares, in HU and SUV, where the averaging happened) are the corrected means. The
+    output grid must be an integer multiple of the low-res grid (block averaging).
+    """
+    b, _, *low = lowres.shape
+    factors = [o // g for o, g in zip(out_shape, low)]
+    if any(o != f * g for o, f, g in zip(out_shape, factors, low)):
+        raise ValueError(f"label_pvc upsampling needs an output grid {tuple(out_shape)} that is a whole multiple "
+                         f"of the low-res grid {tuple(low)}")
+    n_low = low[0] * low[1] * low[2]
+    counts = torch.zeros(b * _NUM_REGION_CLASSES * n_low, dtype=lowres.dtype, device=lowres.device)
+    step = chunk - chunk % factors[2] or factors[2]
+    axes = [torch.arange(n, device=lowres.device) // f for n, f in zip(out_shape, factors)]
+    for z0 in range(0, out_shape[2], step):  # the output grid's labels, a slab at a time (memory)
+        region = (slice(0, out_shape[0]), slice(0, out_shape[1]), slice(z0, min(out_shape[2], z0 + step)))
+        labels = region_labels(_trilinear_region(lowres, out_shape, region))          # (B, X, Y, slab)
+        block = (axes[0][:, None, None] * low[1] + axes[1][None, :, None]) * low[2] + axes[2][None, None, region[2]]
+        key = (torch.arange(b, device=lowres.device)[:, None, None, None] * _NUM_REGION_CLASSES + labels) * n_low + block
+        counts += torch.bincount(key.flatten(), minlength=counts.numel()).to(lowres.dtype)
+    frac = counts.view(b, _NUM_REGION_CLASSES, *low) / (factors[0] * factors[1] * factors[2])
+    phys = torch.stack([channel_to_ct(lowres[:, CT_CHANNEL]), channel_to_pet(lowres[:, PET_CHANNEL])], 1)
+    a = frac.flatten(2)                                             # (B, K, N)
+    gram = a @ a.transpose(1, 2)                                    # (B, K, K)
+    ridge = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+    gram = gram + ridge[:, None, None] * torch.eye(_NUM_REGION_CLASSES, dtype=a.dtype, device=a.device)
+    means = torch.linalg.solve(gram, a @ phys.flatten(2).transpose(1, 2)).transpose(1, 2)  # (B, 2, K)
+    # Guard against ill-posed classes: within the physically meaningful range.
+    means = torch.stack([means[:, 0].clamp(-1024.0, 3000.0), means[:, 1].clamp(0.0, 2 * float(phys[:, 1].max()))], 1)
+    mixed = (means @ a).view(b, 2, *low)
+    enc = lambda v: torch.stack([ct_to_channel(v[:, 0]), pet_to_channel(v[:, 1])], 1)  # noqa: E731
+    return PVCorrection(means=enc(means), mixed=enc(mixed))
+
+
+def upsample(lowres: torch.Tensor, out_shape, mode: str = "trilinear", pvc: PVCorrection | None = None) -> torch.Tensor:
     """:func:`upsample_region` over the whole output grid."""
-    return upsample_region(lowres, out_shape, tuple(slice(0, int(n)) for n in out_shape), mode)
+    return upsample_region(lowres, out_shape, tuple(slice(0, int(n)) for n in out_shape), mode, pvc)
 
 
-def sr_concat(lowres: torch.Tensor, out_shape, region, mode: str = "trilinear") -> torch.Tensor:
+def sr_concat(lowres: torch.Tensor, out_shape, region, mode: str = "trilinear",
+              pvc: PVCorrection | None = None) -> torch.Tensor:
     """The SR network's image conditioning for a region: upsampled low-res channels + coordinates."""
-    up = upsample_region(lowres, out_shape, region, mode)
+    up = upsample_region(lowres, out_shape, region, mode, pvc)
     coords = region_coords(out_shape, region, lowres.device, lowres.dtype)[None].expand(lowres.shape[0], -1, -1, -1, -1)
     return torch.cat([up, coords], dim=1)
 
@@ -313,6 +379,8 @@ class PatchwiseDenoiser:
         self.model, self.lowres, self.out_shape = model, lowres, tuple(out_shape)
         self.patch, self.overlap, self.batch_size = tuple(patch), overlap, batch_size
         self.upsample = upsample
+        # The same for every patch and step: computed once.
+        self.pvc = pv_correction(lowres, self.out_shape) if upsample == "label_pvc" else None
         starts = [patch_starts(n, p, overlap) for n, p in zip(self.out_shape, self.patch)]
         self.regions = [tuple(slice(s, s + p) for s, p in zip(st, self.patch)) for st in itertools.product(*starts)]
         self.edges = [[(s == 0, s + p == n) for s, p, n in zip(st, self.patch, self.out_shape)] for st in itertools.product(*starts)]
@@ -328,7 +396,7 @@ class PatchwiseDenoiser:
         for start in range(0, len(self.regions), self.batch_size):
             ks = list(range(start, min(start + self.batch_size, len(self.regions))))
             xs = torch.cat([x[(slice(None), slice(None), *self.regions[k])] for k in ks])
-            concat = torch.cat([sr_concat(self.lowres, self.out_shape, self.regions[k], self.upsample) for k in ks])
+            concat = torch.cat([sr_concat(self.lowres, self.out_shape, self.regions[k], self.upsample, self.pvc) for k in ks])
             d = self.model(xs.float(), sigma.repeat(len(ks)).float(), cond.repeat(len(ks), 1), concat.float()).to(x.dtype)
             for j, k in enumerate(ks):
                 w = self.weight(k, x.device, x.dtype)

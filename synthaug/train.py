@@ -32,10 +32,12 @@ from .demographics import FIELDS, drop_fields
 from .io import atomic_write_json
 from .preprocess import GridArrays, preprocess_cohort
 from .stages import (
+    PVCorrection,
     StageConfig,
     build_stage_model,
     default_stage_config,
     load_stage,
+    pv_correction,
     save_stage,
     sr_concat,
 )
@@ -80,6 +82,7 @@ class StageData:
             raise ValueError("the SR stage needs the cohort on the output grid")
         if output_arrays is not None and output_arrays.case_ids != global_arrays.case_ids:
             raise ValueError("global and output arrays hold different cases")
+        self._pvc: dict[int, PVCorrection] = {}
 
     def __len__(self) -> int:
         return len(self.g)
@@ -88,6 +91,16 @@ class StageData:
         sl = (i,) if region is None else (i, *region)
         organs = arrays.organs[sl] if arrays.has_organs[i] else None
         return encode(np.asarray(arrays.ct[sl], np.float32), np.asarray(arrays.pet[sl], np.float32), organs, arrays.lesions[sl])
+
+    def _pv_correction(self, idx, lowres: torch.Tensor) -> PVCorrection:
+        """The partial-volume correction of each drawn case's clean low-res volume, computed
+        once per case (it needs the whole volume; the augmentation noise leaves it nearly
+        unchanged)."""
+        for j, i in enumerate(idx):
+            if int(i) not in self._pvc:
+                self._pvc[int(i)] = pv_correction(lowres[j:j + 1], self.stage.output_grid.shape)
+        parts = [self._pvc[int(i)] for i in idx]
+        return PVCorrection(means=torch.cat([p.means for p in parts]), mixed=torch.cat([p.mixed for p in parts]))
 
     def batch(self, rng: np.random.Generator, gen: torch.Generator, batch_size: int) -> dict[str, torch.Tensor]:
         idx = rng.integers(len(self), size=batch_size)
@@ -103,8 +116,9 @@ class StageData:
         # Conditioning augmentation: the low-res input is perturbed so that imperfect
         # stage-1 outputs are refined, not amplified.
         aug = torch.rand(batch_size, generator=gen) * self.stage.cond_aug_max
+        pvc = self._pv_correction(idx, lowres) if self.stage.upsample == "label_pvc" else None
         lowres = lowres + aug.view(-1, 1, 1, 1, 1) * torch.randn(lowres.shape, generator=gen)
-        concat = sr_concat(lowres, out_shape, region, self.stage.upsample)
+        concat = sr_concat(lowres, out_shape, region, self.stage.upsample, pvc)
         residual = hr - concat[:, :NUM_CHANNELS]  # the upsampled low-res channels
         return {"x0": residual, "cond": cond, "concat": concat}
 

@@ -14,7 +14,8 @@ from helpers import TINY_GLOBAL_GRID, TINY_OUTPUT_GRID, tiny_case, tiny_stage_co
 
 from synthaug import cli
 from synthaug.cascade import CascadedSampler
-from synthaug.channels import CT_CHANNEL, LESION_CHANNEL, NUM_CHANNELS, PET_CHANNEL, encode
+from synthaug.channels import (CT_CHANNEL, LESION_CHANNEL, NUM_CHANNELS, PET_CHANNEL, channel_to_ct, channel_to_pet,
+                               ct_to_channel, encode, pet_to_channel)
 from synthaug.demographics import Demographics
 from synthaug.nets import NetConfig
 from synthaug.preprocess import to_grid
@@ -25,6 +26,7 @@ from synthaug.stages import (
     build_stage_model,
     check_patching,
     patch_starts,
+    pv_correction,
     region_labels,
     save_stage,
     sr_concat,
@@ -151,6 +153,57 @@ def test_label_upsampling_is_a_normalised_convolution_within_each_label():
     assert (got - tri).abs().max() > 0.1  # random labels: many voxels differ from trilinear
 
 
+def _mixed_blocks(factor: int = 4):
+    """A low-res volume whose output-grid truth is piecewise constant on the labels that
+    upsampling decides: organ 3 (HU 60, SUV 6) inside organ 1 (HU -100, SUV 0.8), low-res
+    intensities the block means of that truth. Returns (low, out_shape, truth HU, truth SUV)."""
+    shape = (6, 6, 8)
+    out_shape = tuple(factor * n for n in shape)
+    low = torch.full((1, NUM_CHANNELS, *shape), -1.0, dtype=torch.float64)
+    low[0, 2 + 1] = 1.0
+    low[0, 2 + 1, 2:4, 1:4, 3:6] = -1.0
+    low[0, 2 + 3, 2:4, 1:4, 3:6] = 1.0
+    labels = region_labels(upsample(low, out_shape, "trilinear"))
+    hu = torch.where(labels == 3, 60.0, -100.0).double()
+    suv = torch.where(labels == 3, 6.0, 0.8).double()
+    low[:, CT_CHANNEL] = ct_to_channel(F.avg_pool3d(hu[:, None], factor)[:, 0])
+    low[:, PET_CHANNEL] = pet_to_channel(F.avg_pool3d(suv[:, None], factor)[:, 0])
+    return low, out_shape, hu[0], suv[0]
+
+
+def test_pvc_upsampling_restores_a_piecewise_constant_truth_that_label_upsampling_dilutes():
+    """Block averaging mixes organ 3 with its surroundings at its border; the partial-volume
+    correction finds both organs' own values and gives them back up to the border, where
+    plain label-guided upsampling keeps the diluted border voxels."""
+    low, out_shape, hu, suv = _mixed_blocks()
+    pvc = upsample(low, out_shape, "label_pvc")
+    torch.testing.assert_close(channel_to_ct(pvc[0, CT_CHANNEL]), hu, atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(channel_to_pet(pvc[0, PET_CHANNEL]), suv, atol=1e-5, rtol=1e-6)
+    plain = channel_to_pet(upsample(low, out_shape, "label")[0, PET_CHANNEL])
+    organ = region_labels(pvc)[0] == 3
+    assert float(plain[organ].mean()) < 5.5  # diluted by more than 8 %
+    torch.testing.assert_close(pvc[:, 2:], upsample(low, out_shape, "trilinear")[:, 2:])  # labels untouched
+    means = pv_correction(low, out_shape).means[0]
+    assert float(channel_to_pet(means[1, 3])) == pytest.approx(6.0, abs=1e-5)
+    assert float(channel_to_ct(means[0, 1])) == pytest.approx(-100.0, abs=1e-3)
+
+
+def test_pvc_upsampling_of_a_region_equals_the_whole_volume_result():
+    low, out_shape, _, _ = _mixed_blocks()
+    low = low + 0.05 * torch.randn(low.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    full = upsample(low, out_shape, "label_pvc")
+    sub = (slice(3, 17), slice(0, 24), slice(5, 30))
+    expected = full[(slice(None), slice(None), *sub)]
+    torch.testing.assert_close(upsample_region(low, out_shape, sub, "label_pvc"), expected)
+    torch.testing.assert_close(upsample_region(low, out_shape, sub, "label_pvc", pv_correction(low, out_shape)), expected)
+
+
+def test_pvc_upsampling_needs_a_whole_multiple_grid():
+    low, _, _, _ = _mixed_blocks()
+    with pytest.raises(ValueError, match=r"whole multiple of the low-res grid \(6, 6, 8\)"):
+        upsample(low, (24, 24, 30), "label_pvc")
+
+
 def test_upsample_mode_is_validated_and_recorded():
     with pytest.raises(ValueError, match="upsample mode 'cubic'"):
         upsample(torch.zeros(1, NUM_CHANNELS, 2, 2, 2), (4, 4, 4), "cubic")
@@ -162,6 +215,7 @@ def test_upsample_mode_is_validated_and_recorded():
     assert StageConfig.from_dict(old).upsample == "trilinear"  # configs from before the field
     with pytest.raises(ValueError, match="upsample='nearest'"):
         tiny_stage_config("sr", upsample="nearest")
+    assert tiny_stage_config("sr", upsample="label_pvc").upsample == "label_pvc"
 
 
 def test_sr_concat_is_upsampled_channels_plus_coordinates():

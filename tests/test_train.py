@@ -590,3 +590,29 @@ def test_positive_weights_round_trip_and_are_refused_for_the_sr_stage():
         default_stage_config("sr", diffusion=DiffusionConfig(positive_weights=weights))
     with pytest.raises(ValueError, match="positive_weights=\\[-1.0\\]"):
         DiffusionConfig(positive_weights=(-1.0,))
+
+
+def test_pvc_sr_batches_correct_each_case_from_its_clean_input(cohort):
+    """With ``upsample="label_pvc"`` the SR batches use each drawn case's partial-volume
+    correction of its clean low-res volume (computed once per case), not the plain
+    label-guided upsampling; the label channels stay as they were."""
+    from helpers import tiny_stage_config
+
+    from synthaug.stages import pv_correction
+    from synthaug.train import _step_generators, load_stage_data
+
+    batches, datas = {}, {}
+    for mode in ("label", "label_pvc"):
+        datas[mode] = data = load_stage_data(tiny_stage_config("sr", upsample=mode), cohort, cohort.parent / "cache-pvc")
+        rng, gen = _step_generators(0, 0, 0)
+        batches[mode] = data.batch(rng, gen, 2)
+    plain, pvc = batches["label"]["concat"], batches["label_pvc"]["concat"]
+    torch.testing.assert_close(pvc[:, 2:], plain[:, 2:])
+    assert (pvc[:, :2] - plain[:, :2]).abs().max() > 1e-3
+    data = datas["label_pvc"]
+    assert data._pvc and set(data._pvc) <= set(range(len(data)))
+    for i, got in data._pvc.items():
+        clean = torch.from_numpy(data._encode(data.g, i))[None]
+        expected = pv_correction(clean, data.stage.output_grid.shape)
+        torch.testing.assert_close(got.mixed, expected.mixed)
+        torch.testing.assert_close(got.means, expected.means)
