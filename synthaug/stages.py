@@ -20,8 +20,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .channels import (CT_CHANNEL, ENCODING, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL, channel_to_ct,
-                       channel_to_pet, check_label_bias, ct_to_channel, pet_to_channel)
+from .channels import (
+    CT_CHANNEL,
+    ENCODING,
+    LESION_CHANNEL,
+    NUM_CHANNELS,
+    ORGAN_CHANNELS,
+    PET_CHANNEL,
+    channel_to_ct,
+    channel_to_pet,
+    check_label_bias,
+    ct_to_channel,
+    pet_to_channel,
+)
 from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from .diffusion import DiffusionConfig, make_precond
 from .grid import Grid, get_preset

@@ -14,8 +14,17 @@ from helpers import TINY_GLOBAL_GRID, TINY_OUTPUT_GRID, tiny_case, tiny_stage_co
 
 from synthaug import cli
 from synthaug.cascade import CascadedSampler
-from synthaug.channels import (CT_CHANNEL, LESION_CHANNEL, NUM_CHANNELS, PET_CHANNEL, channel_to_ct, channel_to_pet,
-                               ct_to_channel, encode, pet_to_channel)
+from synthaug.channels import (
+    CT_CHANNEL,
+    LESION_CHANNEL,
+    NUM_CHANNELS,
+    PET_CHANNEL,
+    channel_to_ct,
+    channel_to_pet,
+    ct_to_channel,
+    encode,
+    pet_to_channel,
+)
 from synthaug.demographics import Demographics
 from synthaug.nets import NetConfig
 from synthaug.preprocess import to_grid
