@@ -312,7 +312,7 @@ def pv_correction(lowres: torch.Tensor, out_shape, chunk: int = 32) -> PVCorrect
         key = (torch.arange(b, device=lowres.device)[:, None, None, None] * _NUM_REGION_CLASSES + labels) * n_low + block
         counts += torch.bincount(key.flatten(), minlength=counts.numel()).to(lowres.dtype)
     frac = counts.view(b, _NUM_REGION_CLASSES, *low) / (factors[0] * factors[1] * factors[2])
-    phys = torch.stack([channel_to_ct(lowres[:, CT_CHANNEL]), channel_to_pet(lowres[:, PET_CHANNEL])], 1)
+    phys = torch.stack([channel_to_ct(lowres[:, CT_CHANNEL]), channel_to_pet(lowres[:, PET_CHANNEL])], 1)  # HU, SUV
     a = frac.flatten(2)                                             # (B, K, N)
     gram = a @ a.transpose(1, 2)                                    # (B, K, K)
     ridge = 1e-6 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
@@ -321,8 +321,12 @@ def pv_correction(lowres: torch.Tensor, out_shape, chunk: int = 32) -> PVCorrect
     # Guard against ill-posed classes: within the physically meaningful range.
     means = torch.stack([means[:, 0].clamp(-1024.0, 3000.0), means[:, 1].clamp(0.0, 2 * float(phys[:, 1].max()))], 1)
     mixed = (means @ a).view(b, 2, *low)
-    enc = lambda v: torch.stack([ct_to_channel(v[:, 0]), pet_to_channel(v[:, 1])], 1)  # noqa: E731
-    return PVCorrection(means=enc(means), mixed=enc(mixed))
+    return PVCorrection(means=_encode_ct_pet(means), mixed=_encode_ct_pet(mixed))
+
+
+def _encode_ct_pet(v: torch.Tensor) -> torch.Tensor:
+    """(B, 2, ...) HU and SUV -> the encoded CT and PET channels."""
+    return torch.stack([ct_to_channel(v[:, 0]), pet_to_channel(v[:, 1])], 1)
 
 
 def upsample(lowres: torch.Tensor, out_shape, mode: str = "trilinear", pvc: PVCorrection | None = None) -> torch.Tensor:
