@@ -149,9 +149,10 @@ def default_stage_config(stage: str, preset: str = "demo", objective: str = "x0"
         # Equal channel weights: CT x8 and PET x32 (docs/training.md "SR loss weights") made things worse.
         diff = DiffusionConfig(objective=objective, sigma_data=0.25, sigma_max=10.0, sampler="heun", steps=3,
                                p_mean=0.4, p_std=1.6)
-        # Label-guided upsampling: on phantom inputs it alone took the organ means' deviation from the truth
-        # from 13.7 to 6.5 pp SUV and 17.6 to 9.5 pp HU (scripts/compare_sr_settings.py, docs/training.md).
-        overrides = {"upsample": "label", **overrides}
+        # Label-guided upsampling of the partial-volume-corrected global volume: on phantom inputs it alone took
+        # the organ means' deviation from the truth from 13.7 (trilinear) over 6.5 (label) to 4.0 pp SUV and
+        # 17.6 over 9.5 to 6.4 pp HU (scripts/compare_sr_settings.py, docs/training.md).
+        overrides = {"upsample": "label_pvc", **overrides}
     else:
         raise ValueError(f"stage={stage!r}; choose one of {STAGES}")
     # Every lesion reaches the global grid (74 % of the phantom cohort's vanish there by majority at 16 mm).
@@ -293,25 +294,27 @@ def pv_correction(lowres: torch.Tensor, out_shape, chunk: int = 32) -> PVCorrect
     With the labels on the output grid (:func:`region_labels` of the trilinear upsampling,
     as :func:`upsample_region` decides them) each low-res voxel's fraction of every label is
     known; the label means that best explain the low-res values as such mixtures (least
-    squares, in HU and SUV, where the averaging happened) are the corrected means. The
-    output grid must be an integer multiple of the low-res grid (block averaging).
+    squares, in HU and SUV, where the averaging happened) are the corrected means. Each
+    output voxel belongs to the low-res voxel that holds its centre (both grids span the
+    same field of view), so any finer grid works: a whole multiple gives equal blocks, any
+    other ratio blocks that differ by one voxel per axis.
     """
     b, _, *low = lowres.shape
-    factors = [o // g for o, g in zip(out_shape, low)]
-    if any(o != f * g for o, f, g in zip(out_shape, factors, low)):
-        raise ValueError(f"label_pvc upsampling needs an output grid {tuple(out_shape)} that is a whole multiple "
-                         f"of the low-res grid {tuple(low)}")
+    if any(o < g for o, g in zip(out_shape, low)):
+        raise ValueError(f"label_pvc upsampling needs an output grid {tuple(out_shape)} at least as fine as "
+                         f"the low-res grid {tuple(low)}")
     n_low = low[0] * low[1] * low[2]
     counts = torch.zeros(b * _NUM_REGION_CLASSES * n_low, dtype=lowres.dtype, device=lowres.device)
-    step = chunk - chunk % factors[2] or factors[2]
-    axes = [torch.arange(n, device=lowres.device) // f for n, f in zip(out_shape, factors)]
-    for z0 in range(0, out_shape[2], step):  # the output grid's labels, a slab at a time (memory)
-        region = (slice(0, out_shape[0]), slice(0, out_shape[1]), slice(z0, min(out_shape[2], z0 + step)))
+    axes = [((2 * torch.arange(o, device=lowres.device) + 1) * g) // (2 * o) for o, g in zip(out_shape, low)]
+    sizes = [torch.bincount(a, minlength=g).to(lowres.dtype) for a, g in zip(axes, low)]
+    for z0 in range(0, out_shape[2], chunk):  # the output grid's labels, a slab at a time (memory)
+        region = (slice(0, out_shape[0]), slice(0, out_shape[1]), slice(z0, min(out_shape[2], z0 + chunk)))
         labels = region_labels(_trilinear_region(lowres, out_shape, region))          # (B, X, Y, slab)
         block = (axes[0][:, None, None] * low[1] + axes[1][None, :, None]) * low[2] + axes[2][None, None, region[2]]
         key = (torch.arange(b, device=lowres.device)[:, None, None, None] * _NUM_REGION_CLASSES + labels) * n_low + block
         counts += torch.bincount(key.flatten(), minlength=counts.numel()).to(lowres.dtype)
-    frac = counts.view(b, _NUM_REGION_CLASSES, *low) / (factors[0] * factors[1] * factors[2])
+    block_size = sizes[0][:, None, None] * sizes[1][None, :, None] * sizes[2][None, None, :]
+    frac = counts.view(b, _NUM_REGION_CLASSES, *low) / block_size
     phys = torch.stack([channel_to_ct(lowres[:, CT_CHANNEL]), channel_to_pet(lowres[:, PET_CHANNEL])], 1)  # HU, SUV
     a = frac.flatten(2)                                             # (B, K, N)
     gram = a @ a.transpose(1, 2)                                    # (B, K, K)

@@ -162,12 +162,12 @@ def test_label_upsampling_is_a_normalised_convolution_within_each_label():
     assert (got - tri).abs().max() > 0.1  # random labels: many voxels differ from trilinear
 
 
-def _mixed_blocks(factor: int = 4):
+def _mixed_blocks(out_shape=(24, 24, 32)):
     """A low-res volume whose output-grid truth is piecewise constant on the labels that
-    upsampling decides: organ 3 (HU 60, SUV 6) inside organ 1 (HU -100, SUV 0.8), low-res
-    intensities the block means of that truth. Returns (low, out_shape, truth HU, truth SUV)."""
+    upsampling decides: organ 3 (HU 60, SUV 6) inside organ 1 (HU -100, SUV 0.8), each
+    low-res intensity the mean of that truth over the output voxels whose centres it holds.
+    Returns (low, out_shape, truth HU, truth SUV)."""
     shape = (6, 6, 8)
-    out_shape = tuple(factor * n for n in shape)
     low = torch.full((1, NUM_CHANNELS, *shape), -1.0, dtype=torch.float64)
     low[0, 2 + 1] = 1.0
     low[0, 2 + 1, 2:4, 1:4, 3:6] = -1.0
@@ -175,8 +175,12 @@ def _mixed_blocks(factor: int = 4):
     labels = region_labels(upsample(low, out_shape, "trilinear"))
     hu = torch.where(labels == 3, 60.0, -100.0).double()
     suv = torch.where(labels == 3, 6.0, 0.8).double()
-    low[:, CT_CHANNEL] = ct_to_channel(F.avg_pool3d(hu[:, None], factor)[:, 0])
-    low[:, PET_CHANNEL] = pet_to_channel(F.avg_pool3d(suv[:, None], factor)[:, 0])
+    cell = np.ix_(*[np.floor((np.arange(o) + 0.5) * g / o).astype(int) for o, g in zip(out_shape, shape)])
+    flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*cell)), shape).ravel()
+    n = np.bincount(flat, minlength=np.prod(shape))
+    for ch, v, encode in ((CT_CHANNEL, hu, ct_to_channel), (PET_CHANNEL, suv, pet_to_channel)):
+        block_mean = np.bincount(flat, weights=v[0].numpy().ravel(), minlength=np.prod(shape)) / n
+        low[0, ch] = encode(torch.from_numpy(block_mean.reshape(shape)))
     return low, out_shape, hu[0], suv[0]
 
 
@@ -207,24 +211,35 @@ def test_pvc_upsampling_of_a_region_equals_the_whole_volume_result():
     torch.testing.assert_close(upsample_region(low, out_shape, sub, "label_pvc", pv_correction(low, out_shape)), expected)
 
 
-def test_pvc_upsampling_needs_a_whole_multiple_grid():
+def test_pvc_upsampling_restores_the_truth_on_a_grid_that_is_no_whole_multiple():
+    """Output blocks of unequal size (23/6 and 30/8 voxels per low-res voxel): the correction still finds
+    both organs' own values, and the presets with such ratios can use it."""
+    low, out_shape, hu, suv = _mixed_blocks((23, 24, 30))
+    pvc = upsample(low, out_shape, "label_pvc")
+    torch.testing.assert_close(channel_to_ct(pvc[0, CT_CHANNEL]), hu, atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(channel_to_pet(pvc[0, PET_CHANNEL]), suv, atol=1e-5, rtol=1e-6)
+    sub = (slice(3, 17), slice(0, 24), slice(5, 30))
+    torch.testing.assert_close(upsample_region(low, out_shape, sub, "label_pvc"), pvc[(slice(None), slice(None), *sub)])
+
+
+def test_pvc_upsampling_needs_an_output_grid_at_least_as_fine():
     low, _, _, _ = _mixed_blocks()
-    with pytest.raises(ValueError, match=r"whole multiple of the low-res grid \(6, 6, 8\)"):
-        upsample(low, (24, 24, 30), "label_pvc")
+    with pytest.raises(ValueError, match=r"at least as fine as the low-res grid \(6, 6, 8\)"):
+        upsample(low, (24, 24, 4), "label_pvc")
 
 
 def test_upsample_mode_is_validated_and_recorded():
     with pytest.raises(ValueError, match="upsample mode 'cubic'"):
         upsample(torch.zeros(1, NUM_CHANNELS, 2, 2, 2), (4, 4, 4), "cubic")
     cfg = tiny_stage_config("sr")
-    assert cfg.upsample == "label"  # new SR configs
+    assert cfg.upsample == "label_pvc"  # new SR configs
     assert StageConfig.from_dict(cfg.to_dict()) == cfg
     old = cfg.to_dict()
     del old["upsample"]
     assert StageConfig.from_dict(old).upsample == "trilinear"  # configs from before the field
     with pytest.raises(ValueError, match="upsample='nearest'"):
         tiny_stage_config("sr", upsample="nearest")
-    assert tiny_stage_config("sr", upsample="label_pvc").upsample == "label_pvc"
+    assert tiny_stage_config("sr", upsample="label").upsample == "label"
 
 
 def test_sr_concat_is_upsampled_channels_plus_coordinates():
