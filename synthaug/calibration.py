@@ -14,6 +14,14 @@ every offset kept within ``max_abs``. A voxel whose best channel leads the runne
 at least ``2 * max_abs`` cannot change class under any admissible offsets, so only the
 others are kept (:func:`compact`), which keeps full-resolution samples small.
 
+The same samples then give each class's mean HU and SUV inside the calibrated labels;
+a per-class CT shift and PET gain (``StageConfig.ct_shift``, ``pet_gain``, applied by
+:func:`synthaug.channels.calibrate_intensities` after the labels are decided) take them to
+the training cases' means, within :data:`~synthaug.channels.MAX_CT_SHIFT` and
+:data:`~synthaug.channels.PET_GAIN_RANGE`. This corrects a stage's level per organ (the
+SR stage loses a tenth of the brain's uptake to the skull at the borders), not its
+texture, and only what the training data show.
+
 ``synthaug calibrate`` (:func:`calibrate`) runs the whole procedure on a weights folder:
 the global stage first, then the SR stage on the calibrated stage 1.
 """
@@ -28,7 +36,17 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .channels import LABEL_BIAS_SIZE, LESION_CHANNEL, ORGAN_CHANNELS
+from .channels import (
+    CT_CHANNEL,
+    LABEL_BIAS_SIZE,
+    LESION_CHANNEL,
+    MAX_CT_SHIFT,
+    ORGAN_CHANNELS,
+    PET_CHANNEL,
+    PET_GAIN_RANGE,
+    channel_to_ct,
+    channel_to_pet,
+)
 from .io import atomic_path, atomic_write_json
 from .labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
 
@@ -48,6 +66,8 @@ class CompactLabels:
     lesion_fixed: int          # voxels with lesion channel >= 2 * max_abs
     cases: int
     max_abs: float
+    fixed_sums: np.ndarray     # (2, NUM_ORGAN_CLASSES) HU and SUV of the fixed voxels, summed per class
+    free_values: np.ndarray    # (2, V) HU and SUV of the other voxels
 
 
 def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
@@ -59,9 +79,14 @@ def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
     top2 = np.partition(organs, NUM_ORGAN_CLASSES - 2, axis=1)[:, -2:]
     sure = top2[:, 1] - top2[:, 0] >= 2 * max_abs
     les = x[LESION_CHANNEL].ravel().astype(np.float32)
-    return CompactLabels(fixed=np.bincount(organs[sure].argmax(1), minlength=NUM_ORGAN_CLASSES),
+    values = np.stack([channel_to_ct(x[CT_CHANNEL].astype(np.float64)).ravel(),
+                       channel_to_pet(x[PET_CHANNEL].astype(np.float64)).ravel()])
+    sure_class = organs[sure].argmax(1)
+    sums = np.stack([np.bincount(sure_class, weights=v[sure], minlength=NUM_ORGAN_CLASSES) for v in values])
+    return CompactLabels(fixed=np.bincount(sure_class, minlength=NUM_ORGAN_CLASSES),
                          free=organs[~sure], lesion=les[np.abs(les) < 2 * max_abs],
-                         lesion_fixed=int((les >= 2 * max_abs).sum()), cases=1, max_abs=float(max_abs))
+                         lesion_fixed=int((les >= 2 * max_abs).sum()), cases=1, max_abs=float(max_abs),
+                         fixed_sums=sums, free_values=values[:, ~sure].astype(np.float32))
 
 
 def merge(parts: Iterable[CompactLabels]) -> CompactLabels:
@@ -74,20 +99,24 @@ def merge(parts: Iterable[CompactLabels]) -> CompactLabels:
     return CompactLabels(fixed=np.sum([p.fixed for p in parts], axis=0), free=np.concatenate([p.free for p in parts]),
                          lesion=np.concatenate([p.lesion for p in parts]),
                          lesion_fixed=sum(p.lesion_fixed for p in parts), cases=sum(p.cases for p in parts),
-                         max_abs=parts[0].max_abs)
+                         max_abs=parts[0].max_abs, fixed_sums=np.sum([p.fixed_sums for p in parts], axis=0),
+                         free_values=np.concatenate([p.free_values for p in parts], axis=1))
 
 
 def save_compact(path, data: CompactLabels) -> None:
     """Write a reduced sample as ``.npz`` (plain arrays, read back without pickle)."""
-    np.savez(path, fixed=data.fixed, free=data.free, lesion=data.lesion,
-             scalars=np.array([data.lesion_fixed, data.cases, data.max_abs], dtype=np.float64))
+    np.savez(path, fixed=data.fixed, free=data.free, lesion=data.lesion, fixed_sums=data.fixed_sums,
+             free_values=data.free_values, scalars=np.array([data.lesion_fixed, data.cases, data.max_abs], dtype=np.float64))
 
 
 def load_compact(path) -> CompactLabels:
     """Read a reduced sample written by :func:`save_compact`."""
     with np.load(path, allow_pickle=False) as z:
+        if "free_values" not in z:
+            raise ValueError(f"{path} was reduced without CT and PET (an older synthaug): sample again into a new --work folder")
         lesion_fixed, cases, max_abs = z["scalars"]
-        return CompactLabels(z["fixed"], z["free"], z["lesion"], int(lesion_fixed), int(cases), float(max_abs))
+        return CompactLabels(z["fixed"], z["free"], z["lesion"], int(lesion_fixed), int(cases), float(max_abs),
+                             z["fixed_sums"], z["free_values"])
 
 
 def mean_counts(data: CompactLabels, bias: np.ndarray) -> np.ndarray:
@@ -95,6 +124,31 @@ def mean_counts(data: CompactLabels, bias: np.ndarray) -> np.ndarray:
     organs = data.fixed + np.bincount((data.free + bias[:NUM_ORGAN_CLASSES]).argmax(1), minlength=NUM_ORGAN_CLASSES)
     lesion = data.lesion_fixed + int((data.lesion + bias[NUM_ORGAN_CLASSES] > 0).sum())
     return np.append(organs, lesion) / data.cases
+
+
+def class_means(data: CompactLabels, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean HU and SUV (each (NUM_ORGAN_CLASSES,), NaN where a class is empty) of each organ
+    class's voxels, pooled over the cases, under ``bias`` (LABEL_BIAS_SIZE,)."""
+    cls = (data.free + bias[:NUM_ORGAN_CLASSES]).argmax(1)
+    n = data.fixed + np.bincount(cls, minlength=NUM_ORGAN_CLASSES)
+    sums = data.fixed_sums + np.stack([np.bincount(cls, weights=v, minlength=NUM_ORGAN_CLASSES)
+                                       for v in data.free_values.astype(np.float64)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / n
+    return means[0], means[1]
+
+
+def fit_intensities(sample_hu: np.ndarray, sample_suv: np.ndarray, target_hu: np.ndarray,
+                    target_suv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per organ class the HU shift and SUV gain that take the samples' class means to the
+    targets, within :data:`~synthaug.channels.MAX_CT_SHIFT` and :data:`~synthaug.channels.PET_GAIN_RANGE`;
+    identity for the background and for classes empty on either side."""
+    ok = np.isfinite(sample_hu) & np.isfinite(target_hu) & (sample_suv > 0) & (target_suv > 0)
+    ok[0] = False
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(ok, np.clip(target_hu - sample_hu, -MAX_CT_SHIFT, MAX_CT_SHIFT), 0.0)
+        gain = np.where(ok, np.clip(target_suv / sample_suv, *PET_GAIN_RANGE), 1.0)
+    return shift, gain
 
 
 def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool = False, iterations: int = 400,
@@ -123,9 +177,11 @@ def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool 
 # --- the procedure on a weights folder -----------------------------------------------------------
 
 
-def training_counts(data: str | Path, cases: int, config, cache: str | Path | None = None) -> np.ndarray:
-    """Mean voxels per case of each organ class and of lesion in training cases ``0..cases-1``,
-    on the stage's grid (resampled as the stage was trained: ``config.lesion_rule``).
+def training_stats(data: str | Path, cases: int, config, cache: str | Path | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of training cases ``0..cases-1`` on the stage's grid (resampled as the stage was trained:
+    ``config.lesion_rule``): mean voxels per case of each organ class and of lesion
+    (LABEL_BIAS_SIZE,), and each organ class's mean HU and SUV (NUM_ORGAN_CLASSES,), pooled.
 
     With ``cache`` (e.g. the training run's), the whole cohort's preprocessing cache there is
     used or built; without, only those cases are resampled (no cache written)."""
@@ -134,16 +190,25 @@ def training_counts(data: str | Path, cases: int, config, cache: str | Path | No
 
     if cache is not None:
         arrays = preprocess_cohort(data, config.grid, cache, lesion_rule=config.lesion_rule)
-        organs, lesions = arrays.organs, arrays.lesions
+        cases_arrays = ((arrays.organs[i], arrays.lesions[i], arrays.ct[i], arrays.pet[i]) for i in range(cases))
     else:
         cohort = Cohort(data)
-        resampled = [to_grid(cohort.load(cohort.case_ids[i]), config.grid, lesion_rule=config.lesion_rule)
-                     for i in range(cases)]
-        organs = [np.zeros(config.grid.shape, np.uint8) if c.organs is None else c.organs for c in resampled]
-        lesions = [np.zeros(config.grid.shape, np.uint8) if c.lesions is None else c.lesions for c in resampled]
-    counts = [np.append(np.bincount(np.asarray(organs[i]).ravel(), minlength=NUM_ORGAN_CLASSES),
-                        int(np.asarray(lesions[i]).sum())) for i in range(cases)]
-    return np.mean(counts, axis=0)
+        resampled = (to_grid(cohort.load(cohort.case_ids[i]), config.grid, lesion_rule=config.lesion_rule)
+                     for i in range(cases))
+        zeros = np.zeros(config.grid.shape, np.uint8)
+        cases_arrays = ((zeros if c.organs is None else c.organs, zeros if c.lesions is None else c.lesions, c.ct, c.pet)
+                        for c in resampled)
+    counts, sums = [], np.zeros((2, NUM_ORGAN_CLASSES))
+    for organs, lesions, ct, pet in cases_arrays:
+        organs = np.asarray(organs).ravel()
+        counts.append(np.append(np.bincount(organs, minlength=NUM_ORGAN_CLASSES), int(np.asarray(lesions).sum())))
+        for k, v in enumerate((ct, pet)):
+            sums[k] += np.bincount(organs, weights=np.asarray(v, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
+    counts = np.asarray(counts, np.float64)
+    total = counts[:, :NUM_ORGAN_CLASSES].sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hu, suv = sums / total
+    return counts.mean(0), hu, suv
 
 
 def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
@@ -164,11 +229,13 @@ def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path
 
 def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Path, *, cases: int = 40,
               max_abs: float = 0.5, shard: tuple[int, int] = (0, 1), fit_lesion: bool = False, write: bool = False,
-              cache: str | Path | None = None, progress: bool = True) -> dict | None:
+              cache: str | Path | None = None, progress: bool = True, intensities: bool = True) -> dict | None:
     """Fit ``stage``'s label offsets of the weights in ``weights`` on samples for the demographics of
-    training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable). With ``shard=(i, n)``,
-    n > 1, only samples cases ``i, i + n, ...`` and returns ``None``; else returns the fit
-    (``label_bias``, per-class ``mean_voxels``) and, with ``write``, stores it in ``weights/<stage>.json``."""
+    training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable), then (``intensities``)
+    the per-class CT shift and PET gain that give the calibrated labels those cases' mean HU and
+    SUV. With ``shard=(i, n)``, n > 1, only samples cases ``i, i + n, ...`` and returns ``None``;
+    else returns the fit (``label_bias``, ``ct_shift``, ``pet_gain`` and the tables behind them) and,
+    with ``write``, stores it in ``weights/<stage>.json``."""
     from .cascade import CascadedSampler
     from .io import Cohort
 
@@ -182,7 +249,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     if not 1 <= cases <= len(cohort):
         raise ValueError(f"cases={cases}: the training cohort {data} has {len(cohort)}")
     config = getattr(sampler, attr)
-    setattr(sampler, attr, replace(config, label_bias=()))  # sample without the offsets being fitted
+    setattr(sampler, attr, replace(config, label_bias=(), ct_shift=(), pet_gain=()))  # sample without what is fitted
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     _reduced_samples(sampler, stage, cohort, list(range(shard[0], cases, shard[1])), work, max_abs, progress)
@@ -191,7 +258,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     samples = merge(load_compact(work / f"{i:05d}.npz") for i in range(cases))
     if samples.max_abs != max_abs:
         raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
-    target = training_counts(data, cases, config, cache)
+    target, target_hu, target_suv = training_stats(data, cases, config, cache)
     before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
     bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
     result = {"label_bias": [round(float(b), 4) for b in bias],
@@ -200,6 +267,17 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
                   "mean_voxels": {n: {"training": round(float(t), 1), "uncalibrated": round(float(b), 1),
                                       "calibrated": round(float(a), 1)}
                                   for n, t, b, a in zip(CLASS_NAMES, target, before, after)}}}
+    hu, suv = class_means(samples, bias)
+    shift, gain = fit_intensities(hu, suv, target_hu, target_suv) if intensities else (None, None)
+    result["ct_shift"] = [] if shift is None else [round(float(v), 2) for v in shift]
+    result["pet_gain"] = [] if gain is None else [round(float(v), 4) for v in gain]
+    if intensities:
+        def table(t, generated, calibrated, digits):
+            return {k: round(float(v), digits) if np.isfinite(v) else None
+                    for k, v in (("training", t), ("generated", generated), ("calibrated", calibrated))}
+        result["intensity_calibration"] = {
+            "mean_hu": {n: table(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, target_hu, hu, shift)},
+            "mean_suv": {n: table(t, g, g * k, 3) for n, t, g, k in zip(CLASS_NAMES, target_suv, suv, gain)}}
     if write:
         path = Path(weights) / f"{stage}.json"
         raw = json.loads(path.read_text())

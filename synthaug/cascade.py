@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .case import Case
-from .channels import decode, harden_labels
+from .channels import calibrate_intensities, decode, harden_labels
 from .checkpoint import CheckpointError
 from .demographics import Demographics
 from .diffusion import cfg_denoiser, min_batch_denoiser, sample
@@ -28,6 +28,12 @@ SR_FILE = "sr"
 def _seed_for_stage(seed: int, stage: int) -> int:
     """Independent, reproducible seeds for the two stages of one case."""
     return int(np.random.default_rng([seed, stage]).integers(2**62))
+
+
+def _finish(x: torch.Tensor, cfg: StageConfig) -> torch.Tensor:
+    """A stage's raw output as it hands it on: labels decided by its offsets, then CT and PET
+    calibrated per organ class (:mod:`synthaug.calibration`)."""
+    return calibrate_intensities(harden_labels(x, cfg.label_bias), cfg.ct_shift, cfg.pet_gain, inplace=True)
 
 
 class CascadedSampler:
@@ -150,8 +156,8 @@ class CascadedSampler:
     def sample_global(self, demos: list[Demographics], seeds: list[int], progress: bool = False, *,
                       soft_labels: bool = False) -> torch.Tensor:
         """Stage 1: encoded channels on the global grid, (B, C, gx, gy, gz) float64, with the
-        label channels hardened by the stage's ``label_bias`` (``soft_labels``: as generated,
-        for :mod:`synthaug.calibration`)."""
+        label channels hardened by the stage's ``label_bias`` and CT and PET calibrated per organ
+        (``ct_shift``, ``pet_gain``; ``soft_labels``: both as generated, for :mod:`synthaug.calibration`)."""
         cfg = self.global_config
         cond = torch.from_numpy(np.stack([d.to_vector() for d in demos])).to(self.device)
         guidance = self.guidance if self.guidance is not None else cfg.diffusion.guidance
@@ -161,7 +167,7 @@ class CascadedSampler:
         x = sample(denoiser, (cfg.net.in_channels, *cfg.global_grid.shape),
                    cfg.diffusion, [_seed_for_stage(s, 1) for s in seeds], extra_args={"cond": cond},
                    steps=self.steps, dtype=torch.float64, device=self.device, disable=not progress)
-        return x if soft_labels else harden_labels(x, cfg.label_bias)
+        return x if soft_labels else _finish(x, cfg)
 
     @torch.no_grad()
     def sample_sr(self, lowres: torch.Tensor, demos: list[Demographics], seeds: list[int], progress: bool = False, *,
@@ -180,7 +186,7 @@ class CascadedSampler:
                           dtype=torch.float32, device=self.device, disable=not progress)
         x = upsample(lowres, cfg.output_grid.shape, cfg.upsample, denoiser.pvc).add_(residual)
         del residual
-        return x if soft_labels else harden_labels(x, cfg.label_bias)
+        return x if soft_labels else _finish(x, cfg)
 
     def sample(self, demographics: Demographics | Sequence[Demographics], *, seed: int | Sequence[int] = 0,
                progress: bool = False, batch_size: int = 1) -> list[Case]:

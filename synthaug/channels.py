@@ -157,3 +157,44 @@ def harden_labels(x: torch.Tensor, label_bias: Sequence[float] = ()) -> torch.Te
     out[:, ORGAN_CHANNELS] = torch.where(organs == classes, 1.0, -1.0).to(x.dtype)
     out[:, LESION_CHANNEL] = torch.where(x[:, LESION_CHANNEL] + b[:, NUM_ORGAN_CLASSES] > 0, 1.0, -1.0).to(x.dtype)
     return out
+
+
+#: Largest CT shift (HU) and the range of PET gains an intensity calibration may apply.
+MAX_CT_SHIFT = 150.0
+PET_GAIN_RANGE = (2 / 3, 3 / 2)
+
+
+def check_intensity_calibration(ct_shift: Sequence[float], pet_gain: Sequence[float]) -> tuple[tuple, tuple]:
+    """``ct_shift`` (HU) and ``pet_gain`` per organ class, each ``()`` (none) or
+    NUM_ORGAN_CLASSES values within :data:`MAX_CT_SHIFT` / :data:`PET_GAIN_RANGE`, as tuples."""
+    out = []
+    for name, values, (lo, hi) in (("ct_shift", ct_shift, (-MAX_CT_SHIFT, MAX_CT_SHIFT)),
+                                   ("pet_gain", pet_gain, PET_GAIN_RANGE)):
+        try:
+            v = tuple(float(b) for b in values)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a list of numbers, got {values!r}") from None
+        if v and (len(v) != NUM_ORGAN_CLASSES or not all(lo - 1e-9 <= b <= hi + 1e-9 for b in v)):
+            raise ValueError(f"{name} needs {NUM_ORGAN_CLASSES} values (one per organ class) within "
+                             f"[{lo:.4g}, {hi:.4g}] or none; got {len(v)}: {list(v)[:4]}...")
+        out.append(v)
+    return out[0], out[1]
+
+
+def calibrate_intensities(x: torch.Tensor, ct_shift: Sequence[float] = (), pet_gain: Sequence[float] = (), *,
+                          inplace: bool = False) -> torch.Tensor:
+    """(B, NUM_CHANNELS, ...) channels with hardened labels, with every voxel's HU shifted by
+    ``ct_shift`` and its SUV multiplied by ``pet_gain`` of its organ class (identity where empty;
+    ``inplace``: into ``x``, which full-resolution outputs need for memory)."""
+    ct_shift, pet_gain = check_intensity_calibration(ct_shift, pet_gain)
+    if not ct_shift and not pet_gain:
+        return x
+    organs = x[:, ORGAN_CHANNELS].argmax(1)
+    out = x if inplace else x.clone()
+    if ct_shift:
+        shift = torch.as_tensor(ct_shift, dtype=x.dtype, device=x.device)[organs]
+        out[:, CT_CHANNEL] = ct_to_channel(channel_to_ct(x[:, CT_CHANNEL]) + shift)
+    if pet_gain:
+        gain = torch.as_tensor(pet_gain, dtype=x.dtype, device=x.device)[organs]
+        out[:, PET_CHANNEL] = pet_to_channel(channel_to_pet(x[:, PET_CHANNEL]) * gain)
+    return out

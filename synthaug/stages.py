@@ -29,6 +29,7 @@ from .channels import (
     PET_CHANNEL,
     channel_to_ct,
     channel_to_pet,
+    check_intensity_calibration,
     check_label_bias,
     ct_to_channel,
     pet_to_channel,
@@ -72,6 +73,10 @@ class StageConfig:
     # Offsets added to the label channels before they are decided (synthaug.channels.harden_labels):
     # () = none; else one per organ channel, then the lesion channel's, fitted by synthaug.calibration.
     label_bias: tuple[float, ...] = ()
+    # Per organ class, HU added to and SUV multiplied into the stage's output after its labels are
+    # decided (synthaug.channels.calibrate_intensities): () = none; fitted by synthaug.calibration.
+    ct_shift: tuple[float, ...] = ()
+    pet_gain: tuple[float, ...] = ()
     encoding: dict = field(default_factory=lambda: dict(ENCODING))
 
     def __post_init__(self) -> None:
@@ -84,6 +89,9 @@ class StageConfig:
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r}; choose one of {UPSAMPLE_MODES}")
         object.__setattr__(self, "label_bias", check_label_bias(self.label_bias))
+        ct_shift, pet_gain = check_intensity_calibration(self.ct_shift, self.pet_gain)
+        object.__setattr__(self, "ct_shift", ct_shift)
+        object.__setattr__(self, "pet_gain", pet_gain)
         for name in ("channel_weights", "positive_weights"):
             weights = getattr(self.diffusion, name)
             if weights is not None and len(weights) != self.net.out_channels:
@@ -108,6 +116,7 @@ class StageConfig:
             "patch_size": list(self.patch_size), "sample_patch_size": list(self.sample_patch_size),
             "sample_overlap": self.sample_overlap, "cond_aug_max": self.cond_aug_max, "encoding": self.encoding,
             "lesion_rule": self.lesion_rule, "upsample": self.upsample, "label_bias": list(self.label_bias),
+            "ct_shift": list(self.ct_shift), "pet_gain": list(self.pet_gain),
         }
 
     @classmethod
@@ -121,6 +130,7 @@ class StageConfig:
                 sample_overlap=int(d.get("sample_overlap", 8)), cond_aug_max=float(d.get("cond_aug_max", 0.1)),
                 encoding=d.get("encoding", dict(ENCODING)), lesion_rule=d.get("lesion_rule", "majority"),
                 upsample=d.get("upsample", "trilinear"), label_bias=tuple(d.get("label_bias", ())),
+                ct_shift=tuple(d.get("ct_shift", ())), pet_gain=tuple(d.get("pet_gain", ())),
             )
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"stage config is incomplete or malformed: {err}") from None

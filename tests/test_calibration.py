@@ -13,13 +13,16 @@ from helpers import tiny_stage_config, write_tiny_cohort
 
 from synthaug import cli
 from synthaug.calibration import (
+    CLASS_NAMES,
+    class_means,
     compact,
+    fit_intensities,
     fit_label_bias,
     load_compact,
     mean_counts,
     merge,
     save_compact,
-    training_counts,
+    training_stats,
 )
 from synthaug.cascade import CascadedSampler
 from synthaug.channels import (
@@ -29,6 +32,9 @@ from synthaug.channels import (
     NUM_CHANNELS,
     ORGAN_CHANNELS,
     PET_CHANNEL,
+    calibrate_intensities,
+    channel_to_ct,
+    channel_to_pet,
     decode,
     harden_labels,
 )
@@ -87,6 +93,13 @@ def test_reduced_samples_count_exactly_as_the_full_ones(tmp_path):
     for bias in [np.zeros(LABEL_BIAS_SIZE), *rng.uniform(-0.4, 0.4, (5, LABEL_BIAS_SIZE))]:
         expected = np.mean([_counts(x, bias) for x in samples], axis=0)
         np.testing.assert_array_equal(mean_counts(data, bias), expected)
+        hu, suv = class_means(data, bias)
+        full = [decode(harden_labels(torch.from_numpy(x)[None], bias)[0]) for x in samples]
+        organs = np.concatenate([a["organs"].ravel() for a in full])
+        for got, key in ((hu, "ct"), (suv, "pet")):
+            values = np.concatenate([a[key].ravel() for a in full]).astype(np.float64)
+            expected = np.bincount(organs, weights=values, minlength=NUM_ORGAN_CLASSES) / np.bincount(organs, minlength=NUM_ORGAN_CLASSES)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="different max_abs"):
         merge([compact(samples[0], 0.4), compact(samples[1], 0.5)])
 
@@ -131,6 +144,69 @@ def test_an_unreachable_lesion_target_does_not_stop_the_organ_fit():
     assert after[-1] == 0 and bias[-1] == pytest.approx(0.5)
 
 
+def test_intensity_fit_restores_organ_means_within_its_limits():
+    """Class 3 drawn 12 % too low in SUV and 20 HU too bright, class 5 200 HU too dark (beyond
+    the limit): the fit gives back class 3 exactly and moves class 5 by the limit only; the
+    background and a class absent from the samples stay as they are."""
+    target_hu, target_suv = np.linspace(-100, 100, NUM_ORGAN_CLASSES), np.linspace(0.5, 6.0, NUM_ORGAN_CLASSES)
+    hu, suv = target_hu.copy(), target_suv.copy()
+    hu[0] += 30
+    suv[3] *= 0.88
+    hu[3] += 20
+    hu[5] -= 200
+    hu[7], suv[7] = np.nan, np.nan
+    shift, gain = fit_intensities(hu, suv, target_hu, target_suv)
+    assert gain[3] == pytest.approx(1 / 0.88) and shift[3] == pytest.approx(-20)
+    assert shift[5] == pytest.approx(150.0)
+    assert shift[0] == 0 and gain[0] == 1 and shift[7] == 0 and gain[7] == 1
+    others = [c for c in range(1, NUM_ORGAN_CLASSES) if c not in (3, 5, 7)]
+    np.testing.assert_allclose(shift[others], 0, atol=1e-9)
+    np.testing.assert_allclose(gain[others], 1)
+
+
+def test_calibrate_intensities_moves_each_organ_by_its_own_shift_and_gain():
+    x = harden_labels(torch.from_numpy(_soft(2))[None])
+    organs = x[0, ORGAN_CHANNELS].argmax(0)
+    shift = np.linspace(-50, 50, NUM_ORGAN_CLASSES)
+    gain = np.linspace(0.8, 1.2, NUM_ORGAN_CLASSES)
+    out = calibrate_intensities(x, shift, gain)
+    torch.testing.assert_close(channel_to_ct(out[0, CT_CHANNEL]), channel_to_ct(x[0, CT_CHANNEL]) + torch.from_numpy(shift)[organs])
+    torch.testing.assert_close(channel_to_pet(out[0, PET_CHANNEL]), channel_to_pet(x[0, PET_CHANNEL]) * torch.from_numpy(gain)[organs])
+    torch.testing.assert_close(out[:, 2:], x[:, 2:])
+    assert calibrate_intensities(x) is x
+    y = x.clone()
+    assert calibrate_intensities(y, shift, gain, inplace=True) is y
+    torch.testing.assert_close(y, out)
+
+
+@pytest.mark.parametrize(("field", "values", "match"), [
+    ("pet_gain", [1.0] * 3, "pet_gain needs 12"),
+    ("pet_gain", [1.0] * (NUM_ORGAN_CLASSES - 1) + [2.0], "pet_gain needs 12 values .* within"),
+    ("ct_shift", [0.0] * (NUM_ORGAN_CLASSES - 1) + [float("nan")], "ct_shift needs 12"),
+    ("ct_shift", "12", "ct_shift needs 12"),
+])
+def test_bad_intensity_calibration_is_refused(field, values, match):
+    with pytest.raises(ValueError, match=match):
+        replace(tiny_stage_config("sr"), **{field: tuple(values)})
+
+
+def test_intensity_calibration_round_trips_and_old_configs_have_none():
+    cfg = replace(tiny_stage_config("sr"), ct_shift=tuple(np.linspace(-20, 20, NUM_ORGAN_CLASSES)),
+                  pet_gain=tuple(np.linspace(0.9, 1.1, NUM_ORGAN_CLASSES)))
+    assert StageConfig.from_dict(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["ct_shift"], old["pet_gain"]
+    assert StageConfig.from_dict(old).ct_shift == () and StageConfig.from_dict(old).pet_gain == ()
+
+
+def test_samples_reduced_before_intensities_were_kept_are_refused(tmp_path):
+    data = compact(_soft(0), 0.5)
+    np.savez(tmp_path / "old.npz", fixed=data.fixed, free=data.free, lesion=data.lesion,
+             scalars=np.array([data.lesion_fixed, data.cases, data.max_abs], dtype=np.float64))
+    with pytest.raises(ValueError, match="reduced without CT and PET"):
+        load_compact(tmp_path / "old.npz")
+
+
 def test_fit_refuses_a_target_of_the_wrong_size():
     with pytest.raises(ValueError, match="target needs 13"):
         fit_label_bias(compact(_soft(0), 0.5), np.ones(12))
@@ -169,6 +245,12 @@ def test_sampler_returns_hardened_labels_decided_with_the_stage_offsets(tmp_path
     case = biased.sample(demo, seed=0)[0]
     assert np.all(case.organs == 7)
     np.testing.assert_array_equal(case.ct, sampler.sample(demo, seed=0)[0].ct)
+    shift, gain = np.zeros(NUM_ORGAN_CLASSES), np.ones(NUM_ORGAN_CLASSES)
+    shift[7], gain[7] = 40.0, 1.25
+    calibrated = CascadedSampler(model, replace(cfg, label_bias=tuple(favour), ct_shift=tuple(shift),
+                                                pet_gain=tuple(gain))).configure(steps=3).sample(demo, seed=0)[0]
+    np.testing.assert_allclose(calibrated.ct, case.ct + 40.0, atol=1e-3)
+    np.testing.assert_allclose(calibrated.pet, case.pet * 1.25, rtol=1e-5, atol=1e-5)
 
 
 # --- synthaug calibrate -----------------------------------------------------------------------------
@@ -199,18 +281,29 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
         assert code == 0 and "without --shard to fit" in out
     assert sorted(p.name for p in (tmp_path / "g").glob("*.npz")) == ["00000.npz", "00001.npz", "00002.npz"]
     code, out, _ = _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "3", "--write")
-    assert code == 0 and "wrote label_bias" in out and "aorta" in out
+    assert code == 0 and "wrote the calibration" in out and "aorta" in out and "SUV train" in out
     after = json.loads((tiny / "weights" / "global.json").read_text())
     assert len(after["label_bias"]) == LABEL_BIAS_SIZE and after["label_calibration"]["cases"] == 3
+    assert len(after["ct_shift"]) == len(after["pet_gain"]) == NUM_ORGAN_CLASSES
+    suv = after["intensity_calibration"]["mean_suv"]
+    checked = [name for name, row in suv.items()
+               if name != "background" and row["generated"] is not None and row["training"] is not None]
+    assert checked  # classes both the samples and the cases have
+    for name in checked:
+        gain = after["pet_gain"][CLASS_NAMES.index(name)]  # the JSON's keys are sorted
+        assert suv[name]["calibrated"] == pytest.approx(suv[name]["generated"] * gain, rel=1e-3, abs=1e-3)
     assert after["sha256"] == before["sha256"]  # the weights are untouched
     rows = after["label_calibration"]["mean_voxels"]
     fitted = [n for n in rows if n not in ("background", "lesion")]
     err = lambda key: np.mean([abs(np.log((rows[n][key] + 1) / (rows[n]["training"] + 1))) for n in fitted])  # noqa: E731
     assert err("calibrated") < err("uncalibrated")
-    code, out, _ = _calibrate(capsys, tiny, tmp_path / "s", "--stage", "sr", "--cases", "2", "--write")
-    assert code == 0 and len(json.loads((tiny / "weights" / "sr.json").read_text())["label_bias"]) == LABEL_BIAS_SIZE
+    code, out, _ = _calibrate(capsys, tiny, tmp_path / "s", "--stage", "sr", "--cases", "2", "--write", "--no-intensities")
+    sr = json.loads((tiny / "weights" / "sr.json").read_text())
+    assert code == 0 and len(sr["label_bias"]) == LABEL_BIAS_SIZE and "SUV train" not in out
+    assert sr["ct_shift"] == [] and sr["pet_gain"] == [] and "intensity_calibration" not in sr
     sampler = CascadedSampler.from_pretrained(tiny / "weights")
     assert sampler.global_config.label_bias == tuple(after["label_bias"])
+    assert sampler.global_config.pet_gain == tuple(after["pet_gain"])
 
 
 @pytest.mark.parametrize(("args", "match"), [
@@ -241,10 +334,14 @@ def test_calibrate_refuses_samples_reduced_otherwise(tiny, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("stage", ["global", "sr"])
-def test_training_counts_without_a_cache_match_the_cohort_cache(tiny, tmp_path, stage):
+def test_training_stats_without_a_cache_match_the_cohort_cache(tiny, tmp_path, stage):
     cfg = load_stage(tiny / "weights" / stage)[1]
-    direct = training_counts(tiny / "cohort", 2, cfg)
-    cached = training_counts(tiny / "cohort", 2, cfg, tmp_path / "cache")
-    assert (tmp_path / "cache").is_dir() and direct.shape == (LABEL_BIAS_SIZE,)
-    np.testing.assert_allclose(direct, cached)
-    assert direct[1:NUM_ORGAN_CLASSES].sum() > 0  # the cases do have organs to count
+    direct = training_stats(tiny / "cohort", 2, cfg)
+    cached = training_stats(tiny / "cohort", 2, cfg, tmp_path / "cache")
+    assert (tmp_path / "cache").is_dir() and direct[0].shape == (LABEL_BIAS_SIZE,)
+    np.testing.assert_allclose(direct[0], cached[0])
+    np.testing.assert_allclose(direct[1], cached[1], rtol=1e-3, atol=0.5, equal_nan=True)  # fine-grid caches are float16
+    np.testing.assert_allclose(direct[2], cached[2], rtol=1e-3, atol=1e-3, equal_nan=True)
+    assert direct[0][1:NUM_ORGAN_CLASSES].sum() > 0  # the cases do have organs to count
+    present = direct[0][:NUM_ORGAN_CLASSES] > 0
+    assert np.all(np.isfinite(direct[1][present])) and np.all(direct[2][present] >= 0)

@@ -1,10 +1,12 @@
-"""``synthaug calibrate``: fit a stage's label offsets so that its labels match the training cohort's volumes."""
+"""``synthaug calibrate``: fit a stage's label offsets so that its labels match the training cohort's volumes,
+and its per-organ CT shift and PET gain so that the organs inside them match its mean HU and SUV."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "fit per-class label offsets of trained weights against the training cohort's label volumes"
+HELP = ("fit per-class label offsets, CT shifts and PET gains of trained weights against the training "
+        "cohort's label volumes and organ means")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -18,6 +20,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="i/N", help="only sample cases with index %% N == i, and do not fit")
     p.add_argument("--fit-lesion", action="store_true", help="also fit the lesion channel's offset")
     p.add_argument("--cache", help="preprocessing cache of the whole cohort to use or build (e.g. the training run's); default: resample only the N cases")
+    p.add_argument("--no-intensities", action="store_true",
+                   help="fit the label offsets only, not the per-organ CT shift and PET gain")
     p.add_argument("--write", action="store_true", help="store the offsets in WEIGHTS/STAGE.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else (0, 1)
     result = calibrate(args.weights, args.stage, args.data, args.work, cases=args.cases, max_abs=args.max_abs,
                        shard=shard, fit_lesion=args.fit_lesion, write=args.write, cache=args.cache,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, intensities=not args.no_intensities)
     if result is None:
         print(f"shard {shard[0]}/{shard[1]}: samples in {args.work}; run once more without --shard to fit")
         return 0
@@ -37,5 +41,16 @@ def run(args: argparse.Namespace) -> int:
     rows = result["label_calibration"]["mean_voxels"]
     for (name, row), offset in zip(rows.items(), result["label_bias"]):
         print(f"{name:16s} {row['training']:10.1f} {row['uncalibrated']:13.1f} {row['calibrated']:11.1f} {offset:8.3f}")
-    print(f"wrote label_bias into {args.weights}/{args.stage}.json" if args.write else "not written (pass --write)")
+    if "intensity_calibration" in result:
+        print(f"\n{'class':16s} {'HU train':>9s} {'generated':>10s} {'shift':>7s} {'SUV train':>10s} {'generated':>10s} {'gain':>6s}")
+        table = result["intensity_calibration"]
+        for (name, hu), suv, shift, gain in zip(table["mean_hu"].items(), table["mean_suv"].values(),
+                                                result["ct_shift"], result["pet_gain"]):
+            print(f"{name:16s} {_num(hu['training'], 9, 1)} {_num(hu['generated'], 10, 1)} {shift:7.1f} "
+                  f"{_num(suv['training'], 10, 3)} {_num(suv['generated'], 10, 3)} {gain:6.3f}")
+    print(f"wrote the calibration into {args.weights}/{args.stage}.json" if args.write else "not written (pass --write)")
     return 0
+
+
+def _num(v: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}s}" if v is None else f"{v:{width}.{digits}f}"
