@@ -178,9 +178,9 @@ def _mixed_blocks(out_shape=(24, 24, 32)):
     cell = np.ix_(*[np.floor((np.arange(o) + 0.5) * g / o).astype(int) for o, g in zip(out_shape, shape)])
     flat = np.ravel_multi_index(tuple(np.broadcast_arrays(*cell)), shape).ravel()
     n = np.bincount(flat, minlength=np.prod(shape))
-    for ch, v, encode in ((CT_CHANNEL, hu, ct_to_channel), (PET_CHANNEL, suv, pet_to_channel)):
+    for ch, v, to_channel in ((CT_CHANNEL, hu, ct_to_channel), (PET_CHANNEL, suv, pet_to_channel)):
         block_mean = np.bincount(flat, weights=v[0].numpy().ravel(), minlength=np.prod(shape)) / n
-        low[0, ch] = encode(torch.from_numpy(block_mean.reshape(shape)))
+        low[0, ch] = to_channel(torch.from_numpy(block_mean.reshape(shape)))
     return low, out_shape, hu[0], suv[0]
 
 
