@@ -14,7 +14,11 @@
 #      interrupted session leaves both advanced: the global stage with every lesion on the
 #      global grid (lesion_rule "every", docs/training.md "Lesions on the global grid"),
 #      runs/demo_les, up to STEPS_GLOBAL; the SR stage with every lesion and label-guided
-#      upsampling (docs/training.md "Label-guided upsampling"), runs/demo_lab, up to STEPS_SR.
+#      upsampling (docs/training.md "Label-guided upsampling"), runs/demo_lab, up to STEPS_SR;
+#   5. the SR stage from phase 4's weights on the partial-volume-corrected label-guided
+#      upsampling (docs/training.md "Partial-volume correction"), runs/demo_pvc, STEPS_PVC_SR
+#      steps. The shipped SR stage is phase 4 stopped at 1,100 steps, then 1,300 of phase 5:
+#      STEPS_SR=1100 STEPS_PVC_SR=1300. Calibrate afterwards (synthaug calibrate, both stages).
 # Phases 1-3 ran before label-guided upsampling existed: their configs pin "trilinear".
 # bf16 mixed precision where the CPU has it (--precision auto).
 set -euo pipefail
@@ -25,6 +29,7 @@ RUN_X0=${RUN_X0:-runs/demo_x0}
 RUN_X0W=${RUN_X0W:-runs/demo_x0w}
 RUN_LES=${RUN_LES:-runs/demo_les}
 RUN_LAB=${RUN_LAB:-runs/demo_lab}
+RUN_PVC=${RUN_PVC:-runs/demo_pvc}
 STEPS_EDM_GLOBAL=${STEPS_EDM_GLOBAL:-4600}
 STEPS_EDM_SR=${STEPS_EDM_SR:-600}
 STEPS_X0_GLOBAL=${STEPS_X0_GLOBAL:-2600}
@@ -33,6 +38,7 @@ STEPS_X0W_SR=${STEPS_X0W_SR:-1300}
 STEPS_X0W_GLOBAL=${STEPS_X0W_GLOBAL:-5000}
 STEPS_GLOBAL=${STEPS_GLOBAL:-20000}
 STEPS_SR=${STEPS_SR:-20000}
+STEPS_PVC_SR=${STEPS_PVC_SR:-6000}
 CHUNK_GLOBAL=${CHUNK_GLOBAL:-2000}
 CHUNK_SR=${CHUNK_SR:-1000}
 THREADS=${THREADS:-2}   # one stage at a time: two runs side by side share 2 cores badly
@@ -59,6 +65,7 @@ IMAGE_NOISE=scripts/noise_images.json
 WIDE_NOISE=scripts/noise_wide.json
 EVERY_LESION=scripts/wide_every.json
 LABEL_SR=scripts/sr_label.json
+PVC_SR=scripts/sr_pvc.json
 
 # 1. EDM phase of each stage.
 train global "$RUN" "$STEPS_EDM_GLOBAL" --objective edm --config "$IMAGE_NOISE"
@@ -80,3 +87,6 @@ while [ "$(step_of "$RUN_LES" global)" -lt "$STEPS_GLOBAL" ] || [ "$(step_of "$R
     train global "$RUN_LES" "$g" --objective x0 --init-from "$RUN_X0W" --config "$EVERY_LESION"
     train sr "$RUN_LAB" "$s" --objective x0 --init-from "$RUN_X0W" --config "$LABEL_SR"
 done
+
+# 5. SR stage on the partial-volume-corrected upsampling, from phase 4's weights.
+train sr "$RUN_PVC" "$STEPS_PVC_SR" --objective x0 --init-from "$RUN_LAB" --config "$PVC_SR"
