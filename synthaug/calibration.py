@@ -14,13 +14,18 @@ every offset kept within ``max_abs``. A voxel whose best channel leads the runne
 at least ``2 * max_abs`` cannot change class under any admissible offsets, so only the
 others are kept (:func:`compact`), which keeps full-resolution samples small.
 
-The same samples then give each class's mean HU and SUV inside the calibrated labels;
-a per-class CT shift and PET gain (``StageConfig.ct_shift``, ``pet_gain``, applied by
-:func:`synthaug.channels.calibrate_intensities` after the labels are decided) take them to
-the training cases' means, within :data:`~synthaug.channels.MAX_CT_SHIFT` and
+The same samples then give each class's median HU and mean SUV inside the calibrated
+labels; a per-class CT shift and PET gain (``StageConfig.ct_shift``, ``pet_gain``, applied
+by :func:`synthaug.channels.calibrate_intensities` after the labels are decided) take them
+to the training cases' median HU and mean SUV, within :data:`~synthaug.channels.MAX_CT_SHIFT` and
 :data:`~synthaug.channels.PET_GAIN_RANGE`. This corrects a stage's level per organ (the
 SR stage loses a tenth of the brain's uptake to the skull at the borders), not its
-texture, and only what the training data show.
+texture, and only what the training data show. The CT is matched by its median, the
+statistic an organ's HU is read by: a label that reaches a little past its organ's border
+pulls the mean towards the neighbour's HU (fat beside the aorta, say) by more than the
+organ's own level is off, and a shift fitted to the mean would move the whole organ to
+make up for its border. The PET is matched by its mean, the quantity (total uptake over
+volume) that a border cannot shift by much: its neighbours take up little.
 
 ``synthaug calibrate`` (:func:`calibrate`) runs the whole procedure on a weights folder:
 the global stage first, then the SR stage on the calibrated stage 1.
@@ -52,6 +57,25 @@ from .labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
 
 #: Sample i of a calibration uses seed SEED0 + i (apart from the seeds evaluations use, 0..n-1).
 SEED0 = 50_000
+#: HU histograms for the class medians: 1-HU bins centred on HU_LOW .. HU_LOW + HU_BINS - 1, clipped.
+HU_LOW, HU_BINS = -1024, 4096
+
+
+def hu_histograms(classes: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """(NUM_ORGAN_CLASSES, HU_BINS) counts of each class's voxels per 1-HU bin."""
+    bins = np.clip(np.rint(np.asarray(hu, np.float64)) - HU_LOW, 0, HU_BINS - 1).astype(np.int64)
+    flat = np.asarray(classes, np.int64) * HU_BINS + bins
+    return np.bincount(flat.ravel(), minlength=NUM_ORGAN_CLASSES * HU_BINS).reshape(NUM_ORGAN_CLASSES, HU_BINS)
+
+
+def histogram_medians(hist: np.ndarray) -> np.ndarray:
+    """Median HU of each row of :func:`hu_histograms` counts; NaN for an empty row."""
+    cum = np.cumsum(hist, axis=1)
+    total = cum[:, -1]
+    idx = np.array([np.searchsorted(c, t / 2) for c, t in zip(cum, total)])
+    return np.where(total > 0, HU_LOW + idx, np.nan).astype(np.float64)
+
+
 #: Row names of the calibration table: the organ classes, then the lesion channel.
 CLASS_NAMES = tuple(ORGAN_LABELS[c] for c in range(NUM_ORGAN_CLASSES)) + ("lesion",)
 
@@ -66,7 +90,8 @@ class CompactLabels:
     lesion_fixed: int          # voxels with lesion channel >= 2 * max_abs
     cases: int
     max_abs: float
-    fixed_sums: np.ndarray     # (2, NUM_ORGAN_CLASSES) HU and SUV of the fixed voxels, summed per class
+    fixed_suv: np.ndarray      # (NUM_ORGAN_CLASSES,) SUV of the fixed voxels, summed per class
+    fixed_hu_hist: np.ndarray  # (NUM_ORGAN_CLASSES, HU_BINS) HU histogram of the fixed voxels per class
     free_values: np.ndarray    # (2, V) HU and SUV of the other voxels
 
 
@@ -82,11 +107,12 @@ def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
     values = np.stack([channel_to_ct(x[CT_CHANNEL].astype(np.float64)).ravel(),
                        channel_to_pet(x[PET_CHANNEL].astype(np.float64)).ravel()])
     sure_class = organs[sure].argmax(1)
-    sums = np.stack([np.bincount(sure_class, weights=v[sure], minlength=NUM_ORGAN_CLASSES) for v in values])
     return CompactLabels(fixed=np.bincount(sure_class, minlength=NUM_ORGAN_CLASSES),
                          free=organs[~sure], lesion=les[np.abs(les) < 2 * max_abs],
                          lesion_fixed=int((les >= 2 * max_abs).sum()), cases=1, max_abs=float(max_abs),
-                         fixed_sums=sums, free_values=values[:, ~sure].astype(np.float32))
+                         fixed_suv=np.bincount(sure_class, weights=values[1, sure], minlength=NUM_ORGAN_CLASSES),
+                         fixed_hu_hist=hu_histograms(sure_class, values[0, sure]),
+                         free_values=values[:, ~sure].astype(np.float32))
 
 
 def merge(parts: Iterable[CompactLabels]) -> CompactLabels:
@@ -99,24 +125,27 @@ def merge(parts: Iterable[CompactLabels]) -> CompactLabels:
     return CompactLabels(fixed=np.sum([p.fixed for p in parts], axis=0), free=np.concatenate([p.free for p in parts]),
                          lesion=np.concatenate([p.lesion for p in parts]),
                          lesion_fixed=sum(p.lesion_fixed for p in parts), cases=sum(p.cases for p in parts),
-                         max_abs=parts[0].max_abs, fixed_sums=np.sum([p.fixed_sums for p in parts], axis=0),
+                         max_abs=parts[0].max_abs, fixed_suv=np.sum([p.fixed_suv for p in parts], axis=0),
+                         fixed_hu_hist=np.sum([p.fixed_hu_hist for p in parts], axis=0),
                          free_values=np.concatenate([p.free_values for p in parts], axis=1))
 
 
 def save_compact(path, data: CompactLabels) -> None:
     """Write a reduced sample as ``.npz`` (plain arrays, read back without pickle)."""
-    np.savez(path, fixed=data.fixed, free=data.free, lesion=data.lesion, fixed_sums=data.fixed_sums,
-             free_values=data.free_values, scalars=np.array([data.lesion_fixed, data.cases, data.max_abs], dtype=np.float64))
+    np.savez(path, fixed=data.fixed, free=data.free, lesion=data.lesion, fixed_suv=data.fixed_suv,
+             fixed_hu_hist=data.fixed_hu_hist, free_values=data.free_values,
+             scalars=np.array([data.lesion_fixed, data.cases, data.max_abs], dtype=np.float64))
 
 
 def load_compact(path) -> CompactLabels:
     """Read a reduced sample written by :func:`save_compact`."""
     with np.load(path, allow_pickle=False) as z:
-        if "free_values" not in z:
-            raise ValueError(f"{path} was reduced without CT and PET (an older synthaug): sample again into a new --work folder")
+        if "fixed_hu_hist" not in z:
+            raise ValueError(f"{path} was reduced without the CT and PET the intensity fit needs (an older synthaug): "
+                             "sample again into a new --work folder")
         lesion_fixed, cases, max_abs = z["scalars"]
         return CompactLabels(z["fixed"], z["free"], z["lesion"], int(lesion_fixed), int(cases), float(max_abs),
-                             z["fixed_sums"], z["free_values"])
+                             z["fixed_suv"], z["fixed_hu_hist"], z["free_values"])
 
 
 def mean_counts(data: CompactLabels, bias: np.ndarray) -> np.ndarray:
@@ -126,22 +155,22 @@ def mean_counts(data: CompactLabels, bias: np.ndarray) -> np.ndarray:
     return np.append(organs, lesion) / data.cases
 
 
-def class_means(data: CompactLabels, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean HU and SUV (each (NUM_ORGAN_CLASSES,), NaN where a class is empty) of each organ
-    class's voxels, pooled over the cases, under ``bias`` (LABEL_BIAS_SIZE,)."""
+def class_intensities(data: CompactLabels, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median HU and mean SUV (each (NUM_ORGAN_CLASSES,), NaN where a class is empty) of each
+    organ class's voxels, pooled over the cases, under ``bias`` (LABEL_BIAS_SIZE,)."""
     cls = (data.free + bias[:NUM_ORGAN_CLASSES]).argmax(1)
     n = data.fixed + np.bincount(cls, minlength=NUM_ORGAN_CLASSES)
-    sums = data.fixed_sums + np.stack([np.bincount(cls, weights=v, minlength=NUM_ORGAN_CLASSES)
-                                       for v in data.free_values.astype(np.float64)])
+    suv_sums = data.fixed_suv + np.bincount(cls, weights=data.free_values[1].astype(np.float64),
+                                                minlength=NUM_ORGAN_CLASSES)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / n
-    return means[0], means[1]
+        suv = suv_sums / n
+    return histogram_medians(data.fixed_hu_hist + hu_histograms(cls, data.free_values[0])), suv
 
 
 def fit_intensities(sample_hu: np.ndarray, sample_suv: np.ndarray, target_hu: np.ndarray,
                     target_suv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per organ class the HU shift and SUV gain that take the samples' class means to the
-    targets, within :data:`~synthaug.channels.MAX_CT_SHIFT` and :data:`~synthaug.channels.PET_GAIN_RANGE`;
+    """Per organ class the HU shift and SUV gain that take the samples' class median HU and mean
+    SUV to the targets, within :data:`~synthaug.channels.MAX_CT_SHIFT` and :data:`~synthaug.channels.PET_GAIN_RANGE`;
     identity for the background and for classes empty on either side."""
     ok = np.isfinite(sample_hu) & np.isfinite(target_hu) & (sample_suv > 0) & (target_suv > 0)
     ok[0] = False
@@ -181,7 +210,7 @@ def training_stats(data: str | Path, cases: int, config, cache: str | Path | Non
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Of training cases ``0..cases-1`` on the stage's grid (resampled as the stage was trained:
     ``config.lesion_rule``): mean voxels per case of each organ class and of lesion
-    (LABEL_BIAS_SIZE,), and each organ class's mean HU and SUV (NUM_ORGAN_CLASSES,), pooled.
+    (LABEL_BIAS_SIZE,), and each organ class's median HU and mean SUV (NUM_ORGAN_CLASSES,), pooled.
 
     With ``cache`` (e.g. the training run's), the whole cohort's preprocessing cache there is
     used or built; without, only those cases are resampled (no cache written)."""
@@ -198,17 +227,17 @@ def training_stats(data: str | Path, cases: int, config, cache: str | Path | Non
         zeros = np.zeros(config.grid.shape, np.uint8)
         cases_arrays = ((zeros if c.organs is None else c.organs, zeros if c.lesions is None else c.lesions, c.ct, c.pet)
                         for c in resampled)
-    counts, sums = [], np.zeros((2, NUM_ORGAN_CLASSES))
+    counts, suv_sums = [], np.zeros(NUM_ORGAN_CLASSES)
+    hist = np.zeros((NUM_ORGAN_CLASSES, HU_BINS), np.int64)
     for organs, lesions, ct, pet in cases_arrays:
         organs = np.asarray(organs).ravel()
         counts.append(np.append(np.bincount(organs, minlength=NUM_ORGAN_CLASSES), int(np.asarray(lesions).sum())))
-        for k, v in enumerate((ct, pet)):
-            sums[k] += np.bincount(organs, weights=np.asarray(v, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
+        hist += hu_histograms(organs, np.asarray(ct).ravel())
+        suv_sums += np.bincount(organs, weights=np.asarray(pet, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
     counts = np.asarray(counts, np.float64)
-    total = counts[:, :NUM_ORGAN_CLASSES].sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        hu, suv = sums / total
-    return counts.mean(0), hu, suv
+        suv = suv_sums / counts[:, :NUM_ORGAN_CLASSES].sum(0)
+    return counts.mean(0), histogram_medians(hist), suv
 
 
 def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
@@ -232,8 +261,8 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
               cache: str | Path | None = None, progress: bool = True, intensities: bool = True) -> dict | None:
     """Fit ``stage``'s label offsets of the weights in ``weights`` on samples for the demographics of
     training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable), then (``intensities``)
-    the per-class CT shift and PET gain that give the calibrated labels those cases' mean HU and
-    SUV. With ``shard=(i, n)``, n > 1, only samples cases ``i, i + n, ...`` and returns ``None``;
+    the per-class CT shift and PET gain that give the calibrated labels those cases' median HU and
+    mean SUV. With ``shard=(i, n)``, n > 1, only samples cases ``i, i + n, ...`` and returns ``None``;
     else returns the fit (``label_bias``, ``ct_shift``, ``pet_gain`` and the tables behind them) and,
     with ``write``, stores it in ``weights/<stage>.json``."""
     from .cascade import CascadedSampler
@@ -267,7 +296,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
                   "mean_voxels": {n: {"training": round(float(t), 1), "uncalibrated": round(float(b), 1),
                                       "calibrated": round(float(a), 1)}
                                   for n, t, b, a in zip(CLASS_NAMES, target, before, after)}}}
-    hu, suv = class_means(samples, bias)
+    hu, suv = class_intensities(samples, bias)
     shift, gain = fit_intensities(hu, suv, target_hu, target_suv) if intensities else (None, None)
     result["ct_shift"] = [] if shift is None else [round(float(v), 2) for v in shift]
     result["pet_gain"] = [] if gain is None else [round(float(v), 4) for v in gain]
@@ -276,7 +305,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
             return {k: round(float(v), digits) if np.isfinite(v) else None
                     for k, v in (("training", t), ("generated", generated), ("calibrated", calibrated))}
         result["intensity_calibration"] = {
-            "mean_hu": {n: table(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, target_hu, hu, shift)},
+            "median_hu": {n: table(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, target_hu, hu, shift)},
             "mean_suv": {n: table(t, g, g * k, 3) for n, t, g, k in zip(CLASS_NAMES, target_suv, suv, gain)}}
     if write:
         path = Path(weights) / f"{stage}.json"

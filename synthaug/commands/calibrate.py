@@ -1,5 +1,5 @@
 """``synthaug calibrate``: fit a stage's label offsets so that its labels match the training cohort's volumes,
-and its per-organ CT shift and PET gain so that the organs inside them match its mean HU and SUV."""
+and its per-organ CT shift and PET gain so that the organs inside them match its median HU and mean SUV."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if "intensity_calibration" in result:
         print(f"\n{'class':16s} {'HU train':>9s} {'generated':>10s} {'shift':>7s} {'SUV train':>10s} {'generated':>10s} {'gain':>6s}")
         table = result["intensity_calibration"]
-        for (name, hu), suv, shift, gain in zip(table["mean_hu"].items(), table["mean_suv"].values(),
+        for (name, hu), suv, shift, gain in zip(table["median_hu"].items(), table["mean_suv"].values(),
                                                 result["ct_shift"], result["pet_gain"]):
             print(f"{name:16s} {_num(hu['training'], 9, 1)} {_num(hu['generated'], 10, 1)} {shift:7.1f} "
                   f"{_num(suv['training'], 10, 3)} {_num(suv['generated'], 10, 3)} {gain:6.3f}")
