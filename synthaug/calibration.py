@@ -206,38 +206,45 @@ def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool 
 # --- the procedure on a weights folder -----------------------------------------------------------
 
 
-def training_stats(data: str | Path, cases: int, config, cache: str | Path | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Of training cases ``0..cases-1`` on the stage's grid (resampled as the stage was trained:
-    ``config.lesion_rule``): mean voxels per case of each organ class and of lesion
-    (LABEL_BIAS_SIZE,), and each organ class's median HU and mean SUV (NUM_ORGAN_CLASSES,), pooled.
+def training_stats(data: str | Path, cases: int, config, cache: str | Path | None = None, *,
+                   intensity_cases: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """On the stage's grid (resampled as the stage was trained: ``config.lesion_rule``): the mean
+    voxels per case of each organ class and of lesion (LABEL_BIAS_SIZE,) over training cases
+    ``0..cases-1``, and each organ class's median HU and mean SUV (NUM_ORGAN_CLASSES,), pooled over
+    cases ``0..intensity_cases-1`` (default: the same ``cases``).
 
     With ``cache`` (e.g. the training run's), the whole cohort's preprocessing cache there is
     used or built; without, only those cases are resampled (no cache written)."""
     from .io import Cohort
     from .preprocess import preprocess_cohort, to_grid
 
+    intensity_cases = cases if intensity_cases is None else intensity_cases
+    n = max(cases, intensity_cases)
     if cache is not None:
         arrays = preprocess_cohort(data, config.grid, cache, lesion_rule=config.lesion_rule)
-        cases_arrays = ((arrays.organs[i], arrays.lesions[i], arrays.ct[i], arrays.pet[i]) for i in range(cases))
+        cases_arrays = ((arrays.organs[i], arrays.lesions[i], arrays.ct[i], arrays.pet[i]) for i in range(n))
     else:
         cohort = Cohort(data)
         resampled = (to_grid(cohort.load(cohort.case_ids[i]), config.grid, lesion_rule=config.lesion_rule)
-                     for i in range(cases))
+                     for i in range(n))
         zeros = np.zeros(config.grid.shape, np.uint8)
         cases_arrays = ((zeros if c.organs is None else c.organs, zeros if c.lesions is None else c.lesions, c.ct, c.pet)
                         for c in resampled)
     counts, suv_sums = [], np.zeros(NUM_ORGAN_CLASSES)
     hist = np.zeros((NUM_ORGAN_CLASSES, HU_BINS), np.int64)
-    for organs, lesions, ct, pet in cases_arrays:
+    intensity_voxels = np.zeros(NUM_ORGAN_CLASSES)
+    for i, (organs, lesions, ct, pet) in enumerate(cases_arrays):
         organs = np.asarray(organs).ravel()
-        counts.append(np.append(np.bincount(organs, minlength=NUM_ORGAN_CLASSES), int(np.asarray(lesions).sum())))
-        hist += hu_histograms(organs, np.asarray(ct).ravel())
-        suv_sums += np.bincount(organs, weights=np.asarray(pet, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
-    counts = np.asarray(counts, np.float64)
+        voxels = np.bincount(organs, minlength=NUM_ORGAN_CLASSES)
+        if i < cases:
+            counts.append(np.append(voxels, int(np.asarray(lesions).sum())))
+        if i < intensity_cases:
+            intensity_voxels += voxels
+            hist += hu_histograms(organs, np.asarray(ct).ravel())
+            suv_sums += np.bincount(organs, weights=np.asarray(pet, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
     with np.errstate(invalid="ignore", divide="ignore"):
-        suv = suv_sums / counts[:, :NUM_ORGAN_CLASSES].sum(0)
-    return counts.mean(0), histogram_medians(hist), suv
+        suv = suv_sums / intensity_voxels
+    return np.asarray(counts, np.float64).mean(0), histogram_medians(hist), suv
 
 
 def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
@@ -258,11 +265,18 @@ def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path
 
 def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Path, *, cases: int = 40,
               max_abs: float = 0.5, shard: tuple[int, int] = (0, 1), fit_lesion: bool = False, write: bool = False,
-              cache: str | Path | None = None, progress: bool = True, intensities: bool = True) -> dict | None:
+              cache: str | Path | None = None, progress: bool = True, intensities: bool = True,
+              intensity_cases: int | None = None) -> dict | None:
     """Fit ``stage``'s label offsets of the weights in ``weights`` on samples for the demographics of
-    training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable), then (``intensities``)
-    the per-class CT shift and PET gain that give the calibrated labels those cases' median HU and
-    mean SUV. With ``shard=(i, n)``, n > 1, only samples cases ``i, i + n, ...`` and returns ``None``;
+    training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable), so that the labels have
+    those cases' mean volumes; then (``intensities``) the per-class CT shift and PET gain that give
+    the organs inside the calibrated labels the median HU and mean SUV of training cases
+    ``0..intensity_cases-1`` (default: the whole cohort). Volumes follow the body size and so are
+    matched to the sampled demographics; organ intensities vary between cases far more than the
+    demographics explain (the bladder's mean SUV by about 60 %), so their target is the
+    population's rather than that of the few sampled cases.
+
+    With ``shard=(i, n)``, n > 1, only samples cases ``i, i + n, ...`` and returns ``None``;
     else returns the fit (``label_bias``, ``ct_shift``, ``pet_gain`` and the tables behind them) and,
     with ``write``, stores it in ``weights/<stage>.json``."""
     from .cascade import CascadedSampler
@@ -277,6 +291,9 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     cohort = Cohort(data)
     if not 1 <= cases <= len(cohort):
         raise ValueError(f"cases={cases}: the training cohort {data} has {len(cohort)}")
+    intensity_cases = len(cohort) if intensity_cases is None else intensity_cases
+    if not 1 <= intensity_cases <= len(cohort):
+        raise ValueError(f"intensity_cases={intensity_cases}: the training cohort {data} has {len(cohort)}")
     config = getattr(sampler, attr)
     setattr(sampler, attr, replace(config, label_bias=(), ct_shift=(), pet_gain=()))  # sample without what is fitted
     work = Path(work)
@@ -287,7 +304,8 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     samples = merge(load_compact(work / f"{i:05d}.npz") for i in range(cases))
     if samples.max_abs != max_abs:
         raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
-    target, target_hu, target_suv = training_stats(data, cases, config, cache)
+    target, target_hu, target_suv = training_stats(data, cases, config, cache,
+                                                   intensity_cases=intensity_cases if intensities else None)
     before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
     bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
     result = {"label_bias": [round(float(b), 4) for b in bias],
@@ -305,6 +323,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
             return {k: round(float(v), digits) if np.isfinite(v) else None
                     for k, v in (("training", t), ("generated", generated), ("calibrated", calibrated))}
         result["intensity_calibration"] = {
+            "target_cases": intensity_cases,
             "median_hu": {n: table(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, target_hu, hu, shift)},
             "mean_suv": {n: table(t, g, g * k, 3) for n, t, g, k in zip(CLASS_NAMES, target_suv, suv, gain)}}
     if write:

@@ -314,6 +314,7 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
     after = json.loads((tiny / "weights" / "global.json").read_text())
     assert len(after["label_bias"]) == LABEL_BIAS_SIZE and after["label_calibration"]["cases"] == 3
     assert len(after["ct_shift"]) == len(after["pet_gain"]) == NUM_ORGAN_CLASSES
+    assert after["intensity_calibration"]["target_cases"] == 3  # intensity targets: the whole cohort by default
     suv = after["intensity_calibration"]["mean_suv"]
     checked = [name for name, row in suv.items()
                if name != "background" and row["generated"] is not None and row["training"] is not None]
@@ -340,6 +341,8 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
     (["--stage", "global", "--cases", "0"], "cases=0"),
     (["--stage", "global", "--shard", "2/2"], "--shard '2/2'"),
     (["--stage", "global", "--max-abs", "0"], "max_abs=0.0 must be > 0"),
+    (["--stage", "global", "--cases", "1", "--intensity-cases", "9"], "intensity_cases=9: the training cohort"),
+    (["--stage", "global", "--cases", "1", "--intensity-cases", "0"], "intensity_cases=0"),
 ])
 def test_calibrate_cli_rejects_bad_input(tiny, tmp_path, capsys, args, match):
     code, _, err = _calibrate(capsys, tiny, tmp_path / "w", *args)
@@ -374,3 +377,13 @@ def test_training_stats_without_a_cache_match_the_cohort_cache(tiny, tmp_path, s
     assert direct[0][1:NUM_ORGAN_CLASSES].sum() > 0  # the cases do have organs to count
     present = direct[0][:NUM_ORGAN_CLASSES] > 0
     assert np.all(np.isfinite(direct[1][present])) and np.all(direct[2][present] >= 0)
+
+
+def test_training_stats_take_intensities_from_their_own_cases(tiny):
+    cfg = load_stage(tiny / "weights" / "global")[1]
+    one, three = training_stats(tiny / "cohort", 1, cfg), training_stats(tiny / "cohort", 3, cfg)
+    mixed = training_stats(tiny / "cohort", 1, cfg, intensity_cases=3)
+    np.testing.assert_allclose(mixed[0], one[0])  # volumes: the sampled cases only
+    np.testing.assert_allclose(mixed[1], three[1], equal_nan=True)  # intensities: all three
+    np.testing.assert_allclose(mixed[2], three[2], equal_nan=True)
+    assert not np.allclose(one[2], three[2], equal_nan=True)  # the cases do differ in uptake

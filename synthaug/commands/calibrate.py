@@ -16,10 +16,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="the training cohort the weights were trained on")
     p.add_argument("--work", required=True, help="folder for the reduced samples (resumable; one per stage)")
     p.add_argument("--cases", type=int, default=40, help="samples, for training cases 0..N-1 (default 40)")
+    p.add_argument("--intensity-cases", type=int,
+                   help="training cases 0..M-1 whose organ median HU and mean SUV are the targets (default: all)")
     p.add_argument("--max-abs", type=float, default=0.5, help="largest offset; label channels span -1..1 (default 0.5)")
     p.add_argument("--shard", metavar="i/N", help="only sample cases with index %% N == i, and do not fit")
     p.add_argument("--fit-lesion", action="store_true", help="also fit the lesion channel's offset")
-    p.add_argument("--cache", help="preprocessing cache of the whole cohort to use or build (e.g. the training run's); default: resample only the N cases")
+    p.add_argument("--cache", help="preprocessing cache of the whole cohort to use or build (e.g. the training run's); default: resample the cases it reads, write no cache")
     p.add_argument("--no-intensities", action="store_true",
                    help="fit the label offsets only, not the per-organ CT shift and PET gain")
     p.add_argument("--write", action="store_true", help="store the offsets in WEIGHTS/STAGE.json")
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else (0, 1)
     result = calibrate(args.weights, args.stage, args.data, args.work, cases=args.cases, max_abs=args.max_abs,
                        shard=shard, fit_lesion=args.fit_lesion, write=args.write, cache=args.cache,
-                       progress=not args.no_progress, intensities=not args.no_intensities)
+                       progress=not args.no_progress, intensities=not args.no_intensities,
+                       intensity_cases=args.intensity_cases)
     if result is None:
         print(f"shard {shard[0]}/{shard[1]}: samples in {args.work}; run once more without --shard to fit")
         return 0
