@@ -273,7 +273,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     the organs inside the calibrated labels the median HU and mean SUV of training cases
     ``0..intensity_cases-1`` (default: the whole cohort). Volumes follow the body size and so are
     matched to the sampled demographics; organ intensities vary between cases far more than the
-    demographics explain (the bladder's mean SUV by about 60 %), so their target is the
+    demographics explain (the phantom bladder's SUV most of all), so their target is the
     population's rather than that of the few sampled cases.
 
     With ``shard=(i, n)``, n > 1, only samples cases ``i, i + n, ...`` and returns ``None``;
