@@ -6,8 +6,11 @@ they come out too small or not at all, while a neighbour grows. Adding a constan
 per class before the argmax (``StageConfig.label_bias``, applied by
 :func:`synthaug.channels.harden_labels`) moves the borders without retraining. The
 offsets are fitted on the stage's own samples, generated for the demographics of
-training cases, against those same training cases' label volumes on the stage's grid:
-training data only, so a held-out cohort stays held out.
+training cases, against the label volumes on the stage's grid that those demographics
+lead to, estimated over the whole training cohort (:func:`expected_means`): what follows
+body size is kept, what varies from case to case regardless (a bladder's filling) is
+averaged over all cases instead of the few sampled. Training data only, so a held-out
+cohort stays held out.
 
 The fit is a fixed-point iteration, ``b_c += rate * log(target_c / count_c)``, with
 every offset kept within ``max_abs``. A voxel whose best channel leads the runner-up by
@@ -206,12 +209,48 @@ def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool 
 # --- the procedure on a weights folder -----------------------------------------------------------
 
 
+#: Fewer cases than this per demographic feature (plus intercept) and volume targets fall back to the
+#: sampled cases' own mean: a linear fit on so few would add more noise than it removes.
+CASES_PER_FEATURE = 10
+
+
+def demographic_features(demos) -> np.ndarray:
+    """(n, p) regressors for volume targets: intercept, then each of male, age, height and weight
+    that is known for every case in ``demos`` (a field missing anywhere is left out)."""
+    columns = [np.ones(len(demos))]
+    for get in (lambda d: None if d.sex is None else float(d.sex == "M"), lambda d: d.age,
+                lambda d: d.height_cm, lambda d: d.weight_kg):
+        values = [get(d) for d in demos]
+        if all(v is not None for v in values):
+            columns.append(np.asarray(values, np.float64))
+    return np.stack(columns, 1)
+
+
+def expected_means(values: np.ndarray, features: np.ndarray, rows: int) -> np.ndarray:
+    """The mean over cases ``0..rows-1`` of each column of ``values`` (n, k) as the demographics
+    predict it: a least-squares fit of ``values`` on ``features`` (n, p, with intercept) over all n
+    cases, evaluated at those cases' features. Over n == rows it is their plain mean; over more
+    cases it keeps what follows the demographics (body size) and averages out the rest (a
+    bladder's filling) over the whole cohort. With fewer than ``CASES_PER_FEATURE`` cases per
+    feature, the plain mean of the ``rows`` cases."""
+    values, features = np.asarray(values, np.float64), np.asarray(features, np.float64)
+    if values.shape[0] != features.shape[0] or not 1 <= rows <= values.shape[0]:
+        raise ValueError(f"values {values.shape}, features {features.shape}, rows={rows}: need as many rows, rows >= 1")
+    if len(values) < CASES_PER_FEATURE * features.shape[1]:
+        return values[:rows].mean(0)
+    coef = np.linalg.lstsq(features, values, rcond=None)[0]
+    return np.maximum(features[:rows].mean(0) @ coef, 0.0)
+
+
 def training_stats(data: str | Path, cases: int, config, cache: str | Path | None = None, *,
-                   intensity_cases: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   intensity_cases: int | None = None,
+                   volume_cases: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """On the stage's grid (resampled as the stage was trained: ``config.lesion_rule``): the mean
-    voxels per case of each organ class and of lesion (LABEL_BIAS_SIZE,) over training cases
-    ``0..cases-1``, and each organ class's median HU and mean SUV (NUM_ORGAN_CLASSES,), pooled over
-    cases ``0..intensity_cases-1`` (default: the same ``cases``).
+    voxels per case of each organ class and of lesion (LABEL_BIAS_SIZE,) expected for the
+    demographics of training cases ``0..cases-1``, estimated over cases ``0..volume_cases-1``
+    (:func:`expected_means`; default: the same ``cases``, i.e. their plain mean), and each organ
+    class's median HU and mean SUV (NUM_ORGAN_CLASSES,), pooled over cases
+    ``0..intensity_cases-1`` (default: the same ``cases``).
 
     With ``cache`` (e.g. the training run's), the whole cohort's preprocessing cache there is
     used or built; without, only those cases are resampled (no cache written)."""
@@ -219,12 +258,15 @@ def training_stats(data: str | Path, cases: int, config, cache: str | Path | Non
     from .preprocess import preprocess_cohort, to_grid
 
     intensity_cases = cases if intensity_cases is None else intensity_cases
-    n = max(cases, intensity_cases)
+    volume_cases = cases if volume_cases is None else volume_cases
+    if volume_cases < cases:
+        raise ValueError(f"volume_cases={volume_cases} must include the {cases} sampled cases")
+    n = max(volume_cases, intensity_cases)
+    cohort = Cohort(data)
     if cache is not None:
         arrays = preprocess_cohort(data, config.grid, cache, lesion_rule=config.lesion_rule)
         cases_arrays = ((arrays.organs[i], arrays.lesions[i], arrays.ct[i], arrays.pet[i]) for i in range(n))
     else:
-        cohort = Cohort(data)
         resampled = (to_grid(cohort.load(cohort.case_ids[i]), config.grid, lesion_rule=config.lesion_rule)
                      for i in range(n))
         zeros = np.zeros(config.grid.shape, np.uint8)
@@ -236,7 +278,7 @@ def training_stats(data: str | Path, cases: int, config, cache: str | Path | Non
     for i, (organs, lesions, ct, pet) in enumerate(cases_arrays):
         organs = np.asarray(organs).ravel()
         voxels = np.bincount(organs, minlength=NUM_ORGAN_CLASSES)
-        if i < cases:
+        if i < volume_cases:
             counts.append(np.append(voxels, int(np.asarray(lesions).sum())))
         if i < intensity_cases:
             intensity_voxels += voxels
@@ -244,7 +286,8 @@ def training_stats(data: str | Path, cases: int, config, cache: str | Path | Non
             suv_sums += np.bincount(organs, weights=np.asarray(pet, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
     with np.errstate(invalid="ignore", divide="ignore"):
         suv = suv_sums / intensity_voxels
-    return np.asarray(counts, np.float64).mean(0), histogram_medians(hist), suv
+    features = demographic_features([cohort.demographics[cohort.case_ids[i]] for i in range(volume_cases)])
+    return expected_means(np.asarray(counts, np.float64), features, cases), histogram_medians(hist), suv
 
 
 def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
@@ -266,10 +309,11 @@ def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path
 def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Path, *, cases: int = 40,
               max_abs: float = 0.5, shard: tuple[int, int] = (0, 1), fit_lesion: bool = False, write: bool = False,
               cache: str | Path | None = None, progress: bool = True, intensities: bool = True,
-              intensity_cases: int | None = None) -> dict | None:
+              intensity_cases: int | None = None, volume_cases: int | None = None) -> dict | None:
     """Fit ``stage``'s label offsets of the weights in ``weights`` on samples for the demographics of
     training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable), so that the labels have
-    those cases' mean volumes; then (``intensities``) the per-class CT shift and PET gain that give
+    the mean volumes expected for those demographics, estimated over training cases
+    ``0..volume_cases-1`` (default: the whole cohort; :func:`expected_means`); then (``intensities``) the per-class CT shift and PET gain that give
     the organs inside the calibrated labels the median HU and mean SUV of training cases
     ``0..intensity_cases-1`` (default: the whole cohort). Volumes follow the body size and so are
     matched to the sampled demographics; organ intensities vary between cases far more than the
@@ -294,6 +338,10 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     intensity_cases = len(cohort) if intensity_cases is None else intensity_cases
     if not 1 <= intensity_cases <= len(cohort):
         raise ValueError(f"intensity_cases={intensity_cases}: the training cohort {data} has {len(cohort)}")
+    volume_cases = len(cohort) if volume_cases is None else volume_cases
+    if not cases <= volume_cases <= len(cohort):
+        raise ValueError(f"volume_cases={volume_cases}: must be at least cases={cases} and at most the "
+                         f"{len(cohort)} of the training cohort {data}")
     config = getattr(sampler, attr)
     setattr(sampler, attr, replace(config, label_bias=(), ct_shift=(), pet_gain=()))  # sample without what is fitted
     work = Path(work)
@@ -304,13 +352,14 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     samples = merge(load_compact(work / f"{i:05d}.npz") for i in range(cases))
     if samples.max_abs != max_abs:
         raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
-    target, target_hu, target_suv = training_stats(data, cases, config, cache,
+    target, target_hu, target_suv = training_stats(data, cases, config, cache, volume_cases=volume_cases,
                                                    intensity_cases=intensity_cases if intensities else None)
     before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
     bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
     result = {"label_bias": [round(float(b), 4) for b in bias],
               "label_calibration": {
                   "data": str(data), "cases": cases, "seeds": f"{SEED0} + case index", "max_abs": max_abs,
+                  "volume_cases": volume_cases,
                   "mean_voxels": {n: {"training": round(float(t), 1), "uncalibrated": round(float(b), 1),
                                       "calibrated": round(float(a), 1)}
                                   for n, t, b, a in zip(CLASS_NAMES, target, before, after)}}}

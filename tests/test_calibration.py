@@ -13,10 +13,13 @@ from helpers import tiny_stage_config, write_tiny_cohort
 
 from synthaug import cli
 from synthaug.calibration import (
+    CASES_PER_FEATURE,
     CLASS_NAMES,
     HU_LOW,
     class_intensities,
     compact,
+    demographic_features,
+    expected_means,
     fit_intensities,
     fit_label_bias,
     histogram_medians,
@@ -315,6 +318,7 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
     assert len(after["label_bias"]) == LABEL_BIAS_SIZE and after["label_calibration"]["cases"] == 3
     assert len(after["ct_shift"]) == len(after["pet_gain"]) == NUM_ORGAN_CLASSES
     assert after["intensity_calibration"]["target_cases"] == 3  # intensity targets: the whole cohort by default
+    assert after["label_calibration"]["volume_cases"] == 3  # and so are the volume targets
     suv = after["intensity_calibration"]["mean_suv"]
     checked = [name for name, row in suv.items()
                if name != "background" and row["generated"] is not None and row["training"] is not None]
@@ -343,6 +347,8 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
     (["--stage", "global", "--max-abs", "0"], "max_abs=0.0 must be > 0"),
     (["--stage", "global", "--cases", "1", "--intensity-cases", "9"], "intensity_cases=9: the training cohort"),
     (["--stage", "global", "--cases", "1", "--intensity-cases", "0"], "intensity_cases=0"),
+    (["--stage", "global", "--cases", "2", "--volume-cases", "1"], "volume_cases=1: must be at least cases=2"),
+    (["--stage", "global", "--cases", "1", "--volume-cases", "9"], "volume_cases=9"),
 ])
 def test_calibrate_cli_rejects_bad_input(tiny, tmp_path, capsys, args, match):
     code, _, err = _calibrate(capsys, tiny, tmp_path / "w", *args)
@@ -387,3 +393,60 @@ def test_training_stats_take_intensities_from_their_own_cases(tiny):
     np.testing.assert_allclose(mixed[1], three[1], equal_nan=True)  # intensities: all three
     np.testing.assert_allclose(mixed[2], three[2], equal_nan=True)
     assert not np.allclose(one[2], three[2], equal_nan=True)  # the cases do differ in uptake
+
+
+def _cohort_like(n: int, seed: int = 0):
+    """Demographic features of n people and a volume that follows body size plus case-to-case noise."""
+    from synthaug.demographics import sample_population
+
+    demos = sample_population(n, seed)
+    x = demographic_features(demos)
+    truth = x @ np.array([50.0, 30.0, 0.2, 1.5, 2.0])  # intercept, male, age, height, weight
+    noise = np.random.default_rng(seed).normal(0.0, 0.5, n) * truth.mean()
+    return demos, x, truth, noise
+
+
+def test_expected_means_over_the_sampled_cases_alone_are_their_plain_mean():
+    _, x, truth, noise = _cohort_like(300)
+    values = np.stack([truth + noise, 2 * truth], 1)
+    np.testing.assert_allclose(expected_means(values, x, 300), values.mean(0), rtol=1e-9)
+
+
+def test_expected_means_keep_the_body_size_and_average_out_the_rest():
+    _, x, truth, noise = _cohort_like(300)
+    np.testing.assert_allclose(expected_means(truth[:, None], x, 40), [truth[:40].mean()], rtol=1e-9)  # exact law
+    errors = []  # over cohorts: target error from the whole cohort's fit vs from the 40 sampled cases alone
+    for seed in range(30):
+        _, x, truth, noise = _cohort_like(300, seed)
+        expected = truth[:40].mean()
+        errors.append((expected_means((truth + noise)[:, None], x, 40)[0] - expected, (truth + noise)[:40].mean() - expected))
+    rms_fit, rms_sampled = np.sqrt(np.mean(np.square(errors), 0))
+    assert rms_fit < 0.75 * rms_sampled  # about sqrt(40 / 300) = 0.37 expected; 1 if nothing were averaged
+
+
+def test_expected_means_fall_back_to_the_plain_mean_with_few_cases():
+    _, x, truth, noise = _cohort_like(CASES_PER_FEATURE * 5 - 1)
+    values = (truth + noise)[:, None]
+    np.testing.assert_allclose(expected_means(values, x, 3), values[:3].mean(0))
+
+
+@pytest.mark.parametrize(("shape", "rows"), [((10, 2), 11), ((10, 2), 0), ((9, 2), 3)])
+def test_expected_means_refuse_bad_shapes(shape, rows):
+    with pytest.raises(ValueError, match="rows"):
+        expected_means(np.ones(shape), np.ones((10, 3)), rows)
+
+
+def test_demographic_features_leave_out_fields_missing_anywhere():
+    from synthaug.demographics import Demographics
+
+    demos = [Demographics(60, "M", 180, 80), Demographics(None, "F", 160, 60)]
+    np.testing.assert_allclose(demographic_features(demos), [[1, 1, 180, 80], [1, 0, 160, 60]])
+
+
+def test_training_stats_volume_cases_must_include_the_sampled_ones(tiny):
+    cfg = load_stage(tiny / "weights" / "global")[1]
+    with pytest.raises(ValueError, match="volume_cases=1 must include the 2 sampled cases"):
+        training_stats(tiny / "cohort", 2, cfg, volume_cases=1)
+    # three cases are too few for a fit on four demographic features: the sampled cases' own mean
+    np.testing.assert_allclose(training_stats(tiny / "cohort", 1, cfg, volume_cases=3)[0],
+                               training_stats(tiny / "cohort", 1, cfg)[0])

@@ -18,6 +18,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cases", type=int, default=40, help="samples, for training cases 0..N-1 (default 40)")
     p.add_argument("--intensity-cases", type=int,
                    help="training cases 0..M-1 whose organ median HU and mean SUV are the targets (default: all)")
+    p.add_argument("--volume-cases", type=int,
+                   help="training cases 0..V-1 (V >= N) over which the volumes expected for the sampled cases' "
+                        "demographics are estimated by a linear fit (default: all)")
     p.add_argument("--max-abs", type=float, default=0.5, help="largest offset; label channels span -1..1 (default 0.5)")
     p.add_argument("--shard", metavar="i/N", help="only sample cases with index %% N == i, and do not fit")
     p.add_argument("--fit-lesion", action="store_true", help="also fit the lesion channel's offset")
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     result = calibrate(args.weights, args.stage, args.data, args.work, cases=args.cases, max_abs=args.max_abs,
                        shard=shard, fit_lesion=args.fit_lesion, write=args.write, cache=args.cache,
                        progress=not args.no_progress, intensities=not args.no_intensities,
-                       intensity_cases=args.intensity_cases)
+                       intensity_cases=args.intensity_cases, volume_cases=args.volume_cases)
     if result is None:
         print(f"shard {shard[0]}/{shard[1]}: samples in {args.work}; run once more without --shard to fit")
         return 0
