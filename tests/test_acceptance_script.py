@@ -1,0 +1,78 @@
+"""The model card's acceptance checks (scripts/evaluate_demo_weights.py) on hand-made reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_demo_weights.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("evaluate_demo_weights", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _case(sex: str, scale: float, hu: float = 40.0) -> dict:
+    values = {o: {"volume_ml": 100.0 * scale, "suv_mean": 2.0, "ct_median_hu": hu} for o in
+              ("body_fat", "soft_tissue", "bone", "brain", "lungs", "heart", "liver", "spleen", "kidneys",
+               "urinary_bladder", "aorta")}
+    for organ, suv in (("brain", 6.0), ("liver", 2.5), ("soft_tissue", 0.9), ("body_fat", 0.4)):
+        values[organ]["suv_mean"] = suv
+    return {"demographics": {"sex": sex}, "values": values}
+
+
+def _report(syn_scale: float, baseline_scale: float | None) -> dict:
+    cases = {"reference": [_case("M", 1.0), _case("F", 1.0)],
+             "synthetic": [_case("M", syn_scale), _case("F", syn_scale, hu=-500.0)]}
+    if baseline_scale is not None:
+        cases["baseline"] = [_case("M", baseline_scale), _case("F", baseline_scale)]
+    return {"cases": cases, "fidelity": {"height": {"synthetic": {"pearson_r": 0.9}}, "weight": {"synthetic": None}}}
+
+
+def test_checks_count_cells_within_ten_percent_for_synthetic_and_baseline(script):
+    acc = script.acceptance(_report(1.2, 1.05))
+    assert acc["volume_within_10pct"] == 0.0 and acc["suv_within_10pct"] == 1.0
+    assert acc["baseline"] == {"n": 2, "volume_within_10pct": 1.0, "suv_within_10pct": 1.0}
+    row = acc["organ_sex_rows"][0]
+    assert row["volume_ml"]["deviation_pct"] == pytest.approx(20.0)
+    assert row["baseline_deviation_pct"]["volume_ml"] == pytest.approx(5.0)
+    assert acc["ranges"]["liver"]["hu_in_range"] == 0.5  # the female synthetic case's -500 HU is out
+    assert acc["ranges"]["liver"]["baseline_hu_in_range"] == 1.0
+    assert acc["suv_ordering_fraction"] == 1.0 and acc["height_r"] == 0.9 and acc["weight_r"] is None
+    text = script.render(acc, "## t")
+    assert "phantom dev %" in text and "(phantom baseline: 100 %)" in text
+
+
+def test_checks_without_a_baseline_leave_its_columns_out(script):
+    acc = script.acceptance(_report(1.0, None))
+    assert acc["baseline"] is None and acc["volume_within_10pct"] == 1.0
+    text = script.render(acc, "## t")
+    assert "phantom dev" not in text and "phantom baseline" not in text and "| brain | M | 100 | 100 | +0.0 | 6.00 | 6.00 | +0.0 |" in text
+
+
+def test_metrics_redo_the_checks_and_keep_the_report_command(script, tmp_path, monkeypatch, capsys):
+    (tmp_path / "metrics.json").write_text(json.dumps(_report(1.2, 1.0)))
+    (tmp_path / "acceptance.json").write_text(json.dumps({"command": "python scripts/x --out o", "settings": {"stages": "cascade"}}))
+    monkeypatch.setattr(sys, "argv", ["x", "--metrics", str(tmp_path / "metrics.json"), "--out", str(tmp_path)])
+    script.main()
+    acc = json.loads((tmp_path / "acceptance.json").read_text())
+    assert acc["command"] == "python scripts/x --out o" and acc["volume_within_10pct"] == 0.0
+    assert "--metrics" in acc["checks_redone_with"]
+    md = (tmp_path / "acceptance.md").read_text()
+    assert md.startswith("## Acceptance checks (cascade)") and "checks redone with" in md
+    capsys.readouterr()
+
+
+def test_reference_is_required_without_metrics(script, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["x", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exc:
+        script.main()
+    assert exc.value.code == 2 and "--reference is required" in capsys.readouterr().err
