@@ -22,8 +22,7 @@ parallel shards (one thread each) and pass it with ``--synthetic``:
 
 To redo only the acceptance checks of an existing report (e.g. after this script changed):
 
-    python scripts/evaluate_demo_weights.py --metrics synthaug/weights/evaluation/metrics.json \
-        --out synthaug/weights/evaluation
+    python scripts/evaluate_demo_weights.py --metrics runs/eval/metrics.json --out runs/eval
 """
 
 from __future__ import annotations
