@@ -399,25 +399,24 @@ def _cohort_like(n: int, seed: int = 0):
     """Demographic features of n people and a volume that follows body size plus case-to-case noise."""
     from synthaug.demographics import sample_population
 
-    demos = sample_population(n, seed)
-    x = demographic_features(demos)
+    x = demographic_features(sample_population(n, seed))
     truth = x @ np.array([50.0, 30.0, 0.2, 1.5, 2.0])  # intercept, male, age, height, weight
     noise = np.random.default_rng(seed).normal(0.0, 0.5, n) * truth.mean()
-    return demos, x, truth, noise
+    return x, truth, noise
 
 
 def test_expected_means_over_the_sampled_cases_alone_are_their_plain_mean():
-    _, x, truth, noise = _cohort_like(300)
+    x, truth, noise = _cohort_like(300)
     values = np.stack([truth + noise, 2 * truth], 1)
     np.testing.assert_allclose(expected_means(values, x, 300), values.mean(0), rtol=1e-9)
 
 
 def test_expected_means_keep_the_body_size_and_average_out_the_rest():
-    _, x, truth, noise = _cohort_like(300)
+    x, truth, noise = _cohort_like(300)
     np.testing.assert_allclose(expected_means(truth[:, None], x, 40), [truth[:40].mean()], rtol=1e-9)  # exact law
     errors = []  # over cohorts: target error from the whole cohort's fit vs from the 40 sampled cases alone
     for seed in range(30):
-        _, x, truth, noise = _cohort_like(300, seed)
+        x, truth, noise = _cohort_like(300, seed)
         expected = truth[:40].mean()
         errors.append((expected_means((truth + noise)[:, None], x, 40)[0] - expected, (truth + noise)[:40].mean() - expected))
     rms_fit, rms_sampled = np.sqrt(np.mean(np.square(errors), 0))
@@ -425,7 +424,7 @@ def test_expected_means_keep_the_body_size_and_average_out_the_rest():
 
 
 def test_expected_means_fall_back_to_the_plain_mean_with_few_cases():
-    _, x, truth, noise = _cohort_like(CASES_PER_FEATURE * 5 - 1)
+    x, truth, noise = _cohort_like(CASES_PER_FEATURE * 5 - 1)
     values = (truth + noise)[:, None]
     np.testing.assert_allclose(expected_means(values, x, 3), values[:3].mean(0))
 
