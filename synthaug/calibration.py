@@ -10,7 +10,8 @@ training cases, against the label volumes on the stage's grid that those demogra
 lead to, estimated over the whole training cohort (:func:`expected_means`): what follows
 body size is kept, what varies from case to case regardless (a bladder's filling) is
 averaged over all cases instead of the few sampled. Training data only, so a held-out
-cohort stays held out.
+cohort stays held out. The offsets are shared by both sexes; the fit is also reported per
+sex (``label_calibration.by_sex``) to show what sharing them leaves.
 
 The fit is a fixed-point iteration, ``b_c += rate * log(target_c / count_c)``, with
 every offset kept within ``max_abs``. A voxel whose best channel leads the runner-up by
@@ -37,7 +38,7 @@ the global stage first, then the SR stage on the calibrated stage 1.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -226,31 +227,58 @@ def demographic_features(demos) -> np.ndarray:
     return np.stack(columns, 1)
 
 
-def expected_means(values: np.ndarray, features: np.ndarray, rows: int) -> np.ndarray:
-    """The mean over cases ``0..rows-1`` of each column of ``values`` (n, k) as the demographics
-    predict it: a least-squares fit of ``values`` on ``features`` (n, p, with intercept) over all n
-    cases, evaluated at those cases' features. Over n == rows it is their plain mean; over more
-    cases it keeps what follows the demographics (body size) and averages out the rest (a
-    bladder's filling) over the whole cohort. With fewer than ``CASES_PER_FEATURE`` cases per
-    feature, the plain mean of the ``rows`` cases."""
+def expected_means(values: np.ndarray, features: np.ndarray, rows: int | Sequence[int]) -> np.ndarray:
+    """The mean over cases ``rows`` (the first ``rows``, or these indices) of each column of
+    ``values`` (n, k) as the demographics predict it: a least-squares fit of ``values`` on
+    ``features`` (n, p, with intercept) over all n cases, evaluated at those cases' features.
+    Over n == rows it is their plain mean; over more cases it keeps what follows the
+    demographics (body size) and averages out the rest (a bladder's filling) over the whole
+    cohort. With fewer than ``CASES_PER_FEATURE`` cases per feature, the plain mean of the
+    ``rows`` cases."""
     values, features = np.asarray(values, np.float64), np.asarray(features, np.float64)
-    if values.shape[0] != features.shape[0] or not 1 <= rows <= values.shape[0]:
-        raise ValueError(f"values {values.shape}, features {features.shape}, rows={rows}: need as many rows, rows >= 1")
+    index = np.arange(rows) if isinstance(rows, (int, np.integer)) else np.asarray(rows, dtype=np.int64)
+    if (values.shape[0] != features.shape[0] or index.ndim != 1 or not len(index)
+            or index.min() < 0 or index.max() >= values.shape[0]):
+        raise ValueError(f"values {values.shape}, features {features.shape}, rows={rows}: need as many rows "
+                         "and at least one case among them")
     if len(values) < CASES_PER_FEATURE * features.shape[1]:
-        return values[:rows].mean(0)
+        return values[index].mean(0)
     coef = np.linalg.lstsq(features, values, rcond=None)[0]
-    return np.maximum(features[:rows].mean(0) @ coef, 0.0)
+    return np.maximum(features[index].mean(0) @ coef, 0.0)
+
+
+@dataclass
+class TrainingStats:
+    """What the training cohort says about a stage's labels and organs, on the stage's grid."""
+
+    counts: np.ndarray     # (volume_cases, LABEL_BIAS_SIZE) voxels per case of each organ class, then lesion
+    features: np.ndarray   # (volume_cases, p) their demographic_features
+    sexes: list            # (volume_cases,) their sex ("F", "M" or None)
+    median_hu: np.ndarray  # (NUM_ORGAN_CLASSES,) per organ class, pooled over the intensity cases
+    mean_suv: np.ndarray   # (NUM_ORGAN_CLASSES,)
+
+    def volume_target(self, rows: int | Sequence[int]) -> np.ndarray:
+        """Mean voxels per case (LABEL_BIAS_SIZE,) expected for the demographics of cases ``rows``."""
+        return expected_means(self.counts, self.features, rows)
 
 
 def training_stats(data: str | Path, cases: int, config, cache: str | Path | None = None, *,
                    intensity_cases: int | None = None,
                    volume_cases: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """On the stage's grid (resampled as the stage was trained: ``config.lesion_rule``): the mean
-    voxels per case of each organ class and of lesion (LABEL_BIAS_SIZE,) expected for the
-    demographics of training cases ``0..cases-1``, estimated over cases ``0..volume_cases-1``
-    (:func:`expected_means`; default: the same ``cases``, i.e. their plain mean), and each organ
-    class's median HU and mean SUV (NUM_ORGAN_CLASSES,), pooled over cases
-    ``0..intensity_cases-1`` (default: the same ``cases``).
+    """``(volume target, median HU, mean SUV)`` of :func:`training_cohort_stats` for training cases
+    ``0..cases-1``."""
+    stats = training_cohort_stats(data, cases, config, cache, intensity_cases=intensity_cases,
+                                  volume_cases=volume_cases)
+    return stats.volume_target(cases), stats.median_hu, stats.mean_suv
+
+
+def training_cohort_stats(data: str | Path, cases: int, config, cache: str | Path | None = None, *,
+                          intensity_cases: int | None = None, volume_cases: int | None = None) -> TrainingStats:
+    """On the stage's grid (resampled as the stage was trained: ``config.lesion_rule``): the voxels
+    of each organ class and of lesion in training cases ``0..volume_cases-1`` (default: the same
+    ``cases``), from which :meth:`TrainingStats.volume_target` estimates the means expected for
+    the demographics of any of them (:func:`expected_means`), and each organ class's median HU
+    and mean SUV, pooled over cases ``0..intensity_cases-1`` (default: the same ``cases``).
 
     With ``cache`` (e.g. the training run's), the whole cohort's preprocessing cache there is
     used or built; without, only those cases are resampled (no cache written)."""
@@ -286,8 +314,28 @@ def training_stats(data: str | Path, cases: int, config, cache: str | Path | Non
             suv_sums += np.bincount(organs, weights=np.asarray(pet, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
     with np.errstate(invalid="ignore", divide="ignore"):
         suv = suv_sums / intensity_voxels
-    features = demographic_features([cohort.demographics[cohort.case_ids[i]] for i in range(volume_cases)])
-    return expected_means(np.asarray(counts, np.float64), features, cases), histogram_medians(hist), suv
+    demos = [cohort.demographics[cohort.case_ids[i]] for i in range(volume_cases)]
+    features = demographic_features(demos)
+    return TrainingStats(np.asarray(counts, np.float64), features, [d.sex for d in demos], histogram_medians(hist), suv)
+
+
+def _volume_table(target: np.ndarray, uncalibrated: np.ndarray, calibrated: np.ndarray) -> dict:
+    return {n: {"training": round(float(t), 1), "uncalibrated": round(float(b), 1), "calibrated": round(float(a), 1)}
+            for n, t, b, a in zip(CLASS_NAMES, target, uncalibrated, calibrated)}
+
+
+def _volumes_by_sex(work: Path, stats: TrainingStats, cases: int, bias: np.ndarray) -> dict:
+    """The fit's mean volumes checked per sex: the offsets are one per class, shared by both sexes,
+    so a class can match on average and still be off in each sex in opposite directions."""
+    per_case = np.stack([mean_counts(load_compact(work / f"{i:05d}.npz"), b) for i in range(cases)
+                         for b in (np.zeros(LABEL_BIAS_SIZE), bias)]).reshape(cases, 2, LABEL_BIAS_SIZE)
+    out = {}
+    for sex in ("F", "M"):
+        rows = [i for i in range(cases) if stats.sexes[i] == sex]
+        if rows:
+            out[sex] = {"cases": len(rows), "mean_voxels": _volume_table(stats.volume_target(rows),
+                                                                         *per_case[rows].mean(0))}
+    return out
 
 
 def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
@@ -352,17 +400,17 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     samples = merge(load_compact(work / f"{i:05d}.npz") for i in range(cases))
     if samples.max_abs != max_abs:
         raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
-    target, target_hu, target_suv = training_stats(data, cases, config, cache, volume_cases=volume_cases,
-                                                   intensity_cases=intensity_cases if intensities else None)
+    stats = training_cohort_stats(data, cases, config, cache, volume_cases=volume_cases,
+                                  intensity_cases=intensity_cases if intensities else None)
+    target, target_hu, target_suv = stats.volume_target(cases), stats.median_hu, stats.mean_suv
     before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
     bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
     result = {"label_bias": [round(float(b), 4) for b in bias],
               "label_calibration": {
                   "data": str(data), "cases": cases, "seeds": f"{SEED0} + case index", "max_abs": max_abs,
                   "volume_cases": volume_cases,
-                  "mean_voxels": {n: {"training": round(float(t), 1), "uncalibrated": round(float(b), 1),
-                                      "calibrated": round(float(a), 1)}
-                                  for n, t, b, a in zip(CLASS_NAMES, target, before, after)}}}
+                  "mean_voxels": _volume_table(target, before, after),
+                  "by_sex": _volumes_by_sex(work, stats, cases, bias)}}
     hu, suv = class_intensities(samples, bias)
     shift, gain = fit_intensities(hu, suv, target_hu, target_suv) if intensities else (None, None)
     result["ct_shift"] = [] if shift is None else [round(float(v), 2) for v in shift]

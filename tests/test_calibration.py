@@ -331,6 +331,13 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
     fitted = [n for n in rows if n not in ("background", "lesion")]
     err = lambda key: np.mean([abs(np.log((rows[n][key] + 1) / (rows[n]["training"] + 1))) for n in fitted])  # noqa: E731
     assert err("calibrated") < err("uncalibrated")
+    by_sex = after["label_calibration"]["by_sex"]  # cases 0, 2 are women, 1 a man
+    assert {s: t["cases"] for s, t in by_sex.items()} == {"F": 2, "M": 1}
+    assert "calibrated vs training, % per sex" in out
+    for name, row in rows.items():  # the sexes' means make up the pooled one, on both sides of the fit
+        for key in ("training", "calibrated", "uncalibrated"):
+            pooled = (2 * by_sex["F"]["mean_voxels"][name][key] + by_sex["M"]["mean_voxels"][name][key]) / 3
+            assert pooled == pytest.approx(row[key], rel=1e-3, abs=0.1), (name, key)
     code, out, _ = _calibrate(capsys, tiny, tmp_path / "s", "--stage", "sr", "--cases", "2", "--write", "--no-intensities")
     sr = json.loads((tiny / "weights" / "sr.json").read_text())
     assert code == 0 and len(sr["label_bias"]) == LABEL_BIAS_SIZE and "SUV train" not in out
@@ -423,13 +430,23 @@ def test_expected_means_keep_the_body_size_and_average_out_the_rest():
     assert rms_fit < 0.75 * rms_sampled  # about sqrt(40 / 300) = 0.37 expected; 1 if nothing were averaged
 
 
+def test_expected_means_of_chosen_cases_follow_their_demographics():
+    x, truth, noise = _cohort_like(300)
+    men = np.flatnonzero(x[:, 1] == 1)[:20]
+    np.testing.assert_allclose(expected_means(truth[:, None], x, men), [truth[men].mean()], rtol=1e-9)  # exact law
+    np.testing.assert_allclose(expected_means(truth[:, None], x, list(range(40))), expected_means(truth[:, None], x, 40))
+    small = (truth + noise)[:30, None]  # too few for a fit: the plain mean of those cases
+    np.testing.assert_allclose(expected_means(small, x[:30], [3, 5]), small[[3, 5]].mean(0))
+
+
 def test_expected_means_fall_back_to_the_plain_mean_with_few_cases():
     x, truth, noise = _cohort_like(CASES_PER_FEATURE * 5 - 1)
     values = (truth + noise)[:, None]
     np.testing.assert_allclose(expected_means(values, x, 3), values[:3].mean(0))
 
 
-@pytest.mark.parametrize(("shape", "rows"), [((10, 2), 11), ((10, 2), 0), ((9, 2), 3)])
+@pytest.mark.parametrize(("shape", "rows"), [((10, 2), 11), ((10, 2), 0), ((9, 2), 3), ((10, 2), []),
+                                             ((10, 2), [2, 10]), ((10, 2), [-1])])
 def test_expected_means_refuse_bad_shapes(shape, rows):
     with pytest.raises(ValueError, match="rows"):
         expected_means(np.ones(shape), np.ones((10, 3)), rows)

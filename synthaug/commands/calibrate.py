@@ -47,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     rows = result["label_calibration"]["mean_voxels"]
     for (name, row), offset in zip(rows.items(), result["label_bias"]):
         print(f"{name:16s} {row['training']:10.1f} {row['uncalibrated']:13.1f} {row['calibrated']:11.1f} {offset:8.3f}")
+    by_sex = result["label_calibration"]["by_sex"]
+    if by_sex:
+        heads = " ".join(f"{sex + ' (' + str(t['cases']) + ' cases)':>17s}" for sex, t in by_sex.items())
+        print(f"\n{'class':16s} {heads}  (calibrated vs training, % per sex; uncalibrated in brackets)")
+        for name in rows:
+            print(f"{name:16s} " + " ".join(_dev(t["mean_voxels"][name]) for t in by_sex.values()))
     if "intensity_calibration" in result:
         print(f"\n{'class':16s} {'HU train':>9s} {'generated':>10s} {'shift':>7s} {'SUV train':>10s} {'generated':>10s} {'gain':>6s}")
         table = result["intensity_calibration"]
@@ -56,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
                   f"{_num(suv['training'], 10, 3)} {_num(suv['generated'], 10, 3)} {gain:6.3f}")
     print(f"wrote the calibration into {args.weights}/{args.stage}.json" if args.write else "not written (pass --write)")
     return 0
+
+
+def _dev(row: dict) -> str:
+    """``calibrated (uncalibrated)`` as % deviations from the training target, 17 characters."""
+    if not row["training"]:
+        return f"{'-':>17s}"
+    pct = [100 * (row[k] / row["training"] - 1) for k in ("calibrated", "uncalibrated")]
+    return f"{pct[0]:+7.1f} ({pct[1]:+6.1f})"
 
 
 def _num(v: float | None, width: int, digits: int) -> str:
