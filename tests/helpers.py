@@ -7,8 +7,10 @@ with channels (8, 16) and no attention.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -99,3 +101,11 @@ def write_tiny_cohort(root: str | Path, heights=(145.0, 200.0, 150.0, 195.0, 140
 def body_extent_voxels(ct: np.ndarray) -> int:
     """Number of axial slices (along Z) whose mean CT over the given (X, Y) columns is body (> -500 HU)."""
     return int((ct.mean(axis=(0, 1)) > -500).sum())
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
