@@ -324,14 +324,14 @@ def _volume_table(target: np.ndarray, uncalibrated: np.ndarray, calibrated: np.n
             for n, t, b, a in zip(CLASS_NAMES, target, uncalibrated, calibrated)}
 
 
-def _volumes_by_sex(work: Path, stats: TrainingStats, cases: int, bias: np.ndarray) -> dict:
-    """The fit's mean volumes checked per sex: the offsets are one per class, shared by both sexes,
-    so a class can match on average and still be off in each sex in opposite directions."""
-    per_case = np.stack([mean_counts(load_compact(work / f"{i:05d}.npz"), b) for i in range(cases)
-                         for b in (np.zeros(LABEL_BIAS_SIZE), bias)]).reshape(cases, 2, LABEL_BIAS_SIZE)
+def _volumes_by_sex(parts: list[CompactLabels], stats: TrainingStats, bias: np.ndarray) -> dict:
+    """The fit's mean volumes checked per sex (``parts``: one sample per training case 0, 1, ...):
+    the offsets are one per class, shared by both sexes, so a class can match on average and
+    still be off in each sex in opposite directions."""
+    per_case = np.stack([[mean_counts(p, np.zeros(LABEL_BIAS_SIZE)), mean_counts(p, bias)] for p in parts])
     out = {}
     for sex in ("F", "M"):
-        rows = [i for i in range(cases) if stats.sexes[i] == sex]
+        rows = [i for i in range(len(parts)) if stats.sexes[i] == sex]
         if rows:
             out[sex] = {"cases": len(rows), "mean_voxels": _volume_table(stats.volume_target(rows),
                                                                          *per_case[rows].mean(0))}
@@ -397,7 +397,8 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     _reduced_samples(sampler, stage, cohort, list(range(shard[0], cases, shard[1])), work, max_abs, progress)
     if shard[1] > 1:
         return None
-    samples = merge(load_compact(work / f"{i:05d}.npz") for i in range(cases))
+    parts = [load_compact(work / f"{i:05d}.npz") for i in range(cases)]
+    samples = merge(parts)
     if samples.max_abs != max_abs:
         raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
     stats = training_cohort_stats(data, cases, config, cache, volume_cases=volume_cases,
@@ -410,7 +411,8 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
                   "data": str(data), "cases": cases, "seeds": f"{SEED0} + case index", "max_abs": max_abs,
                   "volume_cases": volume_cases,
                   "mean_voxels": _volume_table(target, before, after),
-                  "by_sex": _volumes_by_sex(work, stats, cases, bias)}}
+                  "by_sex": _volumes_by_sex(parts, stats, bias)}}
+    del parts
     hu, suv = class_intensities(samples, bias)
     shift, gain = fit_intensities(hu, suv, target_hu, target_suv) if intensities else (None, None)
     result["ct_shift"] = [] if shift is None else [round(float(v), 2) for v in shift]
