@@ -31,6 +31,17 @@ organ's own level is off, and a shift fitted to the mean would move the whole or
 make up for its border. The PET is matched by its mean, the quantity (total uptake over
 volume) that a border cannot shift by much: its neighbours take up little.
 
+A shift moves every case's organ alike; a briefly trained stage also lets an organ's level
+wander from case to case far more than the training cases' (a spleen's median HU with an
+sd of 12 HU where the cohort's is 3), which puts single cases outside the organ's range
+although the average is right. So each organ's per-case median HU in the shifted samples
+is compared with the training cases' (:func:`fit_level_spread`): where the samples spread
+more, a per-class scale (``StageConfig.ct_level_scale``, at most 1, applied by
+:func:`synthaug.channels.spread_organ_levels` after the shift) keeps only that share of each
+case's deviation from the cohort's median (``ct_level``). Whatever of an organ's level
+varies in the cohort (a fatty liver, bone with age) keeps the cohort's spread, and the
+order of the cases; it is a second moment matched, not a value imposed.
+
 ``synthaug calibrate`` (:func:`calibrate`) runs the whole procedure on a weights folder:
 the global stage first, then the SR stage on the calibrated stage 1.
 """
@@ -184,6 +195,26 @@ def fit_intensities(sample_hu: np.ndarray, sample_suv: np.ndarray, target_hu: np
     return shift, gain
 
 
+#: Fewest cases with a class, in the samples and in the training cohort, to fit its spread.
+MIN_SPREAD_CASES = 10
+
+
+def fit_level_spread(sample_levels: np.ndarray, training_levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per organ class, from the per-case median HU of the (shifted) samples and of training cases
+    ((cases, NUM_ORGAN_CLASSES) each, NaN where a case lacks the class): the centre (the training
+    cases' median) and the scale (training sd / samples' sd, at most 1) that
+    :func:`~synthaug.channels.spread_organ_levels` narrows the samples' spread with; scale 1 for
+    the background and for classes in fewer than :data:`MIN_SPREAD_CASES` cases on either side."""
+    level, scale = np.zeros(NUM_ORGAN_CLASSES), np.ones(NUM_ORGAN_CLASSES)
+    for c in range(1, NUM_ORGAN_CLASSES):
+        g, t = (v[np.isfinite(v)] for v in (sample_levels[:, c], training_levels[:, c]))
+        if len(t):
+            level[c] = float(np.median(t))
+        if min(len(g), len(t)) >= MIN_SPREAD_CASES and g.std() > 0:
+            scale[c] = min(1.0, float(t.std() / g.std()))
+    return np.clip(level, -1024, 3071), scale
+
+
 def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool = False, iterations: int = 400,
                    rate: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Offsets (LABEL_BIAS_SIZE,) whose mean counts match ``target`` (LABEL_BIAS_SIZE,: mean voxels per
@@ -256,6 +287,7 @@ class TrainingStats:
     sexes: list            # (volume_cases,) their sex ("F", "M" or None)
     median_hu: np.ndarray  # (NUM_ORGAN_CLASSES,) per organ class, pooled over the intensity cases
     mean_suv: np.ndarray   # (NUM_ORGAN_CLASSES,)
+    case_median_hu: np.ndarray  # (intensity_cases, NUM_ORGAN_CLASSES) per case (NaN: class absent)
 
     def volume_target(self, rows: int | Sequence[int]) -> np.ndarray:
         """Mean voxels per case (LABEL_BIAS_SIZE,) expected for the demographics of cases ``rows``."""
@@ -300,7 +332,7 @@ def training_cohort_stats(data: str | Path, cases: int, config, cache: str | Pat
         zeros = np.zeros(config.grid.shape, np.uint8)
         cases_arrays = ((zeros if c.organs is None else c.organs, zeros if c.lesions is None else c.lesions, c.ct, c.pet)
                         for c in resampled)
-    counts, suv_sums = [], np.zeros(NUM_ORGAN_CLASSES)
+    counts, case_medians, suv_sums = [], [], np.zeros(NUM_ORGAN_CLASSES)
     hist = np.zeros((NUM_ORGAN_CLASSES, HU_BINS), np.int64)
     intensity_voxels = np.zeros(NUM_ORGAN_CLASSES)
     for i, (organs, lesions, ct, pet) in enumerate(cases_arrays):
@@ -310,13 +342,16 @@ def training_cohort_stats(data: str | Path, cases: int, config, cache: str | Pat
             counts.append(np.append(voxels, int(np.asarray(lesions).sum())))
         if i < intensity_cases:
             intensity_voxels += voxels
-            hist += hu_histograms(organs, np.asarray(ct).ravel())
+            case_hist = hu_histograms(organs, np.asarray(ct).ravel())
+            hist += case_hist
+            case_medians.append(histogram_medians(case_hist))
             suv_sums += np.bincount(organs, weights=np.asarray(pet, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
     with np.errstate(invalid="ignore", divide="ignore"):
         suv = suv_sums / intensity_voxels
     demos = [cohort.demographics[cohort.case_ids[i]] for i in range(volume_cases)]
     features = demographic_features(demos)
-    return TrainingStats(np.asarray(counts, np.float64), features, [d.sex for d in demos], histogram_medians(hist), suv)
+    return TrainingStats(np.asarray(counts, np.float64), features, [d.sex for d in demos], histogram_medians(hist), suv,
+                         np.asarray(case_medians, np.float64).reshape(-1, NUM_ORGAN_CLASSES))
 
 
 def _volume_table(target: np.ndarray, uncalibrated: np.ndarray, calibrated: np.ndarray) -> dict:
@@ -338,6 +373,12 @@ def _volumes_by_sex(parts: list[CompactLabels], stats: TrainingStats, bias: np.n
     return out
 
 
+def _sd(values: np.ndarray) -> float | None:
+    """The sd of the finite values, rounded to 0.1 HU; ``None`` for fewer than two."""
+    v = values[np.isfinite(values)]
+    return round(float(v.std()), 1) if len(v) > 1 else None
+
+
 def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
                      progress: bool) -> None:
     """Sample the stage (label offsets being fitted switched off) for cases ``indices``; one ``.npz`` each."""
@@ -357,20 +398,24 @@ def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path
 def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Path, *, cases: int = 40,
               max_abs: float = 0.5, shard: tuple[int, int] = (0, 1), fit_lesion: bool = False, write: bool = False,
               cache: str | Path | None = None, progress: bool = True, intensities: bool = True,
-              intensity_cases: int | None = None, volume_cases: int | None = None) -> dict | None:
+              intensity_cases: int | None = None, volume_cases: int | None = None,
+              spread_only: bool = False) -> dict | None:
     """Fit ``stage``'s label offsets of the weights in ``weights`` on samples for the demographics of
     training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable), so that the labels have
     the mean volumes expected for those demographics, estimated over training cases
     ``0..volume_cases-1`` (default: the whole cohort; :func:`expected_means`); then (``intensities``) the per-class CT shift and PET gain that give
     the organs inside the calibrated labels the median HU and mean SUV of training cases
-    ``0..intensity_cases-1`` (default: the whole cohort). Volumes follow the body size and so are
+    ``0..intensity_cases-1`` (default: the whole cohort), and the per-class scale that narrows the
+    organs' per-case median HU to those training cases' spread. Volumes follow the body size and so are
     matched to the sampled demographics; organ intensities vary between cases far more than the
     demographics explain (the phantom bladder's SUV most of all), so their target is the
     population's rather than that of the few sampled cases.
 
     With ``shard=(i, n)``, n > 1, only samples cases ``i, i + n, ...`` and returns ``None``;
-    else returns the fit (``label_bias``, ``ct_shift``, ``pet_gain`` and the tables behind them) and,
-    with ``write``, stores it in ``weights/<stage>.json``."""
+    else returns the fit (``label_bias``, ``ct_shift``, ``pet_gain``, ``ct_level``, ``ct_level_scale``
+    and the tables behind them) and,
+    with ``write``, stores it in ``weights/<stage>.json``. With ``spread_only``, keeps the stage's
+    label offsets, CT shift and PET gain and fits (and returns) only the spread on top of them."""
     from .cascade import CascadedSampler
     from .io import Cohort
 
@@ -378,6 +423,8 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
         raise ValueError(f"stage={stage!r}; choose 'global' or 'sr'")
     if not max_abs > 0:
         raise ValueError(f"max_abs={max_abs} must be > 0")
+    if spread_only and not intensities:
+        raise ValueError("spread_only fits an intensity calibration: it cannot go with intensities=False")
     stages, attr = ("global", "global_config") if stage == "global" else ("cascade", "sr_config")
     sampler = CascadedSampler.from_pretrained(weights, stages=stages)
     cohort = Cohort(data)
@@ -391,7 +438,8 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
         raise ValueError(f"volume_cases={volume_cases}: must be at least cases={cases} and at most the "
                          f"{len(cohort)} of the training cohort {data}")
     config = getattr(sampler, attr)
-    setattr(sampler, attr, replace(config, label_bias=(), ct_shift=(), pet_gain=()))  # sample without what is fitted
+    setattr(sampler, attr, replace(config, label_bias=(), ct_shift=(), pet_gain=(), ct_level=(),
+                                   ct_level_scale=()))  # sample without what is fitted
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     _reduced_samples(sampler, stage, cohort, list(range(shard[0], cases, shard[1])), work, max_abs, progress)
@@ -404,6 +452,13 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     stats = training_cohort_stats(data, cases, config, cache, volume_cases=volume_cases,
                                   intensity_cases=intensity_cases if intensities else None)
     target, target_hu, target_suv = stats.volume_target(cases), stats.median_hu, stats.mean_suv
+    if spread_only:  # on top of the stage's own offsets and shift, which stay as they are
+        bias = np.asarray(config.label_bias or np.zeros(LABEL_BIAS_SIZE), np.float64)
+        shift = np.asarray(config.ct_shift or np.zeros(NUM_ORGAN_CLASSES), np.float64)
+        result = _level_spread_fit(parts, bias, shift, stats)
+        if write:
+            _write(weights, stage, stages, result)
+        return result
     before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
     bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
     result = {"label_bias": [round(float(b), 4) for b in bias],
@@ -412,11 +467,12 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
                   "volume_cases": volume_cases,
                   "mean_voxels": _volume_table(target, before, after),
                   "by_sex": _volumes_by_sex(parts, stats, bias)}}
-    del parts
     hu, suv = class_intensities(samples, bias)
     shift, gain = fit_intensities(hu, suv, target_hu, target_suv) if intensities else (None, None)
     result["ct_shift"] = [] if shift is None else [round(float(v), 2) for v in shift]
     result["pet_gain"] = [] if gain is None else [round(float(v), 4) for v in gain]
+    result.update(_level_spread_fit(parts, bias, shift, stats) if intensities else {"ct_level": [], "ct_level_scale": []})
+    del parts
     if intensities:
         def table(t, generated, calibrated, digits):
             return {k: round(float(v), digits) if np.isfinite(v) else None
@@ -426,12 +482,31 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
             "median_hu": {n: table(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, target_hu, hu, shift)},
             "mean_suv": {n: table(t, g, g * k, 3) for n, t, g, k in zip(CLASS_NAMES, target_suv, suv, gain)}}
     if write:
-        path = Path(weights) / f"{stage}.json"
-        raw = json.loads(path.read_text())
-        atomic_write_json(path, {**raw, **result})
-        try:
-            CascadedSampler.from_pretrained(weights, stages=stages)
-        except Exception:
-            atomic_write_json(path, raw)  # never leave a config that does not load
-            raise
+        _write(weights, stage, stages, result)
     return result
+
+
+def _level_spread_fit(parts: list[CompactLabels], bias: np.ndarray, shift: np.ndarray, stats: TrainingStats) -> dict:
+    """``ct_level``, ``ct_level_scale`` and their table, from the samples' per-case median HU
+    under ``bias`` after ``shift`` against the training cases' (:func:`fit_level_spread`)."""
+    levels = np.stack([class_intensities(p, bias)[0] for p in parts]) + shift
+    centre, scale = fit_level_spread(levels, stats.case_median_hu)
+    return {"ct_level": [round(float(v), 1) for v in centre],
+            "ct_level_scale": [round(float(v), 4) for v in scale],
+            "level_spread": {n: {"training_sd": _sd(stats.case_median_hu[:, c]), "generated_sd": _sd(levels[:, c]),
+                                 "calibrated_sd": _sd(centre[c] + scale[c] * (levels[:, c] - centre[c]))}
+                             for c, n in enumerate(CLASS_NAMES[:NUM_ORGAN_CLASSES])}}
+
+
+def _write(weights: str | Path, stage: str, stages: str, result: dict) -> None:
+    """Merge ``result`` into ``weights/<stage>.json``, restoring it if the weights no longer load."""
+    from .cascade import CascadedSampler
+
+    path = Path(weights) / f"{stage}.json"
+    raw = json.loads(path.read_text())
+    atomic_write_json(path, {**raw, **result})
+    try:
+        CascadedSampler.from_pretrained(weights, stages=stages)
+    except Exception:
+        atomic_write_json(path, raw)  # never leave a config that does not load
+        raise

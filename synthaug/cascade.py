@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .case import Case
-from .channels import calibrate_intensities, decode, harden_labels
+from .channels import calibrate_intensities, decode, harden_labels, spread_organ_levels
 from .checkpoint import CheckpointError
 from .demographics import Demographics
 from .diffusion import cfg_denoiser, min_batch_denoiser, sample
@@ -32,8 +32,10 @@ def _seed_for_stage(seed: int, stage: int) -> int:
 
 def _finish(x: torch.Tensor, cfg: StageConfig) -> torch.Tensor:
     """A stage's raw output as it hands it on: labels decided by its offsets, then CT and PET
-    calibrated per organ class (:mod:`synthaug.calibration`)."""
-    return calibrate_intensities(harden_labels(x, cfg.label_bias), cfg.ct_shift, cfg.pet_gain, inplace=True)
+    calibrated per organ class, then each organ's HU spread from case to case narrowed
+    (:mod:`synthaug.calibration`)."""
+    x = calibrate_intensities(harden_labels(x, cfg.label_bias), cfg.ct_shift, cfg.pet_gain, inplace=True)
+    return spread_organ_levels(x, cfg.ct_level, cfg.ct_level_scale, inplace=True)
 
 
 class CascadedSampler:
@@ -157,7 +159,8 @@ class CascadedSampler:
                       soft_labels: bool = False) -> torch.Tensor:
         """Stage 1: encoded channels on the global grid, (B, C, gx, gy, gz) float64, with the
         label channels hardened by the stage's ``label_bias`` and CT and PET calibrated per organ
-        (``ct_shift``, ``pet_gain``; ``soft_labels``: both as generated, for :mod:`synthaug.calibration`)."""
+        (``ct_shift``, ``pet_gain``) and each organ's per-case HU spread narrowed (``ct_level_scale``;
+        ``soft_labels``: all as generated, for :mod:`synthaug.calibration`)."""
         cfg = self.global_config
         cond = torch.from_numpy(np.stack([d.to_vector() for d in demos])).to(self.device)
         guidance = self.guidance if self.guidance is not None else cfg.diffusion.guidance

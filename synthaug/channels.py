@@ -198,3 +198,47 @@ def calibrate_intensities(x: torch.Tensor, ct_shift: Sequence[float] = (), pet_g
         gain = torch.as_tensor(pet_gain, dtype=x.dtype, device=x.device)[organs]
         out[:, PET_CHANNEL] = pet_to_channel(channel_to_pet(x[:, PET_CHANNEL]) * gain)
     return out
+
+
+def check_level_spread(ct_level: Sequence[float], ct_level_scale: Sequence[float]) -> tuple[tuple, tuple]:
+    """``ct_level`` (HU, the centre each organ class's per-case median HU is pulled towards) and
+    ``ct_level_scale`` (in [0, 1], what is kept of a case's deviation from it), both ``()`` or
+    NUM_ORGAN_CLASSES values, as tuples."""
+    out = []
+    for name, values in (("ct_level", ct_level), ("ct_level_scale", ct_level_scale)):
+        try:
+            out.append(tuple(float(v) for v in values))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a list of numbers, got {values!r}") from None
+    level, scale = out
+    if len(level) != len(scale) or len(level) not in (0, NUM_ORGAN_CLASSES):
+        raise ValueError(f"ct_level and ct_level_scale need {NUM_ORGAN_CLASSES} values each (one per organ class) "
+                         f"or none; got {len(level)} and {len(scale)}")
+    if not all(np.isfinite(v) and -1024 <= v <= 3071 for v in level):
+        raise ValueError(f"ct_level must be finite HU within [-1024, 3071], got {list(level)[:4]}...")
+    if not all(0 <= s <= 1 for s in scale):
+        raise ValueError(f"ct_level_scale must be within [0, 1], got {list(scale)[:4]}...")
+    return level, scale
+
+
+def spread_organ_levels(x: torch.Tensor, ct_level: Sequence[float] = (), ct_level_scale: Sequence[float] = (), *,
+                        inplace: bool = False) -> torch.Tensor:
+    """(B, NUM_CHANNELS, ...) channels with hardened labels, each case's organ classes shifted
+    as a whole so that their median HU ``m`` becomes ``level + scale * (m - level)``: the
+    spread of an organ's HU from case to case narrowed to the training cohort's, its texture
+    and borders kept (identity where empty or where the scale is 1)."""
+    level, scale = check_level_spread(ct_level, ct_level_scale)
+    if not level or all(s == 1 for s in scale):
+        return x
+    out = x if inplace else x.clone()
+    organs = x[:, ORGAN_CHANNELS].argmax(1)
+    for b in range(x.shape[0]):
+        hu = channel_to_ct(x[b, CT_CHANNEL])
+        shift = torch.zeros_like(hu)
+        for c, (centre, keep) in enumerate(zip(level, scale)):
+            mask = organs[b] == c
+            if keep == 1 or not bool(mask.any()):
+                continue
+            shift[mask] = (1 - keep) * (centre - float(hu[mask].median()))
+        out[b, CT_CHANNEL] = ct_to_channel(hu + shift)
+    return out

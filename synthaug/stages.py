@@ -31,6 +31,7 @@ from .channels import (
     channel_to_pet,
     check_intensity_calibration,
     check_label_bias,
+    check_level_spread,
     ct_to_channel,
     pet_to_channel,
 )
@@ -77,6 +78,10 @@ class StageConfig:
     # decided (synthaug.channels.calibrate_intensities): () = none; fitted by synthaug.calibration.
     ct_shift: tuple[float, ...] = ()
     pet_gain: tuple[float, ...] = ()
+    # Per organ class, the HU its per-case median is pulled towards and the share of a case's
+    # deviation kept (synthaug.channels.spread_organ_levels, after the shift): () = none.
+    ct_level: tuple[float, ...] = ()
+    ct_level_scale: tuple[float, ...] = ()
     encoding: dict = field(default_factory=lambda: dict(ENCODING))
 
     def __post_init__(self) -> None:
@@ -92,6 +97,9 @@ class StageConfig:
         ct_shift, pet_gain = check_intensity_calibration(self.ct_shift, self.pet_gain)
         object.__setattr__(self, "ct_shift", ct_shift)
         object.__setattr__(self, "pet_gain", pet_gain)
+        ct_level, ct_level_scale = check_level_spread(self.ct_level, self.ct_level_scale)
+        object.__setattr__(self, "ct_level", ct_level)
+        object.__setattr__(self, "ct_level_scale", ct_level_scale)
         for name in ("channel_weights", "positive_weights"):
             weights = getattr(self.diffusion, name)
             if weights is not None and len(weights) != self.net.out_channels:
@@ -117,6 +125,7 @@ class StageConfig:
             "sample_overlap": self.sample_overlap, "cond_aug_max": self.cond_aug_max, "encoding": self.encoding,
             "lesion_rule": self.lesion_rule, "upsample": self.upsample, "label_bias": list(self.label_bias),
             "ct_shift": list(self.ct_shift), "pet_gain": list(self.pet_gain),
+            "ct_level": list(self.ct_level), "ct_level_scale": list(self.ct_level_scale),
         }
 
     @classmethod
@@ -131,6 +140,7 @@ class StageConfig:
                 encoding=d.get("encoding", dict(ENCODING)), lesion_rule=d.get("lesion_rule", "majority"),
                 upsample=d.get("upsample", "trilinear"), label_bias=tuple(d.get("label_bias", ())),
                 ct_shift=tuple(d.get("ct_shift", ())), pet_gain=tuple(d.get("pet_gain", ())),
+                ct_level=tuple(d.get("ct_level", ())), ct_level_scale=tuple(d.get("ct_level_scale", ())),
             )
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"stage config is incomplete or malformed: {err}") from None

@@ -16,18 +16,21 @@ from synthaug.calibration import (
     CASES_PER_FEATURE,
     CLASS_NAMES,
     HU_LOW,
+    MIN_SPREAD_CASES,
     class_intensities,
     compact,
     demographic_features,
     expected_means,
     fit_intensities,
     fit_label_bias,
+    fit_level_spread,
     histogram_medians,
     hu_histograms,
     load_compact,
     mean_counts,
     merge,
     save_compact,
+    training_cohort_stats,
     training_stats,
 )
 from synthaug.cascade import CascadedSampler
@@ -41,8 +44,10 @@ from synthaug.channels import (
     calibrate_intensities,
     channel_to_ct,
     channel_to_pet,
+    ct_to_channel,
     decode,
     harden_labels,
+    spread_organ_levels,
 )
 from synthaug.checkpoint import CheckpointError
 from synthaug.demographics import Demographics
@@ -187,6 +192,83 @@ def test_calibrate_intensities_moves_each_organ_by_its_own_shift_and_gain():
     torch.testing.assert_close(y, out)
 
 
+def _hardened_cases(levels: np.ndarray, seed: int = 0) -> torch.Tensor:
+    """Hardened channels of len(levels) cases: a random organ map, each class at its case's HU
+    level from ``levels`` (cases, NUM_ORGAN_CLASSES) plus a 10-HU texture."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for case_levels in levels:
+        organs = rng.integers(0, NUM_ORGAN_CLASSES, (8, 9, 10))
+        hu = case_levels[organs] + rng.normal(0, 10, organs.shape)
+        x = _soft(seed, organs.shape)
+        x[CT_CHANNEL] = ct_to_channel(hu)
+        x[2:2 + NUM_ORGAN_CLASSES] = np.where(organs == np.arange(NUM_ORGAN_CLASSES)[:, None, None, None], 1.0, -1.0)
+        out.append(x)
+    return torch.from_numpy(np.stack(out))
+
+
+def _class_medians(x: torch.Tensor) -> np.ndarray:
+    organs = x[:, ORGAN_CHANNELS].argmax(1)
+    hu = channel_to_ct(x[:, CT_CHANNEL])
+    return np.array([[float(hu[b][organs[b] == c].median()) for c in range(NUM_ORGAN_CLASSES)]
+                     for b in range(x.shape[0])])
+
+
+def test_spread_organ_levels_narrows_each_case_towards_the_centre_and_keeps_the_texture():
+    """Two cases whose liver-like class 7 sits at 70 and 30 HU around a centre of 50: scale
+    0.25 takes them to 55 and 45, each voxel moved alike; classes at scale 1 stay as they are."""
+    levels = np.tile(np.linspace(-100, 200, NUM_ORGAN_CLASSES), (2, 1))
+    levels[:, 7] = [70.0, 30.0]
+    x = _hardened_cases(levels)
+    centre, scale = np.zeros(NUM_ORGAN_CLASSES), np.ones(NUM_ORGAN_CLASSES)
+    centre[7], scale[7] = 50.0, 0.25
+    before, out = _class_medians(x), spread_organ_levels(x, centre, scale)
+    after = _class_medians(out)
+    np.testing.assert_allclose(after[:, 7], 50 + 0.25 * (before[:, 7] - 50), atol=1e-3)
+    others = [c for c in range(NUM_ORGAN_CLASSES) if c != 7]
+    np.testing.assert_allclose(after[:, others], before[:, others], atol=1e-3)
+    moved = channel_to_ct(out[:, CT_CHANNEL]) - channel_to_ct(x[:, CT_CHANNEL])
+    organs = x[:, ORGAN_CHANNELS].argmax(1)
+    for b in range(2):  # one shift per case and class: the texture is kept
+        assert float(moved[b][organs[b] == 7].std()) < 1e-3
+    torch.testing.assert_close(out[:, 1:], x[:, 1:])
+    assert spread_organ_levels(x) is x and spread_organ_levels(x, centre, np.ones(NUM_ORGAN_CLASSES)) is x
+    y = x.clone()
+    assert spread_organ_levels(y, centre, scale, inplace=True) is y
+    torch.testing.assert_close(y, out)
+
+
+def test_level_spread_fit_matches_the_training_spread_and_leaves_what_it_cannot_judge():
+    rng = np.random.default_rng(0)
+    n = 200
+    training = rng.normal(np.linspace(-100, 100, NUM_ORGAN_CLASSES), 3.0, (n, NUM_ORGAN_CLASSES))
+    samples = rng.normal(np.linspace(-100, 100, NUM_ORGAN_CLASSES), 3.0, (60, NUM_ORGAN_CLASSES))
+    samples[:, 4] = rng.normal(40, 12.0, 60)  # four times the cohort's spread
+    training[:, 6] = rng.normal(0, 20.0, n)  # the cohort spreads more than the samples: nothing to narrow
+    samples[MIN_SPREAD_CASES - 1:, 9] = np.nan  # a class too few samples have
+    training[:, 10] = np.nan  # and one the cohort lacks
+    centre, scale = fit_level_spread(samples, training)
+    assert scale[4] == pytest.approx(training[:, 4].std() / samples[:, 4].std()) and 0.2 < scale[4] < 0.3
+    assert centre[4] == pytest.approx(np.median(training[:, 4]))
+    assert scale[0] == 1 and scale[6] == 1 and scale[9] == 1 and scale[10] == 1
+    assert np.all(scale <= 1) and np.all(np.isfinite(centre))
+    narrowed = centre[4] + scale[4] * (samples[:, 4] - centre[4])
+    assert narrowed.std() == pytest.approx(training[:, 4].std())
+
+
+@pytest.mark.parametrize(("level", "scale", "match"), [
+    ([0.0] * NUM_ORGAN_CLASSES, [], "ct_level and ct_level_scale need 12"),
+    ([0.0] * 3, [1.0] * 3, "need 12 values each"),
+    ([0.0] * (NUM_ORGAN_CLASSES - 1) + [float("nan")], [1.0] * NUM_ORGAN_CLASSES, "ct_level must be finite"),
+    ([0.0] * NUM_ORGAN_CLASSES, [1.0] * (NUM_ORGAN_CLASSES - 1) + [1.5], "ct_level_scale must be within"),
+    ("12", "12", "ct_level and ct_level_scale need 12"),
+    (["a"], [1.0], "ct_level must be a list of numbers"),
+])
+def test_bad_level_spread_is_refused(level, scale, match):
+    with pytest.raises(ValueError, match=match):
+        replace(tiny_stage_config("global"), ct_level=level, ct_level_scale=scale)
+
+
 @pytest.mark.parametrize(("field", "values", "match"), [
     ("pet_gain", [1.0] * 3, "pet_gain needs 12"),
     ("pet_gain", [1.0] * (NUM_ORGAN_CLASSES - 1) + [2.0], "pet_gain needs 12 values .* within"),
@@ -200,11 +282,14 @@ def test_bad_intensity_calibration_is_refused(field, values, match):
 
 def test_intensity_calibration_round_trips_and_old_configs_have_none():
     cfg = replace(tiny_stage_config("sr"), ct_shift=tuple(np.linspace(-20, 20, NUM_ORGAN_CLASSES)),
-                  pet_gain=tuple(np.linspace(0.9, 1.1, NUM_ORGAN_CLASSES)))
+                  pet_gain=tuple(np.linspace(0.9, 1.1, NUM_ORGAN_CLASSES)),
+                  ct_level=tuple(np.linspace(-90, 90, NUM_ORGAN_CLASSES)),
+                  ct_level_scale=tuple(np.linspace(0.2, 1.0, NUM_ORGAN_CLASSES)))
     assert StageConfig.from_dict(cfg.to_dict()) == cfg
     old = cfg.to_dict()
-    del old["ct_shift"], old["pet_gain"]
+    del old["ct_shift"], old["pet_gain"], old["ct_level"], old["ct_level_scale"]
     assert StageConfig.from_dict(old).ct_shift == () and StageConfig.from_dict(old).pet_gain == ()
+    assert StageConfig.from_dict(old).ct_level == () and StageConfig.from_dict(old).ct_level_scale == ()
 
 
 @pytest.mark.parametrize("kept", [(), ("free_values",)])
@@ -283,6 +368,13 @@ def test_sampler_returns_hardened_labels_decided_with_the_stage_offsets(tmp_path
                                                 pet_gain=tuple(gain))).configure(steps=3).sample(demo, seed=0)[0]
     np.testing.assert_allclose(calibrated.ct, case.ct + 40.0, atol=1e-3)
     np.testing.assert_allclose(calibrated.pet, case.pet * 1.25, rtol=1e-5, atol=1e-5)
+    centre, scale = np.zeros(NUM_ORGAN_CLASSES), np.ones(NUM_ORGAN_CLASSES)
+    centre[7], scale[7] = 35.0, 0.0  # the whole body (class 7) pulled onto 35 HU, after the shift
+    pulled = CascadedSampler(model, replace(cfg, label_bias=tuple(favour), ct_shift=tuple(shift), pet_gain=tuple(gain),
+                                            ct_level=tuple(centre), ct_level_scale=tuple(scale)))
+    pulled_case = pulled.configure(steps=3).sample(demo, seed=0)[0]
+    assert np.median(pulled_case.ct) == pytest.approx(35.0, abs=1.0)
+    np.testing.assert_allclose(pulled_case.ct - calibrated.ct, 35.0 - np.median(calibrated.ct), atol=1.0)
 
 
 # --- synthaug calibrate -----------------------------------------------------------------------------
@@ -327,6 +419,9 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
         gain = after["pet_gain"][CLASS_NAMES.index(name)]  # the JSON's keys are sorted
         assert suv[name]["calibrated"] == pytest.approx(suv[name]["generated"] * gain, rel=1e-3, abs=1e-3)
     assert after["sha256"] == before["sha256"]  # the weights are untouched
+    assert after["ct_level_scale"] == [1.0] * NUM_ORGAN_CLASSES  # 3 cases are too few to judge a spread
+    assert len(after["ct_level"]) == NUM_ORGAN_CLASSES and "per-case median HU" in out
+    assert set(after["level_spread"]) == set(CLASS_NAMES[:NUM_ORGAN_CLASSES])
     rows = after["label_calibration"]["mean_voxels"]
     fitted = [n for n in rows if n not in ("background", "lesion")]
     err = lambda key: np.mean([abs(np.log((rows[n][key] + 1) / (rows[n]["training"] + 1))) for n in fitted])  # noqa: E731
@@ -342,9 +437,43 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
     sr = json.loads((tiny / "weights" / "sr.json").read_text())
     assert code == 0 and len(sr["label_bias"]) == LABEL_BIAS_SIZE and "SUV train" not in out
     assert sr["ct_shift"] == [] and sr["pet_gain"] == [] and "intensity_calibration" not in sr
+    assert sr["ct_level"] == [] and sr["ct_level_scale"] == [] and "per-case median HU" not in out
     sampler = CascadedSampler.from_pretrained(tiny / "weights")
     assert sampler.global_config.label_bias == tuple(after["label_bias"])
     assert sampler.global_config.pet_gain == tuple(after["pet_gain"])
+
+
+def test_calibrate_spread_only_keeps_the_rest_of_the_calibration(tiny, tmp_path, capsys, monkeypatch):
+    """``--spread-only`` on a calibrated stage: its offsets, shift and gain stay; the scales it
+    writes are the training cases' spread over the samples', at most 1 (three cases are let
+    count here, to judge a spread on the tiny cohort), and the weights load with them."""
+    import shutil
+
+    from synthaug import calibration
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny / "weights", root / "weights")
+    (root / "cohort").symlink_to(tiny / "cohort")
+    code, _, _ = _calibrate(capsys, root, tmp_path / "g", "--stage", "global", "--cases", "3", "--write")
+    before = json.loads((root / "weights" / "global.json").read_text())
+    monkeypatch.setattr(calibration, "MIN_SPREAD_CASES", 3)
+    code, out, _ = _calibrate(capsys, root, tmp_path / "g", "--stage", "global", "--cases", "3", "--write",
+                              "--spread-only")
+    after = json.loads((root / "weights" / "global.json").read_text())
+    assert code == 0 and "per-case median HU" in out and "SUV train" not in out and "mean voxels" not in out
+    assert {k for k in after if after[k] != before.get(k)} <= {"ct_level", "ct_level_scale", "level_spread"}
+    assert after["label_calibration"] == before["label_calibration"]
+    judged = 0
+    for c, name in enumerate(CLASS_NAMES[1:NUM_ORGAN_CLASSES], start=1):
+        row, scale = after["level_spread"][name], after["ct_level_scale"][c]
+        if row["training_sd"] is not None and row["generated_sd"]:
+            judged += 1
+            assert scale == pytest.approx(min(1.0, row["training_sd"] / row["generated_sd"]), abs=0.06), name
+    assert judged  # at least one class both the samples and the cohort have in every case
+    assert CascadedSampler.from_pretrained(root / "weights").global_config.ct_level_scale == tuple(after["ct_level_scale"])
+    code, _, err = _calibrate(capsys, root, tmp_path / "g", "--stage", "global", "--cases", "3", "--spread-only",
+                              "--no-intensities")
+    assert code != 0 and "spread_only" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(("args", "match"), [
@@ -400,6 +529,9 @@ def test_training_stats_take_intensities_from_their_own_cases(tiny):
     np.testing.assert_allclose(mixed[1], three[1], equal_nan=True)  # intensities: all three
     np.testing.assert_allclose(mixed[2], three[2], equal_nan=True)
     assert not np.allclose(one[2], three[2], equal_nan=True)  # the cases do differ in uptake
+    per_case = training_cohort_stats(tiny / "cohort", 1, cfg, intensity_cases=3).case_median_hu
+    assert per_case.shape == (3, NUM_ORGAN_CLASSES)
+    np.testing.assert_allclose(per_case[0], one[1], equal_nan=True)  # one case: its own median is the pooled one
 
 
 def _cohort_like(n: int, seed: int = 0):

@@ -1,5 +1,6 @@
 """``synthaug calibrate``: fit a stage's label offsets so that its labels match the training cohort's volumes,
-and its per-organ CT shift and PET gain so that the organs inside them match its median HU and mean SUV."""
+its per-organ CT shift and PET gain so that the organs inside them match its median HU and mean SUV, and
+the per-organ scale that narrows the organs' HU spread from case to case to the cohort's."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="preprocessing cache of the whole cohort to use or build (e.g. the training run's); default: resample the cases it reads, write no cache")
     p.add_argument("--no-intensities", action="store_true",
                    help="fit the label offsets only, not the per-organ CT shift and PET gain")
+    p.add_argument("--spread-only", action="store_true",
+                   help="keep the stage's label offsets, CT shift and PET gain; fit only the per-organ scale "
+                        "that narrows the organs' HU spread from case to case")
     p.add_argument("--write", action="store_true", help="store the offsets in WEIGHTS/STAGE.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -39,10 +43,22 @@ def run(args: argparse.Namespace) -> int:
     result = calibrate(args.weights, args.stage, args.data, args.work, cases=args.cases, max_abs=args.max_abs,
                        shard=shard, fit_lesion=args.fit_lesion, write=args.write, cache=args.cache,
                        progress=not args.no_progress, intensities=not args.no_intensities,
-                       intensity_cases=args.intensity_cases, volume_cases=args.volume_cases)
+                       intensity_cases=args.intensity_cases, volume_cases=args.volume_cases,
+                       spread_only=args.spread_only)
     if result is None:
         print(f"shard {shard[0]}/{shard[1]}: samples in {args.work}; run once more without --shard to fit")
         return 0
+    if "label_calibration" in result:
+        _print_labels(result)
+    if "intensity_calibration" in result:
+        _print_intensities(result)
+    if result.get("level_spread"):
+        _print_spread(result)
+    print(f"wrote the calibration into {args.weights}/{args.stage}.json" if args.write else "not written (pass --write)")
+    return 0
+
+
+def _print_labels(result: dict) -> None:
     print(f"{'class':16s} {'training':>10s} {'uncalibrated':>13s} {'calibrated':>11s} {'offset':>8s}  (mean voxels per case)")
     rows = result["label_calibration"]["mean_voxels"]
     for (name, row), offset in zip(rows.items(), result["label_bias"]):
@@ -53,15 +69,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{'class':16s} {heads}  (calibrated vs training, % per sex; uncalibrated in brackets)")
         for name in rows:
             print(f"{name:16s} " + " ".join(_dev(t["mean_voxels"][name]) for t in by_sex.values()))
-    if "intensity_calibration" in result:
-        print(f"\n{'class':16s} {'HU train':>9s} {'generated':>10s} {'shift':>7s} {'SUV train':>10s} {'generated':>10s} {'gain':>6s}")
-        table = result["intensity_calibration"]
-        for (name, hu), suv, shift, gain in zip(table["median_hu"].items(), table["mean_suv"].values(),
-                                                result["ct_shift"], result["pet_gain"]):
-            print(f"{name:16s} {_num(hu['training'], 9, 1)} {_num(hu['generated'], 10, 1)} {shift:7.1f} "
-                  f"{_num(suv['training'], 10, 3)} {_num(suv['generated'], 10, 3)} {gain:6.3f}")
-    print(f"wrote the calibration into {args.weights}/{args.stage}.json" if args.write else "not written (pass --write)")
-    return 0
+
+
+def _print_intensities(result: dict) -> None:
+    print(f"\n{'class':16s} {'HU train':>9s} {'generated':>10s} {'shift':>7s} {'SUV train':>10s} {'generated':>10s} {'gain':>6s}")
+    table = result["intensity_calibration"]
+    for (name, hu), suv, shift, gain in zip(table["median_hu"].items(), table["mean_suv"].values(),
+                                            result["ct_shift"], result["pet_gain"]):
+        print(f"{name:16s} {_num(hu['training'], 9, 1)} {_num(hu['generated'], 10, 1)} {shift:7.1f} "
+              f"{_num(suv['training'], 10, 3)} {_num(suv['generated'], 10, 3)} {gain:6.3f}")
+
+
+def _print_spread(result: dict) -> None:
+    print(f"\n{'class':16s} {'training sd':>11s} {'generated sd':>12s} {'scale':>6s} {'centre':>7s}  (per-case median HU)")
+    for (name, row), scale, centre in zip(result["level_spread"].items(), result["ct_level_scale"], result["ct_level"]):
+        print(f"{name:16s} {_num(row['training_sd'], 11, 1)} {_num(row['generated_sd'], 12, 1)} "
+              f"{scale:6.3f} {centre:7.1f}")
 
 
 def _dev(row: dict) -> str:
