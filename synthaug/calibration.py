@@ -32,8 +32,8 @@ make up for its border. The PET is matched by its mean, the quantity (total upta
 volume) that a border cannot shift by much: its neighbours take up little.
 
 A shift moves every case's organ alike; a briefly trained stage also lets an organ's level
-wander from case to case far more than the training cases' (a spleen's median HU with an
-sd of 12 HU where the cohort's is 3), which puts single cases outside the organ's range
+wander from case to case far more than the training cases' (the demo stage 1's spleen:
+a per-case median HU with an sd of 15 HU where the cohort's is 4), which puts single cases outside the organ's range
 although the average is right. So each organ's per-case median HU in the shifted samples
 is compared with the training cases' (:func:`fit_level_spread`): where the samples spread
 more, a per-class scale (``StageConfig.ct_level_scale``, at most 1, applied by
