@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +39,19 @@ def _finish(x: torch.Tensor, cfg: StageConfig) -> torch.Tensor:
     return spread_organ_levels(x, cfg.ct_level, cfg.ct_level_scale, inplace=True)
 
 
+def generator_digest(stages: Sequence[tuple[str, StageConfig]]) -> str:
+    """What identifies a generator in its cases' metadata and caches: each stage's weights
+    (their sha256) and what calibration fitted on them, since a recalibrated stage makes other
+    cases from the same weights. A single uncalibrated stage is its weights' sha256."""
+    calibrations = [cfg.calibration() for _, cfg in stages]
+    if len(stages) == 1 and not any(calibrations[0].values()):
+        return stages[0][0]
+    text = "".join(sha for sha, _ in stages)
+    if any(any(c.values()) for c in calibrations):
+        text += json.dumps(calibrations, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 class CascadedSampler:
     """Generates whole-body PET/CT cases with labels from demographics.
 
@@ -45,7 +59,8 @@ class CascadedSampler:
         global_model, global_config: the stage-1 denoiser and its config.
         sr_model, sr_config: the stage-2 denoiser and its config, or ``None`` to stop
             after stage 1 (cases on the global grid).
-        sha256: identifies the weights (recorded in every case's metadata).
+        sha256: identifies the weights and their calibration (recorded in every case's metadata;
+            :func:`generator_digest`).
     """
 
     def __init__(self, global_model, global_config: StageConfig, sr_model=None, sr_config: StageConfig | None = None,
@@ -85,16 +100,16 @@ class CascadedSampler:
             raise FileNotFoundError(f"{folder}: no {GLOBAL_FILE}.json / {GLOBAL_FILE}.safetensors (stage-1 weights)")
         g_model, g_cfg, g_raw = load_stage(folder / GLOBAL_FILE, device)
         sr_model = sr_cfg = None
-        digest = g_raw["sha256"]
+        loaded = [(g_raw["sha256"], g_cfg)]
         if stages == "cascade":
             if not (folder / f"{SR_FILE}.json").is_file():
                 raise FileNotFoundError(f"{folder}: no {SR_FILE}.json / {SR_FILE}.safetensors (stage-2 weights); "
                                         "use --stage global to sample stage 1 only")
             sr_model, sr_cfg, sr_raw = load_stage(folder / SR_FILE, device)
-            digest = hashlib.sha256((g_raw["sha256"] + sr_raw["sha256"]).encode()).hexdigest()
+            loaded.append((sr_raw["sha256"], sr_cfg))
         elif stages != "global":
             raise ValueError(f"stages={stages!r}; choose 'cascade' or 'global'")
-        return cls(g_model, g_cfg, sr_model, sr_cfg, sha256=digest, device=device)
+        return cls(g_model, g_cfg, sr_model, sr_cfg, sha256=generator_digest(loaded), device=device)
 
     # -- CaseGenerator protocol --
     @property

@@ -112,6 +112,11 @@ class StageConfig:
             raise ValueError(f"diffusion.skip_channels={list(self.diffusion.skip_channels)}: "
                              f"the network has {self.net.out_channels} output channels")
 
+    def calibration(self) -> dict:
+        """What :mod:`synthaug.calibration` fitted for this stage (empty lists where nothing was)."""
+        return {"label_bias": list(self.label_bias), "ct_shift": list(self.ct_shift), "pet_gain": list(self.pet_gain),
+                "ct_level": list(self.ct_level), "ct_level_scale": list(self.ct_level_scale)}
+
     @property
     def grid(self) -> Grid:
         """The grid this stage's network runs on."""
@@ -123,9 +128,7 @@ class StageConfig:
             "output_grid": self.output_grid.to_dict(), "net": self.net.to_dict(), "diffusion": self.diffusion.to_dict(),
             "patch_size": list(self.patch_size), "sample_patch_size": list(self.sample_patch_size),
             "sample_overlap": self.sample_overlap, "cond_aug_max": self.cond_aug_max, "encoding": self.encoding,
-            "lesion_rule": self.lesion_rule, "upsample": self.upsample, "label_bias": list(self.label_bias),
-            "ct_shift": list(self.ct_shift), "pet_gain": list(self.pet_gain),
-            "ct_level": list(self.ct_level), "ct_level_scale": list(self.ct_level_scale),
+            "lesion_rule": self.lesion_rule, "upsample": self.upsample, **self.calibration(),
         }
 
     @classmethod

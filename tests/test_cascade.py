@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from synthaug.channels import (
     pet_to_channel,
 )
 from synthaug.demographics import Demographics
+from synthaug.labels import NUM_ORGAN_CLASSES
 from synthaug.nets import NetConfig
 from synthaug.preprocess import to_grid
 from synthaug.stages import (
@@ -404,6 +406,29 @@ def test_blending_hides_patch_edge_artefacts(weights, lowres):
 def cascade(weights) -> CascadedSampler:
     return CascadedSampler.from_pretrained(weights).configure(steps=6, sr_steps=3, patch_size=(18, 18, 34), overlap=4,
                                                               patch_batch=8)
+
+
+def test_the_generator_identity_changes_with_the_calibration_not_only_the_weights(weights, tmp_path):
+    """A recalibrated copy of the same weights makes other cases, so its cases and caches must
+    not pass for the original's; the same calibration gives the same identity."""
+    import shutil
+
+    from synthaug.cascade import generator_digest
+
+    copy = tmp_path / "copy"
+    shutil.copytree(weights, copy)
+    original = CascadedSampler.from_pretrained(weights)
+    assert CascadedSampler.from_pretrained(copy).sha256 == original.sha256
+    raw = json.loads((copy / "global.json").read_text())
+    raw["ct_level"], raw["ct_level_scale"] = [0.0] * NUM_ORGAN_CLASSES, [0.5] * NUM_ORGAN_CLASSES
+    (copy / "global.json").write_text(json.dumps(raw))
+    recalibrated = CascadedSampler.from_pretrained(copy)
+    assert recalibrated.sha256 != original.sha256 and len(recalibrated.sha256) == 64
+    assert CascadedSampler.from_pretrained(copy, stages="global").sha256 != raw["sha256"]
+    assert CascadedSampler.from_pretrained(weights, stages="global").sha256 == raw["sha256"]  # uncalibrated: the weights'
+    g_cfg = recalibrated.global_config
+    assert generator_digest([("a" * 64, g_cfg)]) == generator_digest([("a" * 64, g_cfg)])
+    assert generator_digest([("a" * 64, g_cfg)]) != generator_digest([("a" * 64, replace(g_cfg, ct_shift=(1.0,) * NUM_ORGAN_CLASSES))])
 
 
 def test_cases_have_the_output_grid_labels_and_provenance(cascade, weights):
