@@ -269,6 +269,16 @@ def test_bad_level_spread_is_refused(level, scale, match):
         replace(tiny_stage_config("global"), ct_level=level, ct_level_scale=scale)
 
 
+def test_weights_with_a_bad_level_spread_are_refused_on_load(tmp_path):
+    cfg = tiny_stage_config("global")
+    save_stage(tmp_path / "global", build_stage_model(cfg), cfg)
+    raw = json.loads((tmp_path / "global.json").read_text())
+    raw["ct_level"], raw["ct_level_scale"] = [0.0] * NUM_ORGAN_CLASSES, [2.0] * NUM_ORGAN_CLASSES
+    (tmp_path / "global.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="ct_level_scale must be within"):
+        load_stage(tmp_path / "global")
+
+
 @pytest.mark.parametrize(("field", "values", "match"), [
     ("pet_gain", [1.0] * 3, "pet_gain needs 12"),
     ("pet_gain", [1.0] * (NUM_ORGAN_CLASSES - 1) + [2.0], "pet_gain needs 12 values .* within"),
