@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 
 from .channels import (
     CT_CHANNEL,
+    CT_LEVEL_RANGE,
     LABEL_BIAS_SIZE,
     LESION_CHANNEL,
     MAX_CT_SHIFT,
@@ -73,7 +74,7 @@ from .labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
 #: Sample i of a calibration uses seed SEED0 + i (apart from the seeds evaluations use, 0..n-1).
 SEED0 = 50_000
 #: HU histograms for the class medians: 1-HU bins centred on HU_LOW .. HU_LOW + HU_BINS - 1, clipped.
-HU_LOW, HU_BINS = -1024, 4096
+HU_LOW, HU_BINS = int(CT_LEVEL_RANGE[0]), int(CT_LEVEL_RANGE[1] - CT_LEVEL_RANGE[0]) + 1  # -1024, 4096
 
 
 def hu_histograms(classes: np.ndarray, hu: np.ndarray) -> np.ndarray:
@@ -212,7 +213,7 @@ def fit_level_spread(sample_levels: np.ndarray, training_levels: np.ndarray) -> 
             level[c] = float(np.median(t))
         if min(len(g), len(t)) >= MIN_SPREAD_CASES and g.std() > 0:
             scale[c] = min(1.0, float(t.std() / g.std()))
-    return np.clip(level, -1024, 3071), scale
+    return np.clip(level, *CT_LEVEL_RANGE), scale
 
 
 def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool = False, iterations: int = 400,
@@ -438,8 +439,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
         raise ValueError(f"volume_cases={volume_cases}: must be at least cases={cases} and at most the "
                          f"{len(cohort)} of the training cohort {data}")
     config = getattr(sampler, attr)
-    setattr(sampler, attr, replace(config, label_bias=(), ct_shift=(), pet_gain=(), ct_level=(),
-                                   ct_level_scale=()))  # sample without what is fitted
+    setattr(sampler, attr, replace(config, **{k: () for k in config.calibration()}))  # sample without what is fitted
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     _reduced_samples(sampler, stage, cohort, list(range(shard[0], cases, shard[1])), work, max_abs, progress)

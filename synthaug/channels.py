@@ -200,6 +200,10 @@ def calibrate_intensities(x: torch.Tensor, ct_shift: Sequence[float] = (), pet_g
     return out
 
 
+#: HU a calibrated organ level (``ct_level``) may take: the calibration's median histograms' range.
+CT_LEVEL_RANGE = (-1024.0, 3071.0)
+
+
 def check_level_spread(ct_level: Sequence[float], ct_level_scale: Sequence[float]) -> tuple[tuple, tuple]:
     """``ct_level`` (HU, the centre each organ class's per-case median HU is pulled towards) and
     ``ct_level_scale`` (in [0, 1], what is kept of a case's deviation from it), both ``()`` or
@@ -214,8 +218,9 @@ def check_level_spread(ct_level: Sequence[float], ct_level_scale: Sequence[float
     if len(level) != len(scale) or len(level) not in (0, NUM_ORGAN_CLASSES):
         raise ValueError(f"ct_level and ct_level_scale need {NUM_ORGAN_CLASSES} values each (one per organ class) "
                          f"or none; got {len(level)} and {len(scale)}")
-    if not all(np.isfinite(v) and -1024 <= v <= 3071 for v in level):
-        raise ValueError(f"ct_level must be finite HU within [-1024, 3071], got {list(level)[:4]}...")
+    lo, hi = CT_LEVEL_RANGE
+    if not all(np.isfinite(v) and lo <= v <= hi for v in level):
+        raise ValueError(f"ct_level must be finite HU within [{lo:.0f}, {hi:.0f}], got {list(level)[:4]}...")
     if not all(0 <= s <= 1 for s in scale):
         raise ValueError(f"ct_level_scale must be within [0, 1], got {list(scale)[:4]}...")
     return level, scale
