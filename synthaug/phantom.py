@@ -1304,8 +1304,11 @@ def _node_chains(ph: _Phantom) -> dict[str, list[tuple[float, float, float]]]:
     return ch
 
 
-def _lesion_plan(diagnosis: str, rng: np.random.Generator) -> list[tuple[str, float, float]]:
-    """(site, diameter_mm, suvmax) for each lesion of a case."""
+def lesion_plan(diagnosis: str, rng: np.random.Generator) -> list[tuple[str, float, float]]:
+    """(site, diameter_mm, suvmax) for each lesion of a case: the diagnosis-conditioned lesion
+    model (:data:`LESION_MODEL`) shared by the phantom and :mod:`synthaug.lesions`. Sites:
+    ``node:<chain>`` (:func:`_node_chains`), ``subcutaneous``, ``muscle``, ``lung``,
+    ``lung_primary``, ``liver``, ``spleen``, ``bone``."""
     if diagnosis == "NEGATIVE":
         return []
     mdl = LESION_MODEL[diagnosis]
@@ -1352,6 +1355,18 @@ def _lesion_plan(diagnosis: str, rng: np.random.Generator) -> list[tuple[str, fl
             for _ in range(1 + int(rng.poisson(1.5))):
                 plan.append((sites[int(rng.choice(4, p=w))], size(14.0), suv(7.0)))
     return plan
+
+
+def lesion_uptake(r2: np.ndarray, background: float, suvmax: float, diameter_mm: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """A lesion's uptake above its background (SUV, before the PSF) at normalised radii^2 ``r2``
+    (< 1 inside): it peaks at ``suvmax`` in the centre and falls by 40 % to the rim; lesions of
+    30 mm and more have a necrotic core in 30 % of cases."""
+    contrast = max(suvmax - background, 0.5 * suvmax)
+    prof = 1.0 - 0.4 * np.clip(r2, 0, 1)
+    if diameter_mm >= 30 and rng.random() < 0.3:  # necrotic core
+        prof = np.where(r2 < 0.2, 0.3, prof)
+    return contrast * prof
 
 
 def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
@@ -1422,11 +1437,7 @@ def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator
         if not m.any():
             continue
         bg = pet[sl][m]
-        contrast = max(suvmax - float(bg.mean()), 0.5 * suvmax)
-        prof = 1.0 - 0.4 * np.clip(r2[m], 0, 1)
-        if diam >= 30 and rng.random() < 0.3:  # necrotic core
-            prof = np.where(r2[m] < 0.2, 0.3, prof)
-        pet[sl][m] = bg + contrast * prof
+        pet[sl][m] = bg + lesion_uptake(r2[m], float(bg.mean()), suvmax, diam, rng)
         tis_new = "lesion"
         if kind == "bone" and rng.random() < 0.3:
             tis_new = "cortical_bone"  # sclerotic metastasis
@@ -1496,17 +1507,14 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
     het = _Field(r_tex, lo, hi, 14.0)(v.x, v.y, v.z)
     tis = v.tis
     pet = suv[tis] * np.maximum(1.0 + cv[tis] * het, 0.1)
-    plan = _lesion_plan(diagnosis, r_lesion)
+    plan = lesion_plan(diagnosis, r_lesion)
     lesions, lesion_info = _place_lesions(ph, plan, pet, r_lesion)
     tis = v.tis
 
     # PET: Poisson-like noise (sd ~ sqrt(activity), growing with body weight), then the PSF.
-    sig_vox = [PSF_FWHM_MM / 2.3548 / s for s in v.spacing]
-    vox_ml = float(np.prod(v.spacing)) / 64.0  # relative to 4 mm voxels
-    noise_c = 0.15 * (body.W / 75.0) ** 0.5 / math.sqrt(vox_ml)
+    sig_vox = psf_sigma_voxels(v.spacing)
     white = r_noise.standard_normal(v.shape, dtype=np.float32)
-    knorm = _kernel_norm(sig_vox)
-    pet = pet + (noise_c / knorm) * np.sqrt(pet) * white
+    pet = pet + pet_noise_factor(body.W, v.spacing) * np.sqrt(pet) * white
     pet = ndimage.gaussian_filter(pet, sig_vox, truncate=3.0, mode="constant")
     np.maximum(pet, 0.0, out=pet)
 
@@ -1516,7 +1524,7 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
     ct_sig = [max(1.2 / s, 0.3) for s in v.spacing]
     ct = ndimage.gaussian_filter(ct, ct_sig, truncate=2.0, mode="nearest")
     w2 = r_noise.standard_normal(v.shape, dtype=np.float32)
-    ct += (13.0 * (body.W / 75.0) ** 0.5) * w2
+    ct += ct_noise_sd(body.W) * w2
     np.clip(ct, -1024.0, 3071.0, out=ct)
     # Store like scanners do: whole HU for CT, 1/512 SUV steps for PET (far below the noise);
     # this also makes the NIfTI files compress 2-3x better.
@@ -1566,6 +1574,23 @@ def _anatomy_grid(grid: Grid) -> Grid:
         m += (m - n) % 2  # keep voxel centres aligned with the requested grid
         shape.append(m)
     return grid if tuple(shape) == grid.shape else Grid(tuple(shape), grid.spacing)
+
+
+def psf_sigma_voxels(spacing: Sequence[float]) -> list[float]:
+    """The PET point-spread function's Gaussian sd in voxels of ``spacing`` (mm)."""
+    return [PSF_FWHM_MM / 2.3548 / s for s in spacing]
+
+
+def pet_noise_factor(weight_kg: float, spacing: Sequence[float]) -> float:
+    """Noise sd per sqrt(SUV) added to the PET before the PSF, so that after the PSF the noise
+    has the phantom's level: Poisson-like, growing with body weight and with smaller voxels."""
+    vox_ml = float(np.prod(spacing)) / 64.0  # relative to 4 mm voxels
+    return 0.15 * (weight_kg / 75.0) ** 0.5 / math.sqrt(vox_ml) / _kernel_norm(psf_sigma_voxels(spacing))
+
+
+def ct_noise_sd(weight_kg: float) -> float:
+    """CT quantum noise sd (HU), growing with body weight."""
+    return 13.0 * (weight_kg / 75.0) ** 0.5
 
 
 def _kernel_norm(sigmas: Sequence[float]) -> float:
