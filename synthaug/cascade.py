@@ -18,6 +18,7 @@ from .demographics import Demographics
 from .diffusion import cfg_denoiser, min_batch_denoiser, sample
 from .generator import as_list, per_case_seeds
 from .grid import Grid
+from .lesions import LESION_MODES, add_lesions
 from .stages import PatchwiseDenoiser, StageConfig, check_patching, load_stage, upsample
 
 #: Where the shipped demo weights live (inside the installed package).
@@ -84,6 +85,9 @@ class CascadedSampler:
         self.patch_size = sr_config.sample_patch_size if sr_config else None
         self.overlap = sr_config.sample_overlap if sr_config else None
         self.patch_batch = 4
+        # The demo networks draw no lesions (docs/training.md, "Lesion channel"): by default the
+        # lesion model adds them (synthaug.lesions).
+        self.lesions = "prior"
 
     # -- construction --
     @classmethod
@@ -125,7 +129,7 @@ class CascadedSampler:
         g = self.global_config.diffusion
         s = {"stages": "cascade" if self.sr_model is not None else "global", "preset": self.global_config.preset,
              "sampler": g.sampler, "steps": self.steps or g.steps, "guidance": self.guidance if self.guidance is not None else g.guidance,
-             "sigma_min": g.sigma_min}
+             "sigma_min": g.sigma_min, "lesions": self.lesions}
         if self.sr_config is not None:
             s.update({"sr_sampler": self.sr_config.diffusion.sampler, "sr_steps": self.sr_steps or self.sr_config.diffusion.steps,
                       "patch_size": list(self.patch_size), "overlap": self.overlap})
@@ -133,8 +137,12 @@ class CascadedSampler:
 
     def configure(self, *, steps: int | None = None, sr_steps: int | None = None, guidance: float | None = None,
                   patch_size: Sequence[int] | None = None, overlap: int | None = None, patch_batch: int | None = None,
-                  sigma_min: float | None = None) -> CascadedSampler:
+                  sigma_min: float | None = None, lesions: str | None = None) -> CascadedSampler:
         """Change the sampling settings (checked before any work); returns ``self``.
+
+        ``lesions``: "prior" (default) adds lesions from the diagnosis-conditioned lesion model
+        (:func:`synthaug.lesions.add_lesions`) to what the networks drew; "model" keeps only what
+        the networks drew.
 
         ``sigma_min`` is the stage-1 noise level the sampler jumps to zero from (the
         schedule's end): a larger value returns a smoother, less noisy denoised estimate,
@@ -145,6 +153,8 @@ class CascadedSampler:
             if not 0 < sigma_min < diff.sigma_max:
                 raise ValueError(f"sigma_min={sigma_min} must be in (0, {diff.sigma_max})")
             self.global_config = replace(self.global_config, diffusion=replace(diff, sigma_min=float(sigma_min)))
+        if lesions is not None and lesions not in LESION_MODES:
+            raise ValueError(f"lesions={lesions!r}; choose one of {LESION_MODES}")
         if steps is not None and steps < 1:
             raise ValueError(f"steps={steps} must be >= 1")
         if sr_steps is not None and sr_steps < 1:
@@ -162,6 +172,7 @@ class CascadedSampler:
         self.sr_steps = sr_steps if sr_steps is not None else self.sr_steps
         self.guidance = guidance if guidance is not None else self.guidance
         self.patch_batch = patch_batch or self.patch_batch
+        self.lesions = lesions or self.lesions
         return self
 
     # -- sampling --
@@ -222,6 +233,9 @@ class CascadedSampler:
             for j in range(x.shape[0]):
                 arrays = decode(x[j])
                 meta = {"source": "synthetic", "seed": s[j], "model_sha256": self.sha256, **self.settings}
-                cases.append(Case(ct=arrays["ct"], pet=arrays["pet"], organs=arrays["organs"], lesions=arrays["lesions"],
-                                  affine=grid.affine, demographics=d[j], meta=meta))
+                case = Case(ct=arrays["ct"], pet=arrays["pet"], organs=arrays["organs"], lesions=arrays["lesions"],
+                            affine=grid.affine, demographics=d[j], meta=meta)
+                if self.lesions == "prior":
+                    case = add_lesions(case, seed=_seed_for_stage(s[j], 3))
+                cases.append(case)
         return cases

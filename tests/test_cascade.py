@@ -457,6 +457,28 @@ def test_same_seed_same_case_and_per_case_seeds(cascade):
     assert not np.array_equal(pair[0].ct, alone.ct)
 
 
+def test_lesion_prior_is_added_to_what_the_networks_draw(weights):
+    """By default the lesion model adds lesions to the networks' case (same seed, same lesions);
+    ``lesions="model"`` keeps the networks' case as it is; the setting is recorded."""
+    from synthaug.cascade import _seed_for_stage
+    from synthaug.lesions import add_lesions
+
+    sampler = CascadedSampler.from_pretrained(weights, stages="global").configure(steps=4)
+    demo = replace(DEMO, diagnosis="LYMPHOMA")
+    assert sampler.settings["lesions"] == "prior"
+    prior = sampler.sample(demo, seed=4)[0]
+    model = sampler.configure(lesions="model").sample(demo, seed=4)[0]
+    assert model.meta["lesions"] == "model" and "lesion_prior" not in model.meta
+    assert prior.meta["lesions"] == "prior" and prior.meta["lesion_prior"]["diagnosis"] == "LYMPHOMA"
+    assert prior.lesions.sum() > model.lesions.sum()
+    expected = add_lesions(model, seed=_seed_for_stage(4, 3))
+    for name in ("ct", "pet", "organs", "lesions"):
+        assert np.array_equal(getattr(prior, name), getattr(expected, name)), name
+    with pytest.raises(ValueError, match="lesions"):
+        sampler.configure(lesions="painted")
+    assert sampler.lesions == "model"
+
+
 def test_guidance_zero_is_the_unconditional_model(weights):
     """Classifier-free guidance is wired through the sampler: scale 0 gives exactly the
     samples of the all-unknown condition, and the metadata records the scale used."""

@@ -7,6 +7,8 @@ import os
 import re
 import sys
 
+from . import add_lesions_argument
+
 HELP = "pre-generate a resumable, checksummed cache of synthetic cases for training"
 
 
@@ -35,6 +37,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="stage-1 sampler steps (default: from the weights)")
     p.add_argument("--sr-steps", type=int, help="stage-2 sampler steps (default: from the weights)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    add_lesions_argument(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     # For tests and quick looks: the phantom on a coarser grid with the preset's field of view.
     p.add_argument("--grid", help=argparse.SUPPRESS)
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
         device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
         generator = CascadedSampler.from_pretrained(args.weights, device=device, stages=args.stage)
-        generator.configure(steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance)
+        generator.configure(steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, lesions=args.lesions)
         preset = generator.settings.get("preset")
         if args.preset is not None and args.preset != preset:
             raise ValueError(f"--preset {args.preset}: the weights are for preset {preset!r}")

@@ -1,0 +1,133 @@
+"""The lesion prior: the phantom's lesion model placed on a case's own labels."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from synthaug.demographics import Demographics
+from synthaug.grid import Grid
+from synthaug.labels import ORGAN_IDS
+from synthaug.lesions import _ALLOWED, _Body, _centre, add_lesions
+from synthaug.phantom import make_phantom
+
+GRID = Grid((64, 64, 128), (8.0, 8.0, 8.0))
+DEMO = Demographics(age=55, sex="M", height_cm=178, weight_kg=80, diagnosis="LYMPHOMA")
+
+
+@pytest.fixture(scope="module")
+def clean_case():
+    """A phantom case with its lesions taken out (uptake and label), as a lesion-free generator would give."""
+    case = make_phantom(replace(DEMO, diagnosis="NEGATIVE"), grid=GRID, seed=3)
+    assert not case.lesions.any()
+    return replace(case, demographics=DEMO)
+
+
+def _allowed_labels() -> set[int]:
+    return {label for labels in _ALLOWED.values() for label in labels}
+
+
+@pytest.mark.parametrize("diagnosis", ["LYMPHOMA", "MELANOMA", "LUNG_CANCER"])
+def test_lesions_have_uptake_lesion_tissue_and_allowed_labels(clean_case, diagnosis):
+    before = {name: getattr(clean_case, name).copy() for name in ("ct", "pet", "organs", "lesions")}
+    found = 0
+    for seed in range(4):
+        out = add_lesions(clean_case, seed=seed, diagnosis=diagnosis)
+        for name, arr in before.items():  # the input case is left as it was
+            assert np.array_equal(getattr(clean_case, name), arr), name
+        info = out.meta["lesion_prior"]
+        assert info["diagnosis"] == diagnosis and not info["diagnosis_drawn"]
+        mask = out.lesions > 0
+        assert mask.any() == bool(info["lesions"]) and mask.sum() <= sum(les["voxels"] for les in info["lesions"])
+        if not mask.any():
+            continue
+        found += 1
+        # Uptake: every lesion raises the PET inside it, by about its planned SUVmax at its peak.
+        assert (out.pet[mask] > before["pet"][mask]).mean() > 0.9
+        assert out.pet[mask].max() > 2.0
+        # Tissue: lesion CT is soft tissue (30-45 HU) or sclerotic bone, not the fat or lung it grew in.
+        components, n = ndimage.label(mask)
+        for k in range(1, n + 1):
+            median = float(np.median(out.ct[components == k]))
+            assert 0 < median < 80 or median > 600, median
+        # Labels: lesions lie on the tissues their sites allow; nodes in fat are relabelled soft tissue.
+        assert set(np.unique(before["organs"][mask]).tolist()) <= _allowed_labels()
+        changed = out.organs != before["organs"]
+        assert np.all(mask[changed]) and np.all(out.organs[changed] == ORGAN_IDS["soft_tissue"])
+        # Nothing changes far from the lesions (the PSF reaches a few voxels).
+        far = ~ndimage.binary_dilation(mask, iterations=4)
+        assert np.array_equal(out.pet[far], before["pet"][far]) and np.array_equal(out.ct[~mask], before["ct"][~mask])
+    assert found >= 3
+
+
+def test_same_seed_same_lesions_other_seed_other_lesions(clean_case):
+    a, b = add_lesions(clean_case, seed=11), add_lesions(clean_case, seed=11)
+    c = add_lesions(clean_case, seed=12)
+    for name in ("ct", "pet", "organs", "lesions"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert not np.array_equal(a.lesions, c.lesions)
+
+
+def test_negative_adds_nothing_and_unknown_diagnosis_is_drawn(clean_case):
+    out = add_lesions(clean_case, seed=0, diagnosis="NEGATIVE")
+    assert not out.lesions.any() and np.array_equal(out.pet, clean_case.pet) and np.array_equal(out.ct, clean_case.ct)
+    drawn = {add_lesions(replace(clean_case, demographics=replace(DEMO, diagnosis=None)), seed=s).meta["lesion_prior"]["diagnosis"]
+             for s in range(12)}
+    assert len(drawn) >= 2 and drawn <= {"NEGATIVE", "LYMPHOMA", "MELANOMA", "LUNG_CANCER"}
+
+
+def test_existing_lesions_are_kept(clean_case):
+    case = replace(clean_case, lesions=np.zeros(clean_case.shape, np.uint8))
+    case.lesions[30, 30, 60] = 1
+    out = add_lesions(case, seed=0, diagnosis="NEGATIVE")
+    assert out.lesions[30, 30, 60] == 1 and out.lesions.sum() == 1
+
+
+def test_node_chains_meet_the_phantoms_node_lesions():
+    """The phantom's own node lesions (placed on its internal chains) lie close to the chains the
+    prior finds on the phantom's labels: within 30 mm, where the phantom scatters them by 6 mm."""
+    case = make_phantom(DEMO, grid=Grid((128, 128, 256), (4.0, 4.0, 4.0)), seed=5)
+    nodes = [les for les in case.meta["lesions"] if les["site"].startswith("node:")]
+    assert nodes, "the phantom case should have node lesions"
+    body = _Body(case, DEMO.height_cm)
+    from synthaug.lesions import _CHAINS
+
+    for les in nodes:
+        name = les["site"][5:]
+        chain, side = (name[:-2], 1 if name.endswith("_R") else -1) if name[-2:] in ("_R", "_L") else (name, 1)
+        a, b = (body.chain_point(chain, *p, side) for p in _CHAINS[chain])
+        c = np.array(les["centre_mm"])
+        t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
+        assert np.linalg.norm(c - (a + t * (b - a))) < 30.0, (les, a, b)
+
+
+def test_sites_missing_from_the_case_are_counted_not_placed(clean_case):
+    organs = clean_case.organs.copy()
+    organs[organs == ORGAN_IDS["liver"]] = ORGAN_IDS["soft_tissue"]
+    case = replace(clean_case, organs=organs)
+    assert _centre(_Body(case, 178), "liver", "liver", np.random.default_rng(0)) is None
+    for seed in range(20):
+        out = add_lesions(case, seed=seed, diagnosis="MELANOMA")
+        info = out.meta["lesion_prior"]
+        assert all(les["site"] != "liver" for les in info["lesions"])
+        if info["not_placed"]:
+            return
+    pytest.fail("no melanoma plan in 20 seeds had a liver lesion")
+
+
+def test_bad_input_is_refused(clean_case):
+    with pytest.raises(ValueError, match="organ labels"):
+        add_lesions(replace(clean_case, organs=None), seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        add_lesions(clean_case, seed=-1)
+    with pytest.raises(ValueError, match="diagnosis"):
+        add_lesions(clean_case, seed=0, diagnosis="FLU")
+    flipped = clean_case.affine.copy()
+    flipped[0, 0] = -flipped[0, 0]
+    with pytest.raises(ValueError, match="axis-aligned"):
+        add_lesions(replace(clean_case, affine=flipped), seed=0)
+    with pytest.raises(ValueError, match="no body"):
+        add_lesions(replace(clean_case, organs=np.zeros_like(clean_case.organs)), seed=0)
