@@ -74,6 +74,33 @@ def _share_within(rows, metric: str, pct: float = 10.0) -> float:
     return float(np.mean([abs(r[metric]["deviation_pct"]) <= pct for r in rows]))
 
 
+LESION_METRICS = ("lesion_count", "lesion_volume_ml", "lesion_suv_max", "lesion_suv_mean")
+
+
+def _lesion_rows(ref, syn) -> list[dict]:
+    """Per diagnosis (and over all cases with one of the lesion diagnoses): the share of cases
+    with lesions, the mean lesion count and volume, and the median of the cases' lesion SUVmax
+    and SUVmean, for ``ref`` and ``syn``."""
+    def of(cases, dx):
+        return [c for c in cases if ((c.get("demographics") or {}).get("diagnosis") or "unknown") in dx]
+
+    rows = []
+    groups = [(dx, (dx,)) for dx in ("LYMPHOMA", "MELANOMA", "LUNG_CANCER", "NEGATIVE")]
+    for name, dx in groups + [("any lesion diagnosis", ("LYMPHOMA", "MELANOMA", "LUNG_CANCER"))]:
+        row = {"diagnosis": name}
+        for side, cases in (("reference", of(ref, dx)), ("synthetic", of(syn, dx))):
+            body = [c["values"].get("body", {}) for c in cases]
+            count = [b.get("lesion_count") for b in body if b.get("lesion_count") is not None]
+            entry = {"n": len(cases), "with_lesions": float(np.mean([n > 0 for n in count])) if count else float("nan")}
+            for m in LESION_METRICS:
+                vals = [b.get(m) for b in body if b.get(m) is not None and np.isfinite(b.get(m))]
+                agg = np.median if m in ("lesion_suv_max", "lesion_suv_mean") else np.mean
+                entry[m] = float(agg(vals)) if vals else float("nan")
+            row[side] = entry
+        rows.append(row)
+    return rows
+
+
 def acceptance(result: dict) -> dict:
     ref, syn = result["cases"]["reference"], result["cases"]["synthetic"]
     rows = _organ_sex_rows(ref, syn)
@@ -109,7 +136,16 @@ def acceptance(result: dict) -> dict:
         "height_r": fid["height"]["synthetic"]["pearson_r"] if fid.get("height", {}).get("synthetic") else None,
         "weight_r": fid["weight"]["synthetic"]["pearson_r"] if fid.get("weight", {}).get("synthetic") else None,
         "n_synthetic": len(syn), "n_reference": len(ref),
+        "lesions": _lesion_rows(ref, syn),
     }
+
+
+def _pct(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{100 * v:.0f} %"
+
+
+def _num(v: float) -> str:
+    return "n/a" if not np.isfinite(v) else f"{v:.1f}"
 
 
 def render(acc: dict, header: str) -> str:
@@ -138,6 +174,17 @@ def render(acc: dict, header: str) -> str:
     for organ, r in acc["ranges"].items():
         lines.append(f"| {organ} | {100 * r['present_in']:.0f} % | {100 * r['hu_in_range']:.0f} % | {100 * r['suv_in_range']:.0f} % |"
                      + (f" {100 * r['baseline_hu_in_range']:.0f} % |" if "baseline_hu_in_range" in r else ""))
+    if acc.get("lesions"):
+        lines += ["", "Lesions per diagnosis, reference / synthetic: cases, share of cases with lesions, mean lesion "
+                  "count (26-connected components) and volume, median of the cases' lesion SUVmax and SUVmean.", "",
+                  "| diagnosis | cases | with lesions | lesions per case | volume (ml) | SUVmax | SUVmean |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in acc["lesions"]:
+            a, b = r["reference"], r["synthetic"]
+            lines.append(f"| {r['diagnosis']} | {a['n']} / {b['n']} | {_pct(a['with_lesions'])} / {_pct(b['with_lesions'])} | "
+                         f"{_num(a['lesion_count'])} / {_num(b['lesion_count'])} | {_num(a['lesion_volume_ml'])} / "
+                         f"{_num(b['lesion_volume_ml'])} | {_num(a['lesion_suv_max'])} / {_num(b['lesion_suv_max'])} | "
+                         f"{_num(a['lesion_suv_mean'])} / {_num(b['lesion_suv_mean'])} |")
     return "\n".join(lines) + "\n"
 
 

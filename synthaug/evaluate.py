@@ -47,7 +47,7 @@ FACTOR_SETS: tuple[tuple[str, ...], ...] = (
 )
 #: Metrics whose deviation is reported in percent (CT HU are reported as a difference: HU have an arbitrary zero).
 PERCENT_METRICS = ("volume_ml", "suv_mean", "suv_max", "suv_peak", "body_volume_ml", "body_extent_mm",
-                   "body_mass_kg", "lesion_volume_ml", "lesion_count")
+                   "body_mass_kg", "lesion_volume_ml", "lesion_count", "lesion_suv_max", "lesion_suv_mean")
 #: Most bytes a PNG of the report may have.
 MAX_PNG_BYTES = 300_000
 ORGANS_MAPS = ("totalseg", "synthaug")

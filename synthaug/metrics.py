@@ -21,7 +21,7 @@ ORGANS: tuple[str, ...] = tuple(name for i, name in sorted(ORGAN_LABELS.items())
 ORGAN_METRICS: tuple[str, ...] = ("volume_ml", "suv_mean", "suv_max", "suv_peak", "ct_median_hu")
 #: Whole-body measurements (reported under the pseudo-organ ``"body"``).
 BODY_METRICS: tuple[str, ...] = ("body_volume_ml", "body_extent_mm", "body_mass_kg", "lesion_volume_ml",
-                                 "lesion_count")
+                                 "lesion_count", "lesion_suv_max", "lesion_suv_mean")
 
 #: Voxels above this CT value (HU) belong to the body (as do all voxels with an organ label).
 BODY_HU_THRESHOLD = -500.0
@@ -226,12 +226,16 @@ def measure_case(case: Case) -> dict[str, dict[str, float]]:
     slices = np.nonzero(mask.any(axis=other))[0]
     extent = float((slices[-1] - slices[0] + 1) * case.spacing[z]) if slices.size else 0.0
     lesion_ml, lesion_n = lesion_measurements(case.lesions, case.voxel_volume_ml)
+    in_lesions = case.pet[case.lesions > 0] if case.lesions is not None and case.pet is not None else np.zeros(0)
     out["body"] = {
         "body_volume_ml": float(mask.sum()) * case.voxel_volume_ml,
         "body_extent_mm": extent,
         "body_mass_kg": body_mass_kg(case.ct, case.organs, mask, case.voxel_volume_ml),
         "lesion_volume_ml": lesion_ml,
         "lesion_count": lesion_n,
+        # the case's hottest lesion voxel and mean lesion uptake; NaN without lesions
+        "lesion_suv_max": float(in_lesions.max()) if in_lesions.size else math.nan,
+        "lesion_suv_mean": float(in_lesions.mean()) if in_lesions.size else math.nan,
     }
     return out
 

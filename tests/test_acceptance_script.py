@@ -45,6 +45,24 @@ def test_checks_count_cells_within_ten_percent_for_synthetic_and_baseline(script
     assert "phantom dev %" in text and "(phantom baseline: 100 %)" in text
 
 
+def test_lesion_table_per_diagnosis(script):
+    report = _report(1.0, None)
+    lesions = {"reference": [(3, 12.0, 9.0, 4.0), (0, 0.0, float("nan"), float("nan"))],
+               "synthetic": [(1, 6.0, 5.0, 3.0), (1, 2.0, 7.0, 2.0)]}
+    for side, values in lesions.items():
+        for case, (n, ml, mx, mean) in zip(report["cases"][side], values):
+            case["demographics"]["diagnosis"] = "LYMPHOMA"
+            case["values"]["body"] = {"lesion_count": n, "lesion_volume_ml": ml, "lesion_suv_max": mx, "lesion_suv_mean": mean}
+    acc = script.acceptance(report)
+    row = {r["diagnosis"]: r for r in acc["lesions"]}["LYMPHOMA"]
+    assert row["reference"]["n"] == 2 and row["reference"]["with_lesions"] == 0.5
+    assert row["reference"]["lesion_count"] == 1.5 and row["reference"]["lesion_suv_max"] == 9.0  # NaN left out
+    assert row["synthetic"]["with_lesions"] == 1.0 and row["synthetic"]["lesion_suv_max"] == 6.0  # median
+    text = script.render(acc, "## t")
+    assert "| LYMPHOMA | 2 / 2 | 50 % / 100 % | 1.5 / 1.0 | 6.0 / 4.0 | 9.0 / 6.0 | 4.0 / 2.5 |" in text
+    assert "| MELANOMA | 0 / 0 | n/a / n/a |" in text
+
+
 def test_checks_without_a_baseline_leave_its_columns_out(script):
     acc = script.acceptance(_report(1.0, None))
     assert acc["baseline"] is None and acc["volume_within_10pct"] == 1.0

@@ -136,6 +136,12 @@ def test_measure_case_matches_hand_computed_values():
     zs = np.nonzero((case.organs > 0).any(axis=(0, 1)))[0]
     assert vals["body"]["body_extent_mm"] == pytest.approx((zs[-1] - zs[0] + 1) * 16)
     assert vals["body"]["lesion_count"] == case.lesions.sum()  # single-voxel lesions, apart
+    lesion = case.lesions > 0
+    assert lesion.any()
+    assert vals["body"]["lesion_suv_max"] == pytest.approx(case.pet[lesion].max())
+    assert vals["body"]["lesion_suv_mean"] == pytest.approx(case.pet[lesion].mean(), rel=1e-5)
+    no_lesions = measure_case(Case(case.ct, case.pet, case.organs, np.zeros_like(case.lesions), case.affine, d))
+    assert np.isnan(no_lesions["body"]["lesion_suv_max"]) and no_lesions["body"]["lesion_count"] == 0
 
 
 def test_suv_peak_is_max_of_1ml_sphere_mean():
