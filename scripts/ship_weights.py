@@ -6,7 +6,7 @@ label offsets: calibrate the shipped copy afterwards (``synthaug calibrate``, gl
 first; docs/training.md "Label calibration").
 
     python scripts/ship_weights.py --global-run runs/demo_x0 --sr-run runs/demo --dest synthaug/weights \
-        --global-sampler dpmpp_2m --global-steps 32 --sr-sampler euler --sr-steps 1 --sr-overlap 16
+        --global-sampler dpmpp_2m --global-steps 32 --sr-sampler euler --sr-steps 1 --sr-overlap 16 --sr-patch-size 128 128 256
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def main() -> None:
         ap.add_argument(f"--{stage}-sigma-min", type=float)
         ap.add_argument(f"--{stage}-guidance", type=float)
     ap.add_argument("--sr-overlap", type=int, help="SR sampling patch overlap in voxels (chosen by the seams benchmark)")
+    ap.add_argument("--sr-patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                    help="SR sampling patch size in voxels (the whole output grid: one patch, no blending)")
     args = ap.parse_args()
     runs = {stage: getattr(args, f"{stage}_run") or args.run for stage in ("global", "sr")}
     missing = [stage for stage, run in runs.items() if run is None]
@@ -56,6 +58,8 @@ def main() -> None:
             diff["sigma_min"] = sigma_min
         if stage == "sr" and args.sr_overlap is not None:
             config["sample_overlap"] = args.sr_overlap
+        if stage == "sr" and args.sr_patch_size is not None:
+            config["sample_patch_size"] = args.sr_patch_size
         guidance = getattr(args, f"{stage}_guidance")
         if guidance is not None:
             diff["guidance"] = guidance
