@@ -7,9 +7,13 @@ Per diagnosis it prints the mean lesion count (connected components), total lesi
 the case's lesion SUVmax and SUVmean, and where the lesion volume lies (organ label under
 it), for the phantom's lesions and the prior's; and, per node chain, how far the phantom's
 node lesions lie from the chain the prior finds on the labels (the phantom scatters its
-node centres by 6 mm about its own chains).
+node centres by 6 mm about its own chains). With ``--same-plan`` the prior draws from the
+phantom's own lesion stream (``synthaug.phantom.lesion_rng``), so it plans the same lesions
+(count, sizes, uptake, sites) as the phantom did for that case and only places and draws
+them its own way: differences are then the prior's, not the plans' (cases whose diagnosis
+the phantom drew itself are left out).
 
-    python scripts/lesion_prior_check.py --data data/phantom_train --cases 100
+    python scripts/lesion_prior_check.py --data data/phantom_train --cases 100 [--same-plan]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from synthaug.io import Cohort
 from synthaug.labels import ORGAN_LABELS
 from synthaug.lesions import _CHAINS, _Body, add_lesions
 from synthaug.metrics import lesion_measurements
-from synthaug.phantom import make_phantom
+from synthaug.phantom import lesion_rng, make_phantom
 
 
 def _stats(case) -> dict:
@@ -51,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="a phantom cohort (its meta.json holds each case's seed)")
     ap.add_argument("--cases", type=int, default=100, help="cases with lesions to compare")
+    ap.add_argument("--same-plan", action="store_true", help="the prior follows the phantom's lesion plan")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
     cohort = Cohort(args.data)
@@ -61,7 +66,7 @@ def main() -> None:
         if done >= args.cases:
             break
         meta = json.loads((cohort.root / case_id / "meta.json").read_text())
-        if meta.get("source") != "phantom" or not meta.get("lesions"):
+        if meta.get("source") != "phantom" or not meta.get("lesions") or (args.same_plan and meta.get("diagnosis_drawn")):
             continue
         case = cohort.load(case_id)
         demo = replace(cohort.demographics[case_id], diagnosis=meta["diagnosis"])
@@ -71,7 +76,7 @@ def main() -> None:
             raise SystemExit(f"{case_id}: the phantom remade without lesions has other anatomy ({same:.4f} of labels "
                              "agree): was the cohort made by another phantom version?")
         clean = replace(clean, demographics=demo)
-        prior = add_lesions(clean, seed=int(meta["seed"]))
+        prior = add_lesions(clean, seed=int(meta["seed"]), rng=lesion_rng(int(meta["seed"])) if args.same_plan else None)
         rows[demo.diagnosis]["phantom"].append(_stats(case))
         rows[demo.diagnosis]["prior"].append(_stats(prior))
         body = _Body(clean, demo.height_cm)
@@ -81,7 +86,7 @@ def main() -> None:
                 offsets[chain].append(d)
         done += 1
     out = {"cases": done, "diagnoses": {}, "node_chain_offset_mm": {}}
-    print(f"{done} cases with lesions from {args.data}\n")
+    print(f"{done} cases with lesions from {args.data}" + (", the prior on the phantom's plan" if args.same_plan else "") + "\n")
     print("| diagnosis | cases | source | lesions per case | volume (ml) | SUVmax (median) | SUVmean (median) | lesion volume by label |")
     print("|---|---|---|---|---|---|---|---|")
     for dx, by in sorted(rows.items()):

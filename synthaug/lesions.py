@@ -65,13 +65,13 @@ _SUBCUTANEOUS_MM = 30.0
 #: back) of each chain, after the phantom's chains (:func:`synthaug.phantom._node_chains`).
 #: Sided chains are mirrored; "para_aortic" is placed beside the aorta instead.
 _CHAINS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "cervical": ((0.118, 0.40, 0.53), (0.155, 0.45, 0.53)),
-    "supraclavicular": ((0.155, 0.25, 0.54), (0.165, 0.45, 0.54)),
+    "cervical": ((0.118, 0.54, 0.50), (0.155, 0.59, 0.50)),
+    "supraclavicular": ((0.155, 0.31, 0.54), (0.165, 0.51, 0.54)),
     "axillary": ((0.190, 0.80, 0.45), (0.235, 0.80, 0.50)),
     "hilar": ((0.235, 0.08, 0.55), (0.260, 0.12, 0.55)),
-    "iliac": ((0.410, 0.08, 0.50), (0.465, 0.40, 0.60)),
-    "inguinal": ((0.490, 0.55, 0.82), (0.520, 0.50, 0.82)),
-    "mediastinal": ((0.190, 0.0, 0.44), (0.250, 0.0, 0.44)),
+    "iliac": ((0.410, 0.05, 0.45), (0.465, 0.37, 0.55)),
+    "inguinal": ((0.490, 0.46, 0.82), (0.520, 0.41, 0.82)),
+    "mediastinal": ((0.190, 0.04, 0.44), (0.250, 0.04, 0.44)),
     "mesenteric": ((0.370, -0.20, 0.51), (0.410, 0.20, 0.51)),
     "para_aortic": ((0.340, 0.12, 0.40), (0.400, 0.12, 0.40)),
 }
@@ -188,7 +188,8 @@ def _box(sl, shape, pad: int) -> tuple[slice, ...]:
     return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, shape))
 
 
-def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None) -> Case:
+def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
+                rng: np.random.Generator | None = None) -> Case:
     """``case`` with lesions from the diagnosis-conditioned lesion model added (a new case; its
     arrays are copies).
 
@@ -197,6 +198,8 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None) -> Case:
         seed: every draw (diagnosis if unknown, sites, sizes, uptake, noise) comes from it.
         diagnosis: one of AutoPET's diagnoses; default: the case's demographics' diagnosis, and
             if that is unknown, one drawn from the AutoPET mix. ``NEGATIVE`` adds none.
+        rng: draw from this generator instead of one seeded by ``seed`` (with
+            :func:`synthaug.phantom.lesion_rng`, the plan a phantom of that seed has).
 
     Returns:
         The case with the lesions in ``lesions`` (uint8, added to any it had), their uptake in
@@ -212,7 +215,7 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None) -> Case:
         raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
     demo = case.demographics
     diagnosis = diagnosis if diagnosis is not None else (demo.diagnosis if demo is not None else None)
-    rng = np.random.default_rng([int(seed), 7])
+    rng = np.random.default_rng([int(seed), 7]) if rng is None else rng
     drawn = diagnosis is None
     if drawn:
         names = list(DIAGNOSIS_MIX)

@@ -1454,6 +1454,17 @@ def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator
 # --- public API ------------------------------------------------------------------------------------
 
 
+def _streams(seed: int) -> list[np.random.Generator]:
+    """Five independent child streams of ``seed`` (anatomy, tissue values, lesions, texture, noise)."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
+
+
+def lesion_rng(seed: int) -> np.random.Generator:
+    """The stream :func:`make_phantom` draws a case's lesions from (after the diagnosis, when it
+    draws that too): with it, :func:`synthaug.lesions.add_lesions` follows the phantom's lesion plan."""
+    return _streams(seed)[2]
+
+
 def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid | None = None, seed: int) -> Case:
     """Synthesise one whole-body FDG PET/CT case with organ and lesion labels.
 
@@ -1478,8 +1489,7 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
         if not isinstance(grid, Grid):
             raise ValueError(f"grid: expected a synthaug Grid, got {type(grid).__name__}")
         out_grid = grid
-    # Five independent child streams of default_rng(seed) (same as Generator.spawn, numpy >= 1.17).
-    r_anat, r_tissue, r_lesion, r_tex, r_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5))
+    r_anat, r_tissue, r_lesion, r_tex, r_noise = _streams(seed)
     diagnosis = d.diagnosis
     drawn = diagnosis is None
     if drawn:

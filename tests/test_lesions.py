@@ -12,7 +12,7 @@ from synthaug.demographics import Demographics
 from synthaug.grid import Grid
 from synthaug.labels import ORGAN_IDS
 from synthaug.lesions import _ALLOWED, _Body, _centre, add_lesions
-from synthaug.phantom import make_phantom
+from synthaug.phantom import lesion_plan, lesion_rng, make_phantom
 
 GRID = Grid((64, 64, 128), (8.0, 8.0, 8.0))
 DEMO = Demographics(age=55, sex="M", height_cm=178, weight_kg=80, diagnosis="LYMPHOMA")
@@ -102,6 +102,23 @@ def test_node_chains_meet_the_phantoms_node_lesions():
         c = np.array(les["centre_mm"])
         t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
         assert np.linalg.norm(c - (a + t * (b - a))) < 30.0, (les, a, b)
+
+
+def test_the_phantoms_lesion_stream_gives_the_phantoms_plan(clean_case):
+    """With the phantom's lesion stream the prior plans what the phantom planned for that seed:
+    its lesions (and the phantom's) are that plan, in order, less any it could not place."""
+    seed = 21
+    phantom = make_phantom(DEMO, grid=GRID, seed=seed)
+    plan = [(site, round(d, 1), round(s, 2)) for site, d, s in lesion_plan("LYMPHOMA", lesion_rng(seed))]
+    prior = add_lesions(clean_case, seed=0, rng=lesion_rng(seed)).meta["lesion_prior"]
+    assert len(plan) >= 2 and prior["not_placed"] == len(plan) - len(prior["lesions"])
+
+    def subsequence(lesions):
+        it = iter(plan)
+        return all((les["site"], les["diameter_mm"], les["suvmax"]) in it for les in lesions)
+
+    assert subsequence(prior["lesions"]) and subsequence(phantom.meta["lesions"])
+    assert len(prior["lesions"]) >= len(plan) - 1
 
 
 def test_sites_missing_from_the_case_are_counted_not_placed(clean_case):
