@@ -42,13 +42,19 @@ def _stats(case) -> dict:
             "suvmean": float(case.pet[mask].mean()) if n else np.nan, "where": where}
 
 
-def _chain_offset(body: _Body, site: str, centre) -> tuple[str, float]:
+def _chain_offset(body: _Body, site: str, centre) -> tuple[str, float, float, float]:
+    """A node lesion's chain, its distance (mm) to the prior's chain, and its offset from the
+    nearest chain point across (towards the body's side) and front to back, as fractions of the
+    body's width and depth at that height."""
     name = site[5:]
     chain, side = (name[:-2], 1 if name.endswith("_R") else -1) if name[-2:] in ("_R", "_L") else (name, 1)
     a, b = (body.chain_point(chain, *p, side) for p in _CHAINS[chain])
     c = np.asarray(centre, dtype=float)
     t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
-    return chain, float(np.linalg.norm(c - (a + t * (b - a))))
+    p = a + t * (b - a)
+    ix, iy = np.nonzero(body.body[:, :, body.index(p)[2]])
+    width, depth = body.vol.x[ix.max()] - body.vol.x[ix.min()], body.vol.y[iy.max()] - body.vol.y[iy.min()]
+    return chain, float(np.linalg.norm(c - p)), float(side * (c - p)[0] / width), float((c - p)[1] / depth)
 
 
 def main() -> None:
@@ -60,7 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     cohort = Cohort(args.data)
     rows: dict[str, dict[str, list]] = defaultdict(lambda: {"phantom": [], "prior": []})
-    offsets: dict[str, list[float]] = defaultdict(list)
+    offsets: dict[str, list[list[float]]] = defaultdict(list)
     done = 0
     for case_id in cohort.case_ids:
         if done >= args.cases:
@@ -82,7 +88,7 @@ def main() -> None:
         body = _Body(clean, demo.height_cm)
         for les in meta["lesions"]:
             if les["site"].startswith("node:"):
-                chain, d = _chain_offset(body, les["site"], les["centre_mm"])
+                chain, *d = _chain_offset(body, les["site"], les["centre_mm"])
                 offsets[chain].append(d)
         done += 1
     out = {"cases": done, "diagnoses": {}, "node_chain_offset_mm": {}}
@@ -105,11 +111,14 @@ def main() -> None:
             top = ", ".join(f"{k} {100 * v:.0f} %" for k, v in sorted(where.items(), key=lambda kv: -kv[1])[:4])
             print(f"| {dx} | {len(s)} | {source} | {summary['count']:.1f} | {summary['ml']:.1f} | {summary['suvmax']:.1f} "
                   f"| {summary['suvmean']:.1f} | {top} |")
-    print("\n| node chain | phantom node lesions | distance to the prior's chain, median / 90th percentile (mm) |")
-    print("|---|---|---|")
-    for chain, d in sorted(offsets.items()):
-        out["node_chain_offset_mm"][chain] = {"n": len(d), "median": float(np.median(d)), "p90": float(np.percentile(d, 90))}
-        print(f"| {chain} | {len(d)} | {np.median(d):.1f} / {np.percentile(d, 90):.1f} |")
+    print("\n| node chain | phantom node lesions | distance to the prior's chain, median / 90th percentile (mm) "
+          "| mean offset across / front to back (fraction of width / depth) |")
+    print("|---|---|---|---|")
+    for chain, rows_ in sorted(offsets.items()):
+        d, across, ap = np.array(rows_).T
+        out["node_chain_offset_mm"][chain] = {"n": len(d), "median": float(np.median(d)), "p90": float(np.percentile(d, 90)),
+                                              "mean_across_fraction": float(across.mean()), "mean_ap_fraction": float(ap.mean())}
+        print(f"| {chain} | {len(d)} | {np.median(d):.1f} / {np.percentile(d, 90):.1f} | {across.mean():+.3f} / {ap.mean():+.3f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
