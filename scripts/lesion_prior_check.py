@@ -27,7 +27,7 @@ import numpy as np
 
 from synthaug.io import Cohort
 from synthaug.labels import ORGAN_LABELS
-from synthaug.lesions import _CHAINS, _Body, add_lesions
+from synthaug.lesions import _CHAINS, _Anatomy, add_lesions
 from synthaug.metrics import lesion_measurements
 from synthaug.phantom import lesion_rng, make_phantom
 
@@ -42,7 +42,7 @@ def _stats(case) -> dict:
             "suvmean": float(case.pet[mask].mean()) if n else np.nan, "where": where}
 
 
-def _chain_offset(body: _Body, site: str, centre) -> tuple[str, float, float, float]:
+def _chain_offset(body: _Anatomy, site: str, centre) -> tuple[str, float, float, float]:
     """A node lesion's chain, its distance (mm) to the prior's chain, and its offset from the
     nearest chain point across (towards the body's side) and front to back, as fractions of the
     body's width and depth at that height."""
@@ -85,7 +85,7 @@ def main() -> None:
         prior = add_lesions(clean, seed=int(meta["seed"]), rng=lesion_rng(int(meta["seed"])) if args.same_plan else None)
         rows[demo.diagnosis]["phantom"].append(_stats(case))
         rows[demo.diagnosis]["prior"].append(_stats(prior))
-        body = _Body(clean, demo.height_cm)
+        body = _Anatomy(clean, demo.height_cm)
         for les in meta["lesions"]:
             if les["site"].startswith("node:"):
                 chain, *d = _chain_offset(body, les["site"], les["centre_mm"])

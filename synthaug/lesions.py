@@ -82,7 +82,7 @@ _MIN_AORTA_VOXELS = 4
 _CENTRE_TRIES = 24
 
 
-class _Body:
+class _Anatomy:
     """What the sites are found from: the case's labels, body outline and heights, in world mm."""
 
     def __init__(self, case: Case, height_cm: float | None) -> None:
@@ -144,7 +144,7 @@ class _Body:
         return np.array([self.vol.x[ijk[0]], self.vol.y[ijk[1]], self.vol.z[ijk[2]]])
 
 
-def _accepts(body: _Body, kind: str, ijk) -> bool:
+def _accepts(body: _Anatomy, kind: str, ijk) -> bool:
     """Whether a lesion of ``kind`` may be centred at voxel ``ijk``."""
     if body.organs[ijk] not in _ALLOWED[kind]:
         return False
@@ -155,7 +155,7 @@ def _accepts(body: _Body, kind: str, ijk) -> bool:
     return True
 
 
-def _centre(body: _Body, site: str, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple] | None:
+def _centre(body: _Anatomy, site: str, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple] | None:
     """A lesion centre (world mm, voxel) for ``site``, or ``None`` if no try found an allowed voxel."""
     for _ in range(_CENTRE_TRIES):
         if site.startswith("node:"):
@@ -230,7 +230,7 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
     lesions = np.zeros(case.shape, np.uint8) if case.lesions is None else (case.lesions > 0).astype(np.uint8)
     info: list[dict] = []
     if plan:
-        body = _Body(case, demo.height_cm if demo is not None else None)
+        body = _Anatomy(case, demo.height_cm if demo is not None else None)
         sig = psf_sigma_voxels(body.grid.spacing)
         pad = int(np.ceil(3 * max(sig))) + 1
         noise_pet, noise_ct = pet_noise_factor(weight, body.grid.spacing), ct_noise_sd(weight)

@@ -11,7 +11,7 @@ from scipy import ndimage
 from synthaug.demographics import Demographics
 from synthaug.grid import Grid
 from synthaug.labels import ORGAN_IDS
-from synthaug.lesions import _ALLOWED, _Body, _centre, add_lesions
+from synthaug.lesions import _ALLOWED, _Anatomy, _centre, add_lesions
 from synthaug.phantom import lesion_plan, lesion_rng, make_phantom
 
 GRID = Grid((64, 64, 128), (8.0, 8.0, 8.0))
@@ -92,7 +92,7 @@ def test_node_chains_meet_the_phantoms_node_lesions():
     case = make_phantom(DEMO, grid=Grid((128, 128, 256), (4.0, 4.0, 4.0)), seed=5)
     nodes = [les for les in case.meta["lesions"] if les["site"].startswith("node:")]
     assert nodes, "the phantom case should have node lesions"
-    body = _Body(case, DEMO.height_cm)
+    body = _Anatomy(case, DEMO.height_cm)
     from synthaug.lesions import _CHAINS
 
     for les in nodes:
@@ -125,7 +125,7 @@ def test_sites_missing_from_the_case_are_counted_not_placed(clean_case):
     organs = clean_case.organs.copy()
     organs[organs == ORGAN_IDS["liver"]] = ORGAN_IDS["soft_tissue"]
     case = replace(clean_case, organs=organs)
-    assert _centre(_Body(case, 178), "liver", "liver", np.random.default_rng(0)) is None
+    assert _centre(_Anatomy(case, 178), "liver", "liver", np.random.default_rng(0)) is None
     for seed in range(20):
         out = add_lesions(case, seed=seed, diagnosis="MELANOMA")
         info = out.meta["lesion_prior"]
