@@ -151,6 +151,17 @@ def speed(r: dict) -> list[str]:
         out += ["", f"A batch of two costs {_f(2 * per['2'], '.3f')} s, a batch of one {_f(per['1'], '.3f')} s (PyTorch's "
                 "CPU convolution takes a slower kernel for one small volume), so on the CPU the global stage evaluates a "
                 "single case as a batch of two (`synthaug.diffusion.min_batch_denoiser`); the table above includes that."]
+    p = res.get("sr_patching")
+    if p:
+        out += ["", "SR stage on one stage-1 sample, shipped patching vs split z-patches (interleaved, median seconds):", ""]
+        out += _table(["patching", "patch", "overlap", "patches per call", "seconds"],
+                      [[name, p[name]["patch_size"], p[name]["overlap"], p[name]["patch_batch"], _f(p["seconds"][name], ".1f")]
+                       for name in ("shipped", "split")])
+        out += ["", f"Split / shipped time: {_f(p['split_over_shipped'], '.2f')}. Split vs shipped output: mean |CT| "
+                f"difference {_f(p['ct_mean_abs_difference_hu'], '.1f')} HU, mean |PET| difference "
+                f"{_f(p['pet_mean_abs_difference_suv'], '.4f')} SUV, organ labels agree in "
+                f"{_f(100 * p['organ_label_agreement'], '.2f')} % of voxels, lesion labels in "
+                f"{_f(100 * p['lesion_label_agreement'], '.2f')} %."]
     out.append("")
     return out
 

@@ -8,7 +8,10 @@ arithmetic in float64, patch extraction and blending, conditioning, decoding) is
 random weights of the same architecture are used (the cost does not depend on the values).
 
 A second measurement compares the global network's forward time per sample at batch
-sizes 1, 2 and 4 side by side (ratios matter on a shared machine).
+sizes 1, 2 and 4 side by side (ratios matter on a shared machine). A third runs the SR stage
+on one stage-1 sample with the shipped patching and with overlapping z-patches of a quarter
+of the volume (overlap 16, four per network call: the demo default before it became one
+whole-volume patch), interleaved, and compares their seconds and outputs.
 """
 
 from __future__ import annotations
@@ -109,6 +112,44 @@ def global_batch_scaling(model, grid_shape, channels: int, batches=(1, 2, 4), re
             "ratio_to_batch_1": {k: v / per_sample[str(batches[0])] for k, v in per_sample.items()}}
 
 
+#: The patching the shipped one is compared with: z-patches of a quarter of the volume, overlap 16, 4 per call.
+SPLIT_OVERLAP, SPLIT_BATCH = 16, 4
+
+
+def sr_patching(sampler, repeats: int = 2, seed: int = 0) -> dict:
+    """The SR stage on one stage-1 sample with the shipped patching and with split z-patches:
+    seconds (median of interleaved repeats), and how far the split run's output is from the
+    shipped one's (mean |CT| and |PET| difference, share of voxels with the same organ and
+    lesion label)."""
+    from synthaug.channels import decode
+    from synthaug.demographics import Demographics
+
+    demo = Demographics(60, "M", 178, 82)
+    lowres = sampler.sample_global([demo], [seed])
+    shape = sampler.sr_config.output_grid.shape
+    shipped = {"patch_size": sampler.patch_size, "overlap": sampler.overlap, "patch_batch": sampler.patch_batch}
+    split = {"patch_size": (*shape[:2], shape[2] // 4), "overlap": SPLIT_OVERLAP, "patch_batch": SPLIT_BATCH}
+    times: dict[str, list[float]] = {"shipped": [], "split": []}
+    outputs = {}
+    for _ in range(repeats):
+        for name, cfg in (("shipped", shipped), ("split", split)):
+            sampler.configure(**cfg)
+            t0 = time.perf_counter()
+            x = sampler.sample_sr(lowres, [demo], [seed])
+            times[name].append(time.perf_counter() - t0)
+            outputs[name] = decode(x[0])
+    sampler.configure(**shipped)
+    a, b = outputs["shipped"], outputs["split"]
+    sec = {k: float(np.median(v)) for k, v in times.items()}
+    return {"shipped": {k: list(v) if isinstance(v, tuple) else v for k, v in shipped.items()},
+            "split": {k: list(v) if isinstance(v, tuple) else v for k, v in split.items()},
+            "seconds": sec, "split_over_shipped": sec["split"] / sec["shipped"],
+            "ct_mean_abs_difference_hu": float(np.abs(a["ct"] - b["ct"]).mean()),
+            "pet_mean_abs_difference_suv": float(np.abs(a["pet"] - b["pet"]).mean()),
+            "organ_label_agreement": float((a["organs"] == b["organs"]).mean()),
+            "lesion_label_agreement": float((a["lesions"] == b["lesions"]).mean())}
+
+
 def run(ctx: Context) -> dict:
     sampler, info = load_cascade(ctx)
     n_cases = 1 if ctx.quick else 2
@@ -122,6 +163,8 @@ def run(ctx: Context) -> dict:
     batch = global_batch_scaling(sampler.global_model, g_cfg.global_grid.shape, g_cfg.net.in_channels,
                                  repeats=2 if ctx.quick else 3)
     load["after_batch_scaling"] = load_average()
+    patching = sr_patching(sampler, repeats=1 if ctx.quick else 2)
+    load["after_sr_patching"] = load_average()
     return {**info, "cases": n_cases, "settings": settings, "preset": g_cfg.preset,
             "global_grid": g_cfg.global_grid.to_dict(), "output_grid": sampler.output_grid.to_dict(),
-            "timing": timing, "global_forward_batch_scaling": batch, "load_average": load}
+            "timing": timing, "global_forward_batch_scaling": batch, "sr_patching": patching, "load_average": load}
