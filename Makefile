@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/synthaug sample --out out/demo --seed 0 --age 60 --sex M --height 178 --weight 82 --preview --force
+	$(VENV)/bin/synthaug sample --out out/demo --seed 0 --age 60 --sex M --height 178 --weight 82 --diagnosis LYMPHOMA --preview --force
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check synthaug tests benchmarks integrations
