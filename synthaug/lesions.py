@@ -27,6 +27,7 @@ from .case import Case
 from .demographics import DIAGNOSES, DIAGNOSIS_MIX
 from .labels import ORGAN_IDS
 from .phantom import (
+    _SCAN_END_S,
     CT_HU,
     _ellipsoid,
     _rotation,
@@ -98,8 +99,8 @@ class _Anatomy:
         if zs.size == 0:
             raise ValueError("add_lesions: the case has no body (its organ map is all background)")
         self.z_vertex = float(self.vol.z[zs[-1]])
-        # Without a known height, the body's extent from the vertex stands in (it is cut at the thighs).
-        self.height_mm = 10.0 * height_cm if height_cm else (self.z_vertex - float(self.vol.z[zs[0]])) / 0.545
+        # Without a known height, the body's extent stands in (the phantom's field of view ends at the thighs).
+        self.height_mm = 10.0 * height_cm if height_cm else (self.z_vertex - float(self.vol.z[zs[0]])) / _SCAN_END_S
         self._flat: dict[int, np.ndarray] = {}
         self._depth: np.ndarray | None = None
 

@@ -148,3 +148,17 @@ def test_bad_input_is_refused(clean_case):
         add_lesions(replace(clean_case, affine=flipped), seed=0)
     with pytest.raises(ValueError, match="no body"):
         add_lesions(replace(clean_case, organs=np.zeros_like(clean_case.organs)), seed=0)
+
+
+def test_without_demographics_the_body_extent_stands_in_for_height(clean_case):
+    """No demographics: the diagnosis must be given, the height comes from the body's extent,
+    and the node chains still land in the body (most planned lesions are placed)."""
+    anonymous = replace(clean_case, demographics=None)
+    height_mm = _Anatomy(anonymous, None).height_mm
+    assert abs(height_mm - 1780) < 150, height_mm
+    placed = planned = 0
+    for seed in range(5):
+        info = add_lesions(anonymous, seed=seed, diagnosis="LYMPHOMA").meta["lesion_prior"]
+        placed += len(info["lesions"])
+        planned += len(info["lesions"]) + info["not_placed"]
+    assert planned > 0 and placed >= 0.9 * planned
