@@ -21,6 +21,7 @@ from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from scipy import ndimage
 
 from .case import Case
@@ -88,9 +89,10 @@ class _Anatomy:
 
     def __init__(self, case: Case, height_cm: float | None) -> None:
         aff = case.affine
-        if not np.allclose(aff[:3, :3], np.diag(np.diag(aff[:3, :3]))) or np.any(np.diag(aff)[:3] <= 0):
-            raise ValueError("add_lesions needs an axis-aligned RAS+ grid with positive spacing "
-                             f"(the affine's diagonal), got affine {aff[:3, :3].tolist()}")
+        off_diagonal = np.abs(aff[:3, :3] - np.diag(np.diag(aff[:3, :3]))).max()
+        if off_diagonal > 1e-3 * min(case.spacing) or np.any(np.diag(aff)[:3] <= 0):
+            raise ValueError("add_lesions needs a grid aligned with the RAS axes (after reorientation); "
+                             f"this one is oblique: affine {np.round(aff[:3, :3], 4).tolist()}")
         self.organs = np.asarray(case.organs)
         self.grid = SimpleNamespace(shape=self.organs.shape, spacing=case.spacing, affine=aff)
         self.vol = _Vol(self.grid)
@@ -99,6 +101,9 @@ class _Anatomy:
         if zs.size == 0:
             raise ValueError("add_lesions: the case has no body (its organ map is all background)")
         self.z_vertex = float(self.vol.z[zs[-1]])
+        # Node chains hang from the vertex: where the body reaches the top of the field of view, the
+        # vertex is cut off and they cannot be found.
+        self.has_vertex = not self.body[:, :, -1].any()
         # Without a known height, the body's extent stands in (the phantom's field of view ends at the thighs).
         self.height_mm = 10.0 * height_cm if height_cm else (self.z_vertex - float(self.vol.z[zs[0]])) / _SCAN_END_S
         self._flat: dict[int, np.ndarray] = {}
@@ -110,7 +115,10 @@ class _Anatomy:
                            0, self.organs.shape[2] - 1))
 
     def chain_point(self, chain: str, s: float, lateral: float, ap: float, side: int) -> np.ndarray | None:
-        """World position of a node-chain point; ``None`` where the body is missing there."""
+        """World position of a node-chain point; ``None`` where the body is missing there or the
+        field of view cuts off the vertex."""
+        if not self.has_vertex:
+            return None
         k = self.z_index(s)
         if chain == "para_aortic":
             ix, iy = np.nonzero(self.organs[:, :, k] == _AORTA)
@@ -226,6 +234,9 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
         raise ValueError(f"diagnosis={diagnosis!r} is not allowed; use one of {DIAGNOSES}")
     plan = lesion_plan(diagnosis, rng)
     weight = demo.weight_kg if demo is not None and demo.weight_kg else 75.0
+    original, ornt = case, io_orientation(case.affine)
+    ras = axcodes2ornt("RAS")
+    case = _reoriented(case, ornt, case.affine @ inv_ornt_aff(ornt, case.shape))  # arrays along R, A, S
     ct, pet = case.ct.copy(), case.pet.copy()
     organs = case.organs.copy()
     lesions = np.zeros(case.shape, np.uint8) if case.lesions is None else (case.lesions > 0).astype(np.uint8)
@@ -275,5 +286,19 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
     meta = dict(case.meta)
     meta["lesion_prior"] = {"diagnosis": diagnosis, "diagnosis_drawn": drawn, "seed": int(seed), "lesions": info,
                             "not_placed": len(plan) - len(info)}
-    return replace(case, ct=ct.astype(np.float32, copy=False), pet=pet.astype(np.float32, copy=False), organs=organs,
-                   lesions=lesions, meta=meta)
+    out = replace(case, ct=ct.astype(np.float32, copy=False), pet=pet.astype(np.float32, copy=False), organs=organs,
+                  lesions=lesions, meta=meta)
+    return _reoriented(out, ornt_transform(ras, ornt), original.affine)  # back to the case's own array order
+
+
+def _reoriented(case: Case, ornt: np.ndarray, affine: np.ndarray) -> Case:
+    """``case`` with its arrays flipped and transposed by the nibabel orientation ``ornt`` and
+    ``affine`` as theirs (no copy when ``ornt`` keeps the array order)."""
+    if np.array_equal(ornt, axcodes2ornt("RAS")):
+        return case
+
+    def turn(a):
+        return None if a is None else np.ascontiguousarray(apply_orientation(a, ornt))
+
+    return replace(case, ct=turn(case.ct), pet=turn(case.pet), organs=turn(case.organs), lesions=turn(case.lesions),
+                   affine=affine)

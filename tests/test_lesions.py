@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from synthaug.case import Case
 from synthaug.demographics import Demographics
 from synthaug.grid import Grid
+from synthaug.io import read_nifti
 from synthaug.labels import ORGAN_IDS
-from synthaug.lesions import _ALLOWED, _Anatomy, _centre, add_lesions
+from synthaug.lesions import _ALLOWED, _CHAINS, _Anatomy, _centre, add_lesions
 from synthaug.phantom import lesion_plan, lesion_rng, make_phantom
+from synthaug.totalseg import totalseg_to_synthaug
 
 GRID = Grid((64, 64, 128), (8.0, 8.0, 8.0))
 DEMO = Demographics(age=55, sex="M", height_cm=178, weight_kg=80, diagnosis="LYMPHOMA")
@@ -93,8 +96,6 @@ def test_node_chains_meet_the_phantoms_node_lesions():
     nodes = [les for les in case.meta["lesions"] if les["site"].startswith("node:")]
     assert nodes, "the phantom case should have node lesions"
     body = _Anatomy(case, DEMO.height_cm)
-    from synthaug.lesions import _CHAINS
-
     for les in nodes:
         name = les["site"][5:]
         chain, side = (name[:-2], 1 if name.endswith("_R") else -1) if name[-2:] in ("_R", "_L") else (name, 1)
@@ -142,10 +143,10 @@ def test_bad_input_is_refused(clean_case):
         add_lesions(clean_case, seed=-1)
     with pytest.raises(ValueError, match="diagnosis"):
         add_lesions(clean_case, seed=0, diagnosis="FLU")
-    flipped = clean_case.affine.copy()
-    flipped[0, 0] = -flipped[0, 0]
-    with pytest.raises(ValueError, match="axis-aligned"):
-        add_lesions(replace(clean_case, affine=flipped), seed=0)
+    oblique = clean_case.affine.copy()
+    oblique[:3, :3] = oblique[:3, :3] @ np.array([[1, 0, 0], [0, np.cos(0.2), -np.sin(0.2)], [0, np.sin(0.2), np.cos(0.2)]])
+    with pytest.raises(ValueError, match="oblique"):
+        add_lesions(replace(clean_case, affine=oblique), seed=0)
     with pytest.raises(ValueError, match="no body"):
         add_lesions(replace(clean_case, organs=np.zeros_like(clean_case.organs)), seed=0)
 
@@ -162,3 +163,63 @@ def test_without_demographics_the_body_extent_stands_in_for_height(clean_case):
         placed += len(info["lesions"])
         planned += len(info["lesions"]) + info["not_placed"]
     assert planned > 0 and placed >= 0.9 * planned
+
+
+def test_any_axis_order_and_direction_gives_the_same_lesions(clean_case):
+    """Stored L-P-S with X and Z swapped (as scanners' files can be): the lesions are those of the
+    RAS case, in the case's own array order, and the affine is left as it was."""
+    ref = add_lesions(clean_case, seed=4, diagnosis="MELANOMA")
+    assert ref.lesions.any()
+
+    def to_file_order(a):
+        return np.ascontiguousarray(a[::-1, ::-1, :].transpose(2, 1, 0))
+
+    swap = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]])
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = [s - 1 for s in clean_case.shape[:2]]
+    affine = clean_case.affine @ flip @ swap  # file voxel -> RAS voxel -> world
+    stored = replace(clean_case, ct=to_file_order(clean_case.ct), pet=to_file_order(clean_case.pet),
+                     organs=to_file_order(clean_case.organs), lesions=to_file_order(clean_case.lesions), affine=affine)
+    out = add_lesions(stored, seed=4, diagnosis="MELANOMA")
+    assert np.array_equal(out.affine, affine)
+    for name in ("ct", "pet", "organs", "lesions"):
+        assert np.array_equal(getattr(out, name), to_file_order(getattr(ref, name))), name
+
+
+def test_a_field_of_view_without_the_vertex_gets_no_node_lesions(clean_case):
+    """Node chains hang from the vertex: cut off the head and only organ sites remain."""
+    top = int(np.flatnonzero((clean_case.organs > 0).any(axis=(0, 1)))[-1])
+    cut = top - 30  # through the neck at 8 mm
+    headless = replace(clean_case, ct=clean_case.ct[..., :cut], pet=clean_case.pet[..., :cut],
+                       organs=clean_case.organs[..., :cut], lesions=clean_case.lesions[..., :cut])
+    assert (headless.organs[..., -1] > 0).any()
+    sites = [les["site"] for seed in range(6)
+             for les in add_lesions(headless, seed=seed, diagnosis="LYMPHOMA").meta["lesion_prior"]["lesions"]]
+    assert not any(site.startswith("node:") for site in sites)
+    with_head = [les["site"] for seed in range(6)
+                 for les in add_lesions(clean_case, seed=seed, diagnosis="LYMPHOMA").meta["lesion_prior"]["lesions"]]
+    assert any(site.startswith("node:") for site in with_head)
+
+
+def test_lesions_on_the_real_ct_with_its_mapped_organs(reference_dir):
+    """The real abdominal CT (its scanner affine, 3 mm, a 30-slice crop with no head) with its
+    TotalSegmentator labels mapped to the organ map and a stand-in PET: lesions go to organ
+    sites only (the crop has no vertex for node chains), have lesion-tissue HU, and leave the
+    affine and everything far from them alone."""
+    ct, affine = read_nifti(reference_dir / "example_ct_sm.nii.gz", np.float32)
+    seg, _ = read_nifti(reference_dir / "example_seg.nii.gz")
+    organs = totalseg_to_synthaug(seg, ct)
+    pet = np.where(organs > 0, 1.0, 0.0).astype(np.float32)
+    case = Case(ct, pet, organs, None, affine, Demographics(58, "M", 171, 74))
+    placed = []
+    for seed in range(8):
+        out = add_lesions(case, seed=seed, diagnosis="MELANOMA")
+        assert np.array_equal(out.affine, case.affine) and out.shape == case.shape
+        info = out.meta["lesion_prior"]
+        placed += [les["site"] for les in info["lesions"]]
+        mask = out.lesions > 0
+        if mask.any():
+            assert set(np.unique(organs[mask]).tolist()) <= _allowed_labels()
+            assert (out.pet[mask] > pet[mask]).mean() > 0.9
+    assert placed and not any(site.startswith("node:") for site in placed)
+    assert {"liver", "lung", "bone"} & set(placed)
