@@ -547,12 +547,19 @@ def test_sample_cli_weights_of_the_wrong_shape(weights, tmp_path, capsys):
 def test_sample_cli_writes_cases(weights, tmp_path, capsys):
     out = tmp_path / "out"
     code = cli.main(["sample", "--out", str(out), "--weights", str(weights), "--stage", "global", "--age", "50",
-                     "--sex", "F", "--height", "165", "--weight", "60", "--steps", "4", "--seed", "3"])
-    assert code == 0, capsys.readouterr().err
+                     "--sex", "F", "--height", "165", "--weight", "60", "--steps", "4", "--seed", "3",
+                     "--diagnosis", "melanoma"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "from the lesion prior (MELANOMA)" in captured.out
     case_dir = out / "sample_00003"
     assert {p.name for p in case_dir.iterdir()} >= {"CTres.nii.gz", "SUV.nii.gz", "SEG.nii.gz", "ORGANS.nii.gz"}
     meta = json.loads((case_dir / "meta.json").read_text())
     assert meta["seed"] == 3 and meta["model_sha256"] == json.loads((weights / "global.json").read_text())["sha256"]
+    assert meta["lesions"] == "prior" and meta["lesion_prior"]["diagnosis"] == "MELANOMA"
+    code = cli.main(["sample", "--out", str(tmp_path / "model"), "--weights", str(weights), "--stage", "global",
+                     "--age", "50", "--steps", "4", "--lesions", "model"])
+    assert code == 0 and "drawn by the networks" in capsys.readouterr().out
     # A second run into the same folder refuses to overwrite without --force.
     code, err = _sample_cli(capsys, out, "--weights", str(weights), "--stage", "global", "--age", "50", "--seed", "3")
     assert code == 2 and "--force" in err[0]

@@ -66,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
     write_demographics_csv(out / "demographics.csv", dict(zip(ids, [demo] * args.n)))
     print(f"wrote {len(cases)} case(s) to {out.resolve()} in {seconds:.1f} s "
           f"({cases[0].shape[0]}x{cases[0].shape[1]}x{cases[0].shape[2]} at {cases[0].spacing[0]:g} mm)")
-    for cid in ids:
-        print(f"  {(out / cid).resolve()}/{{CTres,SUV,SEG,ORGANS}}.nii.gz")
+    for cid, case in zip(ids, cases):
+        prior = case.meta.get("lesion_prior")
+        lesions = (f"{len(prior['lesions'])} lesion(s) from the lesion prior ({prior['diagnosis']})" if prior
+                   else f"{int(case.lesions.sum())} lesion voxel(s) drawn by the networks")
+        print(f"  {(out / cid).resolve()}/{{CTres,SUV,SEG,ORGANS}}.nii.gz: {lesions}")
     if args.preview:
         png = preview_png(cases, out / "preview.png")
         print(f"  preview: {png.resolve()}")
