@@ -28,7 +28,8 @@ SR_FILE = "sr"
 
 
 def _seed_for_stage(seed: int, stage: int) -> int:
-    """Independent, reproducible seeds for the two stages of one case."""
+    """Independent, reproducible seeds for the steps of one case (1: global stage, 2: SR stage,
+    3: lesion prior)."""
     return int(np.random.default_rng([seed, stage]).integers(2**62))
 
 
