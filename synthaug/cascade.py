@@ -19,7 +19,7 @@ from .diffusion import cfg_denoiser, min_batch_denoiser, sample
 from .generator import as_list, per_case_seeds
 from .grid import Grid
 from .lesions import LESION_MODES, add_lesions
-from .stages import PatchwiseDenoiser, StageConfig, check_patching, load_stage, upsample
+from .stages import PatchwiseDenoiser, StageConfig, check_patching, load_stage
 
 #: Where the shipped demo weights live (inside the installed package).
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -214,8 +214,8 @@ class CascadedSampler:
         residual = sample(self._denoiser(denoiser, guidance), (cfg.net.in_channels, *cfg.output_grid.shape), cfg.diffusion,
                           [_seed_for_stage(s, 2) for s in seeds], extra_args={"cond": cond}, steps=self.sr_steps,
                           dtype=torch.float32, device=self.device, disable=not progress)
-        x = upsample(lowres, cfg.output_grid.shape, cfg.upsample, denoiser.pvc).add_(residual)
-        del residual
+        x = denoiser.upsampled() + residual
+        del residual, denoiser
         return x if soft_labels else _finish(x, cfg)
 
     def sample(self, demographics: Demographics | Sequence[Demographics], *, seed: int | Sequence[int] = 0,

@@ -425,6 +425,24 @@ class PatchwiseDenoiser:
         starts = [patch_starts(n, p, overlap) for n, p in zip(self.out_shape, self.patch)]
         self.regions = [tuple(slice(s, s + p) for s, p in zip(st, self.patch)) for st in itertools.product(*starts)]
         self.edges = [[(s == 0, s + p == n) for s, p, n in zip(st, self.patch, self.out_shape)] for st in itertools.product(*starts)]
+        # One patch over the whole volume: its conditioning is the same at every step and holds the
+        # upsampled volume the residual is added to, so it is computed once and kept.
+        self._whole: torch.Tensor | None = None
+
+    def concat(self, k: int) -> torch.Tensor:
+        """The SR network's image conditioning for patch ``k`` (:func:`sr_concat`)."""
+        if len(self.regions) > 1:
+            return sr_concat(self.lowres, self.out_shape, self.regions[k], self.upsample, self.pvc)
+        if self._whole is None:
+            self._whole = sr_concat(self.lowres, self.out_shape, self.regions[0], self.upsample, self.pvc)
+        return self._whole
+
+    def upsampled(self) -> torch.Tensor:
+        """The low-res volume upsampled onto the whole output grid (:func:`upsample`), the base the
+        sampled residual is added to."""
+        if len(self.regions) == 1:
+            return self.concat(0)[:, :self.lowres.shape[1]]
+        return upsample(self.lowres, self.out_shape, self.upsample, self.pvc)
 
     def weight(self, k: int, device, dtype) -> torch.Tensor:
         w = [_window(p, min(self.overlap, p), a, b, device, dtype) for p, (a, b) in zip(self.patch, self.edges[k])]
@@ -437,7 +455,7 @@ class PatchwiseDenoiser:
         for start in range(0, len(self.regions), self.batch_size):
             ks = list(range(start, min(start + self.batch_size, len(self.regions))))
             xs = torch.cat([x[(slice(None), slice(None), *self.regions[k])] for k in ks])
-            concat = torch.cat([sr_concat(self.lowres, self.out_shape, self.regions[k], self.upsample, self.pvc) for k in ks])
+            concat = self.concat(ks[0]) if len(ks) == 1 else torch.cat([self.concat(k) for k in ks])
             d = self.model(xs.float(), sigma.repeat(len(ks)).float(), cond.repeat(len(ks), 1), concat.float()).to(x.dtype)
             for j, k in enumerate(ks):
                 w = self.weight(k, x.device, x.dtype)

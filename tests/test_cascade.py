@@ -320,6 +320,21 @@ def test_patchwise_label_upsampling_equals_the_whole_volume_one():
     assert (got - upsample(low, out_shape, "trilinear")).abs().max() > 0.1
 
 
+@pytest.mark.parametrize("patch", [(8, 8, 16), (16, 16, 32)])
+def test_upsampled_base_is_the_whole_volume_upsampling_and_one_patch_computes_it_once(patch):
+    """The base the residual is added to is the whole-volume upsampling with any patching; one
+    patch over the whole volume keeps its conditioning for every step instead of recomputing it."""
+    out_shape = (16, 16, 32)
+    low = (_two_organs() + 0.1 * torch.randn(1, NUM_CHANNELS, 4, 4, 8, generator=torch.Generator().manual_seed(7),
+                                             dtype=torch.float64)).float()
+    den = PatchwiseDenoiser(Recorder("lowres"), low, out_shape, patch, 4, upsample="label_pvc")
+    torch.testing.assert_close(den.upsampled(), upsample(low, out_shape, "label_pvc"), rtol=1e-5, atol=1e-5)
+    x, sigma, cond = torch.zeros(1, NUM_CHANNELS, *out_shape), torch.tensor([1.0]), torch.zeros(1, 4)
+    first, second = den(x, sigma, cond), den(x, sigma, cond)
+    torch.testing.assert_close(first, second)
+    assert (den.concat(0) is den.concat(0)) == (len(den.regions) == 1)
+
+
 @pytest.mark.parametrize(("patch", "overlap", "match"), [
     ((16, 16, 64), 4, "larger than the volume"),
     ((8, 8, 8), 8, "overlap"),
