@@ -153,7 +153,8 @@ def speed(r: dict) -> list[str]:
                 "single case as a batch of two (`synthaug.diffusion.min_batch_denoiser`); the table above includes that."]
     p = res.get("sr_patching")
     if p:
-        out += ["", "SR stage on one stage-1 sample, shipped patching vs split z-patches (interleaved, median seconds):", ""]
+        out += ["", f"SR stage on {p.get('samples', 1)} stage-1 sample(s), shipped patching vs split z-patches "
+                "(mean seconds per case):", ""]
         out += _table(["patching", "patch", "overlap", "patches per call", "seconds"],
                       [[name, p[name]["patch_size"], p[name]["overlap"], p[name]["patch_batch"], _f(p["seconds"][name], ".1f")]
                        for name in ("shipped", "split")])
@@ -162,6 +163,11 @@ def speed(r: dict) -> list[str]:
                 f"{_f(p['pet_mean_abs_difference_suv'], '.4f')} SUV, organ labels agree in "
                 f"{_f(100 * p['organ_label_agreement'], '.2f')} % of voxels, lesion labels in "
                 f"{_f(100 * p['lesion_label_agreement'], '.2f')} %."]
+        per = p.get("split_vs_shipped_pct")
+        if per:
+            out += ["", "Per organ, split relative to shipped (%, summed over the samples):", ""]
+            out += _table(["organ", "volume", "SUVmean"],
+                          [[o, _f(v["volume"], "+.1f"), _f(v["suv_mean"], "+.1f")] for o, v in per.items()])
     out.append("")
     return out
 

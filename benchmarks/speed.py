@@ -9,9 +9,10 @@ random weights of the same architecture are used (the cost does not depend on th
 
 A second measurement compares the global network's forward time per sample at batch
 sizes 1, 2 and 4 side by side (ratios matter on a shared machine). A third runs the SR stage
-on one stage-1 sample with the shipped patching and with overlapping z-patches of a quarter
-of the volume (overlap 16, four per network call: the demo default before it became one
-whole-volume patch), interleaved, and compares their seconds and outputs.
+on stage-1 samples with the shipped patching and with overlapping z-patches of a quarter of
+the volume (overlap 16, four per network call: the demo default before it became one
+whole-volume patch), one after the other on each sample, and compares their seconds and
+outputs, organ by organ.
 """
 
 from __future__ import annotations
@@ -116,38 +117,57 @@ def global_batch_scaling(model, grid_shape, channels: int, batches=(1, 2, 4), re
 SPLIT_OVERLAP, SPLIT_BATCH = 16, 4
 
 
-def sr_patching(sampler, repeats: int = 2, seed: int = 0) -> dict:
-    """The SR stage on one stage-1 sample with the shipped patching and with split z-patches:
-    seconds (median of interleaved repeats), and how far the split run's output is from the
-    shipped one's (mean |CT| and |PET| difference, share of voxels with the same organ and
-    lesion label)."""
+def sr_patching(sampler, n_samples: int = 2, seed: int = 0) -> dict:
+    """The SR stage on ``n_samples`` stage-1 samples with the shipped patching and with split
+    z-patches: seconds per case (the two interleaved), how far the split outputs are from the
+    shipped ones (mean |CT| and |PET| difference, share of voxels with the same organ and
+    lesion label), and per organ the split run's mean volume and SUVmean relative to the
+    shipped run's (the SR stage's calibration was fitted with one of them)."""
     from synthaug.channels import decode
-    from synthaug.demographics import Demographics
+    from synthaug.demographics import sample_population
+    from synthaug.labels import ORGAN_LABELS
 
-    demo = Demographics(60, "M", 178, 82)
-    lowres = sampler.sample_global([demo], [seed])
     shape = sampler.sr_config.output_grid.shape
-    shipped = {"patch_size": sampler.patch_size, "overlap": sampler.overlap, "patch_batch": sampler.patch_batch}
+    shipped = {"patch_size": tuple(sampler.patch_size), "overlap": sampler.overlap, "patch_batch": sampler.patch_batch}
     split = {"patch_size": (*shape[:2], shape[2] // 4), "overlap": SPLIT_OVERLAP, "patch_batch": SPLIT_BATCH}
     times: dict[str, list[float]] = {"shipped": [], "split": []}
-    outputs = {}
-    for _ in range(repeats):
+    diffs: dict[str, list[float]] = {"ct": [], "pet": [], "organs": [], "lesions": []}
+    organs = {name: {"volume": {"shipped": 0.0, "split": 0.0}, "suv": {"shipped": 0.0, "split": 0.0}}
+              for i, name in ORGAN_LABELS.items() if i}
+    for i, demo in enumerate(sample_population(n_samples, seed=seed)):
+        lowres = sampler.sample_global([demo], [seed + i])
+        out = {}
         for name, cfg in (("shipped", shipped), ("split", split)):
             sampler.configure(**cfg)
             t0 = time.perf_counter()
-            x = sampler.sample_sr(lowres, [demo], [seed])
+            x = sampler.sample_sr(lowres, [demo], [seed + i])
             times[name].append(time.perf_counter() - t0)
-            outputs[name] = decode(x[0])
+            out[name] = decode(x[0])
+            for label, organ in ORGAN_LABELS.items():
+                if label:
+                    inside = out[name]["organs"] == label
+                    organs[organ]["volume"][name] += float(inside.sum())
+                    organs[organ]["suv"][name] += float(out[name]["pet"][inside].mean()) if inside.any() else 0.0
+        a, b = out["shipped"], out["split"]
+        diffs["ct"].append(float(np.abs(a["ct"] - b["ct"]).mean()))
+        diffs["pet"].append(float(np.abs(a["pet"] - b["pet"]).mean()))
+        diffs["organs"].append(float((a["organs"] == b["organs"]).mean()))
+        diffs["lesions"].append(float((a["lesions"] == b["lesions"]).mean()))
     sampler.configure(**shipped)
-    a, b = outputs["shipped"], outputs["split"]
-    sec = {k: float(np.median(v)) for k, v in times.items()}
-    return {"shipped": {k: list(v) if isinstance(v, tuple) else v for k, v in shipped.items()},
+    sec = {k: float(np.mean(v)) for k, v in times.items()}
+
+    def pct(d):
+        return 100.0 * (d["split"] / d["shipped"] - 1.0) if d["shipped"] else None
+
+    return {"samples": n_samples,
+            "shipped": {k: list(v) if isinstance(v, tuple) else v for k, v in shipped.items()},
             "split": {k: list(v) if isinstance(v, tuple) else v for k, v in split.items()},
             "seconds": sec, "split_over_shipped": sec["split"] / sec["shipped"],
-            "ct_mean_abs_difference_hu": float(np.abs(a["ct"] - b["ct"]).mean()),
-            "pet_mean_abs_difference_suv": float(np.abs(a["pet"] - b["pet"]).mean()),
-            "organ_label_agreement": float((a["organs"] == b["organs"]).mean()),
-            "lesion_label_agreement": float((a["lesions"] == b["lesions"]).mean())}
+            "ct_mean_abs_difference_hu": float(np.mean(diffs["ct"])),
+            "pet_mean_abs_difference_suv": float(np.mean(diffs["pet"])),
+            "organ_label_agreement": float(np.mean(diffs["organs"])),
+            "lesion_label_agreement": float(np.mean(diffs["lesions"])),
+            "split_vs_shipped_pct": {o: {"volume": pct(v["volume"]), "suv_mean": pct(v["suv"])} for o, v in organs.items()}}
 
 
 def run(ctx: Context) -> dict:
@@ -163,7 +183,7 @@ def run(ctx: Context) -> dict:
     batch = global_batch_scaling(sampler.global_model, g_cfg.global_grid.shape, g_cfg.net.in_channels,
                                  repeats=2 if ctx.quick else 3)
     load["after_batch_scaling"] = load_average()
-    patching = sr_patching(sampler, repeats=1 if ctx.quick else 2)
+    patching = sr_patching(sampler, n_samples=1 if ctx.quick else 4)
     load["after_sr_patching"] = load_average()
     return {**info, "cases": n_cases, "settings": settings, "preset": g_cfg.preset,
             "global_grid": g_cfg.global_grid.to_dict(), "output_grid": sampler.output_grid.to_dict(),
