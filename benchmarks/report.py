@@ -381,6 +381,9 @@ def seams(r: dict) -> list[str]:
            f"Patch {res['patch']}, SR settings {res['settings'].get('sr_sampler')} {res['settings'].get('sr_steps')} "
            f"step(s). Mean |Δ| across border planes vs planes {res['local_planes'][0]}–{res['local_planes'][1]} voxels "
            f"away (local) and all interior planes (global); tolerance ±{100 * tol:.0f} % on the local ratio.", ""]
+    if res.get("shipped_patch") and res["shipped_patch"] != res["patch"]:
+        out[-1:-1] = [f"The weights' own SR patch, {res['shipped_patch']}, covers the whole volume (no patch borders); "
+                      "this measures the patching that larger grids need.", ""]
     out += _table(_SEAM_HEADER, _seam_rows(res["runs"]))
     out += ["", f"Default settings {'**within**' if res['passed'] else '**not within**'} ±{100 * tol:.0f} % "
             "(local ratio, CT and PET)."]

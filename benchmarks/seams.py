@@ -154,6 +154,7 @@ def run(ctx: Context) -> dict:
     if ctx.quick:
         sampler.configure(sr_steps=1)
     patch, overlap = sampler.patch_size, sampler.overlap
+    shipped_patch = list(patch)
     out_shape = sampler.sr_config.output_grid.shape
     if all(p >= n for p, n in zip(patch, out_shape)):
         # One patch covers the volume (the demo default): no borders there; measure the patching that
@@ -161,7 +162,7 @@ def run(ctx: Context) -> dict:
         patch = (*out_shape[:2], out_shape[2] // 4)
         sampler.configure(patch_size=patch)
     runs = _runs(sampler, lowres, demo, patch, overlap)
-    out = {**info, "settings": sampler.settings, "patch": list(patch), "tolerance": TOLERANCE,
+    out = {**info, "settings": sampler.settings, "patch": list(patch), "shipped_patch": shipped_patch, "tolerance": TOLERANCE,
            "local_planes": list(LOCAL), "runs": runs, "passed": _passed(runs)}
     if not info["random_weights"]:
         # Trained weights: also an in-distribution input (the phantom resampled to the global grid as
