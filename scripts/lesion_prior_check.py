@@ -27,7 +27,7 @@ import numpy as np
 
 from synthaug.io import Cohort
 from synthaug.labels import ORGAN_LABELS
-from synthaug.lesions import _CHAINS, _Anatomy, add_lesions
+from synthaug.lesions import _Anatomy, add_lesions
 from synthaug.metrics import lesion_measurements
 from synthaug.phantom import lesion_rng, make_phantom
 
@@ -46,14 +46,13 @@ def _chain_offset(body: _Anatomy, site: str, centre) -> tuple[str, float, float,
     """A node lesion's chain, its distance (mm) to the prior's chain, and its offset from the
     nearest chain point across (towards the body's side) and front to back, as fractions of the
     body's width and depth at that height."""
-    name = site[5:]
-    chain, side = (name[:-2], 1 if name.endswith("_R") else -1) if name[-2:] in ("_R", "_L") else (name, 1)
-    a, b = (body.chain_point(chain, *p, side) for p in _CHAINS[chain])
+    name = site.removeprefix("node:")
+    side = -1 if name.endswith("_L") else 1
+    p = body.nearest_on_chain(site, centre)
     c = np.asarray(centre, dtype=float)
-    t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
-    p = a + t * (b - a)
     ix, iy = np.nonzero(body.body[:, :, body.index(p)[2]])
     width, depth = body.vol.x[ix.max()] - body.vol.x[ix.min()], body.vol.y[iy.max()] - body.vol.y[iy.min()]
+    chain = name[:-2] if name[-2:] in ("_R", "_L") else name
     return chain, float(np.linalg.norm(c - p)), float(side * (c - p)[0] / width), float((c - p)[1] / depth)
 
 

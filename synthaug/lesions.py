@@ -25,7 +25,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from scipy import ndimage
 
 from .case import Case
-from .demographics import DIAGNOSES, DIAGNOSIS_MIX
+from .demographics import DIAGNOSES
 from .labels import ORGAN_IDS
 from .phantom import (
     _SCAN_END_S,
@@ -34,6 +34,7 @@ from .phantom import (
     _rotation,
     _Vol,
     ct_noise_sd,
+    draw_diagnosis,
     lesion_plan,
     lesion_uptake,
     pet_noise_factor,
@@ -131,6 +132,24 @@ class _Anatomy:
         y0, y1 = self.vol.y[iy.min()], self.vol.y[iy.max()]
         return np.array([(x0 + x1) / 2 + side * lateral * (x1 - x0) / 2, y0 + ap * (y1 - y0), self.vol.z[k]])
 
+    def chain_segment(self, site: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The two ends (world mm) of a ``node:<chain>[_R|_L]`` site's chain; ``None`` where
+        :meth:`chain_point` finds none."""
+        name = site.removeprefix("node:")
+        chain, side = (name[:-2], 1 if name.endswith("_R") else -1) if name[-2:] in ("_R", "_L") else (name, 1)
+        ends = [self.chain_point(chain, *p, side) for p in _CHAINS[chain]]
+        return None if any(e is None for e in ends) else (ends[0], ends[1])
+
+    def nearest_on_chain(self, site: str, centre) -> np.ndarray | None:
+        """The point of a node site's chain nearest to ``centre`` (world mm)."""
+        ends = self.chain_segment(site)
+        if ends is None:
+            return None
+        a, b = ends
+        c = np.asarray(centre, dtype=float)
+        t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
+        return a + t * (b - a)
+
     def voxels(self, label: int) -> np.ndarray:
         if label not in self._flat:
             self._flat[label] = np.flatnonzero(self.organs == label)
@@ -168,14 +187,11 @@ def _centre(body: _Anatomy, site: str, kind: str, rng: np.random.Generator) -> t
     """A lesion centre (world mm, voxel) for ``site``, or ``None`` if no try found an allowed voxel."""
     for _ in range(_CENTRE_TRIES):
         if site.startswith("node:"):
-            name = site[5:]
-            chain, side = (name[:-2], 1 if name.endswith("_R") else -1) if name[-2:] in ("_R", "_L") else (name, 1)
-            p0, p1 = _CHAINS[chain]
             u = rng.random()
-            a = body.chain_point(chain, *p0, side)
-            b = body.chain_point(chain, *p1, side)
-            if a is None or b is None:
+            ends = body.chain_segment(site)
+            if ends is None:
                 return None
+            a, b = ends
             c = a + u * (b - a) + rng.normal(0, 8.0, 3)
         else:
             idx = body.voxels(_CENTRE_LABEL[kind])
@@ -227,9 +243,7 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
     rng = np.random.default_rng([int(seed), 7]) if rng is None else rng
     drawn = diagnosis is None
     if drawn:
-        names = list(DIAGNOSIS_MIX)
-        p = np.array([DIAGNOSIS_MIX[k] for k in names])
-        diagnosis = names[int(rng.choice(len(names), p=p / p.sum()))]
+        diagnosis = draw_diagnosis(rng)
     if diagnosis not in DIAGNOSES:
         raise ValueError(f"diagnosis={diagnosis!r} is not allowed; use one of {DIAGNOSES}")
     plan = lesion_plan(diagnosis, rng)

@@ -1357,6 +1357,14 @@ def lesion_plan(diagnosis: str, rng: np.random.Generator) -> list[tuple[str, flo
     return plan
 
 
+def draw_diagnosis(rng: np.random.Generator) -> str:
+    """A diagnosis drawn from AutoPET's mix (:data:`synthaug.demographics.DIAGNOSIS_MIX`), for a
+    case whose diagnosis is unknown."""
+    names = list(DIAGNOSIS_MIX)
+    p = np.array([DIAGNOSIS_MIX[k] for k in names])
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
 def lesion_uptake(r2: np.ndarray, background: float, suvmax: float, diameter_mm: float,
                   rng: np.random.Generator) -> np.ndarray:
     """A lesion's uptake above its background (SUV, before the PSF) at normalised radii^2 ``r2``
@@ -1493,9 +1501,7 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
     diagnosis = d.diagnosis
     drawn = diagnosis is None
     if drawn:
-        names = list(DIAGNOSIS_MIX)
-        p = np.array([DIAGNOSIS_MIX[k] for k in names])
-        diagnosis = names[int(r_lesion.choice(len(names), p=p / p.sum()))]
+        diagnosis = draw_diagnosis(r_lesion)
     assert diagnosis in DIAGNOSES
 
     body = _Body(d, r_anat)
