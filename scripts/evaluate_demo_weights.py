@@ -38,7 +38,7 @@ from synthaug.cache import load_manifest
 from synthaug.cascade import CascadedSampler
 from synthaug.evaluate import evaluate_cohorts
 from synthaug.io import atomic_write_json, atomic_write_text
-from synthaug.labels import ORGAN_LABELS
+from synthaug.labels import ORGAN_LABELS, ORGAN_PARTS
 from synthaug.phantom import ORGAN_HU_RANGE, ORGAN_SUV_RANGE
 
 ORGANS = [name for i, name in ORGAN_LABELS.items() if i != 0]
@@ -117,6 +117,9 @@ def acceptance(result: dict) -> dict:
                       "suv_in_range": within(syn, organ, "suv_mean", *ORGAN_SUV_RANGE[organ])[0],
                       "present_in": within(syn, organ, "volume_ml", 1e-9, np.inf)[1] / len(syn)}
               for organ in ORGANS}
+    for organ in ORGAN_PARTS:  # whole or in pieces: the labels' shape, which the means above do not see
+        ranges[organ]["main_part_pct"] = {"reference": _mean(ref, organ, "main_part_pct"),
+                                          "synthetic": _mean(syn, organ, "main_part_pct")}
     for organ in ORGANS if base else ():
         ranges[organ]["baseline_hu_in_range"] = within(base, organ, "ct_median_hu", *ORGAN_HU_RANGE[organ])[0]
     ordered = []
@@ -168,12 +171,16 @@ def render(acc: dict, header: str) -> str:
               f"- requested height vs body extent, Pearson r: {acc['height_r']:.2f} (floor: 0.8)" if acc["height_r"] is not None else "- height r: n/a",
               f"- requested weight vs body mass, Pearson r: {acc['weight_r']:.2f} (floor: 0.8)" if acc["weight_r"] is not None else "- weight r: n/a",
               "", "Labels vs images: share of synthetic cases whose organ median HU / mean SUV, measured inside the "
-              "generated label, falls in the phantom's documented range (`synthaug.phantom.ORGAN_HU_RANGE`, `ORGAN_SUV_RANGE`).", "",
-              "| organ | present in | HU in range | SUV in range |" + (" phantom HU in range |" if base else ""),
-              "|---|---|---|---|" + ("---|" if base else "")]
+              "generated label, falls in the phantom's documented range (`synthaug.phantom.ORGAN_HU_RANGE`, `ORGAN_SUV_RANGE`); "
+              "main part: mean share of the organ's volume in its largest connected components, as many as it has parts "
+              "(`main_part_pct`), reference / synthetic.", "",
+              "| organ | present in | HU in range | SUV in range |" + (" phantom HU in range |" if base else "") + " main part (%) |",
+              "|---|---|---|---|" + ("---|" if base else "") + "---|"]
     for organ, r in acc["ranges"].items():
+        part = r.get("main_part_pct")
         lines.append(f"| {organ} | {100 * r['present_in']:.0f} % | {100 * r['hu_in_range']:.0f} % | {100 * r['suv_in_range']:.0f} % |"
-                     + (f" {100 * r['baseline_hu_in_range']:.0f} % |" if "baseline_hu_in_range" in r else ""))
+                     + (f" {100 * r['baseline_hu_in_range']:.0f} % |" if "baseline_hu_in_range" in r else "")
+                     + (f" {_num(part['reference'])} / {_num(part['synthetic'])} |" if part else " – |"))
     if acc.get("lesions"):
         lines += ["", "Lesions per diagnosis, reference / synthetic: cases, share of cases with lesions, mean lesion "
                   "count (26-connected components) and volume, median of the cases' lesion SUVmax and SUVmean.", "",

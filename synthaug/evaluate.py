@@ -45,7 +45,8 @@ BMI_BANDS = ("<25", "25-30", ">=30")
 FACTOR_SETS: tuple[tuple[str, ...], ...] = (
     (), ("sex",), ("age",), ("bmi",), ("sex", "age"), ("sex", "bmi"), ("age", "bmi"), ("sex", "age", "bmi"),
 )
-#: Metrics whose deviation is reported in percent (CT HU are reported as a difference: HU have an arbitrary zero).
+#: Metrics whose deviation is reported in percent (CT HU are reported as a difference: HU have an arbitrary zero;
+#: ``main_part_pct`` is a percentage already and differs in points).
 PERCENT_METRICS = ("volume_ml", "suv_mean", "suv_max", "suv_peak", "body_volume_ml", "body_extent_mm",
                    "body_mass_kg", "lesion_volume_ml", "lesion_count", "lesion_suv_max", "lesion_suv_mean")
 #: Most bytes a PNG of the report may have.
@@ -669,21 +670,21 @@ def _q(q) -> str:
 def _organ_table(cmp: dict) -> list[str]:
     rows = {(r["organ"], r["metric"]): r for r in cmp["rows"] if r["cell"] == "all"}
     lines = ["| organ | n ref / syn | volume ref (ml) | syn | dev % | SUVmean ref | syn | dev % | q | "
-             "SUVmax dev % | SUVpeak dev % | CT median ref (HU) | syn | Δ HU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "SUVmax dev % | SUVpeak dev % | CT median ref (HU) | syn | Δ HU | main part ref (%) | syn |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def key(o):
         d = rows[(o, "suv_mean")]["deviation_pct"]
         return -abs(d) if d is not None else 0.0
 
     for organ in sorted(ORGANS, key=key):
-        v, s, mx, pk, ct = (rows[(organ, m)] for m in ORGAN_METRICS)
+        v, s, mx, pk, ct, mp = (rows[(organ, m)] for m in ORGAN_METRICS)
         lines.append(
             f"| {organ} | {s['n_ref']} / {s['n_syn']} | {_f(v['ref_mean'])} | {_f(v['syn_mean'])} | "
             f"{_f(v['deviation_pct'], 1, True)} | {_f(s['ref_mean'], 2)} | {_f(s['syn_mean'], 2)} | "
             f"{_f(s['deviation_pct'], 1, True)} | {_q(s['q'])} | {_f(mx['deviation_pct'], 1, True)} | "
             f"{_f(pk['deviation_pct'], 1, True)} | {_f(ct['ref_mean'], 0)} | {_f(ct['syn_mean'], 0)} | "
-            f"{_f(ct['difference'], 0, True)} |")
+            f"{_f(ct['difference'], 0, True)} | {_f(mp['ref_mean'])} | {_f(mp['syn_mean'])} |")
     lines += ["", "| whole body | ref mean | syn mean | dev % | W1 | KS | q |", "|---|---|---|---|---|---|---|"]
     for m in BODY_METRICS:
         r = rows[("body", m)]

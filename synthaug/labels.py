@@ -20,6 +20,19 @@ ORGAN_LABELS: dict[int, str] = {
 ORGAN_IDS: dict[str, int] = {name: i for i, name in ORGAN_LABELS.items()}
 NUM_ORGAN_CLASSES = len(ORGAN_LABELS)
 
+#: How many separate parts each organ has in a body (lungs and kidneys: left and right); the
+#: tissue classes (fat, soft tissue, bone) are scattered by nature and have no count.
+ORGAN_PARTS: dict[str, int] = {
+    "brain": 1,
+    "lungs": 2,
+    "heart": 1,
+    "liver": 1,
+    "spleen": 1,
+    "kidneys": 2,
+    "urinary_bladder": 1,
+    "aorta": 1,
+}
+
 #: Organs that form the body (everything but background).
 BODY_ORGANS = tuple(i for i in ORGAN_LABELS if i != 0)
 

@@ -13,12 +13,12 @@ import numpy as np
 from scipy import ndimage
 
 from .case import Case
-from .labels import ORGAN_IDS, ORGAN_LABELS
+from .labels import ORGAN_IDS, ORGAN_LABELS, ORGAN_PARTS
 
 #: Organs measured (the synthaug organ map without background), in label order.
 ORGANS: tuple[str, ...] = tuple(name for i, name in sorted(ORGAN_LABELS.items()) if i != 0)
 #: Measurements per organ.
-ORGAN_METRICS: tuple[str, ...] = ("volume_ml", "suv_mean", "suv_max", "suv_peak", "ct_median_hu")
+ORGAN_METRICS: tuple[str, ...] = ("volume_ml", "suv_mean", "suv_max", "suv_peak", "ct_median_hu", "main_part_pct")
 #: Whole-body measurements (reported under the pseudo-organ ``"body"``).
 BODY_METRICS: tuple[str, ...] = ("body_volume_ml", "body_extent_mm", "body_mass_kg", "lesion_volume_ml",
                                  "lesion_count", "lesion_suv_max", "lesion_suv_mean")
@@ -156,11 +156,28 @@ def suv_peak(pet: np.ndarray, mask: np.ndarray, spacing, volume_ml: float = SUV_
     return float(means[eligible].max() if eligible.any() else means.max())
 
 
+def main_part_pct(mask: np.ndarray, parts: int = 1) -> float:
+    """Share (%) of a mask's voxels in its ``parts`` largest 26-connected components (100: the
+    organ is whole; less: it is split or has stray pieces). NaN for an empty mask."""
+    mask = np.asarray(mask, dtype=bool)
+    idx = np.nonzero(mask)
+    if not idx[0].size:
+        return math.nan
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
+    components, n = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
+    if n <= parts:
+        return 100.0
+    sizes = np.sort(np.bincount(components.ravel())[1:])[::-1]
+    return float(100.0 * sizes[:parts].sum() / sizes.sum())
+
+
 # --- measurements ----------------------------------------------------------------------------
 
 
 def organ_measurements(case: Case) -> dict[str, dict[str, float]]:
-    """Volume (ml), SUVmean, SUVmax, SUVpeak and CT median (HU) of every organ.
+    """Volume (ml), SUVmean, SUVmax, SUVpeak, CT median (HU) and, for the organs of
+    :data:`~synthaug.labels.ORGAN_PARTS`, the share of the volume in their main parts
+    (:func:`main_part_pct`) of every organ.
 
     The labelled voxels are grouped by organ with one stable (radix) sort of the
     labels; an organ absent from the case has volume 0 and NaN for the other values.
@@ -184,13 +201,17 @@ def organ_measurements(case: Case) -> dict[str, dict[str, float]]:
         part = slice(bounds[k], bounds[k + 1])
         count = bounds[k + 1] - bounds[k]
         row = {"volume_ml": float(count) * case.voxel_volume_ml, "suv_mean": math.nan, "suv_max": math.nan,
-               "suv_peak": math.nan, "ct_median_hu": math.nan}
+               "suv_peak": math.nan, "ct_median_hu": math.nan, "main_part_pct": math.nan}
         if count:
             row["ct_median_hu"] = float(np.median(ct[part]))
+            if pet is not None or name in ORGAN_PARTS:
+                mask = np.asarray(case.organs) == ORGAN_IDS[name]
             if pet is not None:
                 row["suv_mean"] = float(np.mean(pet[part], dtype=np.float64))
                 row["suv_max"] = float(pet[part].max())
-                row["suv_peak"] = suv_peak(case.pet, np.asarray(case.organs) == ORGAN_IDS[name], case.spacing)
+                row["suv_peak"] = suv_peak(case.pet, mask, case.spacing)
+            if name in ORGAN_PARTS:
+                row["main_part_pct"] = main_part_pct(mask, ORGAN_PARTS[name])
         out[name] = row
     return out
 

@@ -88,3 +88,17 @@ def test_reference_is_required_without_metrics(script, tmp_path, monkeypatch, ca
     with pytest.raises(SystemExit) as exc:
         script.main()
     assert exc.value.code == 2 and "--reference is required" in capsys.readouterr().err
+
+
+def test_main_part_column_averages_the_organs_with_a_part_count(script):
+    report = _report(1.0, None)
+    for case, part in zip(report["cases"]["synthetic"], (60.0, 80.0)):
+        case["values"]["aorta"]["main_part_pct"] = part
+    for case in report["cases"]["reference"]:
+        case["values"]["aorta"]["main_part_pct"] = 100.0
+    acc = script.acceptance(report)
+    assert acc["ranges"]["aorta"]["main_part_pct"] == {"reference": 100.0, "synthetic": 70.0}
+    assert "main_part_pct" not in acc["ranges"]["bone"]  # scattered by nature: no part count
+    text = script.render(acc, "## t")
+    assert "| aorta | 100 % | 50 % | 100 % | 100.0 / 70.0 |" in text
+    assert "| liver | 100 % | 50 % | 100 % | n/a / n/a |" in text  # reports made before the metric existed

@@ -123,6 +123,44 @@ def rows_of(result, cell="all", key="comparison"):
 # --- measurements -----------------------------------------------------------------------------------
 
 
+def _largest_parts(mask: np.ndarray, parts: int) -> int:
+    """Voxels in the ``parts`` largest 26-connected pieces, counted with a flood fill (not ndimage)."""
+    seen = np.zeros(mask.shape, dtype=bool)
+    sizes = []
+    for start in zip(*np.nonzero(mask)):
+        if seen[start]:
+            continue
+        seen[start], stack, size = True, [start], 0
+        while stack:
+            p = stack.pop()
+            size += 1
+            for off in np.ndindex(3, 3, 3):
+                q = tuple(int(a) + o - 1 for a, o in zip(p, off))
+                if all(0 <= c < n for c, n in zip(q, mask.shape)) and mask[q] and not seen[q]:
+                    seen[q] = True
+                    stack.append(q)
+        sizes.append(size)
+    return sum(sorted(sizes, reverse=True)[:parts])
+
+
+def test_main_part_pct_counts_the_organs_parts():
+    from synthaug.metrics import main_part_pct
+
+    m = np.zeros((12, 12, 12), dtype=bool)
+    m[1:5, 1:5, 1:5] = True  # 64 voxels
+    assert main_part_pct(m, 1) == 100.0
+    m[8:10, 8:10, 8:10] = True  # a second piece of 8 voxels
+    m[5, 5, 5] = True  # touches the first corner to corner: 26-connected, same piece
+    assert main_part_pct(m, 1) == pytest.approx(100.0 * 65 / 73)
+    assert main_part_pct(m, 2) == 100.0  # left and right, like the kidneys
+    m[11, 0, 11] = True
+    assert main_part_pct(m, 2) == pytest.approx(100.0 * 73 / 74)
+    assert np.isnan(main_part_pct(np.zeros((3, 3, 3), dtype=bool)))
+    rng = np.random.default_rng(0)
+    specks = rng.random((10, 10, 10)) > 0.8
+    assert main_part_pct(specks, 1) == pytest.approx(100.0 * _largest_parts(specks, 1) / specks.sum())
+
+
 def test_measure_case_matches_hand_computed_values():
     d = Demographics(60, "M", 175, 80)
     case = toy_case(d, 3)
@@ -140,6 +178,8 @@ def test_measure_case_matches_hand_computed_values():
     assert lesion.any()
     assert vals["body"]["lesion_suv_max"] == pytest.approx(case.pet[lesion].max())
     assert vals["body"]["lesion_suv_mean"] == pytest.approx(case.pet[lesion].mean(), rel=1e-5)
+    assert vals["liver"]["main_part_pct"] == pytest.approx(100.0 * _largest_parts(liver, 1) / liver.sum())
+    assert np.isnan(vals["body_fat"]["main_part_pct"])  # tissue classes have no part count
     no_lesions = measure_case(Case(case.ct, case.pet, case.organs, np.zeros_like(case.lesions), case.affine, d))
     assert np.isnan(no_lesions["body"]["lesion_suv_max"]) and no_lesions["body"]["lesion_count"] == 0
 
@@ -357,6 +397,9 @@ def test_totalseg_mapping_on_the_real_example(reference_dir):
     assert -190 <= vals["body_fat"]["ct_median_hu"] <= -30
     assert vals["bone"]["ct_median_hu"] > 100  # 137 HU: cancellous bone and costal cartilage pull it down
     assert (organs[seg == 5] == ORGAN_IDS["liver"]).all()
+    # real organs are whole: liver and spleen are one piece each (near enough: partial-volume specks)
+    assert vals["liver"]["main_part_pct"] > 99.0 and vals["spleen"]["main_part_pct"] > 99.0
+    assert np.isnan(vals["bone"]["main_part_pct"])
     with pytest.raises(ValueError, match="case x.*outside the TotalSegmentator"):
         totalseg_to_synthaug(np.full((2, 2, 2), 130), where="case x")
 
