@@ -143,14 +143,17 @@ def speed(r: dict) -> list[str]:
                      _f(x.get("network_calls_per_case"), ".0f"), _f(100 * x["outside_network_share"], ".1f")])
     out += _table(["", "seconds per case", "in the network, s", "network calls", "outside the network, %"], rows)
     b = res["global_forward_batch_scaling"]
-    out += ["", "Global network forward, seconds per sample by batch size (interleaved, median):", ""]
-    out += _table(["batch", "s per sample", "ratio to batch 1"],
-                  [[k, _f(v, ".3f"), _f(b["ratio_to_batch_1"][k], ".2f")] for k, v in b["seconds_per_sample"].items()])
-    per = b["seconds_per_sample"]
-    if "1" in per and "2" in per:
-        out += ["", f"A batch of two costs {_f(2 * per['2'], '.3f')} s, a batch of one {_f(per['1'], '.3f')} s (PyTorch's "
-                "CPU convolution takes a slower kernel for one small volume), so on the CPU the global stage evaluates a "
-                "single case as a batch of two (`synthaug.diffusion.min_batch_denoiser`); the table above includes that."]
+    other = b.get("pytorch_choice_seconds_per_sample", {})
+    out += ["", "Global network forward, seconds per sample by batch size (interleaved, median), with oneDNN forced "
+            "for the convolutions (shipped) and with PyTorch's own kernel choice:", ""]
+    out += _table(["batch", "s per sample (oneDNN)", "ratio to batch 1", "s per sample (PyTorch's choice)"],
+                  [[k, _f(v, ".3f"), _f(b["ratio_to_batch_1"][k], ".2f"), _f(other.get(k), ".3f")]
+                   for k, v in b["seconds_per_sample"].items()])
+    if "previous_single_case_over_shipped" in b:
+        out += ["", "PyTorch's choice takes a slow native kernel for one small volume, which the sampler used to avoid by "
+                "evaluating a single case as a batch of two; that took "
+                f"{_f(b['previous_single_case_over_shipped'], '.2f')}x as long as a batch of one with oneDNN forced "
+                "(`synthaug.nets`), the shipped path."]
     p = res.get("sr_patching")
     if p:
         out += ["", f"SR stage on {p.get('samples', 1)} stage-1 sample(s), shipped patching vs split z-patches "

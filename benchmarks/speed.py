@@ -8,7 +8,8 @@ arithmetic in float64, patch extraction and blending, conditioning, decoding) is
 random weights of the same architecture are used (the cost does not depend on the values).
 
 A second measurement compares the global network's forward time per sample at batch
-sizes 1, 2 and 4 side by side (ratios matter on a shared machine). A third runs the SR stage
+sizes 1, 2 and 4, with oneDNN forced for the convolutions (the shipped path) and with
+PyTorch's own kernel choice, side by side (ratios matter on a shared machine). A third runs the SR stage
 on stage-1 samples with the shipped patching and with overlapping z-patches of a quarter of
 the volume (overlap 16, four per network call: the demo default before it became one
 whole-volume patch), one after the other on each sample, and compares their seconds and
@@ -92,25 +93,37 @@ def time_cascade(sampler, n_cases: int, seed: int = 0) -> dict:
 
 
 def global_batch_scaling(model, grid_shape, channels: int, batches=(1, 2, 4), repeats: int = 3) -> dict:
-    """Forward seconds per sample of a global-stage network at several batch sizes (interleaved)."""
+    """Forward seconds per sample of a global-stage network at several batch sizes, with oneDNN
+    forced for the convolutions (the shipped path, ``synthaug.nets``) and with PyTorch's own
+    kernel choice, all interleaved."""
     import torch
 
     from synthaug.demographics import COND_DIM
+    from synthaug.nets import onednn_convolutions
 
     inputs = {b: (torch.randn(b, channels, *grid_shape), torch.full((b,), 1.0), torch.zeros(b, COND_DIM))
               for b in batches}
-    times: dict[int, list[float]] = {b: [] for b in batches}
+    paths = {"onednn": True, "pytorch_choice": False}
+    times: dict[tuple[str, int], list[float]] = {(p, b): [] for p in paths for b in batches}
     with torch.no_grad():
-        for b in batches:  # warm-up
-            model(*inputs[b])
-        for _ in range(repeats):
-            for b in batches:  # interleaved, so that load changes hit all sizes alike
-                t0 = time.perf_counter()
+        for path, b in times:  # warm-up
+            with onednn_convolutions(paths[path]):
                 model(*inputs[b])
-                times[b].append(time.perf_counter() - t0)
-    per_sample = {str(b): float(np.median(times[b])) / b for b in batches}
-    return {"seconds_per_sample": per_sample,
-            "ratio_to_batch_1": {k: v / per_sample[str(batches[0])] for k, v in per_sample.items()}}
+        for _ in range(repeats):
+            for path, b in times:  # interleaved, so that load changes hit all alike
+                with onednn_convolutions(paths[path]):
+                    t0 = time.perf_counter()
+                    model(*inputs[b])
+                    times[(path, b)].append(time.perf_counter() - t0)
+    per_sample = {p: {str(b): float(np.median(times[(p, b)])) / b for b in batches} for p in paths}
+    one = per_sample["onednn"][str(batches[0])]
+    out = {"seconds_per_sample": per_sample["onednn"],
+           "pytorch_choice_seconds_per_sample": per_sample["pytorch_choice"],
+           "ratio_to_batch_1": {k: v / one for k, v in per_sample["onednn"].items()}}
+    if 1 in batches and 2 in batches:
+        # the sampler before oneDNN was forced: one case evaluated as a batch of two, PyTorch's choice
+        out["previous_single_case_over_shipped"] = 2 * per_sample["pytorch_choice"]["2"] / per_sample["onednn"]["1"]
+    return out
 
 
 #: The patching the shipped one is compared with: z-patches of a quarter of the volume, overlap 16, 4 per call.

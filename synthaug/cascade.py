@@ -15,7 +15,7 @@ from .case import Case
 from .channels import calibrate_intensities, decode, harden_labels, spread_organ_levels
 from .checkpoint import CheckpointError
 from .demographics import Demographics
-from .diffusion import cfg_denoiser, min_batch_denoiser, sample
+from .diffusion import cfg_denoiser, sample
 from .generator import as_list, per_case_seeds
 from .grid import Grid
 from .lesions import LESION_MODES, add_lesions
@@ -177,9 +177,8 @@ class CascadedSampler:
         return self
 
     # -- sampling --
-    def _denoiser(self, model, guidance: float, batched: bool = False, min_batch: int = 1) -> Callable:
-        inner = min_batch_denoiser(lambda x, sigma, cond, **kw: model(x, sigma, cond, **kw), min_batch)
-        return cfg_denoiser(inner, guidance, batched=batched)
+    def _denoiser(self, model, guidance: float, batched: bool = False) -> Callable:
+        return cfg_denoiser(lambda x, sigma, cond, **kw: model(x, sigma, cond, **kw), guidance, batched=batched)
 
     @torch.no_grad()
     def sample_global(self, demos: list[Demographics], seeds: list[int], progress: bool = False, *,
@@ -191,9 +190,7 @@ class CascadedSampler:
         cfg = self.global_config
         cond = torch.from_numpy(np.stack([d.to_vector() for d in demos])).to(self.device)
         guidance = self.guidance if self.guidance is not None else cfg.diffusion.guidance
-        # On CPU a single small volume takes a slow convolution kernel: evaluate at least two.
-        denoiser = self._denoiser(self.global_model, guidance, batched=True,
-                                  min_batch=2 if self.device.type == "cpu" else 1)
+        denoiser = self._denoiser(self.global_model, guidance, batched=True)
         x = sample(denoiser, (cfg.net.in_channels, *cfg.global_grid.shape),
                    cfg.diffusion, [_seed_for_stage(s, 1) for s in seeds], extra_args={"cond": cond},
                    steps=self.steps, dtype=torch.float64, device=self.device, disable=not progress)

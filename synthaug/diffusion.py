@@ -283,28 +283,6 @@ def cfg_denoiser(model: Denoiser, scale: float, uncond: torch.Tensor | None = No
     return guided
 
 
-def min_batch_denoiser(model: Denoiser, min_batch: int) -> Denoiser:
-    """Evaluate ``model`` on at least ``min_batch`` samples, repeating a smaller batch.
-
-    PyTorch's CPU convolution falls back from oneDNN to a much slower kernel for a single
-    small 3D volume; on the demo global grid one batch of two costs less than a batch of
-    one (``benchmarks/speed.py`` measures both), so the repeat is a net gain there.
-    """
-    if min_batch <= 1:
-        return model
-
-    def padded(x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
-        b = x.shape[0]
-        if b >= min_batch:
-            return model(x, sigma, **extra)
-        reps = -(-min_batch // b)
-        out = model(_repeat_batch(x, b, reps), _repeat_batch(sigma, b, reps),
-                    **{k: _repeat_batch(v, b, reps) for k, v in extra.items()})
-        return out[:b]
-
-    return padded
-
-
 def training_share_above(config: DiffusionConfig, sigma: float) -> float:
     """The share of training examples whose noise level exceeds ``sigma``.
 

@@ -8,6 +8,8 @@ embedding, so every residual block sees both.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -58,6 +60,43 @@ class NetConfig:
         return 2 ** (len(self.channels) - 1)
 
 
+class _OneDNNConv3d(nn.Conv3d):
+    """``nn.Conv3d`` that samples on the CPU through oneDNN's convolution whatever the batch size.
+
+    For one small 3D volume (batch 1 with few channels x depth x height: the demo global stage's
+    deeper levels) PyTorch's kernel choice falls back to a native convolution that is several
+    times slower than oneDNN's (``benchmarks/speed.py`` measures both). Applies in float32
+    without autograd to kernels larger than one voxel (for 1 x 1 x 1 PyTorch's own choice is
+    the faster one on one thread); anything else, and training, takes PyTorch's path. Same
+    weights, same state dict; the result agrees with PyTorch's to float rounding.
+    """
+
+    onednn = True  # switched off by :func:`onednn_convolutions` (to measure the difference)
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (self.onednn and _HAS_ONEDNN and torch.backends.mkldnn.enabled and not torch.is_grad_enabled()
+                and input.device.type == "cpu" and input.dtype == torch.float32 and weight.dtype == torch.float32
+                and self.padding_mode == "zeros" and not isinstance(self.padding, str) and max(self.kernel_size) > 1):
+            return torch.mkldnn_convolution(input.contiguous(), weight, bias, self.padding, self.stride,
+                                            self.dilation, self.groups)
+        return super()._conv_forward(input, weight, bias)
+
+
+_HAS_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch, "mkldnn_convolution")
+
+
+@contextmanager
+def onednn_convolutions(enabled: bool) -> Iterator[None]:
+    """Within the block, sample with (``True``, the default) or without oneDNN forced for the
+    networks' 3D convolutions (:class:`_OneDNNConv3d`)."""
+    before = _OneDNNConv3d.onednn
+    _OneDNNConv3d.onednn = enabled
+    try:
+        yield
+    finally:
+        _OneDNNConv3d.onednn = before
+
+
 class ConditionalUNet(nn.Module):
     """3D U-Net denoiser conditioned on a noise embedding and a demographics vector.
 
@@ -90,6 +129,9 @@ class ConditionalUNet(nn.Module):
         self.unet.class_embedding = nn.Sequential(
             nn.Linear(config.cond_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        for module in self.unet.modules():
+            if type(module) is nn.Conv3d:
+                module.__class__ = _OneDNNConv3d
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, concat: torch.Tensor | None = None) -> torch.Tensor:
         if concat is not None:

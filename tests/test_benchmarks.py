@@ -203,6 +203,24 @@ def test_net_timer_counts_forward_calls():
     assert t.calls == 2 and t.seconds > 0
 
 
+def test_global_batch_scaling_times_both_convolution_paths(monkeypatch):
+    from benchmarks.speed import global_batch_scaling
+    from synthaug.nets import NetConfig, build_net
+
+    net = build_net(NetConfig(in_channels=3, out_channels=3, channels=(8, 16), attention_levels=(False, False),
+                              mid_attention=False, norm_num_groups=4, num_head_channels=8)).eval()
+    onednn_calls = []
+    real = torch.mkldnn_convolution
+    monkeypatch.setattr(torch, "mkldnn_convolution", lambda *a: onednn_calls.append(a[0].shape[0]) or real(*a))
+    out = global_batch_scaling(net, (8, 8, 16), 3, batches=(1, 2), repeats=1)
+    assert set(out["seconds_per_sample"]) == set(out["pytorch_choice_seconds_per_sample"]) == {"1", "2"}
+    assert out["ratio_to_batch_1"]["1"] == 1.0
+    assert out["previous_single_case_over_shipped"] == pytest.approx(
+        2 * out["pytorch_choice_seconds_per_sample"]["2"] / out["seconds_per_sample"]["1"])
+    wide = sum(max(m.kernel_size) > 1 for m in net.modules() if isinstance(m, torch.nn.Conv3d))
+    assert sorted(set(onednn_calls)) == [1, 2] and len(onednn_calls) == 2 * 2 * wide  # forced path only: warm-up + 1
+
+
 def test_gpu_autopet_script_at_reduced_size_on_cpu(tmp_path):
     from benchmarks import gpu_autopet
     from benchmarks.report import render

@@ -25,7 +25,6 @@ from synthaug.diffusion import (
     evaluations,
     get_sigmas_flow,
     get_sigmas_karras,
-    min_batch_denoiser,
     sample,
     sample_ancestral,
     sample_dpmpp_2m,
@@ -341,23 +340,6 @@ def test_cfg_denoiser_combines_conditional_and_unconditional(scale, batched):
     d_u2 = _conditional_model(x, sigma, uncond.expand_as(cond))
     torch.testing.assert_close(cfg_denoiser(_conditional_model, scale, uncond, batched=batched)(x, sigma, cond=cond),
                                d_u2 + scale * (_conditional_model(x, sigma, cond) - d_u2))
-
-
-@pytest.mark.parametrize("batch", [1, 2, 3])
-def test_min_batch_denoiser_pads_small_batches_and_returns_only_the_real_rows(batch):
-    x = torch.randn(batch, 2, 2, 2, 2, generator=torch.Generator().manual_seed(1))
-    sigma = torch.linspace(0.5, 2.0, batch)
-    cond = torch.randn(batch, 2, generator=torch.Generator().manual_seed(2))
-    seen = []
-
-    def model(x, sigma, cond, **extra):
-        seen.append((x.shape[0], sigma.shape[0], cond.shape[0]))
-        return _conditional_model(x, sigma, cond, **extra)
-
-    out = min_batch_denoiser(model, 2)(x, sigma, cond=cond, offset=0.25)
-    torch.testing.assert_close(out, _conditional_model(x, sigma, cond, offset=0.25))
-    assert seen == [(2, 2, 2)] if batch == 1 else [(batch, batch, batch)]
-    assert min_batch_denoiser(model, 1) is model
 
 
 def test_sample_rejects_zero_steps():
