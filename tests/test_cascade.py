@@ -495,13 +495,17 @@ def test_lesion_prior_is_added_to_what_the_networks_draw(weights):
 
 
 def test_guidance_zero_is_the_unconditional_model(weights):
-    """Classifier-free guidance is wired through the sampler: scale 0 gives exactly the
-    samples of the all-unknown condition, and the metadata records the scale used."""
+    """Classifier-free guidance is wired through the sampler: scale 0 gives the samples of the
+    all-unknown condition, and the metadata records the scale used. Guidance evaluates the
+    two conditions as one batch of two, where the CPU convolution rounds differently from a
+    batch of one: equal to float rounding, not bitwise."""
     sampler = CascadedSampler.from_pretrained(weights, stages="global").configure(steps=4)
     unconditional = sampler.sample(Demographics(None, None, None, None), seed=1)[0]
     conditional = sampler.sample(DEMO, seed=1)[0]
     guided = sampler.configure(guidance=0.0).sample(DEMO, seed=1)[0]
-    assert np.array_equal(guided.ct, unconditional.ct) and not np.array_equal(conditional.ct, unconditional.ct)
+    for name in ("ct", "pet"):  # random weights: values in the thousands, rounding 1e-6 of them
+        np.testing.assert_allclose(getattr(guided, name), getattr(unconditional, name), rtol=1e-4, atol=1e-2)
+    assert np.abs(conditional.ct - unconditional.ct).max() > 1.0
     assert guided.meta["guidance"] == 0.0 and conditional.meta["guidance"] == 1.0
 
 
