@@ -307,7 +307,7 @@ def training_stats(data: str | Path, cases: int, config, cache: str | Path | Non
 
 def training_cohort_stats(data: str | Path, cases: int, config, cache: str | Path | None = None, *,
                           intensity_cases: int | None = None, volume_cases: int | None = None) -> TrainingStats:
-    """On the stage's grid (resampled as the stage was trained: ``config.lesion_rule``): the voxels
+    """On the stage's grid (resampled as the stage was trained: ``config.resampling``): the voxels
     of each organ class and of lesion in training cases ``0..volume_cases-1`` (default: the same
     ``cases``), from which :meth:`TrainingStats.volume_target` estimates the means expected for
     the demographics of any of them (:func:`expected_means`), and each organ class's median HU
@@ -325,10 +325,10 @@ def training_cohort_stats(data: str | Path, cases: int, config, cache: str | Pat
     n = max(volume_cases, intensity_cases)
     cohort = Cohort(data)
     if cache is not None:
-        arrays = preprocess_cohort(data, config.grid, cache, lesion_rule=config.lesion_rule)
+        arrays = preprocess_cohort(data, config.grid, cache, **config.resampling(config.grid))
         cases_arrays = ((arrays.organs[i], arrays.lesions[i], arrays.ct[i], arrays.pet[i]) for i in range(n))
     else:
-        resampled = (to_grid(cohort.load(cohort.case_ids[i]), config.grid, lesion_rule=config.lesion_rule)
+        resampled = (to_grid(cohort.load(cohort.case_ids[i]), config.grid, **config.resampling(config.grid))
                      for i in range(n))
         zeros = np.zeros(config.grid.shape, np.uint8)
         cases_arrays = ((zeros if c.organs is None else c.organs, zeros if c.lesions is None else c.lesions, c.ct, c.pet)

@@ -15,6 +15,13 @@ Lesions on a coarse grid: a target voxel is lesion when at least half of it is
 phantom cohort's, median 1.9 ml); ``"every"`` also marks each lesion that the majority
 rule loses at the target voxel holding most of it, so every lesion reaches the coarse
 grid as at least one voxel and a model trained there can learn to place it.
+
+Thin organs on a coarse grid: per-class fraction and argmax (``organ_rule="argmax"``)
+break a tube narrower than two target voxels into pieces (the phantom aorta, 25 mm wide,
+keeps 64 % of its 16 mm voxels in its largest piece over 60 training cases); ``"thin"``
+also marks each organ of :data:`THIN_ORGANS` wherever it fills at least
+:data:`THIN_ORGAN_FRACTION` of a target voxel, which keeps it whole (99 % on 20 training
+cases) at about twice its argmax voxels, taken from its neighbours.
 """
 
 from __future__ import annotations
@@ -34,12 +41,17 @@ from .case import Case
 from .demographics import COND_DIM
 from .grid import Grid
 from .io import Cohort, atomic_write_json
+from .labels import ORGAN_IDS
 
 TOP_MARGIN_MM = 16.0
 BODY_HU = -500.0
 #: Bumped whenever alignment or resampling changes, so stale caches are rebuilt.
 PREPROCESS_VERSION = 1
 LESION_RULES = ("majority", "every")
+ORGAN_RULES = ("argmax", "thin")
+#: Organs kept whole on coarse grids by ``organ_rule="thin"``, and the share of a target voxel they need.
+THIN_ORGANS = ("aorta",)
+THIN_ORGAN_FRACTION = 0.25
 
 
 def body_mask(ct: np.ndarray) -> np.ndarray:
@@ -94,11 +106,19 @@ def _block_resample(arr: np.ndarray, starts: np.ndarray, zoom: np.ndarray, shape
     return block.reshape(shape[0], k[0], shape[1], k[1], shape[2], k[2]).mean(axis=(1, 3, 5))
 
 
-def to_grid(case: Case, grid: Grid, *, align: bool = True, lesion_rule: str = "majority") -> Case:
-    """Resample ``case`` onto ``grid`` (patient-centred if ``align``); ``lesion_rule`` as in
-    the module docstring."""
+def check_rules(lesion_rule: str, organ_rule: str) -> None:
+    """Raise ``ValueError`` naming a resampling rule that does not exist."""
     if lesion_rule not in LESION_RULES:
         raise ValueError(f"lesion_rule={lesion_rule!r}; choose one of {LESION_RULES}")
+    if organ_rule not in ORGAN_RULES:
+        raise ValueError(f"organ_rule={organ_rule!r}; choose one of {ORGAN_RULES}")
+
+
+def to_grid(case: Case, grid: Grid, *, align: bool = True, lesion_rule: str = "majority",
+            organ_rule: str = "argmax") -> Case:
+    """Resample ``case`` onto ``grid`` (patient-centred if ``align``); ``lesion_rule`` and
+    ``organ_rule`` as in the module docstring."""
+    check_rules(lesion_rule, organ_rule)
     shift = alignment_shift(case, grid) if align else np.zeros(3)
     src_lin = case.affine[:3, :3]
     axis_aligned = np.allclose(src_lin, np.diag(np.diag(src_lin)), atol=1e-6)
@@ -130,11 +150,17 @@ def to_grid(case: Case, grid: Grid, *, align: bool = True, lesion_rule: str = "m
     if case.organs is not None:
         best = np.full(grid.shape, -1.0, dtype=np.float32)
         organs = np.zeros(grid.shape, dtype=np.uint8)
+        thin = {ORGAN_IDS[name] for name in THIN_ORGANS} if organ_rule == "thin" else set()
+        thin_fraction = {}
         for c in np.unique(case.organs):
             p = resample((case.organs == c).astype(np.float32), 1.0 if c == 0 else 0.0)
             better = p > best
             organs[better] = c
             best = np.maximum(best, p)
+            if int(c) in thin:
+                thin_fraction[int(c)] = p
+        for c, p in thin_fraction.items():
+            organs[p >= THIN_ORGAN_FRACTION - 1e-6] = c
     lesions = None
     if case.lesions is not None:
         lesions = (resample((case.lesions > 0).astype(np.float32), 0.0) >= 0.5).astype(np.uint8)
@@ -191,38 +217,39 @@ class GridArrays:
         return len(self.case_ids)
 
 
-def _cache_key(cohort: Cohort, grid: Grid, lesion_rule: str = "majority") -> str:
+def _cache_key(cohort: Cohort, grid: Grid, lesion_rule: str = "majority", organ_rule: str = "argmax") -> str:
     d = {"root": str(cohort.root.resolve()), "cases": cohort.case_ids, "grid": grid.to_dict(), "version": PREPROCESS_VERSION}
-    if lesion_rule != "majority":  # caches made before the rule existed keep their keys
+    if lesion_rule != "majority":  # caches made before a rule existed keep their keys
         d["lesion_rule"] = lesion_rule
+    if organ_rule != "argmax":
+        d["organ_rule"] = organ_rule
     blob = json.dumps(d, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def preprocess_cohort(data: str | Path, grid: Grid, cache_root: str | Path, *, progress: bool = True,
-                      lesion_rule: str = "majority") -> GridArrays:
+                      lesion_rule: str = "majority", organ_rule: str = "argmax") -> GridArrays:
     """Resample every case of a cohort onto ``grid`` once and cache the arrays.
 
-    The cache lives in ``cache_root/<key>`` (key = cohort, cases, grid, version, lesion
-    rule) and is built in a temporary folder, filled case by case (resumable), then renamed.
+    The cache lives in ``cache_root/<key>`` (key = cohort, cases, grid, version, lesion and
+    organ rules) and is built in a temporary folder, filled case by case (resumable), then renamed.
     """
-    if lesion_rule not in LESION_RULES:
-        raise ValueError(f"lesion_rule={lesion_rule!r}; choose one of {LESION_RULES}")
+    check_rules(lesion_rule, organ_rule)
     cohort = Cohort(data)
-    key = _cache_key(cohort, grid, lesion_rule)
+    key = _cache_key(cohort, grid, lesion_rule, organ_rule)
     final = Path(cache_root) / key
     Path(cache_root).mkdir(parents=True, exist_ok=True)
     with open(Path(cache_root) / ".lock", "w") as lock:  # one builder at a time (e.g. two stages training)
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not (final / "info.json").is_file():
-                _build(cohort, grid, final, progress, lesion_rule)
+                _build(cohort, grid, final, progress, lesion_rule, organ_rule)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return GridArrays(final)
 
 
-def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool, lesion_rule: str) -> None:
+def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool, lesion_rule: str, organ_rule: str) -> None:
     key = final.name
     cache_root = final.parent
     work = Path(cache_root) / f".{key}.partial"
@@ -243,7 +270,7 @@ def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool, lesion_rule:
         if case_id in done:
             continue
         demo = cohort.demographics.get(case_id)
-        case = to_grid(cohort.load(case_id), grid, lesion_rule=lesion_rule)
+        case = to_grid(cohort.load(case_id), grid, lesion_rule=lesion_rule, organ_rule=organ_rule)
         if case.pet is None:
             raise ValueError(f"case {case_id}: no PET")
         arrays["ct"][i] = case.ct
@@ -261,7 +288,8 @@ def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool, lesion_rule:
         a.flush()
     del arrays
     atomic_write_json(work / "info.json", {"case_ids": cohort.case_ids, "grid": grid.to_dict(), "root": str(cohort.root),
-                                           "version": PREPROCESS_VERSION, "lesion_rule": lesion_rule})
+                                           "version": PREPROCESS_VERSION, "lesion_rule": lesion_rule,
+                                           "organ_rule": organ_rule})
     done_path.unlink(missing_ok=True)
     if final.exists():
         shutil.rmtree(final)

@@ -40,7 +40,7 @@ from .diffusion import DiffusionConfig, make_precond
 from .grid import Grid, get_preset
 from .labels import NUM_ORGAN_CLASSES
 from .nets import NetConfig, build_net
-from .preprocess import LESION_RULES
+from .preprocess import check_rules
 
 STAGES = ("global", "sr")
 COORD_CHANNELS = 3
@@ -69,6 +69,9 @@ class StageConfig:
     # How the training cohort's lesions reach the global grid (synthaug.preprocess.LESION_RULES);
     # configs written before the field existed used "majority".
     lesion_rule: str = "majority"
+    # How thin organs reach the global grid (synthaug.preprocess.ORGAN_RULES; the output grid
+    # always takes "argmax"); configs written before the field existed used "argmax".
+    organ_rule: str = "argmax"
     # sr: UPSAMPLE_MODES; configs written before the field existed used "trilinear".
     upsample: str = "trilinear"
     # Offsets added to the label channels before they are decided (synthaug.channels.harden_labels):
@@ -89,8 +92,7 @@ class StageConfig:
             raise ValueError(f"stage={self.stage!r}; choose one of {STAGES}")
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
         object.__setattr__(self, "sample_patch_size", tuple(int(p) for p in self.sample_patch_size))
-        if self.lesion_rule not in LESION_RULES:
-            raise ValueError(f"lesion_rule={self.lesion_rule!r}; choose one of {LESION_RULES}")
+        check_rules(self.lesion_rule, self.organ_rule)
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r}; choose one of {UPSAMPLE_MODES}")
         object.__setattr__(self, "label_bias", check_label_bias(self.label_bias))
@@ -117,6 +119,11 @@ class StageConfig:
         return {"label_bias": list(self.label_bias), "ct_shift": list(self.ct_shift), "pet_gain": list(self.pet_gain),
                 "ct_level": list(self.ct_level), "ct_level_scale": list(self.ct_level_scale)}
 
+    def resampling(self, grid: Grid) -> dict:
+        """How the training cohort is resampled onto ``grid`` (the global or the output grid)
+        for this stage: the keyword arguments of ``preprocess_cohort`` and ``to_grid``."""
+        return {"lesion_rule": self.lesion_rule, "organ_rule": self.organ_rule if grid == self.global_grid else "argmax"}
+
     @property
     def grid(self) -> Grid:
         """The grid this stage's network runs on."""
@@ -128,7 +135,8 @@ class StageConfig:
             "output_grid": self.output_grid.to_dict(), "net": self.net.to_dict(), "diffusion": self.diffusion.to_dict(),
             "patch_size": list(self.patch_size), "sample_patch_size": list(self.sample_patch_size),
             "sample_overlap": self.sample_overlap, "cond_aug_max": self.cond_aug_max, "encoding": self.encoding,
-            "lesion_rule": self.lesion_rule, "upsample": self.upsample, **self.calibration(),
+            "lesion_rule": self.lesion_rule, "organ_rule": self.organ_rule, "upsample": self.upsample,
+            **self.calibration(),
         }
 
     @classmethod
@@ -141,6 +149,7 @@ class StageConfig:
                 sample_patch_size=tuple(d.get("sample_patch_size", (128, 128, 64))),
                 sample_overlap=int(d.get("sample_overlap", 8)), cond_aug_max=float(d.get("cond_aug_max", 0.1)),
                 encoding=d.get("encoding", dict(ENCODING)), lesion_rule=d.get("lesion_rule", "majority"),
+                organ_rule=d.get("organ_rule", "argmax"),
                 upsample=d.get("upsample", "trilinear"), label_bias=tuple(d.get("label_bias", ())),
                 ct_shift=tuple(d.get("ct_shift", ())), pet_gain=tuple(d.get("pet_gain", ())),
                 ct_level=tuple(d.get("ct_level", ())), ct_level_scale=tuple(d.get("ct_level_scale", ())),

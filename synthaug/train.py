@@ -125,8 +125,8 @@ class StageData:
 
 def load_stage_data(stage: StageConfig, data: str | Path, cache_root: str | Path) -> StageData:
     """Preprocess (once, cached) a cohort onto the grids a stage needs."""
-    g = preprocess_cohort(data, stage.global_grid, cache_root, lesion_rule=stage.lesion_rule)
-    o = preprocess_cohort(data, stage.output_grid, cache_root, lesion_rule=stage.lesion_rule) if stage.stage == "sr" else None
+    g = preprocess_cohort(data, stage.global_grid, cache_root, **stage.resampling(stage.global_grid))
+    o = preprocess_cohort(data, stage.output_grid, cache_root, **stage.resampling(stage.output_grid)) if stage.stage == "sr" else None
     return StageData(stage, g, o)
 
 

@@ -461,6 +461,50 @@ def test_lesion_rule_is_recorded_and_checked():
 
     grid = Grid((8, 8, 8), (16.0, 16.0, 16.0))
     assert _cache_key(_Cohort, grid) == _cache_key(_Cohort, grid, "majority") != _cache_key(_Cohort, grid, "every")
+    assert _cache_key(_Cohort, grid) == _cache_key(_Cohort, grid, "majority", "argmax") != _cache_key(
+        _Cohort, grid, "majority", "thin")
+
+
+def test_thin_organ_rule_keeps_a_thin_aorta_whole_on_a_coarse_grid():
+    """A 16 mm tube crossing 16 mm voxels off their centres falls apart by argmax; "thin"
+    keeps it one piece, and changes nothing on a grid as fine as the source."""
+    from synthaug.labels import ORGAN_IDS
+    from synthaug.metrics import main_part_pct
+
+    shape = (64, 64, 128)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = -63.0
+    organs = np.full(shape, ORGAN_IDS["soft_tissue"], np.uint8)
+    x, y, _ = np.meshgrid(*(np.arange(n) * 2.0 - 63.0 for n in shape), indexing="ij")
+    z = np.arange(shape[2]) * 2.0 - 63.0
+    centre_x = -4.0 + 14.0 * np.sin(z / 40.0)  # a wandering tube, radius 8 mm
+    tube = (x - centre_x) ** 2 + (y - 4.0) ** 2 <= 8.0**2
+    organs[tube] = ORGAN_IDS["aorta"]
+    case = Case(np.full(shape, 40.0, np.float32), np.ones(shape, np.float32), organs, np.zeros(shape, np.uint8), affine)
+    grid = Grid((8, 8, 16), (16.0, 16.0, 16.0))
+    aorta = ORGAN_IDS["aorta"]
+    argmax = to_grid(case, grid, align=False).organs == aorta
+    thin = to_grid(case, grid, align=False, organ_rule="thin").organs == aorta
+    assert main_part_pct(argmax) < 90.0 and main_part_pct(thin) == 100.0
+    assert np.array_equal(thin & argmax, argmax) and thin.sum() < 3 * argmax.sum()
+    same = Grid(shape, (2.0, 2.0, 2.0))
+    np.testing.assert_array_equal(to_grid(case, same, align=False, organ_rule="thin").organs,
+                                  to_grid(case, same, align=False).organs)
+    with pytest.raises(ValueError, match="organ_rule='fat'"):
+        to_grid(case, grid, organ_rule="fat")
+
+
+def test_organ_rule_is_recorded_and_applies_to_the_global_grid_only():
+    from synthaug.stages import StageConfig, default_stage_config
+
+    cfg = default_stage_config("sr", organ_rule="thin")
+    assert StageConfig.from_dict(cfg.to_dict()).organ_rule == "thin"
+    old = {k: v for k, v in cfg.to_dict().items() if k != "organ_rule"}
+    assert StageConfig.from_dict(old).organ_rule == "argmax"  # weights trained before the rule existed
+    assert cfg.resampling(cfg.global_grid) == {"lesion_rule": "every", "organ_rule": "thin"}
+    assert cfg.resampling(cfg.output_grid) == {"lesion_rule": "every", "organ_rule": "argmax"}
+    with pytest.raises(ValueError, match="organ_rule='any'"):
+        default_stage_config("global", organ_rule="any")
 
 
 @pytest.mark.parametrize("objective", ["edm", "x0"])
