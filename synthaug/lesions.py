@@ -83,6 +83,8 @@ _CHAINS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]
 _PARA_AORTIC_MM = 22.0
 _MIN_AORTA_VOXELS = 4
 _CENTRE_TRIES = 24
+#: The array order the sites are found in (nibabel orientation of R, A, S along axes 0, 1, 2).
+_RAS = axcodes2ornt("RAS")
 
 
 class _Anatomy:
@@ -249,7 +251,6 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
     plan = lesion_plan(diagnosis, rng)
     weight = demo.weight_kg if demo is not None and demo.weight_kg else 75.0
     original, ornt = case, io_orientation(case.affine)
-    ras = axcodes2ornt("RAS")
     case = _reoriented(case, ornt, case.affine @ inv_ornt_aff(ornt, case.shape))  # arrays along R, A, S
     ct, pet = case.ct.copy(), case.pet.copy()
     organs = case.organs.copy()
@@ -302,13 +303,13 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
                             "not_placed": len(plan) - len(info)}
     out = replace(case, ct=ct.astype(np.float32, copy=False), pet=pet.astype(np.float32, copy=False), organs=organs,
                   lesions=lesions, meta=meta)
-    return _reoriented(out, ornt_transform(ras, ornt), original.affine)  # back to the case's own array order
+    return _reoriented(out, ornt_transform(_RAS, ornt), original.affine)  # back to the case's own array order
 
 
 def _reoriented(case: Case, ornt: np.ndarray, affine: np.ndarray) -> Case:
     """``case`` with its arrays flipped and transposed by the nibabel orientation ``ornt`` and
     ``affine`` as theirs (no copy when ``ornt`` keeps the array order)."""
-    if np.array_equal(ornt, axcodes2ornt("RAS")):
+    if np.array_equal(ornt, _RAS):
         return case
 
     def turn(a):
