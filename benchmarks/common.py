@@ -208,32 +208,32 @@ def stage_objective(folder: Path, stage: str = "global") -> str | None:
 # --- inputs --------------------------------------------------------------------------------
 
 
-def phantom_lowres(global_grid, output_grid, demo, seed: int, lesion_rule: str = "majority"):
-    """The phantom of ``demo`` as the SR stage sees it in training (with the stage's
-    ``lesion_rule``): encoded on the global grid, shape (1, C, gx, gy, gz) float64, and the
-    phantom on the output grid (the truth)."""
+def phantom_lowres(stage, demo, seed: int):
+    """The phantom of ``demo`` as ``stage`` (a ``StageConfig``) sees it in training (resampled
+    by ``stage.resampling``): encoded on the global grid, shape (1, C, gx, gy, gz) float64, and
+    the phantom on the output grid (the truth)."""
     import torch
 
     from synthaug.channels import encode
     from synthaug.phantom import make_phantom
     from synthaug.preprocess import to_grid
 
-    raw = make_phantom(demo, grid=output_grid, seed=seed)
-    lo = to_grid(raw, global_grid, lesion_rule=lesion_rule)
+    raw = make_phantom(demo, grid=stage.output_grid, seed=seed)
+    lo = to_grid(raw, stage.global_grid, **stage.resampling(stage.global_grid))
     lowres = torch.from_numpy(encode(lo.ct, lo.pet, lo.organs, lo.lesions))[None].double()
-    return lowres, to_grid(raw, output_grid, lesion_rule=lesion_rule)
+    return lowres, to_grid(raw, stage.output_grid, **stage.resampling(stage.output_grid))
 
 
-def heldout_global_cases(global_grid, output_grid, n: int, seed: int = 77, lesion_rule: str = "majority"):
+def heldout_global_cases(stage, n: int, seed: int = 77):
     """``n`` phantom cases that no cohort contains (demographics ``sample_population(n, seed)``,
-    case ``i`` with seed ``seed + i``), encoded on the global grid as in training (``lesion_rule``):
+    case ``i`` with seed ``seed + i``), encoded on the global grid as ``stage`` was trained:
     ``(demographics, tensor (n, C, gx, gy, gz) float64)``."""
     import torch
 
     from synthaug.demographics import sample_population
 
     demos = sample_population(n, seed=seed)
-    cases = torch.cat([phantom_lowres(global_grid, output_grid, d, seed + i, lesion_rule)[0] for i, d in enumerate(demos)])
+    cases = torch.cat([phantom_lowres(stage, d, seed + i)[0] for i, d in enumerate(demos)])
     return demos, cases
 
 

@@ -100,7 +100,7 @@ def run(ctx: Context) -> dict:
     for folder in folders:
         model, cfg, raw = load_stage(folder / "global")
         if cases is None:
-            demos, cases = heldout_global_cases(cfg.global_grid, cfg.output_grid, n, lesion_rule=cfg.lesion_rule)
+            demos, cases = heldout_global_cases(cfg, n)
             cond = torch.from_numpy(np.stack([d.to_vector() for d in demos]))
         rows.append({"weights": weights_info(folder), "objective": cfg.diffusion.objective,
                      "step": (raw.get("info") or {}).get("step"), "errors": denoising_errors(model, cases, cond),

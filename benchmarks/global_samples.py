@@ -19,7 +19,7 @@ demographics on the global grid:
 
 Lesions the same way (``lesion_stats``): the share of samples with any lesion voxel, the
 mean number of lesions (connected components) and lesion voxels per sample, beside the
-phantoms' (on the global grid with the stage's ``lesion_rule``).
+phantoms' (on the global grid resampled as the stage was trained).
 
 Samples and phantoms are different people's anatomy, so a ratio is not expected to be 1
 case by case; a median ratio far from 1 or an organ missing from most samples is what
@@ -97,7 +97,7 @@ def run(ctx: Context) -> dict:
         sampler = CascadedSampler.from_pretrained(folder, stages="global")
         if refs is None:
             cfg = sampler.global_config
-            demos, refs = heldout_global_cases(cfg.global_grid, cfg.output_grid, n, lesion_rule=cfg.lesion_rule)
+            demos, refs = heldout_global_cases(cfg, n)
         raw = sampler.sample_global(demos, list(range(n)), soft_labels=True)
         x = harden_labels(raw, sampler.global_config.label_bias)
         s = sampler.settings

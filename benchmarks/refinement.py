@@ -130,8 +130,7 @@ def run(ctx: Context) -> dict:
         stats["cascade_interior"].append(organ_stats_in(casc, inner))
         volumes["interpolated"].append(_voxels(interp["organs"], len(names)))
         volumes["cascade"].append(_voxels(casc["organs"], len(names)))
-        lowres_o, hi = phantom_lowres(sampler.global_config.global_grid, sampler.sr_config.output_grid, demo, seed,
-                                     sampler.sr_config.lesion_rule)
+        lowres_o, hi = phantom_lowres(sampler.sr_config, demo, seed)
         truth = {"ct": hi.ct, "pet": hi.pet, "organs": hi.organs}
         interp_o = decode(upsample(lowres_o.float(), out_shape, mode)[0])
         casc_o = decode(sampler.sample_sr(lowres_o, [demo], [seed])[0])

@@ -109,7 +109,7 @@ def _setup(ctx: Context):
     torch.manual_seed(0)
     g_cfg, s_cfg = default_stage_config("global"), default_stage_config("sr")
     sampler = CascadedSampler(None, g_cfg, build_stage_model(s_cfg).eval(), s_cfg, sha256="random")
-    lowres, _ = phantom_lowres(g_cfg.global_grid, s_cfg.output_grid, demo, 7, s_cfg.lesion_rule)
+    lowres, _ = phantom_lowres(s_cfg, demo, 7)
     return sampler, lowres, demo, {"weights": weights_info(folder), "random_weights": True,
                                    "lowres": "phantom resampled to the global grid",
                                    "note": "no trained SR weights; random SR weights"}
@@ -167,8 +167,7 @@ def run(ctx: Context) -> dict:
     if not info["random_weights"]:
         # Trained weights: also an in-distribution input (the phantom resampled to the global grid as
         # in training), so that the verdict does not hinge on how good stage 1 is.
-        lowres_p, _ = phantom_lowres(sampler.global_config.global_grid, sampler.sr_config.output_grid, demo, 7,
-                                        sampler.sr_config.lesion_rule)
+        lowres_p, _ = phantom_lowres(sampler.sr_config, demo, 7)
         out["phantom_input_runs"] = _runs(sampler, lowres_p, demo, patch, overlap)
         out["passed_phantom_input"] = _passed(out["phantom_input_runs"])
     return out

@@ -52,8 +52,7 @@ def main() -> None:
     out_shape = s.sr_config.output_grid.shape
     cut = tuple(0.5 * g / o for g, o in zip(s.global_config.global_grid.shape, out_shape))
     demos = sample_population(args.cases, seed=11)
-    inputs = [phantom_lowres(s.global_config.global_grid, s.sr_config.output_grid, d, 100 + i,
-                             s.sr_config.lesion_rule) for i, d in enumerate(demos)]
+    inputs = [phantom_lowres(s.sr_config, d, 100 + i) for i, d in enumerate(demos)]
     truths = [{"ct": hi.ct, "pet": hi.pet, "organs": hi.organs} for _, hi in inputs]
     ref = np.stack([organ_stats(t) for t in truths])
     voxel_ml = float(np.prod(s.sr_config.output_grid.spacing)) / 1000

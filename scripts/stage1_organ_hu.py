@@ -63,7 +63,7 @@ def collect(weights: str | None, cohort: Cohort, cases: int) -> tuple[dict, dict
         case_id = cohort.case_ids[i]
         x = decode(sampler.sample_global([cohort.demographics[case_id]], [i])[0])
         generated = Case(x["ct"], x["pet"], x["organs"], x["lesions"], cfg.global_grid.affine)
-        resampled = to_grid(cohort.load(case_id), cfg.global_grid, lesion_rule=cfg.lesion_rule)
+        resampled = to_grid(cohort.load(case_id), cfg.global_grid, **cfg.resampling(cfg.global_grid))
         for name, v in _medians(generated).items():
             stage1[name].append(v)
         for name, v in _medians(resampled).items():
