@@ -57,21 +57,42 @@ def _mean(cases, organ, metric, sex=None):
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _interval_pct(ref_vals: list[float], syn_vals: list[float], r: float) -> float:
+    """Half-width of the 95 % interval of the difference of the two means (Welch, normal
+    approximation), in % of the reference mean: how far two cohorts of these sizes drawn from
+    one population typically land apart, i.e. the sampling noise of the deviation."""
+    if len(ref_vals) < 2 or len(syn_vals) < 2 or not r:
+        return float("nan")
+    se = np.sqrt(np.var(ref_vals, ddof=1) / len(ref_vals) + np.var(syn_vals, ddof=1) / len(syn_vals))
+    return float(100.0 * 1.96 * se / abs(r))
+
+
 def _organ_sex_rows(ref, syn) -> list[dict]:
-    """Per organ and sex: the mean volume and SUV of ``ref`` and ``syn`` and the deviation."""
+    """Per organ and sex: the mean volume and SUV of ``ref`` and ``syn``, the deviation and its
+    sampling interval."""
     rows = []
     for organ in ORGANS:
         for sex in ("M", "F"):
             row = {"organ": organ, "sex": sex}
             for metric in ("volume_ml", "suv_mean"):
-                r, s = _mean(ref, organ, metric, sex), _mean(syn, organ, metric, sex)
-                row[metric] = {"reference": r, "synthetic": s, "deviation_pct": 100.0 * (s - r) / r if r else float("nan")}
+                rv, sv = _values(ref, organ, metric, sex), _values(syn, organ, metric, sex)
+                r = float(np.mean(rv)) if rv else float("nan")
+                s = float(np.mean(sv)) if sv else float("nan")
+                row[metric] = {"reference": r, "synthetic": s, "deviation_pct": 100.0 * (s - r) / r if r else float("nan"),
+                               "interval95_pct": _interval_pct(rv, sv, r)}
             rows.append(row)
     return rows
 
 
 def _share_within(rows, metric: str, pct: float = 10.0) -> float:
     return float(np.mean([abs(r[metric]["deviation_pct"]) <= pct for r in rows]))
+
+
+def _beyond_noise(rows, metric: str, pct: float = 10.0) -> list[str]:
+    """The cells out of ``pct`` whose 95 % interval lies wholly outside it too: shortfalls that
+    sampling noise of cohorts this size does not explain."""
+    return [f"{r['organ']} ({r['sex']})" for r in rows
+            if abs(r[metric]["deviation_pct"]) - r[metric].get("interval95_pct", float("nan")) > pct]
 
 
 LESION_METRICS = ("lesion_count", "lesion_volume_ml", "lesion_suv_max", "lesion_suv_mean")
@@ -131,6 +152,8 @@ def acceptance(result: dict) -> dict:
         "organ_sex_rows": rows,
         "volume_within_10pct": _share_within(rows, "volume_ml"),
         "suv_within_10pct": _share_within(rows, "suv_mean"),
+        "volume_out_beyond_noise": _beyond_noise(rows, "volume_ml"),
+        "suv_out_beyond_noise": _beyond_noise(rows, "suv_mean"),
         "baseline": None if base_rows is None else {
             "n": len(base), "volume_within_10pct": _share_within(base_rows, "volume_ml"),
             "suv_within_10pct": _share_within(base_rows, "suv_mean")},
@@ -151,22 +174,33 @@ def _num(v: float) -> str:
     return "n/a" if not np.isfinite(v) else f"{v:.1f}"
 
 
+def _dev(d: dict) -> str:
+    """A deviation with its 95 % sampling interval where one was measured."""
+    hw = d.get("interval95_pct", float("nan"))
+    return f"{d['deviation_pct']:+.1f}" + (f" ± {hw:.1f}" if np.isfinite(hw) else "")
+
+
 def render(acc: dict, header: str) -> str:
     base = acc.get("baseline")
     lines = [header, "", f"Synthetic cases: {acc['n_synthetic']}, reference (held-out phantom test cohort): {acc['n_reference']}"
              + (f", phantom baseline (fresh phantoms for the reference demographics): {base['n']}." if base else "."), "",
+             "Deviations are of the synthetic mean from the reference mean, ± the half-width of the 95 % interval "
+             "of that difference from the two cohorts' spread and sizes (Welch): a deviation within it is sampling noise.", "",
              "| organ | sex | volume ref (ml) | volume syn (ml) | dev % |" + (" phantom dev % |" if base else "")
              + " SUVmean ref | SUVmean syn | dev % |" + (" phantom dev % |" if base else ""),
              "|---|---|---|---|---|" + ("---|" if base else "") + "---|---|---|" + ("---|" if base else "")]
     for r in acc["organ_sex_rows"]:
         v, s, b = r["volume_ml"], r["suv_mean"], r.get("baseline_deviation_pct")
-        lines.append(f"| {r['organ']} | {r['sex']} | {v['reference']:.0f} | {v['synthetic']:.0f} | {v['deviation_pct']:+.1f} | "
+        lines.append(f"| {r['organ']} | {r['sex']} | {v['reference']:.0f} | {v['synthetic']:.0f} | {_dev(v)} | "
                      + (f"{b['volume_ml']:+.1f} | " if b else "")
-                     + f"{s['reference']:.2f} | {s['synthetic']:.2f} | {s['deviation_pct']:+.1f} |"
+                     + f"{s['reference']:.2f} | {s['synthetic']:.2f} | {_dev(s)} |"
                      + (f" {b['suv_mean']:+.1f} |" if b else ""))
     floor = (lambda key: f" (phantom baseline: {100 * base[key]:.0f} %)") if base else (lambda key: "")
     lines += ["", f"- organ x sex cells with mean volume within 10 %: {100 * acc['volume_within_10pct']:.0f} %{floor('volume_within_10pct')}",
               f"- organ x sex cells with mean SUV within 10 %: {100 * acc['suv_within_10pct']:.0f} %{floor('suv_within_10pct')}",
+              *([f"- cells out of 10 % beyond the sampling noise (the ± 95 % interval of the deviation, Welch, lies wholly "
+                 f"outside 10 %): volume {', '.join(acc['volume_out_beyond_noise']) or 'none'}; "
+                 f"SUV {', '.join(acc['suv_out_beyond_noise']) or 'none'}"] if "volume_out_beyond_noise" in acc else []),
               f"- brain > liver > soft tissue > fat SUVmean ordering: {100 * acc['suv_ordering_fraction']:.0f} % of cases (floor: 95 %)",
               f"- requested height vs body extent, Pearson r: {acc['height_r']:.2f} (floor: 0.8)" if acc["height_r"] is not None else "- height r: n/a",
               f"- requested weight vs body mass, Pearson r: {acc['weight_r']:.2f} (floor: 0.8)" if acc["weight_r"] is not None else "- weight r: n/a",

@@ -102,3 +102,25 @@ def test_main_part_column_averages_the_organs_with_a_part_count(script):
     text = script.render(acc, "## t")
     assert "| aorta | 100 % | 50 % | 100 % | 100.0 / 70.0 |" in text
     assert "| liver | 100 % | 50 % | 100 % | n/a / n/a |" in text  # reports made before the metric existed
+
+
+def test_deviation_interval_and_cells_out_beyond_the_sampling_noise(script):
+    """With several cases per sex the deviation gets a Welch 95 % interval; a cell counts as
+    out beyond the noise only when the whole interval is outside 10 %."""
+    report = _report(1.0, None)
+    ref_m = [_case("M", s) for s in (0.9, 1.0, 1.1)]
+    syn_m = [_case("M", s) for s in (1.35, 1.4, 1.45)]  # +40 %, tight: beyond the noise
+    ref_f = [_case("F", s) for s in (0.5, 1.0, 1.5)]
+    syn_f = [_case("F", s) for s in (0.7, 1.2, 1.7)]   # +20 %, wide: within the noise
+    report["cases"]["reference"], report["cases"]["synthetic"] = ref_m + ref_f, syn_m + syn_f
+    acc = script.acceptance(report)
+    rows = {(r["organ"], r["sex"]): r for r in acc["organ_sex_rows"]}
+    m, f = rows[("liver", "M")]["volume_ml"], rows[("liver", "F")]["volume_ml"]
+    se_m = ((0.01 / 3 + 0.0025 / 3) ** 0.5) * 100.0  # sample variances 0.01 and 0.0025 (x100 ml)^2
+    assert m["deviation_pct"] == pytest.approx(40.0) and m["interval95_pct"] == pytest.approx(1.96 * se_m, rel=1e-6)
+    assert f["deviation_pct"] == pytest.approx(20.0) and f["interval95_pct"] > 10.0
+    assert "liver (M)" in acc["volume_out_beyond_noise"] and "liver (F)" not in acc["volume_out_beyond_noise"]
+    assert acc["suv_out_beyond_noise"] == []  # identical SUVs: zero interval, zero deviation
+    text = script.render(acc, "## t")
+    assert f"| liver | M | 100 | 140 | +40.0 ± {1.96 * se_m:.1f} |" in text
+    assert "beyond the sampling noise" in text and "SUV none" in text
