@@ -156,7 +156,9 @@ def acceptance(result: dict) -> dict:
         "suv_out_beyond_noise": _beyond_noise(rows, "suv_mean"),
         "baseline": None if base_rows is None else {
             "n": len(base), "volume_within_10pct": _share_within(base_rows, "volume_ml"),
-            "suv_within_10pct": _share_within(base_rows, "suv_mean")},
+            "suv_within_10pct": _share_within(base_rows, "suv_mean"),
+            "volume_out_beyond_noise": _beyond_noise(base_rows, "volume_ml"),
+            "suv_out_beyond_noise": _beyond_noise(base_rows, "suv_mean")},
         "ranges": ranges,
         "suv_ordering_fraction": float(np.mean(ordered)),
         "height_r": fid["height"]["synthetic"]["pearson_r"] if fid.get("height", {}).get("synthetic") else None,
@@ -200,7 +202,10 @@ def render(acc: dict, header: str) -> str:
               f"- organ x sex cells with mean SUV within 10 %: {100 * acc['suv_within_10pct']:.0f} %{floor('suv_within_10pct')}",
               *([f"- cells out of 10 % beyond the sampling noise (the ± 95 % interval of the deviation, Welch, lies wholly "
                  f"outside 10 %): volume {', '.join(acc['volume_out_beyond_noise']) or 'none'}; "
-                 f"SUV {', '.join(acc['suv_out_beyond_noise']) or 'none'}"] if "volume_out_beyond_noise" in acc else []),
+                 f"SUV {', '.join(acc['suv_out_beyond_noise']) or 'none'}"
+                 + (f" (phantom baseline: volume {', '.join(base['volume_out_beyond_noise']) or 'none'}; "
+                    f"SUV {', '.join(base['suv_out_beyond_noise']) or 'none'})" if base and "volume_out_beyond_noise" in base else "")]
+               if "volume_out_beyond_noise" in acc else []),
               f"- brain > liver > soft tissue > fat SUVmean ordering: {100 * acc['suv_ordering_fraction']:.0f} % of cases (floor: 95 %)",
               f"- requested height vs body extent, Pearson r: {acc['height_r']:.2f} (floor: 0.8)" if acc["height_r"] is not None else "- height r: n/a",
               f"- requested weight vs body mass, Pearson r: {acc['weight_r']:.2f} (floor: 0.8)" if acc["weight_r"] is not None else "- weight r: n/a",

@@ -34,7 +34,8 @@ def _report(syn_scale: float, baseline_scale: float | None) -> dict:
 def test_checks_count_cells_within_ten_percent_for_synthetic_and_baseline(script):
     acc = script.acceptance(_report(1.2, 1.05))
     assert acc["volume_within_10pct"] == 0.0 and acc["suv_within_10pct"] == 1.0
-    assert acc["baseline"] == {"n": 2, "volume_within_10pct": 1.0, "suv_within_10pct": 1.0}
+    assert acc["baseline"] == {"n": 2, "volume_within_10pct": 1.0, "suv_within_10pct": 1.0,
+                               "volume_out_beyond_noise": [], "suv_out_beyond_noise": []}
     row = acc["organ_sex_rows"][0]
     assert row["volume_ml"]["deviation_pct"] == pytest.approx(20.0)
     assert row["baseline_deviation_pct"]["volume_ml"] == pytest.approx(5.0)
@@ -43,6 +44,7 @@ def test_checks_count_cells_within_ten_percent_for_synthetic_and_baseline(script
     assert acc["suv_ordering_fraction"] == 1.0 and acc["height_r"] == 0.9 and acc["weight_r"] is None
     text = script.render(acc, "## t")
     assert "phantom dev %" in text and "(phantom baseline: 100 %)" in text
+    assert "(phantom baseline: volume none; SUV none)" in text  # one case per sex: no interval, nothing flagged
 
 
 def test_lesion_table_per_diagnosis(script):
