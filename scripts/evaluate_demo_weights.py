@@ -52,9 +52,12 @@ def _values(cases, organ, metric, sex=None) -> list[float]:
     return [v for v in vals if v is not None and np.isfinite(v)]
 
 
-def _mean(cases, organ, metric, sex=None):
-    vals = _values(cases, organ, metric, sex)
+def _mean_of(vals: list[float]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def _mean(cases, organ, metric, sex=None):
+    return _mean_of(_values(cases, organ, metric, sex))
 
 
 def _interval_pct(ref_vals: list[float], syn_vals: list[float], r: float) -> float:
@@ -76,8 +79,7 @@ def _organ_sex_rows(ref, syn) -> list[dict]:
             row = {"organ": organ, "sex": sex}
             for metric in ("volume_ml", "suv_mean"):
                 rv, sv = _values(ref, organ, metric, sex), _values(syn, organ, metric, sex)
-                r = float(np.mean(rv)) if rv else float("nan")
-                s = float(np.mean(sv)) if sv else float("nan")
+                r, s = _mean_of(rv), _mean_of(sv)
                 row[metric] = {"reference": r, "synthetic": s, "deviation_pct": 100.0 * (s - r) / r if r else float("nan"),
                                "interval95_pct": _interval_pct(rv, sv, r)}
             rows.append(row)
@@ -92,7 +94,7 @@ def _beyond_noise(rows, metric: str, pct: float = 10.0) -> list[str]:
     """The cells out of ``pct`` whose 95 % interval lies wholly outside it too: shortfalls that
     sampling noise of cohorts this size does not explain."""
     return [f"{r['organ']} ({r['sex']})" for r in rows
-            if abs(r[metric]["deviation_pct"]) - r[metric].get("interval95_pct", float("nan")) > pct]
+            if abs(r[metric]["deviation_pct"]) - r[metric]["interval95_pct"] > pct]
 
 
 LESION_METRICS = ("lesion_count", "lesion_volume_ml", "lesion_suv_max", "lesion_suv_mean")
@@ -178,8 +180,14 @@ def _num(v: float) -> str:
 
 def _dev(d: dict) -> str:
     """A deviation with its 95 % sampling interval where one was measured."""
-    hw = d.get("interval95_pct", float("nan"))
+    hw = d["interval95_pct"]
     return f"{d['deviation_pct']:+.1f}" + (f" ± {hw:.1f}" if np.isfinite(hw) else "")
+
+
+def _flagged(checks: dict) -> str:
+    """The cells out of 10 % beyond the sampling noise, for volume and SUV."""
+    return (f"volume {', '.join(checks['volume_out_beyond_noise']) or 'none'}; "
+            f"SUV {', '.join(checks['suv_out_beyond_noise']) or 'none'}")
 
 
 def render(acc: dict, header: str) -> str:
@@ -200,12 +208,8 @@ def render(acc: dict, header: str) -> str:
     floor = (lambda key: f" (phantom baseline: {100 * base[key]:.0f} %)") if base else (lambda key: "")
     lines += ["", f"- organ x sex cells with mean volume within 10 %: {100 * acc['volume_within_10pct']:.0f} %{floor('volume_within_10pct')}",
               f"- organ x sex cells with mean SUV within 10 %: {100 * acc['suv_within_10pct']:.0f} %{floor('suv_within_10pct')}",
-              *([f"- cells out of 10 % beyond the sampling noise (the ± 95 % interval of the deviation, Welch, lies wholly "
-                 f"outside 10 %): volume {', '.join(acc['volume_out_beyond_noise']) or 'none'}; "
-                 f"SUV {', '.join(acc['suv_out_beyond_noise']) or 'none'}"
-                 + (f" (phantom baseline: volume {', '.join(base['volume_out_beyond_noise']) or 'none'}; "
-                    f"SUV {', '.join(base['suv_out_beyond_noise']) or 'none'})" if base and "volume_out_beyond_noise" in base else "")]
-               if "volume_out_beyond_noise" in acc else []),
+              "- cells out of 10 % beyond the sampling noise (the ± 95 % interval of the deviation, Welch, lies wholly "
+              f"outside 10 %): {_flagged(acc)}" + (f" (phantom baseline: {_flagged(base)})" if base else ""),
               f"- brain > liver > soft tissue > fat SUVmean ordering: {100 * acc['suv_ordering_fraction']:.0f} % of cases (floor: 95 %)",
               f"- requested height vs body extent, Pearson r: {acc['height_r']:.2f} (floor: 0.8)" if acc["height_r"] is not None else "- height r: n/a",
               f"- requested weight vs body mass, Pearson r: {acc['weight_r']:.2f} (floor: 0.8)" if acc["weight_r"] is not None else "- weight r: n/a",
