@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import torch
 
 from synthaug.case import Case
 from synthaug.demographics import Demographics
@@ -20,7 +21,7 @@ from synthaug.grid import Grid
 from synthaug.io import write_case, write_demographics_csv
 from synthaug.labels import ORGAN_IDS
 from synthaug.nets import NetConfig
-from synthaug.stages import StageConfig, default_stage_config
+from synthaug.stages import StageConfig, build_stage_model, default_stage_config, save_stage
 
 TINY_GLOBAL_GRID = Grid((16, 16, 32), (32.0, 32.0, 32.0))
 TINY_OUTPUT_GRID = Grid((32, 32, 64), (16.0, 16.0, 16.0))
@@ -109,3 +110,26 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _randomised(model: torch.nn.Module, seed: int, gain: float = 1.0) -> torch.nn.Module:
+    """He-like random weights everywhere (MONAI zero-initialises output layers, which would
+    make an untrained denoiser trivially seam-free)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * gain / np.sqrt(p[0].numel()))
+    return model.eval()
+
+
+def randomised_tiny_weights(folder: str | Path) -> Path:
+    """A weights folder with randomly initialised (fixed-seed) tiny global and SR stages."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    g_cfg, sr_cfg = tiny_stage_config("global"), tiny_stage_config("sr")
+    with torch.random.fork_rng():  # the layers _randomised leaves (biases, norms) start from a fixed seed too
+        torch.manual_seed(0)
+        save_stage(folder / "global", _randomised(build_stage_model(g_cfg), 0, gain=0.3), g_cfg)
+        save_stage(folder / "sr", _randomised(build_stage_model(sr_cfg), 1, gain=0.5), sr_cfg)
+    return folder

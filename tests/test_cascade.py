@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY_GLOBAL_GRID, TINY_OUTPUT_GRID, tiny_case, tiny_stage_config
+from helpers import TINY_GLOBAL_GRID, TINY_OUTPUT_GRID, randomised_tiny_weights, tiny_case, tiny_stage_config
 
 from synthaug import cli
 from synthaug.cascade import CascadedSampler
@@ -49,17 +49,6 @@ DEMO = Demographics(age=50, sex="F", height_cm=170, weight_kg=70, diagnosis="NEG
 OUT = TINY_OUTPUT_GRID.shape
 
 
-def _randomised(model: torch.nn.Module, seed: int, gain: float = 1.0) -> torch.nn.Module:
-    """He-like random weights everywhere (MONAI zero-initialises output layers, which would
-    make an untrained denoiser trivially seam-free)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.ndim > 1:
-                p.copy_(torch.randn(p.shape, generator=g) * gain / np.sqrt(p[0].numel()))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def lowres() -> torch.Tensor:
     """A realistic stage-1 output: the tiny phantom on the global grid, encoded, (1, C, gx, gy, gz)."""
@@ -70,11 +59,7 @@ def lowres() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """A weights folder with randomly initialised tiny global and SR stages."""
-    folder = tmp_path_factory.mktemp("weights")
-    g_cfg, sr_cfg = tiny_stage_config("global"), tiny_stage_config("sr")
-    save_stage(folder / "global", _randomised(build_stage_model(g_cfg), 0, gain=0.3), g_cfg)
-    save_stage(folder / "sr", _randomised(build_stage_model(sr_cfg), 1, gain=0.5), sr_cfg)
-    return folder
+    return randomised_tiny_weights(tmp_path_factory.mktemp("weights"))
 
 
 # --- SR conditioning geometry -----------------------------------------------------------------------
