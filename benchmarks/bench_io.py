@@ -32,8 +32,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synthaug.case import Case  # noqa: E402
-from synthaug.grid import Grid, get_preset  # noqa: E402
+from synthaug.core.case import Case  # noqa: E402
+from synthaug.core.grid import Grid, get_preset  # noqa: E402
 
 
 class StandIn:
@@ -51,7 +51,7 @@ class StandIn:
         return hashlib.sha256(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()
 
     def sample(self, demographics, *, seed, progress: bool = False) -> list[Case]:
-        from synthaug.generator import as_list, per_case_seeds
+        from synthaug.sampling.generator import as_list, per_case_seeds
 
         demos = as_list(demographics)
         out = []
@@ -100,17 +100,17 @@ def main(argv: list[str] | None = None) -> dict:
     from monai.data import DataLoader, Dataset
     from monai.transforms import Compose, RandCropByPosNegLabeld
 
-    from synthaug.cache import generate_cache, merge_manifest, plan_cases, read_cache_case
-    from synthaug.dataset import PETCTCohortDataset, SyntheticPETCTDataset
-    from synthaug.io import Cohort, atomic_write_json, read_case, write_case, write_demographics_csv
-    from synthaug.transforms import RandSyntheticReplaced
+    from synthaug.core.io import Cohort, atomic_write_json, read_case, write_case, write_demographics_csv
+    from synthaug.data.cache import generate_cache, merge_manifest, plan_cases, read_cache_case
+    from synthaug.data.dataset import PETCTCohortDataset, SyntheticPETCTDataset
+    from synthaug.data.transforms import RandSyntheticReplaced
 
     grid = get_preset(args.preset).output_grid
     generator = None
     if not args.stand_in:
         try:
-            import synthaug.phantom  # noqa: F401
-            from synthaug.generator import PhantomGenerator
+            import synthaug.phantom.body  # noqa: F401
+            from synthaug.sampling.generator import PhantomGenerator
 
             generator = PhantomGenerator(args.preset)
         except ImportError:

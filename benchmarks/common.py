@@ -104,7 +104,7 @@ def machine() -> dict:
 def write_result(ctx: Context, name: str, results: dict, *, started: str, load_start: list[float],
                  seconds: float) -> Path:
     """Write ``<out_dir>/<name>.json``: the results wrapped with command, machine, load and timestamps."""
-    from synthaug.io import atomic_write_json
+    from synthaug.core.io import atomic_write_json
 
     payload = {
         "benchmark": name, "command": ctx.command, "quick": ctx.quick, "started": started, "finished": now(),
@@ -214,9 +214,9 @@ def phantom_lowres(stage, demo, seed: int):
     the phantom on the output grid (the truth)."""
     import torch
 
-    from synthaug.channels import encode
-    from synthaug.phantom import make_phantom
-    from synthaug.preprocess import to_grid
+    from synthaug.model.channels import encode
+    from synthaug.model.preprocess import to_grid
+    from synthaug.phantom.body import make_phantom
 
     raw = make_phantom(demo, grid=stage.output_grid, seed=seed)
     lo = to_grid(raw, stage.global_grid, **stage.resampling(stage.global_grid))
@@ -230,7 +230,7 @@ def heldout_global_cases(stage, n: int, seed: int = 77):
     ``(demographics, tensor (n, C, gx, gy, gz) float64)``."""
     import torch
 
-    from synthaug.demographics import sample_population
+    from synthaug.core.demographics import sample_population
 
     demos = sample_population(n, seed=seed)
     cases = torch.cat([phantom_lowres(stage, d, seed + i)[0] for i, d in enumerate(demos)])

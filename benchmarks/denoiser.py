@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from synthaug.channels import CT_CHANNEL, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL
+from synthaug.model.channels import CT_CHANNEL, LESION_CHANNEL, NUM_CHANNELS, ORGAN_CHANNELS, PET_CHANNEL
 
 from .common import Context, has_stage, heldout_global_cases, weights_info
 
@@ -41,7 +41,7 @@ GROUPS = {"ct": slice(CT_CHANNEL, CT_CHANNEL + 1), "pet": slice(PET_CHANNEL, PET
 def schedule_shares(config, sigmas=SIGMAS) -> dict:
     """Per level: the share of training examples drawn above it and of the default
     sampler's steps (network evaluations) taken above it."""
-    from synthaug.diffusion import get_sigmas, training_share_above
+    from synthaug.model.diffusion import get_sigmas, training_share_above
 
     steps = get_sigmas(config, config.steps)[:-1]
     return {"train_above": [training_share_above(config, s) for s in sigmas],
@@ -89,7 +89,7 @@ def denoising_errors(model, x0, cond, sigmas=SIGMAS, seed: int = 0) -> dict:
 def run(ctx: Context) -> dict:
     import torch
 
-    from synthaug.stages import load_stage
+    from synthaug.model.stages import load_stage
 
     folders = [f for f in ctx.weights if has_stage(f, "global")]
     if not folders:

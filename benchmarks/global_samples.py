@@ -40,8 +40,8 @@ def organ_volume_stats(samples, references, raw=None) -> dict:
     """Per organ (1..11) ``present``, median ``volume_ratio``, ``label_range`` and ``suv_ratio`` of
     encoded ``samples`` against encoded ``references`` (both (B, C, ...), same grid);
     ``label_range`` from ``raw`` (the samples' label channels as generated) if given."""
-    from synthaug.channels import ORGAN_CHANNELS, PET_CHANNEL, channel_to_pet
-    from synthaug.labels import ORGAN_LABELS
+    from synthaug.core.labels import ORGAN_LABELS
+    from synthaug.model.channels import ORGAN_CHANNELS, PET_CHANNEL, channel_to_pet
 
     s_lab = samples[:, ORGAN_CHANNELS].argmax(1)
     r_lab = references[:, ORGAN_CHANNELS].argmax(1)
@@ -69,7 +69,7 @@ def lesion_stats(samples, references, raw=None) -> dict:
     channel's largest value (below 0: no lesion without an offset)."""
     from scipy.ndimage import label
 
-    from synthaug.channels import LESION_CHANNEL
+    from synthaug.model.channels import LESION_CHANNEL
 
     def side(x) -> dict:
         masks = (x[:, LESION_CHANNEL] > 0).numpy()
@@ -84,8 +84,8 @@ def lesion_stats(samples, references, raw=None) -> dict:
 
 
 def run(ctx: Context) -> dict:
-    from synthaug.cascade import CascadedSampler
-    from synthaug.channels import harden_labels
+    from synthaug.model.channels import harden_labels
+    from synthaug.sampling.cascade import CascadedSampler
 
     folders = [f for f in ctx.weights if has_stage(f, "global")]
     if not folders:

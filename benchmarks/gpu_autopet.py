@@ -36,8 +36,8 @@ def _round_to(n: float, multiple: int) -> int:
 
 def scaled_configs(scale: float = 1.0):
     """Global and SR stage configs of the autopet preset with grids scaled by ``scale``."""
-    from synthaug.grid import Grid, get_preset
-    from synthaug.stages import default_stage_config
+    from synthaug.core.grid import Grid, get_preset
+    from synthaug.model.stages import default_stage_config
 
     if not 0 < scale <= 1:
         raise ValueError(f"--scale {scale} must be in (0, 1]")
@@ -64,10 +64,10 @@ def measure(scale: float = 1.0, device: str | None = None, steps: int | None = N
     """Sample ``cases`` cases with random weights; return per-stage seconds and peak memory."""
     import torch
 
-    from synthaug.cascade import CascadedSampler
-    from synthaug.demographics import sample_population
-    from synthaug.nets import count_parameters
-    from synthaug.stages import build_stage_model
+    from synthaug.core.demographics import sample_population
+    from synthaug.model.nets import count_parameters
+    from synthaug.model.stages import build_stage_model
+    from synthaug.sampling.cascade import CascadedSampler
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)

@@ -41,8 +41,8 @@ BYTES_PER_STATE_VOXEL = 15 * 4  # 15 channels float32
 
 
 def _configs(shape):
-    from synthaug.grid import Grid
-    from synthaug.stages import default_stage_config
+    from synthaug.core.grid import Grid
+    from synthaug.model.stages import default_stage_config
 
     out = Grid(tuple(shape), (SPACING_MM,) * 3)
     glob = Grid(tuple(max(4, s // 4) for s in shape), tuple(SPACING_MM * s / max(4, s // 4) for s in shape))
@@ -54,10 +54,10 @@ def worker(shape, probe: str, device: str = "cpu", threads: int | None = None, p
     """Measure one size in this (fresh) process; see the module docstring for ``probe``."""
     import torch
 
-    from synthaug.cascade import CascadedSampler
-    from synthaug.channels import NUM_CHANNELS, decode
-    from synthaug.demographics import Demographics
-    from synthaug.stages import build_stage_model, sr_concat
+    from synthaug.core.demographics import Demographics
+    from synthaug.model.channels import NUM_CHANNELS, decode
+    from synthaug.model.stages import build_stage_model, sr_concat
+    from synthaug.sampling.cascade import CascadedSampler
 
     if threads:
         torch.set_num_threads(threads)
@@ -103,7 +103,7 @@ def worker(shape, probe: str, device: str = "cpu", threads: int | None = None, p
 def _regions(shape):
     import itertools
 
-    from synthaug.stages import patch_starts
+    from synthaug.model.stages import patch_starts
 
     return list(itertools.product(*[patch_starts(n, p, OVERLAP) for n, p in zip(shape, PATCH)]))
 

@@ -81,16 +81,16 @@ def organ_interiors(organs: np.ndarray, spacing, margin_mm: float) -> np.ndarray
 
 
 def _demographics(n: int):
-    from synthaug.demographics import sample_population
+    from synthaug.core.demographics import sample_population
 
     return sample_population(n, seed=11)
 
 
 def run(ctx: Context) -> dict:
-    from synthaug.cascade import CascadedSampler
-    from synthaug.channels import decode
-    from synthaug.labels import ORGAN_LABELS
-    from synthaug.stages import upsample
+    from synthaug.core.labels import ORGAN_LABELS
+    from synthaug.model.channels import decode
+    from synthaug.model.stages import upsample
+    from synthaug.sampling.cascade import CascadedSampler
 
     folder = ctx.main_weights
     if not (has_stage(folder, "global") and has_stage(folder, "sr")):

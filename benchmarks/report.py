@@ -153,7 +153,7 @@ def speed(r: dict) -> list[str]:
         out += ["", "PyTorch's choice takes a slow native kernel for one small volume, which the sampler used to avoid by "
                 "evaluating a single case as a batch of two; that took "
                 f"{_f(b['previous_single_case_over_shipped'], '.2f')}x as long as a batch of one with oneDNN forced "
-                "(`synthaug.nets`), the shipped path."]
+                "(`synthaug.model.nets`), the shipped path."]
     p = res.get("sr_patching")
     if p:
         out += ["", f"SR stage on {p.get('samples', 1)} stage-1 sample(s), shipped patching vs split z-patches "
@@ -574,7 +574,7 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
 
 def write(results_dir: Path = RESULTS_DIR, target: Path | None = None) -> Path:
     """Write RESULTS.md (default: ``benchmarks/RESULTS.md`` for the main results folder)."""
-    from synthaug.io import atomic_write_text
+    from synthaug.core.io import atomic_write_text
 
     target = target or (RESULTS_MD if Path(results_dir).resolve() == RESULTS_DIR.resolve() else Path(results_dir) / "RESULTS.md")
     atomic_write_text(target, render(results_dir))

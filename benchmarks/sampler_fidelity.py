@@ -57,7 +57,7 @@ def steps_for(sampler: str, nfe: int) -> int:
 
 def organ_stats(decoded: dict[str, np.ndarray], min_voxels: int = 1) -> np.ndarray:
     """(organs 1..11, 2) mean SUV and mean HU inside each generated organ label (nan if absent)."""
-    from synthaug.labels import ORGAN_LABELS
+    from synthaug.core.labels import ORGAN_LABELS
 
     organs = decoded["organs"]
     out = np.full((len(ORGAN_LABELS) - 1, 2), np.nan)
@@ -143,7 +143,7 @@ def _within(dev: dict, base_suv: float, base_hu: float, threshold: float) -> boo
 
 
 def _stats_batch(x) -> np.ndarray:
-    from synthaug.channels import decode
+    from synthaug.model.channels import decode
 
     with np.errstate(all="ignore"):  # a diverged sample decodes to inf; its deviation then shows as "–"
         return np.stack([organ_stats(decode(x[j])) for j in range(x.shape[0])])
@@ -154,9 +154,9 @@ def run_objective(folder, settings: dict, progress: bool = True) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from synthaug.demographics import sample_population
-    from synthaug.diffusion import cfg_denoiser, evaluations, sample
-    from synthaug.stages import load_stage
+    from synthaug.core.demographics import sample_population
+    from synthaug.model.diffusion import cfg_denoiser, evaluations, sample
+    from synthaug.model.stages import load_stage
 
     model, cfg, _ = load_stage(folder / "global")
     n = settings["seeds"]
@@ -192,7 +192,7 @@ def run_objective(folder, settings: dict, progress: bool = True) -> dict:
         bar.update(1)
     bar.close()
     floor = cohort_deviation(ode, ref)
-    from synthaug.labels import ORGAN_LABELS
+    from synthaug.core.labels import ORGAN_LABELS
 
     return {
         "objective": cfg.diffusion.objective, "weights": weights_info(folder), "grid": cfg.global_grid.to_dict(),
@@ -228,7 +228,7 @@ def run(ctx: Context) -> dict:
         raise FileNotFoundError("sampler_fidelity needs global-stage weights (--weights DIR with global.json)")
     out: dict = {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
                  "threshold_pp": THRESHOLD_PP, "objectives": {}}
-    from synthaug.diffusion import OBJECTIVES
+    from synthaug.model.diffusion import OBJECTIVES
 
     for obj in OBJECTIVES:  # every objective, so that a missing one shows as "no weights"
         if obj not in folders:

@@ -46,7 +46,7 @@ def plane_gradients(volume: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarr
 def border_planes(n: int, patch: int, overlap: int) -> tuple[list[int], list[tuple[int, int]]]:
     """Plane indices k (gradient between k-1 and k) where a patch starts or ends inside the
     volume, and the overlap zones ``[start, stop)`` between neighbouring patches."""
-    from synthaug.stages import patch_starts
+    from synthaug.model.stages import patch_starts
 
     starts = patch_starts(n, patch, overlap)
     borders = sorted({s for s in starts if s > 0} | {s + patch for s in starts if s + patch < n})
@@ -95,9 +95,9 @@ def _setup(ctx: Context):
     """The cascade (trained, or random SR weights) and a low-res input for it."""
     import torch
 
-    from synthaug.cascade import CascadedSampler
-    from synthaug.demographics import Demographics
-    from synthaug.stages import build_stage_model, default_stage_config
+    from synthaug.core.demographics import Demographics
+    from synthaug.model.stages import build_stage_model, default_stage_config
+    from synthaug.sampling.cascade import CascadedSampler
 
     demo = Demographics(55, "F", 165, 70)
     folder = ctx.main_weights
@@ -117,8 +117,8 @@ def _setup(ctx: Context):
 
 def _runs(sampler, lowres, demo, patch, overlap) -> dict:
     """The seam metrics of one low-res input at the default overlap and at overlap 0 (control)."""
-    from synthaug.channels import CT_CHANNEL, PET_CHANNEL, decode
-    from synthaug.stages import upsample
+    from synthaug.model.channels import CT_CHANNEL, PET_CHANNEL, decode
+    from synthaug.model.stages import upsample
 
     runs = {}
     for label, ov in (("default", overlap), ("control_overlap_0", 0)):

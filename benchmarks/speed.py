@@ -32,8 +32,8 @@ def random_cascade(preset: str = "demo", seed: int = 0):
     """A :class:`CascadedSampler` with random weights of the production architecture."""
     import torch
 
-    from synthaug.cascade import CascadedSampler
-    from synthaug.stages import build_stage_model, default_stage_config
+    from synthaug.model.stages import build_stage_model, default_stage_config
+    from synthaug.sampling.cascade import CascadedSampler
 
     torch.manual_seed(seed)
     g_cfg, s_cfg = default_stage_config("global", preset), default_stage_config("sr", preset)
@@ -43,7 +43,7 @@ def random_cascade(preset: str = "demo", seed: int = 0):
 
 def load_cascade(ctx: Context):
     """The cascade of ``ctx.main_weights`` (both stages) or a random one; plus a description."""
-    from synthaug.cascade import CascadedSampler
+    from synthaug.sampling.cascade import CascadedSampler
 
     folder = ctx.main_weights
     if has_stage(folder, "global") and has_stage(folder, "sr"):
@@ -54,7 +54,7 @@ def load_cascade(ctx: Context):
 
 def time_cascade(sampler, n_cases: int, seed: int = 0) -> dict:
     """Per-case seconds of each stage and the whole cascade, with network time per stage."""
-    from synthaug.demographics import sample_population
+    from synthaug.core.demographics import sample_population
 
     demos = sample_population(n_cases, seed=seed)
     stage_seconds = {"global": 0.0, "sr": 0.0}
@@ -94,12 +94,12 @@ def time_cascade(sampler, n_cases: int, seed: int = 0) -> dict:
 
 def global_batch_scaling(model, grid_shape, channels: int, batches=(1, 2, 4), repeats: int = 3) -> dict:
     """Forward seconds per sample of a global-stage network at several batch sizes, with oneDNN
-    forced for the convolutions (the shipped path, ``synthaug.nets``) and with PyTorch's own
+    forced for the convolutions (the shipped path, ``synthaug.model.nets``) and with PyTorch's own
     kernel choice, all interleaved."""
     import torch
 
-    from synthaug.demographics import COND_DIM
-    from synthaug.nets import onednn_convolutions
+    from synthaug.core.demographics import COND_DIM
+    from synthaug.model.nets import onednn_convolutions
 
     inputs = {b: (torch.randn(b, channels, *grid_shape), torch.full((b,), 1.0), torch.zeros(b, COND_DIM))
               for b in batches}
@@ -136,9 +136,9 @@ def sr_patching(sampler, n_samples: int = 2, seed: int = 0) -> dict:
     shipped ones (mean |CT| and |PET| difference, share of voxels with the same organ and
     lesion label), and per organ the split run's mean volume and SUVmean relative to the
     shipped run's (the SR stage's calibration was fitted with one of them)."""
-    from synthaug.channels import decode
-    from synthaug.demographics import sample_population
-    from synthaug.labels import ORGAN_LABELS
+    from synthaug.core.demographics import sample_population
+    from synthaug.core.labels import ORGAN_LABELS
+    from synthaug.model.channels import decode
 
     shape = sampler.sr_config.output_grid.shape
     shipped = {"patch_size": tuple(sampler.patch_size), "overlap": sampler.overlap, "patch_batch": sampler.patch_batch}

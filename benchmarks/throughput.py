@@ -31,10 +31,10 @@ def _items_per_second(ds, repeats: int) -> float:
 
 
 def run(ctx: Context) -> dict:
-    from synthaug.cache import generate_cache, merge_manifest, plan_cases
-    from synthaug.dataset import PETCTCohortDataset, SyntheticPETCTDataset
-    from synthaug.generator import PhantomGenerator
-    from synthaug.io import write_case, write_demographics_csv
+    from synthaug.core.io import write_case, write_demographics_csv
+    from synthaug.data.cache import generate_cache, merge_manifest, plan_cases
+    from synthaug.data.dataset import PETCTCohortDataset, SyntheticPETCTDataset
+    from synthaug.sampling.generator import PhantomGenerator
 
     from . import bench_io
 

@@ -26,9 +26,9 @@ BATCH = {"global": 4, "sr": 2}
 
 def _cohort(root: Path, n: int) -> Path:
     """A small demo-preset phantom cohort in the AutoPET layout."""
-    from synthaug.demographics import sample_population
-    from synthaug.io import DEMOGRAPHICS_FILE, write_case, write_demographics_csv
-    from synthaug.phantom import make_phantom
+    from synthaug.core.demographics import sample_population
+    from synthaug.core.io import DEMOGRAPHICS_FILE, write_case, write_demographics_csv
+    from synthaug.phantom.body import make_phantom
 
     demos = {f"bench_{i:03d}": d for i, d in enumerate(sample_population(n, seed=5))}
     for i, (case_id, demo) in enumerate(demos.items()):
@@ -40,8 +40,8 @@ def _cohort(root: Path, n: int) -> Path:
 def _trainers(stage: str, data_dir: Path, out: Path):
     import torch
 
-    from synthaug.stages import default_stage_config
-    from synthaug.train import TrainConfig, Trainer, load_stage_data
+    from synthaug.model.stages import default_stage_config
+    from synthaug.model.train import TrainConfig, Trainer, load_stage_data
 
     cfg = default_stage_config(stage, "demo")
     data = load_stage_data(cfg, data_dir, out / "cache")
@@ -54,7 +54,7 @@ def _trainers(stage: str, data_dir: Path, out: Path):
 
 
 def run(ctx: Context) -> dict:
-    from synthaug.train import compute_dtype
+    from synthaug.model.train import compute_dtype
 
     native = compute_dtype("cpu", "auto") is not None
     steps = 3 if ctx.quick else 12

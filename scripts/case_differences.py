@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthaug.io import CT_FILE, read_case
+from synthaug.core.io import CT_FILE, read_case
 
 
 def main() -> None:

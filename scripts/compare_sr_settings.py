@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks p
 from benchmarks.common import phantom_lowres  # noqa: E402
 from benchmarks.refinement import high_frequency_energy  # noqa: E402
 from benchmarks.sampler_fidelity import _nanmean, _pp, organ_stats  # noqa: E402
-from synthaug.cascade import CascadedSampler  # noqa: E402
-from synthaug.channels import decode  # noqa: E402
-from synthaug.demographics import sample_population  # noqa: E402
-from synthaug.diffusion import SAMPLERS  # noqa: E402
-from synthaug.stages import UPSAMPLE_MODES, upsample  # noqa: E402
+from synthaug.core.demographics import sample_population  # noqa: E402
+from synthaug.model.channels import decode  # noqa: E402
+from synthaug.model.diffusion import SAMPLERS  # noqa: E402
+from synthaug.model.stages import UPSAMPLE_MODES, upsample  # noqa: E402
+from synthaug.sampling.cascade import CascadedSampler  # noqa: E402
 
 
 def _setting(text: str) -> tuple[str, int]:
@@ -85,7 +85,7 @@ def main() -> None:
         outs = [decode(s.sample_sr(lo, [d], [100 + i])[0]) for i, ((lo, _), d) in enumerate(zip(inputs, demos))]
         report(f"{sampler} x {steps} ({base.upsample})", outs, (time.time() - t0) / len(outs))
     if args.per_organ:
-        from synthaug.labels import ORGAN_LABELS
+        from synthaug.core.labels import ORGAN_LABELS
 
         print("\nper organ: volume ml / mean SUV / median HU inside each output's own labels, mean over cases")
         print(f"{'organ':16s}" + "".join(f" | {name:>24s}" for name in tables))
@@ -95,7 +95,7 @@ def main() -> None:
 
 def per_organ(decoded: dict, voxel_ml: float) -> np.ndarray:
     """(organs 1..11, 3): volume (ml), mean SUV and median HU inside each label (nan if absent)."""
-    from synthaug.labels import ORGAN_LABELS
+    from synthaug.core.labels import ORGAN_LABELS
 
     out = np.full((len(ORGAN_LABELS) - 1, 3), np.nan)
     for j, label in enumerate(k for k in ORGAN_LABELS if k != 0):

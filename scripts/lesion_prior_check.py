@@ -1,4 +1,4 @@
-"""How close the lesion prior (synthaug.lesions) comes to the phantom's own lesions, on the same bodies.
+"""How close the lesion prior (synthaug.phantom.lesions) comes to the phantom's own lesions, on the same bodies.
 
 For the first ``--cases`` cases with lesions of a phantom cohort, the phantom is made again
 for the same demographics and seed with the diagnosis NEGATIVE (the same anatomy, no
@@ -8,7 +8,7 @@ the case's lesion SUVmax and SUVmean, and where the lesion volume lies (organ la
 it), for the phantom's lesions and the prior's; and, per node chain, how far the phantom's
 node lesions lie from the chain the prior finds on the labels (the phantom scatters its
 node centres by 6 mm about its own chains). With ``--same-plan`` the prior draws from the
-phantom's own lesion stream (``synthaug.phantom.lesion_rng``), so it plans the same lesions
+phantom's own lesion stream (``synthaug.phantom.body.lesion_rng``), so it plans the same lesions
 (count, sizes, uptake, sites) as the phantom did for that case and only places and draws
 them its own way: differences are then the prior's, not the plans' (cases whose diagnosis
 the phantom drew itself are left out).
@@ -25,11 +25,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from synthaug.io import Cohort
-from synthaug.labels import ORGAN_LABELS
-from synthaug.lesions import _Anatomy, add_lesions
-from synthaug.metrics import lesion_measurements
-from synthaug.phantom import lesion_rng, make_phantom
+from synthaug.core.io import Cohort
+from synthaug.core.labels import ORGAN_LABELS
+from synthaug.evaluation.metrics import lesion_measurements
+from synthaug.phantom.body import lesion_rng, make_phantom
+from synthaug.phantom.lesions import _Anatomy, add_lesions
 
 
 def _stats(case) -> dict:
@@ -124,7 +124,7 @@ def main() -> None:
 
 
 def _grid_of(case):
-    from synthaug.grid import Grid
+    from synthaug.core.grid import Grid
 
     return Grid(case.shape, case.spacing)
 

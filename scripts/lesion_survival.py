@@ -14,9 +14,9 @@ import argparse
 import numpy as np
 from scipy.ndimage import label
 
-from synthaug.io import Cohort
-from synthaug.preprocess import LESION_RULES, to_grid
-from synthaug.stages import default_stage_config
+from synthaug.core.io import Cohort
+from synthaug.model.preprocess import LESION_RULES, to_grid
+from synthaug.model.stages import default_stage_config
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ import json
 import shutil
 from pathlib import Path
 
-from synthaug.checkpoint import load_checkpoint, sha256_file
-from synthaug.diffusion import SAMPLERS
-from synthaug.io import atomic_path, atomic_write_json, atomic_write_text
-from synthaug.stages import load_stage
+from synthaug.core.checkpoint import load_checkpoint, sha256_file
+from synthaug.core.io import atomic_path, atomic_write_json, atomic_write_text
+from synthaug.model.diffusion import SAMPLERS
+from synthaug.model.stages import load_stage
 
 
 def main() -> None:

@@ -24,12 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from synthaug.cascade import CascadedSampler  # noqa: E402
-from synthaug.case import Case  # noqa: E402
-from synthaug.channels import decode  # noqa: E402
-from synthaug.io import Cohort  # noqa: E402
-from synthaug.metrics import ORGANS, organ_measurements  # noqa: E402
-from synthaug.preprocess import to_grid  # noqa: E402
+from synthaug.core.case import Case  # noqa: E402
+from synthaug.core.io import Cohort  # noqa: E402
+from synthaug.evaluation.metrics import ORGANS, organ_measurements  # noqa: E402
+from synthaug.model.channels import decode  # noqa: E402
+from synthaug.model.preprocess import to_grid  # noqa: E402
+from synthaug.sampling.cascade import CascadedSampler  # noqa: E402
 
 
 def _medians(case: Case) -> dict[str, float]:

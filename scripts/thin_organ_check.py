@@ -1,6 +1,6 @@
 """Whether thin organs stay whole on the global grid, under each organ rule, and in stage-1 samples.
 
-For the first ``--cases`` cases of a cohort: each thin organ's (``synthaug.preprocess.THIN_ORGANS``)
+For the first ``--cases`` cases of a cohort: each thin organ's (``synthaug.model.preprocess.THIN_ORGANS``)
 share of its global-grid voxels in its largest part (``main_part_pct``) and its voxel count
 under ``organ_rule`` "argmax" and "thin", its volume in global voxels on the source grid,
 and which classes the thin rule takes its extra voxels from. With ``--samples N``, also the
@@ -16,11 +16,11 @@ from collections import Counter
 
 import numpy as np
 
-from synthaug.io import Cohort
-from synthaug.labels import ORGAN_IDS, ORGAN_LABELS
-from synthaug.metrics import main_part_pct
-from synthaug.preprocess import ORGAN_RULES, THIN_ORGANS, to_grid
-from synthaug.stages import default_stage_config
+from synthaug.core.io import Cohort
+from synthaug.core.labels import ORGAN_IDS, ORGAN_LABELS
+from synthaug.evaluation.metrics import main_part_pct
+from synthaug.model.preprocess import ORGAN_RULES, THIN_ORGANS, to_grid
+from synthaug.model.stages import default_stage_config
 
 
 def _summary(parts: list[float]) -> str:
@@ -61,7 +61,7 @@ def main() -> None:
         print("  the thin rule takes per case: "
               + ", ".join(f"{ORGAN_LABELS[c]} {k / n:.1f}" for c, k in taken.most_common()))
     if args.samples:
-        from synthaug.cascade import CascadedSampler
+        from synthaug.sampling.cascade import CascadedSampler
 
         sampler = CascadedSampler.from_pretrained(args.weights, stages="global")
         demos = [cohort.demographics[c] for c in cohort.case_ids[: args.samples]]

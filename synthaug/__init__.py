@@ -9,20 +9,20 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-from .case import Case
-from .demographics import Demographics, sample_population
-from .grid import PRESETS, Grid, get_preset
-from .labels import ORGAN_LABELS
+from .core.case import Case
+from .core.demographics import Demographics, sample_population
+from .core.grid import PRESETS, Grid, get_preset
+from .core.labels import ORGAN_LABELS
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "make_phantom": "synthaug.phantom",
-    "Cohort": "synthaug.io",
-    "read_case": "synthaug.io",
-    "write_case": "synthaug.io",
-    "CascadedSampler": "synthaug.cascade",
-    "SyntheticPETCTDataset": "synthaug.dataset",
+    "make_phantom": "synthaug.phantom.body",
+    "Cohort": "synthaug.core.io",
+    "read_case": "synthaug.core.io",
+    "write_case": "synthaug.core.io",
+    "CascadedSampler": "synthaug.sampling.cascade",
+    "SyntheticPETCTDataset": "synthaug.data.dataset",
 }
 
 __all__ = [
@@ -31,10 +31,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .cascade import CascadedSampler
-    from .dataset import SyntheticPETCTDataset
-    from .io import Cohort, read_case, write_case
-    from .phantom import make_phantom
+    from .core.io import Cohort, read_case, write_case
+    from .data.dataset import SyntheticPETCTDataset
+    from .phantom.body import make_phantom
+    from .sampling.cascade import CascadedSampler
 
 
 def __getattr__(name: str):

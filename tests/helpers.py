@@ -15,13 +15,13 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from synthaug.case import Case
-from synthaug.demographics import Demographics
-from synthaug.grid import Grid
-from synthaug.io import write_case, write_demographics_csv
-from synthaug.labels import ORGAN_IDS
-from synthaug.nets import NetConfig
-from synthaug.stages import StageConfig, build_stage_model, default_stage_config, save_stage
+from synthaug.core.case import Case
+from synthaug.core.demographics import Demographics
+from synthaug.core.grid import Grid
+from synthaug.core.io import write_case, write_demographics_csv
+from synthaug.core.labels import ORGAN_IDS
+from synthaug.model.nets import NetConfig
+from synthaug.model.stages import StageConfig, build_stage_model, default_stage_config, save_stage
 
 TINY_GLOBAL_GRID = Grid((16, 16, 32), (32.0, 32.0, 32.0))
 TINY_OUTPUT_GRID = Grid((32, 32, 64), (16.0, 16.0, 16.0))

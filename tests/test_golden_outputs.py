@@ -1,7 +1,7 @@
 """Fixed seeds, fixed weights -> the same bytes: a guard for refactoring.
 
 Each case below is sampled with fixed inputs and its arrays' sha256 compared with the digests
-stored in ``tests/data/golden_digests.json``. A change that is meant to change outputs (new
+stored in ``tests/fixtures/golden_digests.json``. A change that is meant to change outputs (new
 phantom anatomy, new weights, a scanner model on by default) rewrites the file on purpose:
 
     python tests/test_golden_outputs.py --write
@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import randomised_tiny_weights  # noqa: E402
 
 from synthaug import CascadedSampler, Demographics, make_phantom  # noqa: E402
-from synthaug.grid import Grid  # noqa: E402
+from synthaug.core.grid import Grid  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parent / "data" / "golden_digests.json"
+GOLDEN = Path(__file__).resolve().parent / "fixtures" / "golden_digests.json"
 ARRAYS = ("ct", "pet", "organs", "lesions")
 PERSON = Demographics(age=60, sex="M", height_cm=178, weight_kg=82, diagnosis="LYMPHOMA")
 

@@ -97,8 +97,8 @@ def preprocess(spacing, *, load: bool):
 
 def real_items(root: Path) -> list[dict]:
     """MONAI data dicts (file paths + demographics) for an AutoPET-layout cohort."""
-    from synthaug.dataset import demographics_item
-    from synthaug.io import CT_FILE, PET_FILE, SEG_FILE, Cohort
+    from synthaug.core.io import CT_FILE, PET_FILE, SEG_FILE, Cohort
+    from synthaug.data.dataset import demographics_item
 
     cohort = Cohort(root, require_demographics=False)
     items = []
@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     from monai.utils import set_determinism
     from safetensors.torch import save_file
 
-    from synthaug.dataset import SyntheticPETCTDataset
-    from synthaug.io import atomic_path, atomic_write_json
-    from synthaug.transforms import RandSyntheticReplaced
+    from synthaug.core.io import atomic_path, atomic_write_json
+    from synthaug.data.dataset import SyntheticPETCTDataset
+    from synthaug.data.transforms import RandSyntheticReplaced
 
     set_determinism(seed=args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -1,0 +1,55 @@
+"""The ``synthaug`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+from .. import __version__
+
+#: (subcommand, module in synthaug.cli); the order is the order in ``--help``.
+COMMANDS: list[tuple[str, str]] = [
+    ("sample", "sample"),
+    ("phantom", "phantom"),
+    ("train", "train"),
+    ("calibrate", "calibrate"),
+    ("prepare", "prepare"),
+    ("export-nnunet", "export_nnunet"),
+    ("generate", "generate"),
+    ("cache", "cache"),
+    ("evaluate", "evaluate"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthaug",
+        description="Synthesise demography-conditioned whole-body FDG PET/CT with labels for segmentation training.",
+    )
+    parser.add_argument("--version", action="version", version=f"synthaug {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS:
+        module = import_module(f"synthaug.cli.{module_name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.configure(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; bad input ends with one ``synthaug: error: ...`` line and exit code 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("synthaug: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, RuntimeError) as err:
+        print(f"synthaug: error: {err}", file=sys.stderr)
+        return 2
+

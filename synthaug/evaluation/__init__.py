@@ -1,0 +1,1 @@
+"""Measuring cases and generators: per-case metrics, cohort evaluation and reports, previews."""

@@ -1,0 +1,1666 @@
+"""Parametric, demography-driven whole-body 18F-FDG PET/CT phantom.
+
+:func:`make_phantom` turns a person's demographics (age, sex, height, weight,
+diagnosis) into a :class:`~synthaug.core.case.Case`: CT in HU, PET in SUV (body weight),
+the synthaug organ map and a lesion mask, on any :class:`~synthaug.core.grid.Grid`.
+It is the built-in training data of the diffusion models and the "conventional
+phantom" baseline. See ``docs/phantom.md`` for the anatomy, the tissue tables and
+their sources, and the limitations (no arms, no patient table, ...).
+
+Conventions: arrays are (X, Y, Z), RAS+ world coordinates in mm (nibabel's
+convention: +x towards the patient's **right**, +y anterior, +z towards the head).
+The liver therefore lies at larger world x than the spleen. The vertex of the head
+sits near the top of the field of view and the scan ends at the upper thigh.
+
+Every random draw comes from ``np.random.default_rng(seed)`` (split into independent
+streams for anatomy, tissue values, lesions, texture and noise), so the same seed and
+demographics give identical arrays; the anatomy is defined in mm, independent of
+the grid it is sampled on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.case import Case
+from ..core.demographics import DIAGNOSES, DIAGNOSIS_MIX, Demographics
+from ..core.grid import Grid, get_preset
+from ..core.labels import ORGAN_IDS
+
+PHANTOM_VERSION = "1.0"
+#: Full width at half maximum of the PET point-spread function (mm).
+PSF_FWHM_MM = 6.0
+
+# --- tissue tables ------------------------------------------------------------------------
+#: Tissue classes of the phantom (finer than the organ map; they set CT and PET values).
+TISSUES: tuple[str, ...] = (
+    "air", "fat", "muscle", "soft_tissue", "bowel", "gas", "cortical_bone", "trabecular_bone",
+    "yellow_marrow", "cartilage", "brain_gm", "brain_wm", "csf", "lung", "myocardium", "blood",
+    "liver", "spleen", "kidney", "renal_pelvis", "bladder_urine", "gland", "spinal_cord", "lesion",
+)
+_T = {name: i for i, name in enumerate(TISSUES)}
+
+#: CT attenuation per tissue: (mean HU, within-tissue texture sd HU, source). Age, BMI and
+#: steatosis modifiers are applied per case (see ``docs/phantom.md``).
+CT_HU: dict[str, tuple[float, float, str]] = {
+    "air": (-1000.0, 0.0, "definition of the Hounsfield scale"),
+    "fat": (-100.0, 12.0, "textbook HU tables: -120 to -80 HU (e.g. Radiopaedia 'Hounsfield unit')"),
+    "muscle": (45.0, 10.0, "textbook 35-55 HU; lowered with age/BMI (myosteatosis, Goodpaster 2000)"),
+    "soft_tissue": (35.0, 12.0, "generic unenhanced soft tissue 20-50 HU"),
+    "bowel": (25.0, 20.0, "bowel wall and fluid content, 0-50 HU"),
+    "gas": (-950.0, 25.0, "intraluminal gas, close to air"),
+    "cortical_bone": (1000.0, 150.0, "cortical bone >700 HU at 3-4 mm voxels; -3 HU/yr after 40"),
+    "trabecular_bone": (240.0, 40.0, "L1 trabecular 150-300 HU, falling ~2 HU/yr (Pickhardt 2013)"),
+    "yellow_marrow": (-40.0, 30.0, "fatty medullary cavity of long bones, -100 to 0 HU"),
+    "cartilage": (90.0, 15.0, "intervertebral disc / costal cartilage 70-110 HU"),
+    "brain_gm": (40.0, 4.0, "grey matter 35-45 HU"),
+    "brain_wm": (28.0, 4.0, "white matter 20-30 HU"),
+    "csf": (8.0, 4.0, "CSF 0-15 HU"),
+    "lung": (-850.0, 35.0, "aerated lung -900 to -700 HU"),
+    "myocardium": (45.0, 8.0, "unenhanced myocardium 40-50 HU"),
+    "blood": (42.0, 6.0, "unenhanced blood 35-50 HU (haematocrit dependent)"),
+    "liver": (56.0, 7.0, "unenhanced liver 50-65 HU; steatosis lowers it (Kodama 2007)"),
+    "spleen": (46.0, 6.0, "unenhanced spleen 40-50 HU, ~8-10 HU below liver"),
+    "kidney": (32.0, 8.0, "unenhanced renal parenchyma 25-35 HU"),
+    "renal_pelvis": (10.0, 5.0, "urine 0-20 HU"),
+    "bladder_urine": (8.0, 5.0, "urine 0-20 HU"),
+    "gland": (40.0, 10.0, "salivary glands / tonsils 30-50 HU"),
+    "spinal_cord": (30.0, 6.0, "cord and CSF in the canal"),
+    "lesion": (38.0, 10.0, "FDG-avid soft-tissue lesions 30-45 HU unenhanced"),
+}
+
+#: FDG uptake per tissue: (mean SUV_bw at ~60 min p.i., between-subject sd, source).
+#: Brain falls with age, lean organs rise with BMI, myocardium / urine are drawn from wide
+#: distributions (see ``docs/phantom.md``).
+PET_SUV: dict[str, tuple[float, float, str]] = {
+    "air": (0.0, 0.0, "no activity"),
+    "fat": (0.35, 0.08, "subcutaneous/visceral fat SUV 0.2-0.5 (normal biodistribution studies)"),
+    "muscle": (0.75, 0.15, "resting skeletal muscle SUV 0.5-1.0"),
+    "soft_tissue": (1.0, 0.2, "mediastinal / neck soft tissue ~1"),
+    "bowel": (1.6, 0.4, "bowel 1-3, patchy (physiological uptake)"),
+    "gas": (0.0, 0.0, "no activity"),
+    "cortical_bone": (0.45, 0.1, "cortical bone ~0.5"),
+    "trabecular_bone": (1.7, 0.3, "red marrow (vertebrae, pelvis) 1.3-2.2"),
+    "yellow_marrow": (0.55, 0.1, "fatty marrow ~0.5"),
+    "cartilage": (0.6, 0.1, "discs / cartilage ~0.6"),
+    "brain_gm": (9.0, 1.4, "cortical grey matter 7-11 at 40 y; -0.3 %/yr (Kuhl 1982, Petit-Taboue 1998)"),
+    "brain_wm": (3.6, 0.6, "white matter 3-4.5"),
+    "csf": (0.6, 0.15, "CSF ~0.5"),
+    "lung": (0.5, 0.1, "lung parenchyma 0.4-0.7"),
+    "myocardium": (4.0, 3.5, "highly variable 1.5-15 with fasting state (EANM guideline 2015)"),
+    "blood": (1.8, 0.25, "mediastinal blood pool 1.5-2.0 (PERCIST, Wahl 2009)"),
+    "liver": (2.3, 0.35, "liver 2.0-2.5, reference region (PERCIST; EANM guideline 2015)"),
+    "spleen": (1.9, 0.3, "spleen ~0.8x liver, 1.5-2.3"),
+    "kidney": (3.0, 0.6, "renal parenchyma 2.5-4"),
+    "renal_pelvis": (8.0, 0.6, "urine in the collecting system, log-normal 3-40"),
+    "bladder_urine": (15.0, 0.6, "bladder urine, log-normal 4-60"),
+    "gland": (2.2, 0.5, "salivary glands / tonsils 1.5-3.5"),
+    "spinal_cord": (1.4, 0.25, "spinal cord 1.2-1.8"),
+    "lesion": (0.0, 0.0, "per lesion: SUVmax 3-25 (see lesion model)"),
+}
+
+#: Within-tissue PET heterogeneity (coefficient of variation of a smooth field).
+_PET_CV = {"bowel": 0.45, "myocardium": 0.15, "muscle": 0.15, "gland": 0.2, "lung": 0.15,
+           "trabecular_bone": 0.12, "fat": 0.15, "soft_tissue": 0.12, "liver": 0.06, "spleen": 0.06}
+
+#: Organ-level ranges the phantom is designed (and tested) to stay in: median HU and mean
+#: SUV over each organ, eroded by one voxel. Liver HU reaches down to 5 for steatosis.
+ORGAN_HU_RANGE: dict[str, tuple[float, float]] = {
+    "body_fat": (-130, -60), "soft_tissue": (0, 70), "bone": (80, 1200), "brain": (20, 45),
+    "lungs": (-920, -700), "heart": (30, 60), "liver": (5, 70), "spleen": (30, 60),
+    "kidneys": (10, 45), "urinary_bladder": (-10, 30), "aorta": (25, 60),
+}
+ORGAN_SUV_RANGE: dict[str, tuple[float, float]] = {
+    "body_fat": (0.1, 0.8), "soft_tissue": (0.4, 2.0), "bone": (0.5, 2.5), "brain": (3.0, 11.0),
+    "lungs": (0.2, 1.0), "heart": (1.0, 16.0), "liver": (1.3, 3.8), "spleen": (1.0, 3.2),
+    "kidneys": (1.5, 12.0), "urinary_bladder": (2.5, 60.0), "aorta": (0.9, 3.0),
+}
+
+#: Lesion model per diagnosis: mean count, median diameter (mm), median SUVmax.
+LESION_MODEL: dict[str, dict[str, float]] = {
+    "LYMPHOMA": {"mean_count": 8.0, "median_diameter_mm": 18.0, "median_suvmax": 9.0},
+    "MELANOMA": {"mean_count": 5.0, "median_diameter_mm": 14.0, "median_suvmax": 7.0},
+    "LUNG_CANCER": {"mean_count": 4.0, "median_diameter_mm": 16.0, "median_suvmax": 9.0},
+    "NEGATIVE": {"mean_count": 0.0, "median_diameter_mm": 0.0, "median_suvmax": 0.0},
+}
+LESION_DIAMETER_MM = (5.0, 50.0)
+LESION_SUVMAX = (3.0, 25.0)
+
+# Reference adult (male, 178 cm, 78 kg) knot tables along s = depth below vertex / height.
+_TS = np.array([0.145, 0.155, 0.170, 0.188, 0.21, 0.25, 0.30, 0.35, 0.40, 0.44, 0.47, 0.50, 0.52, 0.535])
+_TRUNK_A = np.array([0, 62, 128, 165, 162, 155, 152, 147, 140, 148, 160, 155, 130, 0.0])
+_TRUNK_BA = np.array([0, 45, 75, 93, 100, 108, 108, 102, 95, 92, 90, 85, 60, 0.0])
+_TRUNK_BP = np.array([0, 62, 84, 96, 100, 102, 100, 98, 95, 100, 108, 105, 85, 0.0])
+_FEMALE_A = np.array([1, .9, .88, .88, .9, .93, .93, .92, .92, .98, 1.03, 1.04, 1.02, 1.0])
+_FEMALE_B = np.array([1, .95, .94, .94, .94, .94, .94, .94, .94, .96, 1.0, 1.02, 1.0, 1.0])
+_WS = np.array([0.16, 0.185, 0.21, 0.25, 0.30, 0.36, 0.40, 0.44, 0.47, 0.50, 0.52])
+_WALL_LAT = np.array([80, 65, 38, 26, 22, 24, 28, 40, 60, 80, 85.0])
+_WALL_ANT = np.array([45, 40, 30, 25, 20, 14, 14, 15, 18, 25, 30.0])
+_WALL_POST = np.array([55, 45, 38, 35, 35, 38, 42, 55, 70, 70, 70.0])
+_SATS = np.array([0.14, 0.17, 0.22, 0.30, 0.36, 0.40, 0.44, 0.48, 0.53])
+_SAT_W = {
+    "M": {"ant": [0.5, 0.6, 0.7, 0.9, 1.5, 1.7, 1.4, 1.0, 0.9], "post": [0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.1, 1.0, 0.9],
+          "lat": [0.4, 0.5, 0.6, 0.8, 1.3, 1.5, 1.2, 0.9, 0.8], "thigh": 0.9},
+    "F": {"ant": [0.5, 0.6, 0.8, 0.9, 1.3, 1.5, 1.4, 1.2, 1.2], "post": [0.6, 0.7, 0.9, 1.0, 1.1, 1.3, 1.6, 1.8, 1.4],
+          "lat": [0.4, 0.5, 0.7, 0.9, 1.1, 1.3, 1.6, 1.8, 1.5], "thigh": 1.5},
+}
+_SPINE_S = np.array([0.075, 0.10, 0.13, 0.15, 0.20, 0.25, 0.30, 0.36, 0.40, 0.435, 0.46, 0.50])
+_SPINE_Y = np.array([-25, -22, -26, -38, -50, -50, -45, -28, -18, -22, -45, -62.0])
+_VERT_S = np.array([0.08, 0.15, 0.22, 0.30, 0.36, 0.40, 0.435])
+_VERT_A = np.array([10, 13, 15, 18, 21, 24, 25.0])
+_VERT_B = np.array([8, 11, 13, 14, 15, 16, 17.0])
+_TRUNK_P = 2.4  # superellipse exponent of the trunk cross-section
+_SCAN_END_S = 0.545  # scan ends at the upper thigh (~0.545 x height below the vertex)
+
+
+# --- small geometry helpers ------------------------------------------------------------------
+
+
+class _Field:
+    """Smooth Gaussian random field (unit sd) on a coarse, world-aligned lattice.
+
+    The lattice depends only on ``lo``, ``hi`` and ``corr_mm`` (not on the output grid);
+    it is sampled on tensor grids with separable linear interpolation.
+    """
+
+    def __init__(self, rng: np.random.Generator, lo, hi, corr_mm: float, ncomp: int = 1) -> None:
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        self.step = corr_mm / 2.0
+        self.origin = lo - 2.0 * self.step
+        self.n = np.maximum(np.ceil((hi - self.origin) / self.step).astype(int) + 3, 2)
+        noise = rng.standard_normal((ncomp, *self.n))
+        sm = ndimage.gaussian_filter(noise, sigma=[0.0] + [1.0] * len(self.n), mode="wrap", truncate=3.0)
+        axes = tuple(range(1, sm.ndim))
+        sm /= sm.std(axis=axes, keepdims=True) + 1e-12
+        self.data = sm.astype(np.float32)
+
+    def __call__(self, *coords: np.ndarray, comp: int = 0) -> np.ndarray:
+        out = self.data[comp]
+        for axis, c in enumerate(coords):
+            f = (np.asarray(c, dtype=np.float64) - self.origin[axis]) / self.step
+            i0 = np.clip(np.floor(f).astype(np.intp), 0, self.n[axis] - 2)
+            w = np.clip(f - i0, 0.0, 1.0).astype(np.float32)
+            shape = [1] * out.ndim
+            shape[axis] = -1
+            a0 = np.take(out, i0, axis=axis)
+            a1 = np.take(out, i0 + 1, axis=axis)
+            out = a0 + (a1 - a0) * w.reshape(shape)
+        return out
+
+
+def _rotation(axis_u: Sequence[float], hint: Sequence[float] = (0.0, 0.0, 1.0)) -> np.ndarray:
+    """Orthonormal basis (columns) whose first axis is ``axis_u``."""
+    u = np.asarray(axis_u, dtype=np.float64)
+    u /= np.linalg.norm(u)
+    h = np.asarray(hint, dtype=np.float64)
+    if abs(float(h @ u)) > 0.95:
+        h = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    v = h - (h @ u) * u
+    v /= np.linalg.norm(v)
+    w = np.cross(u, v)
+    return np.stack([u, v, w], axis=1)
+
+
+def _rot_z(deg: float) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
+
+
+def _rot_y(deg: float) -> np.ndarray:
+    a = math.radians(deg)
+    return np.array([[math.cos(a), 0, math.sin(a)], [0, 1.0, 0], [-math.sin(a), 0, math.cos(a)]])
+
+
+def _term(coord: np.ndarray, centre, a_neg, a_pos, p: float) -> np.ndarray:
+    """``(|coord - centre| / a)^p`` with side-dependent semi-axis; inf where a == 0."""
+    d = coord - centre
+    a = np.where(d >= 0, a_pos, a_neg)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.abs(d) / a
+        out = np.where(a > 0, r ** p, np.inf)
+    return out.astype(np.float32)
+
+
+class _Vol:
+    """The output grid: world coordinates, the organ and tissue maps being painted."""
+
+    def __init__(self, grid: Grid) -> None:
+        aff = grid.affine
+        self.grid = grid
+        self.shape = grid.shape
+        self.spacing = grid.spacing
+        self.x, self.y, self.z = (aff[i, 3] + aff[i, i] * np.arange(n) for i, n in enumerate(grid.shape))
+        self.org = np.zeros(self.shape, np.uint8)
+        self.tis = np.zeros(self.shape, np.uint8)
+
+    def box(self, lo, hi) -> tuple[slice, slice, slice] | None:
+        sl = []
+        for c, lo_i, hi_i in zip((self.x, self.y, self.z), lo, hi):
+            i0 = int(np.searchsorted(c, lo_i, "left"))
+            i1 = int(np.searchsorted(c, hi_i, "right"))
+            if i1 <= i0:
+                return None
+            sl.append(slice(i0, i1))
+        return tuple(sl)
+
+    def coords(self, sl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.x[sl[0]], self.y[sl[1]], self.z[sl[2]]
+
+    def paint(self, sl, mask: np.ndarray, organ: int | None, tissue: str | int | None) -> None:
+        if sl is None:
+            return
+        if organ is not None:
+            self.org[sl][mask] = organ
+        if tissue is not None:
+            self.tis[sl][mask] = _T[tissue] if isinstance(tissue, str) else tissue
+
+
+def _ellipsoid(vol: _Vol, rng: np.random.Generator, centre, semi, rot: np.ndarray | None = None,
+               deform: float = 0.0, corr: float | None = None):
+    """Normalised radius^2 of a (randomly deformed) ellipsoid over its bounding box.
+
+    ``deform`` is the displacement amplitude (mm) of a smooth random field with
+    correlation length ``corr`` (default: the mean semi-axis). The field is always drawn,
+    so the random stream does not depend on the grid. Returns ``(slices, r2)`` or
+    ``(None, None)`` if the box misses the grid.
+    """
+    c = np.asarray(centre, dtype=np.float64)
+    semi = np.asarray(semi, dtype=np.float64)
+    reach = float(semi.max()) * 1.05 + 2.5 * deform
+    field = None
+    if deform > 0:
+        field = _Field(rng, c - reach, c + reach, corr or float(semi.mean()), ncomp=3)
+    sl = vol.box(c - reach, c + reach)
+    if sl is None:
+        return None, None
+    xs, ys, zs = vol.coords(sl)
+    q = [(xs - c[0])[:, None, None], (ys - c[1])[None, :, None], (zs - c[2])[None, None, :]]
+    if field is not None:
+        q = [q[i] + deform * field(xs, ys, zs, comp=i) for i in range(3)]
+    if rot is not None:
+        q = [rot[0, i] * q[0] + rot[1, i] * q[1] + rot[2, i] * q[2] for i in range(3)]
+    r2 = (q[0] / semi[0]) ** 2 + (q[1] / semi[1]) ** 2 + (q[2] / semi[2]) ** 2
+    return sl, np.broadcast_to(r2, tuple(s.stop - s.start for s in sl)).astype(np.float32)
+
+
+def _capsule(vol: _Vol, p0, p1, radius: float):
+    """Normalised squared distance to a segment (``< 1`` inside a capsule)."""
+    p0 = np.asarray(p0, dtype=np.float64)
+    p1 = np.asarray(p1, dtype=np.float64)
+    sl = vol.box(np.minimum(p0, p1) - radius, np.maximum(p0, p1) + radius)
+    if sl is None:
+        return None, None
+    xs, ys, zs = vol.coords(sl)
+    d = p1 - p0
+    L2 = float(d @ d) + 1e-9
+    qx = (xs - p0[0])[:, None, None]
+    qy = (ys - p0[1])[None, :, None]
+    qz = (zs - p0[2])[None, None, :]
+    t = np.clip((qx * d[0] + qy * d[1] + qz * d[2]) / L2, 0.0, 1.0)
+    dist2 = (qx - t * d[0]) ** 2 + (qy - t * d[1]) ** 2 + (qz - t * d[2]) ** 2
+    return sl, (dist2 / radius**2).astype(np.float32)
+
+
+def _superellipse_area(a_l, a_r, b_a, b_p, p: float):
+    """Area of the four-quadrant superellipse with the given half-axes (mm^2)."""
+    unit = 4.0 * math.gamma(1 + 1 / p) ** 2 / math.gamma(1 + 2 / p)
+    return (np.asarray(a_l) + a_r) * (np.asarray(b_a) + b_p) / 4.0 * unit
+
+
+# --- demographics ------------------------------------------------------------------------------
+
+
+def _check_demographics(demographics: Demographics) -> Demographics:
+    if not isinstance(demographics, Demographics):
+        raise ValueError(f"demographics: expected a synthaug Demographics, got {type(demographics).__name__}")
+    missing = [f for f in ("age", "sex", "height_cm", "weight_kg") if getattr(demographics, f) is None]
+    if missing:
+        raise ValueError(
+            f"the phantom needs age, sex, height_cm and weight_kg; missing: {', '.join(missing)} "
+            "(impute them first, e.g. with synthaug.phantom.body.impute_demographics)"
+        )
+    if demographics.age < 18:
+        raise ValueError(f"age={demographics.age:g}: the phantom models adults only (age 18-120)")
+    if not 120.0 <= demographics.height_cm <= 230.0:
+        raise ValueError(f"height_cm={demographics.height_cm:g}: the phantom models adult heights 120-230 cm")
+    bmi = demographics.bmi
+    if not 12.0 <= bmi <= 70.0:
+        raise ValueError(f"BMI={bmi:.1f} (weight {demographics.weight_kg:g} kg at {demographics.height_cm:g} cm) "
+                         "is outside the phantom's range 12-70 kg/m^2")
+    return demographics
+
+
+def impute_demographics(demographics: Demographics, seed: int) -> Demographics:
+    """Fill unknown age/sex/height/weight from the AutoPET-like population model.
+
+    Known fields are kept; the diagnosis is left as it is (the phantom draws an unknown
+    diagnosis from the AutoPET mix). Deterministic in ``seed``.
+    """
+    from ..core.demographics import HEIGHT_BY_SEX, LOG_BMI_BY_SEX, MALE_FRACTION
+
+    rng = np.random.default_rng(seed)
+    d = demographics
+    sex = d.sex or ("M" if rng.random() < MALE_FRACTION else "F")
+    age = d.age if d.age is not None else float(np.clip(rng.normal(60.0, 14.0), 18.0, 92.0))
+    height = d.height_cm if d.height_cm is not None else float(np.clip(rng.normal(*HEIGHT_BY_SEX[sex]), 140, 205))
+    if d.weight_kg is None:
+        mu, sd = LOG_BMI_BY_SEX[sex]
+        weight = float(np.clip(np.exp(rng.normal(mu, sd)), 15.0, 50.0)) * (height / 100.0) ** 2
+    else:
+        weight = d.weight_kg
+    return Demographics(round(age, 1), sex, round(height, 1), round(weight, 1), d.diagnosis)
+
+
+# --- anatomy parameters (grid-free, in mm) -------------------------------------------------------
+
+
+class _Body:
+    """All anatomical parameters of one person, in mm, drawn before any rasterisation."""
+
+    def __init__(self, d: Demographics, rng: np.random.Generator) -> None:
+        self.d = d
+        male = d.sex == "M"
+        self.male = male
+        H = d.height_cm * 10.0
+        W = d.weight_kg
+        age = float(d.age)
+        self.H, self.W, self.age = H, W, age
+        self.bmi = W / (H / 1000.0) ** 2
+        # Body composition: Deurenberg (1991) body-fat %, visceral share by sex and age.
+        bf = (1.2 * self.bmi + 0.23 * age - 10.8 * male - 5.4) / 100.0
+        self.body_fat = float(np.clip(bf * math.exp(rng.normal(0, 0.06)), 0.05, 0.60))
+        fm = W * self.body_fat
+        vat_frac = (0.13 + 0.0025 * (age - 45)) if male else (0.06 + 0.002 * (age - 45))
+        vat_frac = float(np.clip(vat_frac * math.exp(rng.normal(0, 0.25)), 0.02, 0.35))
+        self.vat_l = fm * vat_frac / 0.9
+        self.sat_l = fm * (1 - vat_frac) / 0.9
+        density = 1.0 / (self.body_fat / 0.9 + (1 - self.body_fat) / 1.1)
+        self.target_volume_l = 0.62 * W / density  # head..upper thigh, no arms (~62 % of mass)
+        self.bsa = math.sqrt(d.height_cm * W / 3600.0)  # Mosteller
+        self.k_len = H / 1780.0
+        self.k_bone = (H / 1780.0) ** 0.8 * (1.0 if male else 0.93)
+        self.muscle_f = (1.0 if male else 0.85) * float(np.clip(1 - 0.004 * max(age - 40, 0), 0.75, 1.0))
+        self.sat_w = _SAT_W["M" if male else "F"]
+
+        # Random shape jitter of the trunk profile: smooth functions of s.
+        self._jit = [self._smooth_1d(rng, 0.035) for _ in range(3)]
+        self.trunk_scale = (math.exp(rng.normal(0, 0.03)), math.exp(rng.normal(0, 0.04)))  # (a, b)
+        self.asym = rng.normal(0, 0.015)
+
+        # Placement: vertex near the top of the field of view, scan ends at the upper thigh.
+        self.vertex_margin = float(rng.uniform(8.0, 24.0))
+        self.s_end = _SCAN_END_S + float(rng.uniform(-0.01, 0.01))
+
+        # Head (sizes in mm, weakly dependent on height).
+        hs = (H / 1780.0) ** 0.3 * (1.0 if male else 0.94) * math.exp(rng.normal(0, 0.03))
+        self.hs = hs
+        atrophy = 1.0 - 0.0012 * max(age - 30.0, 0.0)
+        self.brain_base = np.array([69.0, 85.0, 58.0]) * hs
+        self.brain_semi = self.brain_base * atrophy
+        self.t_brain = float(self.brain_base[2] + 15.0)
+        self.y_brain = -10.0 * hs
+        self.face_c = np.array([0.0, self.y_brain + 45 * hs, self.t_brain + 85 * hs])
+        self.face_semi = np.array([60.0, 58.0, 68.0]) * hs
+        self.t_chin = float(self.face_c[2] + self.face_semi[2])
+        self.ventricle_scale = 1.0 + 0.012 * max(age - 30.0, 0.0)
+
+        # Organ scales (linear): body size via BSA, sex, individual variation.
+        bs = (self.bsa / 1.96) ** (1 / 3)
+        self.os = {
+            "liver": bs * math.exp(rng.normal(0, 0.05)),
+            "spleen": bs * math.exp(rng.normal(0, 0.08)),
+            "kidney": bs * math.exp(rng.normal(0, 0.05)),
+            "heart": bs * (1.0 if male else 0.92) * math.exp(rng.normal(0, 0.05)),
+            "stomach": bs * math.exp(rng.normal(0, 0.1)),
+        }
+        self.bladder_ml = float(np.clip(np.exp(rng.normal(math.log(180.0), 0.5)), 60.0, 600.0))
+        self.aorta_r = (10.5 + 0.06 * (age - 50)) * (H / 1780.0) ** 0.5 * (1.0 if male else 0.92)
+        self.aorta_r *= math.exp(rng.normal(0, 0.06))
+        self.dome_jitter = rng.normal(0, 0.006)
+        self.organ_jitter = rng.normal(0, 1.0, size=(8, 3))  # small position jitter (x 6 mm)
+        self.heart_axis = np.array([-0.6, 0.55, -0.45]) + rng.normal(0, 0.08, 3)
+        self.breast_ml = 0.0
+        if not male:
+            self.breast_ml = float(np.clip((150 + 35 * (self.bmi - 20)) * math.exp(rng.normal(0, 0.3)), 80, 1500))
+        self.gland_frac = float(np.clip(0.45 - 0.006 * (age - 40) + rng.normal(0, 0.05), 0.1, 0.6))
+        self.med_fat = float(np.clip(0.15 + 0.025 * (self.bmi - 20) + 0.003 * (age - 40), 0.05, 0.75))
+        self.gas_frac = float(rng.uniform(0.03, 0.10))
+        self.scoliosis = rng.normal(0, 3.0, 2)
+
+        self._calibrate()
+
+    @staticmethod
+    def _smooth_1d(rng: np.random.Generator, amp: float):
+        k = rng.uniform(4.0, 14.0, 3)
+        ph = rng.uniform(0, 2 * np.pi, 3)
+        a = rng.normal(0, amp / math.sqrt(3), 3)
+
+        def f(s):
+            s = np.asarray(s, dtype=np.float64)
+            return sum(a[i] * np.sin(2 * np.pi * k[i] * s + ph[i]) for i in range(3))
+
+        return f
+
+    # Trunk profiles ---------------------------------------------------------------------
+    def trunk_lean(self, s: np.ndarray, k: float | None = None, vat_mm: float | None = None):
+        """Lean trunk half-axes (a_left, a_right, b_ant, b_post) at depths ``s``."""
+        k = self.k if k is None else k
+        vat_mm = self.vat_mm if vat_mm is None else vat_mm
+        sa = np.interp(s, _TS, _FEMALE_A) if not self.male else 1.0
+        sb = np.interp(s, _TS, _FEMALE_B) if not self.male else 1.0
+        a = np.interp(s, _TS, _TRUNK_A) * sa * k * self.trunk_scale[0] * (1 + self._jit[0](s))
+        ba = np.interp(s, _TS, _TRUNK_BA) * sb * k * self.trunk_scale[1] * (1 + self._jit[1](s))
+        bp = np.interp(s, _TS, _TRUNK_BP) * sb * k * self.trunk_scale[1] * (1 + self._jit[2](s))
+        w = np.exp(-(((np.asarray(s) - 0.40) / 0.055) ** 2)) * (a > 0)
+        ka = 0.5 if self.male else 0.8
+        a = a + ka * vat_mm * w
+        ba = ba + vat_mm * w
+        return a * (1 - self.asym), a * (1 + self.asym), ba, bp
+
+    def sat(self, s: np.ndarray, t0: float | None = None):
+        """Subcutaneous fat thickness (lateral, anterior, posterior) in mm."""
+        t0 = self.t0 if t0 is None else t0
+        return (np.interp(s, _SATS, self.sat_w["lat"]) * t0, np.interp(s, _SATS, self.sat_w["ant"]) * t0,
+                np.interp(s, _SATS, self.sat_w["post"]) * t0)
+
+    def walls(self, s: np.ndarray, k: float | None = None):
+        k = (self.k if k is None else k) * self.muscle_f
+        return (np.interp(s, _WS, _WALL_LAT) * k, np.interp(s, _WS, _WALL_ANT) * k, np.interp(s, _WS, _WALL_POST) * k)
+
+    def cavity(self, s: np.ndarray, vat: bool = True):
+        """Body-cavity half-axes (a_left, a_right, b_ant, b_post) with dome-shaped ends.
+
+        ``vat=False`` gives the cavity without the visceral-fat expansion (organ frame).
+        """
+        al, ar, ba, bp = self.trunk_lean(s, vat_mm=None if vat else 0.0)
+        wl, wa, wp = self.walls(s)
+        s = np.asarray(s)
+        cap = np.sqrt(np.clip((s - 0.163) / 0.025, 0, 1) * np.clip((0.517 - s) / 0.03, 0, 1))
+        return (np.maximum(al - wl, 0) * cap, np.maximum(ar - wl, 0) * cap, np.maximum(ba - wa, 0) * cap,
+                np.maximum(bp - wp, 0) * cap)
+
+    def thigh(self, s: np.ndarray, k: float | None = None):
+        """Lean thigh half-axes (a, b) and centre |x| for s past the hips."""
+        k = self.k if k is None else k
+        taper = 1.0 - 0.08 * np.clip((np.asarray(s) - 0.50) / 0.06, 0, 1)
+        return 62.0 * k * taper * self.muscle_f ** 0.5, 66.0 * k * taper * self.muscle_f ** 0.5
+
+    def neck(self, k: float | None = None):
+        k = self.k if k is None else k
+        f = (1.0 if self.male else 0.88) * math.sqrt(k)
+        return 56.0 * f, 58.0 * f
+
+    def _volume_l(self, k: float, t0: float, vat_mm: float) -> tuple[float, float, float]:
+        """(total, SAT, VAT) modelled volumes in litres for the given scale parameters."""
+        s = self._s_lattice
+        ds = (s[1] - s[0]) * self.H
+        al, ar, ba, bp = self.trunk_lean(s, k, vat_mm)
+        al0, ar0, ba0, bp0 = self.trunk_lean(s, k, 0.0)
+        sl, sa, sp = self.sat(s, t0)
+        lean = _superellipse_area(al, ar, ba, bp, _TRUNK_P)
+        lean0 = _superellipse_area(al0, ar0, ba0, bp0, _TRUNK_P)
+        outer = _superellipse_area(al + sl, ar + sl, ba + sa, bp + sp, _TRUNK_P) * (al > 0)
+        na, nb = self.neck(k)
+        tn = 0.45 * t0
+        neck_in = (s * self.H > self.t_chin - 40) & (s < 0.17)
+        neck_area = np.pi * (na + tn) * (nb + tn) * neck_in
+        ta, tb = self.thigh(s, k)
+        tt = self.sat_w["thigh"] * t0
+        legs = (s > 0.50) & (s < self.s_end)
+        leg_area = 2 * np.pi * (ta + tt) * (tb + tt) * legs
+        leg_lean = 2 * np.pi * ta * tb * legs
+        total = np.maximum(outer, neck_area) + leg_area * (outer < leg_area)
+        head = 4.0 / 3.0 * np.pi * np.prod(self.brain_base + 15.0) * 0.8 + 4.0 / 3.0 * np.pi * np.prod(self.face_semi) * 0.5
+        v_total = (total.sum() * ds + head) / 1e6
+        v_sat = ((outer - lean).sum() + (leg_area - leg_lean).sum()) * ds / 1e6
+        v_vat = (lean - lean0).sum() * ds / 1e6
+        return float(v_total), float(v_sat), float(v_vat)
+
+    def _calibrate(self) -> None:
+        """Solve lean scale, SAT thickness and VAT expansion so the volumes match the weight."""
+        self._s_lattice = np.arange(0.13, self.s_end, 0.002)
+        k_lo, k_hi = 0.55, 1.8
+        for _ in range(30):
+            k = 0.5 * (k_lo + k_hi)
+            t0, vat = 10.0, 10.0
+            for _ in range(4):
+                _, v_sat, v_vat = self._volume_l(k, t0, vat)
+                t0 = float(np.clip(t0 * (0.6 * self.sat_l) / max(v_sat, 1e-3), 1.0, 120.0))
+                vat = float(np.clip(vat * self.vat_l / max(v_vat, 1e-3), 0.0, 150.0))
+            v, _, _ = self._volume_l(k, t0, vat)
+            if v > self.target_volume_l:
+                k_hi = k
+            else:
+                k_lo = k
+        self.k, self.t0, self.vat_mm = k, t0, vat
+
+
+# --- rasterisation -----------------------------------------------------------------------------
+
+
+class _Phantom:
+    """Rasterises a :class:`_Body` on a grid (organ map, tissue map)."""
+
+    def __init__(self, body: _Body, grid: Grid, rng: np.random.Generator) -> None:
+        self.b = body
+        self.v = _Vol(grid)
+        self.rng = rng
+        v = self.v
+        H = body.H
+        z_top = v.z[-1] + v.spacing[2] / 2.0
+        self.z_vertex = z_top - body.vertex_margin
+        self.t = (self.z_vertex - v.z).astype(np.float64)  # depth below the vertex per slice (mm)
+        self.s = self.t / H
+        self.sat_mask = np.zeros(v.shape, bool)
+
+    def zw(self, t_mm: float) -> float:
+        """World z of a depth below the vertex."""
+        return self.z_vertex - t_mm
+
+    def zrange(self, s0: float, s1: float) -> slice | None:
+        idx = np.nonzero((self.s >= s0) & (self.s <= s1))[0]
+        return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else None
+
+    # ---- body outline and layers ----
+    def body(self) -> None:
+        b, v, rng = self.b, self.v, self.rng
+        H = b.H
+        # Low-frequency in-plane warps x' = x + u(x, z), y' = y + v(y, z).
+        lo2 = (-300.0, self.zw(b.s_end * H) - 50)
+        hi2 = (300.0, self.z_vertex + 50)
+        fx = _Field(rng, lo2, hi2, 80.0)
+        fy = _Field(rng, lo2, hi2, 80.0)
+        self.xw = (v.x[:, None] + 5.0 * fx(v.x, v.z)).astype(np.float32)
+        self.yw = (v.y[:, None] + 5.0 * fy(v.y, v.z)).astype(np.float32)
+        s = self.s
+        inscan = (s >= 0) & (s <= b.s_end)
+
+        # Trunk.
+        zs = self.zrange(_TS[0], _TS[-1])
+        if zs is not None:
+            ss = s[zs]
+            al, ar, ba, bp = b.trunk_lean(ss)
+            sl_, sa_, sp_ = b.sat(ss)
+            ok = inscan[zs]
+            al, ar, ba, bp = (q * ok for q in (al, ar, ba, bp))
+            xw, yw = self.xw[:, zs], self.yw[:, zs]
+            outer = (_term(xw, 0, al + sl_ * ok, ar + sl_ * ok, _TRUNK_P)[:, None, :]
+                     + _term(yw, 0, bp + sp_ * ok, ba + sa_ * ok, _TRUNK_P)[None, :, :]) < 1
+            lean = (_term(xw, 0, al, ar, _TRUNK_P)[:, None, :] + _term(yw, 0, bp, ba, _TRUNK_P)[None, :, :]) < 1
+            sl = (slice(None), slice(None), zs)
+            v.paint(sl, outer, ORGAN_IDS["body_fat"], "fat")
+            v.paint(sl, lean, ORGAN_IDS["soft_tissue"], "muscle")
+            self.sat_mask[sl] |= outer & ~lean
+        # Neck.
+        na, nb = b.neck()
+        tn = 0.45 * b.t0
+        yn = -18.0 * b.hs
+        zs = self.zrange((b.t_chin - 45) / H, 0.175)
+        if zs is not None:
+            xw, yw = self.xw[:, zs], self.yw[:, zs]
+            sl = (slice(None), slice(None), zs)
+            outer = (_term(xw, 0, na + tn, na + tn, 2.2)[:, None, :] + _term(yw, yn, nb + tn, nb + tn, 2.2)[None, :, :]) < 1
+            lean = (_term(xw, 0, na, na, 2.2)[:, None, :] + _term(yw, yn, nb, nb, 2.2)[None, :, :]) < 1
+            cur = v.org[sl]
+            add_fat = outer & (cur == 0)
+            v.paint(sl, add_fat, ORGAN_IDS["body_fat"], "fat")
+            self.sat_mask[sl] |= add_fat
+            v.paint(sl, lean, ORGAN_IDS["soft_tissue"], "muscle")
+            self.sat_mask[sl] &= ~lean
+        # Thighs.
+        self.x_hip = (88.0 if b.male else 91.0) * b.k_bone
+        self.t_hip = 0.478 * H
+        zs = self.zrange(0.46, b.s_end)
+        if zs is not None:
+            ss = s[zs]
+            ta, tb = b.thigh(ss)
+            tt = b.sat_w["thigh"] * b.t0
+            xc = self.x_hip + 10.0 * b.k
+            yc = -12.0 * b.k
+            xw, yw = self.xw[:, zs], self.yw[:, zs]
+            sl = (slice(None), slice(None), zs)
+            for sign in (1, -1):
+                ty_o = _term(yw, yc, tb + tt, tb + tt, 2.1)
+                ty_l = _term(yw, yc, tb, tb, 2.1)
+                outer = (_term(xw, sign * xc, ta + tt, ta + tt, 2.1)[:, None, :] + ty_o[None, :, :]) < 1
+                lean = (_term(xw, sign * xc, ta, ta, 2.1)[:, None, :] + ty_l[None, :, :]) < 1
+                cur = v.org[sl]
+                add_fat = outer & (cur == 0)
+                v.paint(sl, add_fat, ORGAN_IDS["body_fat"], "fat")
+                self.sat_mask[sl] |= add_fat
+                newl = lean & (v.tis[sl] != _T["muscle"])
+                v.paint(sl, newl, ORGAN_IDS["soft_tissue"], "muscle")
+                self.sat_mask[sl] &= ~lean
+        # Breasts (female): fat with glandular tissue, on the anterior chest.
+        if b.breast_ml > 0:
+            r = (b.breast_ml * 1000.0 * 3 / (4 * np.pi * 1.1 * 0.8)) ** (1 / 3)
+            s_b = 0.262
+            al, ar, ba, bp = b.trunk_lean(np.array([s_b]))
+            _, sa_, _ = b.sat(np.array([s_b]))
+            gfield = _Field(rng, (-250, -50, self.zw(0.32 * H)), (250, 300, self.zw(0.2 * H)), 14.0)
+            for sign in (1, -1):
+                c = (sign * 0.5 * float(al[0]), float(ba[0] + sa_[0]) + 0.15 * r, self.zw(s_b * H))
+                sl, r2 = _ellipsoid(v, rng, c, (1.1 * r, 0.8 * r, 1.0 * r), deform=0.08 * r)
+                if sl is None:
+                    continue
+                m = (r2 < 1) & (v.org[sl] != ORGAN_IDS["soft_tissue"])
+                v.paint(sl, m & (v.org[sl] == 0), ORGAN_IDS["body_fat"], "fat")
+                g = gfield(*v.coords(sl)) > _norm_ppf(1 - b.gland_frac)
+                gl = m & g & (r2 < 0.7)
+                v.paint(sl, gl, ORGAN_IDS["soft_tissue"], "soft_tissue")
+                self.sat_mask[sl] |= m & ~gl
+
+    # ---- cavity, diaphragm, lungs, mediastinum ----
+    def trunk_contents(self) -> None:
+        b, v, rng = self.b, self.v, self.rng
+        H = b.H
+        s = self.s
+        # Diaphragm: two domes, lungs above (smaller depth), abdomen below. Computed even when
+        # the field of view misses the trunk, because the abdominal organs are placed under it.
+        s0 = np.array([0.30])
+        a0 = float(b.cavity(s0)[0][0])
+        bp0 = float(b.cavity(s0)[3][0])
+        tR = (0.293 + b.dome_jitter) * H
+        tL = tR + 0.012 * H
+        c = 0.05 * H / (0.6 * a0) ** 2 / 2.0
+        self.dome = (tR, tL, 0.4 * a0, -0.45 * a0, 0.1 * bp0, c)
+        zs = self.zrange(0.16, 0.52)
+        if zs is None:
+            self.lung_done = True
+            return
+        ss = s[zs]
+        cal, car, cba, cbp = b.cavity(ss)
+        xw, yw = self.xw[:, zs], self.yw[:, zs]
+        sl = (slice(None), slice(None), zs)
+        cav = (_term(xw, 0, cal, car, _TRUNK_P)[:, None, :] + _term(yw, 0, cbp, cba, _TRUNK_P)[None, :, :]) < 1
+        self.cav_zs = zs
+
+        X = v.x[:, None].astype(np.float32)
+        Y = v.y[None, :].astype(np.float32)
+        td = np.minimum(tR + c * ((X - 0.4 * a0) ** 2 + (Y - 0.1 * bp0) ** 2),
+                        tL + c * ((X + 0.45 * a0) ** 2 + (Y - 0.1 * bp0) ** 2))
+        self.td = td
+        above = self.t[zs][None, None, :] < td[:, :, None]
+        thor = cav & above
+        abd = cav & ~above
+        self.abd = abd
+        v.paint(sl, thor, ORGAN_IDS["soft_tissue"], "soft_tissue")
+        v.paint(sl, abd, ORGAN_IDS["soft_tissue"], "bowel")
+
+        # Spine centreline and vertebral body size along s.
+        self.k = b.k
+        self.spine_y = lambda s_: np.interp(s_, _SPINE_S, _SPINE_Y) * b.k + b.scoliosis[1] * 0
+        self.spine_x = lambda s_: b.scoliosis[0] * np.sin(np.pi * np.clip((np.asarray(s_) - 0.15) / 0.29, 0, 1))
+        self.vert_a = lambda s_: np.interp(s_, _VERT_S, _VERT_A) * b.k_bone
+        self.vert_b = lambda s_: np.interp(s_, _VERT_S, _VERT_B) * b.k_bone
+
+        # Paraspinal muscle block (carves the cavity behind the vertebral bodies).
+        zs2 = self.zrange(0.15, 0.45)
+        if zs2 is not None:
+            s2 = s[zs2]
+            ysp = self.spine_y(s2)
+            vb = self.vert_b(s2)
+            pa = np.interp(s2, [0.15, 0.30, 0.40, 0.45], [40, 42, 55, 55]) * b.k * b.muscle_f
+            pc = ysp - vb - 28 * b.k
+            m = (_term(self.xw[:, zs2], self.spine_x(s2), pa, pa, 2.2)[:, None, :]
+                 + _term(self.yw[:, zs2], pc, 35 * b.k, 35 * b.k + vb + 5, 2.2)[None, :, :]) < 1
+            sl2 = (slice(None), slice(None), zs2)
+            inside = v.org[sl2] > 0
+            v.paint(sl2, m & inside & ~self.sat_mask[sl2], ORGAN_IDS["soft_tissue"], "muscle")
+
+        # Mediastinum: column between the spine and the sternum, lungs lateral to it.
+        ysp = self.spine_y(ss)
+        front = cba
+        yc = 0.5 * (ysp + front)
+        bm = 0.5 * (front - ysp) + 8
+        am = np.interp(ss, [0.16, 0.20, 0.25, 0.30], [16, 20, 26, 26]) * b.k
+        med = (_term(xw, self.spine_x(ss), am, am, 4.0)[:, None, :] + _term(yw, yc, bm, bm, 4.0)[None, :, :]) < 1
+        lungs = thor & ~med & (v.tis[sl] == _T["soft_tissue"])
+        v.paint(sl, lungs, ORGAN_IDS["lungs"], "lung")
+        self.med = med & thor
+        # Mediastinal fat.
+        box = v.box((-150, -150, v.z[zs][0]), (150, 200, v.z[zs][-1]))
+        self.fat_field = _Field(rng, (-300, -250, self.zw(0.56 * H)), (300, 300, self.zw(0.15 * H)), 22.0, ncomp=3)
+        if box is not None:
+            sub = (box[0], box[1], zs)
+            fat = self.fat_field(*v.coords(sub), comp=1) < _norm_ppf(b.med_fat)
+            medm = self.med[box[0], box[1], :] & (v.tis[sub] == _T["soft_tissue"])
+            v.paint(sub, medm & fat, ORGAN_IDS["body_fat"], "fat")
+
+    # ---- organs ----
+    def organs(self) -> None:
+        b, v, rng = self.b, self.v, self.rng
+        H = b.H
+        j = b.organ_jitter * 6.0
+        cav = lambda s_: [float(q[0]) for q in b.cavity(np.array([s_]), vat=False)]  # noqa: E731
+        tR, tL, xR, xL, yD, cD = self.dome
+
+        def below_diaphragm(sl, margin=2.0):
+            xs, ys, zs = v.coords(sl)
+            tdd = np.minimum(tR + cD * ((xs[:, None] - xR) ** 2 + (ys[None, :] - yD) ** 2),
+                             tL + cD * ((xs[:, None] - xL) ** 2 + (ys[None, :] - yD) ** 2))
+            return (self.zw(0) - zs)[None, None, :] > tdd[:, :, None] + margin
+
+        def in_cavity(sl):
+            return v.tis[sl] == _T["bowel"]
+
+        # Heart (myocardium shell around the blood pool).
+        a27, _, ba27, _ = cav(0.27)
+        hc = np.array([-0.18 * a27, 0.3 * ba27, self.zw(0.268 * H)]) + j[0]
+        hsemi = np.array([62.0, 47.0, 50.0]) * b.os["heart"]
+        rot = _rotation(b.heart_axis, (0, 0, 1))
+        sl, r2 = _ellipsoid(v, rng, hc, hsemi, rot, deform=4.0, corr=40.0)
+        self.heart_c = hc
+        if sl is not None:
+            m = (r2 < 1) & (v.org[sl] != 0)
+            v.paint(sl, m, ORGAN_IDS["heart"], "myocardium")
+            v.paint(sl, m & (r2 < 0.62), ORGAN_IDS["heart"], "blood")
+            # epicardial fat grows with BMI
+            shell = (r2 >= 1) & (r2 < (1 + (2 + 0.3 * max(b.bmi - 20, 0)) / 50.0) ** 2) & (v.tis[sl] == _T["soft_tissue"])
+            v.paint(sl, shell, ORGAN_IDS["body_fat"], "fat")
+
+        # Aorta: ascending, arch (half torus), descending to the bifurcation at L4.
+        r = b.aorta_r
+        s_arch, s_root, s_bif = 0.205, 0.262, 0.405
+        xa, ya = 18.0 * b.k, hc[1] + 12.0
+        ysp = lambda s_: float(self.spine_y(s_) + self.vert_b(s_))  # noqa: E731
+        xd = lambda s_: -18.0 * b.k + 10.0 * b.k * np.clip((np.asarray(s_) - 0.30) / 0.1, 0, 1)  # noqa: E731
+        yd_top = ysp(s_arch) + r + 2
+        self.aorta_path = []
+        sl, d2 = _capsule(v, (xa, ya, self.zw(s_root * H)), (xa, ya, self.zw(s_arch * H)), r)
+        if sl is not None:
+            v.paint(sl, (d2 < 1) & (v.org[sl] != 0), ORGAN_IDS["aorta"], "blood")
+        p0 = np.array([xa, ya, self.zw(s_arch * H)])
+        p1 = np.array([float(xd(s_arch)), yd_top, self.zw(s_arch * H)])
+        cen = 0.5 * (p0 + p1)
+        R = 0.5 * float(np.linalg.norm(p1 - p0))
+        e1 = (p1 - p0) / (2 * R)
+        e2 = np.array([0, 0, 1.0])
+        n = np.cross(e1, e2)
+        sl = v.box(cen - R - r - 2, cen + R + r + 2)
+        if sl is not None:
+            xs, ys, zs = v.coords(sl)
+            q = [(xs - cen[0])[:, None, None], (ys - cen[1])[None, :, None], (zs - cen[2])[None, None, :]]
+            uu = q[0] * e1[0] + q[1] * e1[1] + q[2] * e1[2]
+            vv = q[0] * e2[0] + q[1] * e2[1] + q[2] * e2[2]
+            ww = q[0] * n[0] + q[1] * n[1] + q[2] * n[2]
+            dd = (np.sqrt(uu**2 + vv**2) - R) ** 2 + ww**2
+            m = (dd < r**2) & (vv >= -1.0) & (v.org[sl] != 0)
+            v.paint(sl, m, ORGAN_IDS["aorta"], "blood")
+        zs = self.zrange(s_arch, s_bif)
+        if zs is not None:
+            ss = self.s[zs]
+            cx = xd(ss)
+            cy = np.array([ysp(q) for q in ss]) + r + 2
+            rr = r * (1 - 0.15 * np.clip((ss - s_arch) / (s_bif - s_arch), 0, 1))
+            box = v.box((-120, -150, -1e9), (80, 150, 1e9))
+            if box is not None:
+                sub = (box[0], box[1], zs)
+                xs, ys, _ = v.coords(sub)
+                m = (((xs[:, None] - cx[None, :]) / rr)[:, None, :] ** 2
+                     + ((ys[:, None] - cy[None, :]) / rr)[None, :, :] ** 2) < 1
+                v.paint(sub, m & (v.org[sub] != 0), ORGAN_IDS["aorta"], "blood")
+        self.aorta_x, self.aorta_y = xd, lambda s_: ysp(s_) + r + 2
+
+        # Liver: tapered, deformed ellipsoid under the right dome.
+        a33, _, ba33, bp33 = cav(0.33)
+        lc = np.array([0.36 * a33, 0.05 * ba33, self.zw(tR + 0.062 * H)]) + j[1]
+        lsemi = np.array([88.0, 74.0, 116.0]) * b.os["liver"]  # ~1.4 l at BSA 1.96 m^2 (Urata 1995)
+        field = _Field(rng, lc - lsemi.max() * 1.2, lc + lsemi.max() * 1.2, 45.0, ncomp=3)
+        sl = v.box(lc - lsemi * 1.15, lc + lsemi * 1.15)
+        if sl is not None:
+            xs, ys, zs = v.coords(sl)
+            dx = (xs - lc[0])[:, None, None] + 7.0 * field(xs, ys, zs, comp=0)
+            dy = (ys - lc[1])[None, :, None] + 7.0 * field(xs, ys, zs, comp=1)
+            dz = (zs - lc[2])[None, None, :] + 7.0 * field(xs, ys, zs, comp=2)
+            u = dx / lsemi[0]
+            taper = np.clip(0.35 + 0.65 * (u + 1) / 1.6, 0.3, 1.0)
+            dy = dy - 0.25 * lsemi[1] * np.clip(-u, 0, 1)  # left lobe lies anterior
+            r2 = u**2 + (dy / (lsemi[1] * taper)) ** 2 + (dz / (lsemi[2] * taper)) ** 2
+            m = (r2 < 1) & in_cavity(sl) & below_diaphragm(sl)
+            v.paint(sl, m, ORGAN_IDS["liver"], "liver")
+        self.liver_c = lc
+
+        # Spleen: posterolateral left, under the left dome.
+        a32, _, ba32, bp32 = cav(0.32)
+        spc = np.array([-0.72 * a32, -0.45 * bp32, self.zw(tL + 0.035 * H)]) + j[2] * 0.6
+        sl, r2 = _ellipsoid(v, rng, spc, np.array([24.0, 50.0, 52.0]) * b.os["spleen"], _rot_z(35.0), deform=5.0)
+        if sl is not None:
+            m = (r2 < 1) & in_cavity(sl) & below_diaphragm(sl)
+            v.paint(sl, m, ORGAN_IDS["spleen"], "spleen")
+
+        # Stomach (soft tissue / bowel, gas cap anteriorly).
+        stc = np.array([-0.33 * a32, 0.35 * ba32, self.zw(tL + 0.05 * H)]) + j[3]
+        ssemi = np.array([42.0, 38.0, 62.0]) * b.os["stomach"]
+        sl, r2 = _ellipsoid(v, rng, stc, ssemi, _rot_y(25.0), deform=6.0)
+        if sl is not None:
+            m = (r2 < 1) & in_cavity(sl) & below_diaphragm(sl)
+            ys = v.coords(sl)[1]
+            gas = m & (ys[None, :, None] > stc[1] + 0.55 * ssemi[1])
+            v.paint(sl, m & ~gas, ORGAN_IDS["soft_tissue"], "bowel")
+            v.paint(sl, gas, ORGAN_IDS["soft_tissue"], "gas")
+
+        # Kidneys with renal pelvis (urine).
+        for i, sign in enumerate((1, -1)):
+            s_k = 0.365 if sign > 0 else 0.355
+            a_k = cav(s_k)[0]
+            kc = np.array([sign * 0.42 * a_k, float(self.spine_y(s_k)) + 6.0, self.zw(s_k * H)]) + j[4 + i] * 0.5
+            rot = _rot_y(sign * 15.0) @ _rot_z(-sign * 25.0)
+            ksemi = np.array([27.0, 23.0, 54.0]) * b.os["kidney"]
+            sl, r2 = _ellipsoid(v, rng, kc, ksemi, rot, deform=3.0)
+            if sl is None:
+                continue
+            m = (r2 < 1) & (v.org[sl] != 0)
+            v.paint(sl, m, ORGAN_IDS["kidneys"], "kidney")
+            pc = kc - sign * np.array([0.45 * ksemi[0], -0.1 * ksemi[1], 0.0])
+            sl2, r2p = _ellipsoid(v, rng, pc, ksemi * np.array([0.35, 0.38, 0.42]), rot)
+            if sl2 is not None:
+                v.paint(sl2, (r2p < 1) & (v.org[sl2] == ORGAN_IDS["kidneys"]), None, "renal_pelvis")
+
+        # Psoas muscles beside the lumbar spine.
+        zs = self.zrange(0.36, 0.48)
+        if zs is not None:
+            ss = self.s[zs]
+            rp = np.interp(ss, [0.36, 0.41, 0.45, 0.48], [8, 22, 22, 15]) * b.k * b.muscle_f
+            yp = self.spine_y(ss) + 4
+            for sign in (1, -1):
+                xp = sign * (self.vert_a(ss) + rp + 2)
+                m = (_term(self.xw[:, zs], xp, rp, rp, 2)[:, None, :] + _term(self.yw[:, zs], yp, rp, rp, 2)[None, :, :]) < 1
+                sl = (slice(None), slice(None), zs)
+                v.paint(sl, m & (v.tis[sl] == _T["bowel"]), ORGAN_IDS["soft_tissue"], "muscle")
+
+        # Urinary bladder above the pubic symphysis.
+        t_pub = 0.495 * H
+        rb = (b.bladder_ml * 1000 * 3 / (4 * np.pi * 1.15 * 0.95 * 0.9)) ** (1 / 3)
+        bsemi = np.array([1.15, 0.95, 0.9]) * rb
+        _, _, ba48, _ = cav(0.47)
+        bc = np.array([0.0, 0.25 * ba48, self.zw(t_pub - 0.75 * bsemi[2])])
+        sl, r2 = _ellipsoid(v, rng, bc, bsemi, deform=0.06 * rb)
+        if sl is not None:
+            v.paint(sl, (r2 < 1) & (v.org[sl] != 0), ORGAN_IDS["urinary_bladder"], "bladder_urine")
+
+    # ---- airways ----
+    def airways(self) -> None:
+        b, v = self.b, self.v
+        H = b.H
+        s_car = 0.235
+        t_lar = b.t_chin + 5.0
+        rt = 8.0 * b.k_bone
+        y_t = lambda s_: float(self.spine_y(s_) + self.vert_b(s_) + 18.0 * b.k)  # noqa: E731
+        s_lar = t_lar / H
+        pts = [(0.0, y_t(s_lar), self.zw(t_lar)), (0.0, y_t(0.17), self.zw(0.17 * H)), (0.0, y_t(s_car), self.zw(s_car * H))]
+        for p0, p1 in zip(pts[:-1], pts[1:]):
+            sl, d2 = _capsule(v, p0, p1, rt)
+            if sl is not None:
+                v.paint(sl, (d2 < 1) & (v.org[sl] != 0), ORGAN_IDS["lungs"], "gas")
+        for sign in (1, -1):
+            p1 = (sign * 45.0 * b.k, y_t(s_car) - 6, self.zw(s_car * H + 35 * b.k_len))
+            sl, d2 = _capsule(v, pts[-1], p1, 0.75 * rt)
+            if sl is not None:
+                v.paint(sl, (d2 < 1) & (v.org[sl] != 0), ORGAN_IDS["lungs"], "gas")
+
+    # ---- head ----
+    def head(self) -> None:
+        b, v, rng = self.b, self.v, self.rng
+        base = b.brain_base
+        c = np.array([0.0, b.y_brain, self.zw(b.t_brain)])
+        # scalp + face (soft tissue), skull shell, brain.
+        sl, r2 = _ellipsoid(v, rng, c, base + 15.0, deform=2.0, corr=60.0)
+        if sl is not None:
+            v.paint(sl, r2 < 1, ORGAN_IDS["soft_tissue"], "muscle")
+        fc = b.face_c.copy()
+        fc[2] = self.zw(fc[2])
+        sl, r2 = _ellipsoid(v, rng, fc, b.face_semi, deform=3.0, corr=50.0)
+        if sl is not None:
+            v.paint(sl, (r2 < 1) & (v.tis[sl] != _T["muscle"]), ORGAN_IDS["soft_tissue"], "soft_tissue")
+            # nasal cavity / oral air
+            xs, ys, zs = v.coords(sl)
+            air = (r2 < 0.55) & (np.abs(xs)[:, None, None] < 9 * b.hs) & (ys[None, :, None] > fc[1] + 5) & \
+                  (np.abs(zs - (fc[2] + 0.2 * b.face_semi[2]))[None, None, :] < 18 * b.hs)
+            v.paint(sl, air, ORGAN_IDS["soft_tissue"], "gas")
+        sl, r2 = _ellipsoid(v, rng, c, base + 9.0)
+        if sl is not None:
+            xs, ys, zs = v.coords(sl)
+            # inner radius^2 of the skull in the same normalisation (base + 2 mm)
+            q = [(xs - c[0])[:, None, None], (ys - c[1])[None, :, None], (zs - c[2])[None, None, :]]
+            inner = (q[0] / (base[0] + 2)) ** 2 + (q[1] / (base[1] + 2)) ** 2 + (q[2] / (base[2] + 2)) ** 2
+            skull = (r2 < 1) & (inner >= 1)
+            dipl = skull & (r2 < 0.93) & (inner > 1.07)
+            v.paint(sl, skull, ORGAN_IDS["bone"], "cortical_bone")
+            v.paint(sl, dipl, ORGAN_IDS["bone"], "trabecular_bone")
+            v.paint(sl, inner < 1, ORGAN_IDS["soft_tissue"], "csf")
+        bsemi = b.brain_semi
+        bc = c + np.array([0, 0, (base[2] - bsemi[2]) * 0.5])
+        sl, r2 = _ellipsoid(v, rng, bc, bsemi, deform=2.5, corr=30.0)
+        if sl is not None:
+            m = r2 < 1
+            xs, ys, zs = v.coords(sl)
+            gm_shell = 0.80**2  # outer shell holds ~half the volume, like grey matter
+            fissure = (np.abs(xs - bc[0])[:, None, None] < 1.5) & ((zs - bc[2])[None, None, :] > -5)
+            v.paint(sl, m, ORGAN_IDS["brain"], "brain_wm")
+            v.paint(sl, m & (r2 >= gm_shell), ORGAN_IDS["brain"], "brain_gm")
+            v.paint(sl, m & fissure, ORGAN_IDS["brain"], "csf")
+        # cerebellum, deep grey nuclei, ventricles
+        cb = bc + np.array([0, -0.5 * bsemi[1], -0.55 * bsemi[2]])
+        sl, r2 = _ellipsoid(v, rng, cb, np.array([0.7, 0.4, 0.42]) * bsemi, deform=2.0)
+        if sl is not None:
+            v.paint(sl, (r2 < 1) & (v.org[sl] != ORGAN_IDS["bone"]), ORGAN_IDS["brain"], "brain_gm")
+        for sign in (1, -1):
+            sl, r2 = _ellipsoid(v, rng, bc + np.array([sign * 22 * b.hs, -5 * b.hs, -10 * b.hs]), np.array([11, 20, 12.0]) * b.hs)
+            if sl is not None:
+                v.paint(sl, (r2 < 1) & (v.org[sl] == ORGAN_IDS["brain"]), None, "brain_gm")
+            vs = np.array([6.0, 24.0, 9.0]) * b.hs * np.array([b.ventricle_scale, 1.0, b.ventricle_scale ** 0.5])
+            sl, r2 = _ellipsoid(v, rng, bc + np.array([sign * 9 * b.hs, 0, 8 * b.hs]), vs)
+            if sl is not None:
+                v.paint(sl, (r2 < 1) & (v.org[sl] == ORGAN_IDS["brain"]), None, "csf")
+        # salivary glands and tonsils
+        for sign in (1, -1):
+            pc = np.array([sign * 48 * b.hs, fc[1] - 38 * b.hs, fc[2] - 0.1 * b.face_semi[2]])
+            sl, r2 = _ellipsoid(v, rng, pc, np.array([11, 17, 22.0]) * b.hs, deform=1.5)
+            if sl is not None:
+                v.paint(sl, (r2 < 1) & (v.org[sl] == ORGAN_IDS["soft_tissue"]), None, "gland")
+            tc = np.array([sign * 13 * b.hs, fc[1] - 18 * b.hs, fc[2] - 0.35 * b.face_semi[2]])
+            sl, r2 = _ellipsoid(v, rng, tc, np.array([7, 8, 10.0]) * b.hs)
+            if sl is not None:
+                v.paint(sl, (r2 < 1) & (v.org[sl] == ORGAN_IDS["soft_tissue"]), None, "gland")
+        # mandible: U-shaped bone in the lower face
+        tch = b.t_chin
+        zs = self.zrange((tch - 38 * b.hs) / b.H, (tch - 4) / b.H)
+        if zs is not None:
+            box = v.box((-70, fc[1] - 60, -1e9), (70, fc[1] + 80, 1e9))
+            if box is not None:
+                sub = (box[0], box[1], zs)
+                xs, ys, _ = v.coords(sub)
+                rr = (xs[:, None] / (50 * b.hs)) ** 2 + ((ys[None, :] - (fc[1] - 15 * b.hs)) / (62 * b.hs)) ** 2
+                ring = (rr < 1) & (rr > 0.72) & (ys[None, :] > fc[1] - 30 * b.hs)
+                m = np.broadcast_to(ring[:, :, None], tuple(q.stop - q.start for q in sub)) & (v.org[sub] != 0)
+                v.paint(sub, m, ORGAN_IDS["bone"], "cortical_bone")
+
+    # ---- skeleton ----
+    def skeleton(self) -> None:
+        b, v, rng = self.b, self.v, self.rng
+        H = b.H
+        bone = ORGAN_IDS["bone"]
+        # Vertebral levels: C1..C7, T1..T12, L1..L5.
+        t_c1 = max(0.075 * H, b.t_brain + 0.95 * b.brain_base[2])
+        cerv = np.linspace(t_c1, 0.15 * H, 8)
+        h = 0.285 * H / 18.5
+        tl = 0.15 * H + np.concatenate([np.arange(13) * h, 12 * h + np.arange(1, 6) * 1.3 * h])
+        bounds = np.concatenate([cerv, tl[1:]])  # 25 boundaries, 24 vertebrae
+        self.vert_bounds = bounds
+        self.t_s1 = float(bounds[-1])
+        zs = self.zrange(bounds[0] / H, bounds[-1] / H)
+        if zs is not None:
+            tt = self.t[zs]
+            ss = self.s[zs]
+            lev = np.clip(np.searchsorted(bounds, tt) - 1, 0, 23)
+            frac = (tt - bounds[lev]) / (bounds[lev + 1] - bounds[lev])
+            disc = np.where(lev < 7, 0.22, np.where(lev < 19, 0.18, 0.2))
+            is_disc = (frac < disc) & (lev > 0)
+            va, vb = self.vert_a(ss), self.vert_b(ss)
+            cx, cy = self.spine_x(ss), self.spine_y(ss)
+            box = v.box((-140, -250, -1e9), (140, 150, 1e9))
+            if box is not None:
+                sub = (box[0], box[1], zs)
+                xs, ys, _ = v.coords(sub)
+                tx = ((xs[:, None] - cx) / va) ** 2
+                ty = ((ys[:, None] - cy) / vb) ** 2
+                rho = tx[:, None, :] + ty[None, :, :]
+                body_m = rho < 1
+                inside = v.org[sub] != 0
+                v.paint(sub, body_m & inside & ~is_disc[None, None, :], bone, "trabecular_bone")
+                v.paint(sub, body_m & inside & ~is_disc[None, None, :] & (rho > 0.86), bone, "cortical_bone")
+                v.paint(sub, body_m & inside & is_disc[None, None, :], ORGAN_IDS["soft_tissue"], "cartilage")
+                # canal, lamina ring, spinous and transverse processes (upper 70 % of each level)
+                rc = np.where(lev < 7, 9.0, np.where(lev < 19, 7.5, 9.0)) * b.k_bone
+                ccy = cy - vb - rc - 1.0
+                dxc = xs[:, None] - cx
+                dyc = ys[:, None] - ccy
+                rr = np.sqrt(dxc[:, None, :] ** 2 + dyc[None, :, :] ** 2)
+                post = ((frac > disc) & (frac < 0.85))[None, None, :]
+                ring = (rr >= rc) & (rr < rc + 5.0 * b.k_bone) & (dyc[None, :, :] < 2.0)
+                spin_len = np.where(lev < 7, 20.0, np.where(lev < 19, 28.0, 26.0)) * b.k
+                spin = (np.abs(dxc)[:, None, :] < 3.0 * b.k_bone) & (dyc[None, :, :] < -rc) & \
+                       (dyc[None, :, :] > -rc - spin_len)
+                trans_w = np.where(lev < 7, 22.0, np.where(lev < 19, 28.0, 38.0)) * b.k_bone
+                trans = (np.abs(dyc[None, :, :] - 0.0) < 5.0 * b.k_bone) & (np.abs(dxc)[:, None, :] < trans_w)
+                pm = (ring | spin | trans) & post & inside
+                v.paint(sub, pm & (v.org[sub] != ORGAN_IDS["lungs"]), bone, "trabecular_bone")
+                v.paint(sub, (rr < rc) & inside, ORGAN_IDS["soft_tissue"], "spinal_cord")
+
+        # Ribs, sternum: shell just outside the body cavity, ribs dropping anteriorly.
+        zs = self.zrange(0.155, 0.42)
+        if zs is not None:
+            ss = self.s[zs]
+            tt = self.t[zs]
+            cal, car, cba, cbp = b.cavity(ss)
+            rib_top = 0.15 * H
+            h = 0.285 * H / 18.5
+            L = np.maximum(0.5 * (cal + cba), 1.0)
+            o1 = 1.0 + 1.5 / L
+            o2 = 1.0 + 9.0 / L
+            box = v.box((-260, -250, -1e9), (260, 250, 1e9))
+            if box is not None:
+                sub = (box[0], box[1], zs)
+                tx1 = _term(self.xw[box[0], zs], 0, cal * o1, car * o1, _TRUNK_P)
+                ty1 = _term(self.yw[box[1], zs], 0, cbp * o1, cba * o1, _TRUNK_P)
+                tx2 = _term(self.xw[box[0], zs], 0, cal * o2, car * o2, _TRUNK_P)
+                ty2 = _term(self.yw[box[1], zs], 0, cbp * o2, cba * o2, _TRUNK_P)
+                shell = ((tx2[:, None, :] + ty2[None, :, :]) < 1) & ((tx1[:, None, :] + ty1[None, :, :]) >= 1)
+                shell &= v.org[sub] != 0
+                ii, jj, kk = np.nonzero(shell)
+                xs, ys, _ = v.coords(sub)
+                X, Y = xs[ii], ys[jj]
+                theta = np.abs(np.arctan2(X, Y - 0.0))  # 0 anterior, pi posterior
+                drop = 62.0 * b.k_len
+                tsh = tt[kk] - drop * (1 - theta / np.pi)
+                f = (tsh - rib_top) / h - 0.5
+                kr = np.rint(f)
+                in_rib = (np.abs(f - kr) < 0.21) & (kr >= 0) & (kr <= 11)
+                kr = kr.astype(int)
+                tmin = np.where(kr < 7, 0.28, np.where(kr < 10, 0.55, 1.5))
+                cart = np.where(kr < 7, 0.10, np.where(kr < 10, 0.3, 9.9))
+                is_bone = in_rib & (theta >= tmin)
+                is_cart = in_rib & (theta >= cart) & (theta < tmin)
+                sx = (np.abs(X) < 15.0 * b.k_bone) & (Y > 0) & (tt[kk] > 0.172 * H) & (tt[kk] < 0.30 * H)
+                o = v.org[sub]
+                tis = v.tis[sub]
+                sel = is_bone | sx
+                o[ii[sel], jj[sel], kk[sel]] = bone
+                # thin, marrow-filled: at 3-4 mm voxels ribs read ~150-300 HU like trabecular bone
+                tis[ii[is_bone], jj[is_bone], kk[is_bone]] = _T["trabecular_bone"]
+                tis[ii[sx], jj[sx], kk[sx]] = _T["trabecular_bone"]
+                sel = is_cart & ~sx
+                o[ii[sel], jj[sel], kk[sel]] = ORGAN_IDS["soft_tissue"]
+                tis[ii[sel], jj[sel], kk[sel]] = _T["cartilage"]
+
+        # Clavicles and scapulae.
+        ca = b.trunk_lean(np.array([0.18]))
+        cb_ = b.cavity(np.array([0.22]))
+        for sign in (1, -1):
+            p0 = (sign * 22.0 * b.k, float(ca[2][0]) * 0.8, self.zw(0.172 * H))
+            p1 = (sign * (float(ca[0][0]) - 25.0), -5.0, self.zw(0.168 * H))
+            sl, d2 = _capsule(v, p0, p1, 7.0 * b.k_bone)
+            if sl is not None:
+                v.paint(sl, (d2 < 1) & (v.org[sl] != 0), bone, "cortical_bone")
+                v.paint(sl, (d2 < 0.45) & (v.org[sl] == bone), bone, "trabecular_bone")
+            sc = np.array([sign * 0.6 * float(cb_[0][0]), -float(cb_[3][0]) - 14.0 * b.k, self.zw(0.225 * H)])
+            sl, r2 = _ellipsoid(v, rng, sc, np.array([48.0, 5.0, 72.0]) * b.k_bone, _rot_z(sign * 28.0))
+            if sl is not None:
+                v.paint(sl, (r2 < 1) & (v.org[sl] != 0) & (v.org[sl] != ORGAN_IDS["lungs"]), bone, "trabecular_bone")
+
+        # Pelvis: iliac wings (shell with angular extent), sacrum, acetabula, pubic and ischial rami.
+        t_crest, t_hip = 0.405 * H, self.t_hip
+        y_pel = float(self.spine_y(0.42)) + 35.0 * b.k
+        y_h = y_pel - 5.0
+        x_h = self.x_hip
+        r_fh = (23.0 if b.male else 21.0) * b.k_bone
+        zs = self.zrange(t_crest / H, (t_hip - 10) / H)
+        if zs is not None:
+            tt = self.t[zs]
+            f = np.clip((tt - t_crest) / (t_hip - 10 - t_crest), 0, 1)
+            a_il = (138.0 if not b.male else 132.0) * b.k_bone * (1 - f) + (x_h + 22) * f
+            b_il = 78.0 * b.k_bone * (1 - f) + 58.0 * b.k_bone * f
+            th_h = math.atan2(x_h, y_h - y_pel)
+            th_lo = 1.0 * (1 - f) + (th_h - 0.35) * f
+            th_hi = 2.75 * (1 - f) + (th_h + 0.35) * f
+            box = v.box((-220, y_pel - 130, -1e9), (220, y_pel + 130, 1e9))
+            if box is not None:
+                sub = (box[0], box[1], zs)
+                xs, ys, _ = v.coords(sub)
+                rho = ((xs[:, None] / a_il) ** 2)[:, None, :] + (((ys[:, None] - y_pel) / b_il) ** 2)[None, :, :]
+                thick = (1 - 10.0 / a_il) ** 2
+                shell = (rho < 1) & (rho >= thick[None, None, :]) & (v.org[sub] != 0)
+                ii, jj, kk = np.nonzero(shell)
+                th = np.abs(np.arctan2(xs[ii], ys[jj] - y_pel))
+                ok = (th >= th_lo[kk]) & (th <= th_hi[kk])
+                mid = ok & (rho[ii, jj, kk] < 1 - 0.5 * (1 - thick[kk])) & (rho[ii, jj, kk] > thick[kk] + 0.3 * (1 - thick[kk]))
+                o, tis = v.org[sub], v.tis[sub]
+                o[ii[ok], jj[ok], kk[ok]] = bone
+                tis[ii[ok], jj[ok], kk[ok]] = _T["cortical_bone"]
+                tis[ii[mid], jj[mid], kk[mid]] = _T["trabecular_bone"]
+        zs = self.zrange(self.t_s1 / H, 0.505)
+        if zs is not None:
+            tt = self.t[zs]
+            f = np.clip((tt - self.t_s1) / (0.505 * H - self.t_s1), 0, 1)
+            ysac = float(self.spine_y(0.435)) - 5.0 - 0.3 * (tt - self.t_s1)
+            asac = (48.0 * (1 - f) + 12.0 * f) * b.k_bone
+            bsac = (18.0 * (1 - f) + 8.0 * f) * b.k_bone
+            box = v.box((-80, -260, -1e9), (80, 100, 1e9))
+            if box is not None:
+                sub = (box[0], box[1], zs)
+                xs, ys, _ = v.coords(sub)
+                rho = ((xs[:, None] / asac) ** 2)[:, None, :] + (((ys[:, None] - ysac) / bsac) ** 2)[None, :, :]
+                m = (rho < 1) & (v.org[sub] != 0)
+                v.paint(sub, m, bone, "trabecular_bone")
+                v.paint(sub, m & (rho > 0.6), bone, "cortical_bone")
+        t_pub = 0.495 * H
+        y_pub = y_h + 58.0 * b.k
+        for sign in (1, -1):
+            hc = np.array([sign * x_h, y_h, self.zw(t_hip)])
+            sl, r2 = _ellipsoid(v, rng, hc, np.full(3, r_fh + 9.0))
+            if sl is not None:
+                zz = v.coords(sl)[2]
+                xs = v.coords(sl)[0]
+                inner = r2 * (r_fh + 9.0) ** 2 / (r_fh + 1.5) ** 2
+                acet = (r2 < 1) & (inner >= 1) & (zz[None, None, :] > hc[2] - 8) & (np.abs(xs)[:, None, None] > x_h - 25) \
+                    & (v.org[sl] != 0)
+                v.paint(sl, acet, bone, "cortical_bone")
+            tub = (sign * 0.62 * x_h, y_h - 28 * b.k_bone, self.zw(t_hip + 55 * b.k_bone))
+            for p0, p1, rr in (
+                ((sign * 0.85 * x_h, y_h + 18 * b.k_bone, self.zw(t_hip - 4)), (sign * 10.0, y_pub, self.zw(t_pub)), 8.5),
+                ((sign * 0.9 * x_h, y_h - 15 * b.k_bone, self.zw(t_hip + 12)), tub, 11.0),
+                (tub, (sign * 12.0, y_pub - 6, self.zw(t_pub + 18 * b.k_bone)), 7.0),
+            ):
+                sl, d2 = _capsule(v, p0, p1, rr * b.k_bone)
+                if sl is not None:
+                    m = (d2 < 1) & (v.org[sl] != 0)
+                    v.paint(sl, m, bone, "cortical_bone")
+                    v.paint(sl, m & (d2 < 0.35), bone, "trabecular_bone")
+            # Femur: head, neck, greater trochanter, shaft (cortex + yellow marrow).
+            gt = np.array([sign * (x_h + 45 * b.k_bone), y_h - 10, self.zw(t_hip + 15 * b.k_bone)])
+            sh0 = np.array([sign * (x_h + 40 * b.k_bone), y_h - 5, self.zw(t_hip + 35 * b.k_bone)])
+            sh1 = np.array([sign * 0.75 * x_h, y_h, self.zw(t_hip + 0.245 * H)])
+            for kind, geo in (("ball", (hc, r_fh)), ("cap", (hc, gt, 14.0 * b.k_bone)), ("ball", (gt, 17.0 * b.k_bone)),
+                              ("shaft", (sh0, sh1, 14.0 * b.k_bone))):
+                if kind == "ball":
+                    sl, d2 = _ellipsoid(v, rng, geo[0], np.full(3, geo[1]))
+                else:
+                    sl, d2 = _capsule(v, *geo)
+                if sl is None:
+                    continue
+                m = (d2 < 1) & (v.org[sl] != 0)
+                v.paint(sl, m, bone, "cortical_bone")
+                inner_t = "yellow_marrow" if kind == "shaft" else "trabecular_bone"
+                v.paint(sl, m & (d2 < 0.33 if kind == "shaft" else d2 < 0.6), bone, inner_t)
+
+    # ---- visceral fat and bowel gas ----
+    def visceral(self) -> None:
+        b, v = self.b, self.v
+        zs = getattr(self, "cav_zs", None)
+        if zs is None:
+            return
+        box = v.box((-260, -250, -1e9), (260, 300, 1e9))
+        if box is None:
+            return
+        sub = (box[0], box[1], zs)
+        free = v.tis[sub] == _T["bowel"]
+        free &= v.org[sub] == ORGAN_IDS["soft_tissue"]
+        n_free = int(free.sum())
+        if n_free == 0:
+            return
+        vox_ml = float(np.prod(v.spacing)) / 1000.0
+        frac = float(np.clip(b.vat_l * 1000.0 / (n_free * vox_ml), 0.0, 0.92))
+        xs, ys, zz = v.coords(sub)
+        f0 = self.fat_field(xs, ys, zz, comp=0)
+        # VAT gathers anteriorly (omentum) and around the kidneys; bias the field.
+        f0 = f0 - 0.6 * np.clip((ys[None, :, None] - 0.0) / 80.0, -1, 1)
+        vals = f0[free]
+        if frac > 0:
+            thr = np.partition(vals, min(int(frac * vals.size), vals.size - 1))[min(int(frac * vals.size), vals.size - 1)]
+            fat = free & (f0 < thr)
+            v.paint(sub, fat, ORGAN_IDS["body_fat"], "fat")
+            free &= ~fat
+        g = self.fat_field(xs, ys, zz, comp=2)
+        gas = free & (g > _norm_ppf(1 - b.gas_frac))
+        v.paint(sub, gas, None, "gas")
+
+
+def _norm_ppf(p: float) -> float:
+    """Standard normal quantile."""
+    from scipy.special import ndtri
+
+    return float(ndtri(float(np.clip(p, 1e-6, 1 - 1e-6))))
+
+
+# --- tissue values ---------------------------------------------------------------------------
+
+
+def _tissue_values(body: _Body, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Per-case (HU mean, HU texture sd, SUV mean, SUV texture cv) per tissue, plus a summary."""
+    n = len(TISSUES)
+    hu = np.zeros(n, np.float32)
+    hu_sd = np.zeros(n, np.float32)
+    suv = np.zeros(n, np.float32)
+    cv = np.full(n, 0.06, np.float32)
+    age, bmi = body.age, body.bmi
+    for name, (m, sd, _) in CT_HU.items():
+        i = _T[name]
+        hu[i] = m + (rng.normal(0, 3.0) if name not in ("air", "gas") else 0.0)
+        hu_sd[i] = sd
+    for name, (m, sd, _) in PET_SUV.items():
+        i = _T[name]
+        suv[i] = max(m + sd * rng.normal(), 0.3 * m) if m > 0 else 0.0
+        cv[i] = _PET_CV.get(name, 0.06)
+    # CT modifiers.
+    hu[_T["trabecular_bone"]] = max(240.0 - 2.2 * (age - 30) - (1.0 * max(age - 50, 0) if not body.male else 0)
+                                    + rng.normal(0, 15), 90.0)
+    hu[_T["cortical_bone"]] = 1000.0 - 3.0 * max(age - 40, 0) + rng.normal(0, 40)
+    hu[_T["muscle"]] += -0.25 * max(age - 40, 0) - 0.5 * max(bmi - 25, 0)
+    steatosis = rng.random() < float(np.clip(0.1 + 0.04 * (bmi - 25), 0.05, 0.7))
+    steat_drop = float(rng.uniform(10.0, 45.0)) if steatosis else 0.0
+    hu[_T["liver"]] -= steat_drop
+    # PET modifiers.
+    brain_f = float(np.clip(1 - 0.003 * (age - 40), 0.7, 1.15))
+    for name in ("brain_gm", "brain_wm"):
+        suv[_T[name]] = PET_SUV[name][0] * brain_f * math.exp(rng.normal(0, 0.12)) if name == "brain_gm" else \
+            suv[_T["brain_gm"]] * 0.4 * math.exp(rng.normal(0, 0.05))
+    lean_f = float(np.clip((bmi / 25.0) ** 0.3, 0.8, 1.35))
+    for name in ("liver", "blood", "spleen", "kidney", "trabecular_bone"):
+        suv[_T[name]] *= lean_f
+    if rng.random() < 0.35:
+        suv[_T["myocardium"]] = rng.uniform(1.5, 3.0)
+    else:
+        suv[_T["myocardium"]] = math.exp(rng.uniform(math.log(3.0), math.log(15.0)))
+    suv[_T["renal_pelvis"]] = float(np.clip(np.exp(rng.normal(math.log(8.0), 0.6)), 3.0, 40.0))
+    suv[_T["bladder_urine"]] = float(np.clip(np.exp(rng.normal(math.log(15.0), 0.6)), 4.0, 60.0))
+    suv[_T["trabecular_bone"]] *= float(np.clip(1 + 0.004 * (40 - age), 0.8, 1.15))
+    summary = {"steatosis_hu_drop": round(steat_drop, 1),
+               "suv": {k: round(float(suv[_T[k]]), 3) for k in ("liver", "blood", "myocardium", "brain_gm",
+                                                                  "bladder_urine", "renal_pelvis")},
+               "hu": {k: round(float(hu[_T[k]]), 1) for k in ("liver", "muscle", "trabecular_bone", "cortical_bone")}}
+    return hu, hu_sd, suv, cv, summary
+
+
+# --- lesions -------------------------------------------------------------------------------------
+
+_ALLOWED = {
+    "node": ("fat", "soft_tissue", "muscle", "bowel", "lesion"),
+    "subcutaneous": ("fat", "muscle", "lesion"),
+    "muscle": ("muscle", "fat", "lesion"),
+    "lung": ("lung", "soft_tissue", "lesion"),
+    "liver": ("liver", "lesion"),
+    "spleen": ("spleen", "lesion"),
+    "bone": ("trabecular_bone", "cortical_bone", "yellow_marrow", "lesion"),
+}
+
+
+def _node_chains(ph: _Phantom) -> dict[str, list[tuple[float, float, float]]]:
+    """Lymph-node chains as polylines in world mm."""
+    b = ph.b
+    H = b.H
+    zw = ph.zw
+    k = b.k
+    ysp = lambda s_: float(ph.spine_y(s_))  # noqa: E731
+    a20 = float(b.cavity(np.array([0.21]))[0][0])
+    ch: dict[str, list[tuple[float, float, float]]] = {}
+    for name, sign in (("R", 1), ("L", -1)):
+        ch[f"cervical_{name}"] = [(sign * 32 * k, -5.0, zw(b.t_chin + 5)), (sign * 40 * k, -15.0, zw(0.155 * H))]
+        ch[f"supraclavicular_{name}"] = [(sign * 40 * k, 0.0, zw(0.158 * H)), (sign * 70 * k, -5.0, zw(0.168 * H))]
+        ch[f"axillary_{name}"] = [(sign * (a20 + 12), -10.0, zw(0.19 * H)), (sign * (a20 + 8), 5.0, zw(0.235 * H))]
+        ch[f"hilar_{name}"] = [(sign * 42 * k, ysp(0.24) + 40, zw(0.235 * H)), (sign * 48 * k, ysp(0.26) + 45, zw(0.26 * H))]
+        ch[f"iliac_{name}"] = [(sign * 15.0, ysp(0.41) + 25, zw(0.41 * H)), (sign * 70 * k, ysp(0.45) + 40, zw(0.465 * H))]
+        ch[f"inguinal_{name}"] = [(sign * (ph.x_hip - 5), -12 + 75 * k, zw(0.49 * H)), (sign * (ph.x_hip - 15), -12 + 70 * k, zw(0.52 * H))]
+    ch["mediastinal"] = [(8.0, ysp(0.19) + 35, zw(0.19 * H)), (5.0, ysp(0.23) + 35, zw(0.23 * H)), (0.0, ysp(0.25) + 30, zw(0.25 * H))]
+    ch["para_aortic"] = [(float(ph.aorta_x(0.34)) + 22, float(ph.aorta_y(0.34)), zw(0.34 * H)),
+                         (float(ph.aorta_x(0.40)) + 22, float(ph.aorta_y(0.40)), zw(0.40 * H))]
+    ch["mesenteric"] = [(-30.0, 20.0 * k, zw(0.37 * H)), (30.0, 30.0 * k, zw(0.41 * H))]
+    return ch
+
+
+def lesion_plan(diagnosis: str, rng: np.random.Generator) -> list[tuple[str, float, float]]:
+    """(site, diameter_mm, suvmax) for each lesion of a case: the diagnosis-conditioned lesion
+    model (:data:`LESION_MODEL`) shared by the phantom and :mod:`synthaug.phantom.lesions`. Sites:
+    ``node:<chain>`` (:func:`_node_chains`), ``subcutaneous``, ``muscle``, ``lung``,
+    ``lung_primary``, ``liver``, ``spleen``, ``bone``."""
+    if diagnosis == "NEGATIVE":
+        return []
+    mdl = LESION_MODEL[diagnosis]
+    plan: list[tuple[str, float, float]] = []
+
+    def size(median: float, sdlog: float = 0.45) -> float:
+        return float(np.clip(np.exp(rng.normal(math.log(median), sdlog)), *LESION_DIAMETER_MM))
+
+    def suv(median: float, sdlog: float = 0.45) -> float:
+        return float(np.clip(np.exp(rng.normal(math.log(median), sdlog)), *LESION_SUVMAX))
+
+    if diagnosis == "LYMPHOMA":
+        n = 1 + int(rng.negative_binomial(2, 2.0 / (2.0 + mdl["mean_count"] - 1)))
+        chains = ["cervical_R", "cervical_L", "supraclavicular_R", "supraclavicular_L", "axillary_R", "axillary_L",
+                  "mediastinal", "hilar_R", "hilar_L", "para_aortic", "mesenteric", "iliac_R", "iliac_L",
+                  "inguinal_R", "inguinal_L"]
+        w = np.array([2, 2, 1, 1, 1.5, 1.5, 3, 1, 1, 2, 1, 1, 1, 1, 1.0])
+        k_ch = 1 + int(rng.binomial(4, 0.4))
+        involved = list(rng.choice(len(chains), size=k_ch, replace=False, p=w / w.sum()))
+        extranodal = rng.random() < 0.35
+        for _ in range(min(n, 35)):
+            r = rng.random()
+            if extranodal and r < 0.2:
+                site = ["spleen", "spleen", "bone", "liver", "lung"][int(rng.integers(5))]
+            else:
+                site = "node:" + chains[involved[int(rng.integers(len(involved)))]]
+            plan.append((site, size(mdl["median_diameter_mm"]), suv(mdl["median_suvmax"])))
+    elif diagnosis == "MELANOMA":
+        n = 1 + int(rng.negative_binomial(2, 2.0 / (2.0 + mdl["mean_count"] - 1)))
+        sites = ["subcutaneous", "node:axillary_R", "node:axillary_L", "node:inguinal_R", "node:inguinal_L",
+                 "node:cervical_R", "node:cervical_L", "node:iliac_R", "lung", "liver", "bone", "muscle", "spleen"]
+        w = np.array([30, 6, 6, 6, 6, 3, 3, 2, 15, 10, 8, 4, 3.0])
+        for _ in range(min(n, 30)):
+            site = sites[int(rng.choice(len(sites), p=w / w.sum()))]
+            plan.append((site, size(mdl["median_diameter_mm"]), suv(mdl["median_suvmax"])))
+    elif diagnosis == "LUNG_CANCER":
+        plan.append(("lung_primary", size(30.0, 0.35), suv(11.0, 0.4)))
+        for _ in range(int(rng.poisson(2.0))):
+            ch = ["mediastinal", "mediastinal", "hilar_R", "hilar_L", "supraclavicular_R", "supraclavicular_L"]
+            plan.append(("node:" + ch[int(rng.integers(len(ch)))], size(15.0), suv(mdl["median_suvmax"])))
+        if rng.random() < 0.35:
+            sites = ["bone", "liver", "lung", "node:para_aortic"]
+            w = np.array([0.4, 0.25, 0.25, 0.1])
+            for _ in range(1 + int(rng.poisson(1.5))):
+                plan.append((sites[int(rng.choice(4, p=w))], size(14.0), suv(7.0)))
+    return plan
+
+
+def draw_diagnosis(rng: np.random.Generator) -> str:
+    """A diagnosis drawn from AutoPET's mix (:data:`synthaug.core.demographics.DIAGNOSIS_MIX`), for a
+    case whose diagnosis is unknown."""
+    names = list(DIAGNOSIS_MIX)
+    p = np.array([DIAGNOSIS_MIX[k] for k in names])
+    return names[int(rng.choice(len(names), p=p / p.sum()))]
+
+
+def lesion_uptake(r2: np.ndarray, background: float, suvmax: float, diameter_mm: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """A lesion's uptake above its background (SUV, before the PSF) at normalised radii^2 ``r2``
+    (< 1 inside): it peaks at ``suvmax`` in the centre and falls by 40 % to the rim; lesions of
+    30 mm and more have a necrotic core in 30 % of cases."""
+    contrast = max(suvmax - background, 0.5 * suvmax)
+    prof = 1.0 - 0.4 * np.clip(r2, 0, 1)
+    if diameter_mm >= 30 and rng.random() < 0.3:  # necrotic core
+        prof = np.where(r2 < 0.2, 0.3, prof)
+    return contrast * prof
+
+
+def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+    """Rasterise the lesions: write their uptake into ``pet`` and their tissue; return the mask."""
+    v = ph.v
+    mask = np.zeros(v.shape, np.uint8)
+    info: list[dict] = []
+    if not plan:
+        return mask, info
+    chains = _node_chains(ph)
+    cache: dict[str, np.ndarray] = {}
+
+    def voxels(site: str) -> np.ndarray:
+        if site not in cache:
+            if site == "subcutaneous":
+                sel = ph.sat_mask & (v.tis == _T["fat"])
+            elif site == "bone":
+                sel = v.tis == _T["trabecular_bone"]
+            else:
+                sel = v.tis == _T[site]
+            cache[site] = np.flatnonzero(sel)
+        return cache[site]
+
+    world = lambda idx: np.array([v.x[idx[0]], v.y[idx[1]], v.z[idx[2]]])  # noqa: E731
+    for site, diam, suvmax in plan:
+        kind = site.split(":")[0]
+        kind = "lung" if kind == "lung_primary" else kind
+        centre = None
+        for _ in range(12):
+            if site.startswith("node:"):
+                pts = np.array(chains[site[5:]])
+                u = rng.random() * (len(pts) - 1)
+                i0 = min(int(u), len(pts) - 2)
+                c = pts[i0] + (u - i0) * (pts[i0 + 1] - pts[i0]) + rng.normal(0, 6.0, 3)
+            else:
+                idx = voxels("lung" if kind == "lung" else kind)
+                if idx.size == 0:
+                    break
+                picks = rng.integers(idx.size, size=3)
+                if site == "lung_primary":  # upper-lobe predominance
+                    zs = np.unravel_index(idx[picks], v.shape)[2]
+                    pick = idx[picks[int(np.argmax(zs))]] if rng.random() < 0.6 else idx[picks[0]]
+                else:
+                    pick = idx[picks[0]]
+                c = world(np.unravel_index(pick, v.shape)) + rng.uniform(-0.5, 0.5, 3) * np.array(v.spacing)
+            ijk = np.rint((c - np.array([v.x[0], v.y[0], v.z[0]])) / np.array(v.spacing)).astype(int)
+            if np.any(ijk < 0) or np.any(ijk >= np.array(v.shape)):
+                continue
+            if TISSUES[v.tis[tuple(ijk)]] in _ALLOWED[kind]:
+                centre = c
+                break
+        if centre is None:
+            continue
+        semi = diam / 2.0 * np.exp(rng.normal(0, 0.12, 3))
+        rot = _rotation(rng.normal(size=3), rng.normal(size=3))
+        sl, r2 = _ellipsoid(v, rng, centre, semi, rot, deform=0.12 * float(semi.mean()), corr=float(semi.mean()) * 1.5)
+        ijk = tuple(int(q) for q in ijk)
+        if sl is None:
+            continue
+        allowed = np.isin(v.tis[sl], [_T[t] for t in _ALLOWED[kind]])
+        m = (r2 < 1) & allowed
+        if not m.any():  # sub-voxel lesion: keep the voxel that holds its centre
+            local = tuple(i - s.start for i, s in zip(ijk, sl))
+            if all(0 <= q < r2.shape[a] for a, q in enumerate(local)):
+                m[local] = True
+                r2 = r2.copy()
+                r2[local] = 0.0
+        if not m.any():
+            continue
+        bg = pet[sl][m]
+        pet[sl][m] = bg + lesion_uptake(r2[m], float(bg.mean()), suvmax, diam, rng)
+        tis_new = "lesion"
+        if kind == "bone" and rng.random() < 0.3:
+            tis_new = "cortical_bone"  # sclerotic metastasis
+        v.tis[sl][m] = _T[tis_new]
+        if kind in ("node", "subcutaneous", "muscle"):
+            orgs = v.org[sl]
+            orgs[m & (orgs == ORGAN_IDS["body_fat"])] = ORGAN_IDS["soft_tissue"]
+        mask[sl][m] = 1
+        info.append({"site": site, "centre_mm": [round(float(q), 1) for q in centre], "diameter_mm": round(diam, 1),
+                     "suvmax": round(suvmax, 2), "voxels": int(m.sum())})
+    return mask, info
+
+
+# --- public API ------------------------------------------------------------------------------------
+
+
+def _streams(seed: int) -> list[np.random.Generator]:
+    """Five independent child streams of ``seed`` (anatomy, tissue values, lesions, texture, noise)."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
+
+
+def lesion_rng(seed: int) -> np.random.Generator:
+    """The stream :func:`make_phantom` draws a case's lesions from (after the diagnosis, when it
+    draws that too): with it, :func:`synthaug.phantom.lesions.add_lesions` follows the phantom's lesion plan."""
+    return _streams(seed)[2]
+
+
+def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid | None = None, seed: int) -> Case:
+    """Synthesise one whole-body FDG PET/CT case with organ and lesion labels.
+
+    Args:
+        demographics: age, sex, height and weight must be known (else ``ValueError``;
+            see :func:`impute_demographics`). An unknown diagnosis is drawn from the
+            AutoPET mix (recorded in ``meta["diagnosis"]``).
+        preset: grid preset used when ``grid`` is not given (``"demo"``: 128x128x256 at 4 mm).
+        grid: any output grid; the body is placed in mm (vertex near the top of the FOV).
+        seed: all randomness comes from ``np.random.default_rng(seed)``.
+
+    Returns:
+        A :class:`Case` with float32 ``ct`` (HU) and ``pet`` (SUV_bw), uint8 ``organs``
+        (synthaug organ map) and ``lesions`` (0/1), and provenance in ``meta``.
+    """
+    d = _check_demographics(demographics)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    out_grid = get_preset(preset).output_grid
+    if grid is not None:
+        if not isinstance(grid, Grid):
+            raise ValueError(f"grid: expected a synthaug Grid, got {type(grid).__name__}")
+        out_grid = grid
+    r_anat, r_tissue, r_lesion, r_tex, r_noise = _streams(seed)
+    diagnosis = d.diagnosis
+    drawn = diagnosis is None
+    if drawn:
+        diagnosis = draw_diagnosis(r_lesion)
+    assert diagnosis in DIAGNOSES
+
+    body = _Body(d, r_anat)
+    build_grid = _anatomy_grid(out_grid)
+    ph = _Phantom(body, build_grid, r_anat)
+    ph.body()
+    ph.trunk_contents()
+    ph.organs()
+    ph.airways()
+    ph.head()
+    ph.skeleton()
+    ph.visceral()
+    v = ph.v
+    hu, hu_sd, suv, cv, tissue_summary = _tissue_values(body, r_tissue)
+
+    # PET before blur: tissue uptake with smooth heterogeneity, then lesions.
+    lo = (-300.0, -300.0, ph.zw(body.s_end * body.H) - 20)
+    hi = (300.0, 300.0, ph.z_vertex + 20)
+    het = _Field(r_tex, lo, hi, 14.0)(v.x, v.y, v.z)
+    tis = v.tis
+    pet = suv[tis] * np.maximum(1.0 + cv[tis] * het, 0.1)
+    plan = lesion_plan(diagnosis, r_lesion)
+    lesions, lesion_info = _place_lesions(ph, plan, pet, r_lesion)
+    tis = v.tis
+
+    # PET: Poisson-like noise (sd ~ sqrt(activity), growing with body weight), then the PSF.
+    sig_vox = psf_sigma_voxels(v.spacing)
+    white = r_noise.standard_normal(v.shape, dtype=np.float32)
+    pet = pet + pet_noise_factor(body.W, v.spacing) * np.sqrt(pet) * white
+    pet = ndimage.gaussian_filter(pet, sig_vox, truncate=3.0, mode="constant")
+    np.maximum(pet, 0.0, out=pet)
+
+    # CT: tissue HU + texture, slight partial-volume blur, quantum noise.
+    w1 = r_tex.standard_normal(v.shape, dtype=np.float32)
+    ct = hu[tis] + hu_sd[tis] * w1
+    ct_sig = [max(1.2 / s, 0.3) for s in v.spacing]
+    ct = ndimage.gaussian_filter(ct, ct_sig, truncate=2.0, mode="nearest")
+    w2 = r_noise.standard_normal(v.shape, dtype=np.float32)
+    ct += ct_noise_sd(body.W) * w2
+    np.clip(ct, -1024.0, 3071.0, out=ct)
+    # Store like scanners do: whole HU for CT, 1/512 SUV steps for PET (far below the noise);
+    # this also makes the NIfTI files compress 2-3x better.
+    np.rint(ct, out=ct)
+    pet = np.rint(pet * 512.0) / np.float32(512.0)
+
+    crop = tuple(slice((nb - n) // 2, (nb - n) // 2 + n) for nb, n in zip(build_grid.shape, out_grid.shape))
+    ct, pet, organs, lesions = ct[crop], pet[crop], v.org[crop], lesions[crop]
+
+    meta = {
+        "source": "phantom",
+        "seed": seed,
+        "generator": "phantom",
+        "phantom_version": PHANTOM_VERSION,
+        "preset": preset if grid is None else None,
+        "grid": out_grid.to_dict(),
+        "diagnosis": diagnosis,
+        "diagnosis_drawn": drawn,
+        "body": {"bmi": round(body.bmi, 2), "body_fat_fraction": round(body.body_fat, 3),
+                 "sat_l": round(body.sat_l, 2), "vat_l": round(body.vat_l, 2),
+                 "vertex_z_mm": round(ph.z_vertex, 1), "scan_end_z_mm": round(ph.zw(body.s_end * body.H), 1),
+                 "lean_scale": round(body.k, 3), "sat_thickness_mm": round(body.t0, 1)},
+        "tissues": tissue_summary,
+        "lesions": lesion_info,
+    }
+    return Case(ct=np.ascontiguousarray(ct, dtype=np.float32), pet=np.ascontiguousarray(pet, dtype=np.float32),
+                organs=np.ascontiguousarray(organs), lesions=np.ascontiguousarray(lesions), affine=out_grid.affine,
+                demographics=d, meta=meta)
+
+
+#: The smallest field of view (mm) the anatomy is built on: the whole body, head to thigh.
+ANATOMY_FOV_MM = (512.0, 512.0, 1024.0)
+
+
+def _anatomy_grid(grid: Grid) -> Grid:
+    """``grid`` extended (same spacing, same voxel centres) to at least :data:`ANATOMY_FOV_MM`.
+
+    The body is always built whole and the requested grid is cropped from its centre, so a
+    small field of view (e.g. an abdominal CT grid) shows the mid-trunk instead of failing.
+    """
+    shape = []
+    for n, sp, fov in zip(grid.shape, grid.spacing, ANATOMY_FOV_MM):
+        if n * sp >= fov:
+            shape.append(n)
+            continue
+        m = int(math.ceil(fov / sp))
+        m += (m - n) % 2  # keep voxel centres aligned with the requested grid
+        shape.append(m)
+    return grid if tuple(shape) == grid.shape else Grid(tuple(shape), grid.spacing)
+
+
+def psf_sigma_voxels(spacing: Sequence[float]) -> list[float]:
+    """The PET point-spread function's Gaussian sd in voxels of ``spacing`` (mm)."""
+    return [PSF_FWHM_MM / 2.3548 / s for s in spacing]
+
+
+def pet_noise_factor(weight_kg: float, spacing: Sequence[float]) -> float:
+    """Noise sd per sqrt(SUV) added to the PET before the PSF, so that after the PSF the noise
+    has the phantom's level: Poisson-like, growing with body weight and with smaller voxels."""
+    vox_ml = float(np.prod(spacing)) / 64.0  # relative to 4 mm voxels
+    return 0.15 * (weight_kg / 75.0) ** 0.5 / math.sqrt(vox_ml) / _kernel_norm(psf_sigma_voxels(spacing))
+
+
+def ct_noise_sd(weight_kg: float) -> float:
+    """CT quantum noise sd (HU), growing with body weight."""
+    return 13.0 * (weight_kg / 75.0) ** 0.5
+
+
+def _kernel_norm(sigmas: Sequence[float]) -> float:
+    """sd of unit white noise after :func:`scipy.ndimage.gaussian_filter` (truncate 3)."""
+    total = 1.0
+    for s in sigmas:
+        if s <= 0:
+            continue
+        r = int(3.0 * s + 0.5)
+        x = np.arange(-r, r + 1)
+        k = np.exp(-0.5 * (x / s) ** 2)
+        k /= k.sum()
+        total *= float(np.sqrt((k**2).sum()))
+    return total
+
+
+def preview_png(cases: Sequence[Case], path: str | Path, *, titles: Sequence[str] | None = None,
+                dpi: int = 100) -> Path:
+    """Write a PNG: a coronal CT slice and a coronal PET MIP per case, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(cases)
+    if not cases:
+        raise ValueError("preview_png: no cases given")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = len(cases)
+    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 6.4), squeeze=False)
+    for i, case in enumerate(cases):
+        sp = case.spacing
+        ext = [0, case.shape[0] * sp[0], 0, case.shape[2] * sp[2]]
+        y_mid = case.shape[1] // 2
+        if case.organs is not None:
+            body_y = np.nonzero((case.organs == ORGAN_IDS["aorta"]).any(axis=(0, 2)))[0]
+            if body_y.size:
+                y_mid = int(body_y.mean())
+        # Display with the patient's right on the viewer's left (radiological convention).
+        ct = case.ct[::-1, y_mid, :].T
+        mip = case.pet.max(axis=1)[::-1, :].T
+        axes[0, i].imshow(ct, cmap="gray", vmin=-300, vmax=500, origin="lower", extent=ext)
+        axes[1, i].imshow(mip, cmap="gray_r", vmin=0, vmax=10, origin="lower", extent=ext)
+        d = case.demographics
+        label = titles[i] if titles else (f"{d.sex} {d.age:.0f}y {d.height_cm:.0f}cm {d.weight_kg:.0f}kg\n"
+                                           f"{case.meta.get('diagnosis', d.diagnosis)}" if d else "")
+        axes[0, i].set_title(label, fontsize=6)
+        for ax in axes[:, i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("CT coronal", fontsize=7)
+    axes[1, 0].set_ylabel("PET MIP (SUV 0-10)", fontsize=7)
+    fig.tight_layout(pad=0.3)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

@@ -1,0 +1,319 @@
+"""FDG-avid lesions for any case with organ labels: the phantom's lesion model placed on the case.
+
+The cascade's networks learn lesions from their training data, and a small or briefly trained
+global stage draws none (docs/training.md, "Lesion channel"). :func:`add_lesions` gives such a
+generator its lesions from the same diagnosis-conditioned model the phantom uses
+(:func:`synthaug.phantom.body.lesion_plan`: how many lesions, where, how large, how avid): each
+lesion's site is found on the case's own organ labels and body outline, and its uptake, CT and
+labels are written with the phantom's rules (profile, PSF, noise, lesion HU), so the lesion
+mask matches the images voxel for voxel. Every draw comes from the seed.
+
+Sites: lymph-node chains (cervical, supraclavicular, axillary, mediastinal, hilar,
+para-aortic, mesenteric, iliac, inguinal) at the phantom's heights below the vertex and at
+fractions of the body's width and depth, in fat or soft tissue away from the skin;
+subcutaneous fat; muscle / soft tissue; lungs (a primary tumour prefers the upper lobes);
+liver; spleen; bone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+from scipy import ndimage
+
+from ..core.case import Case
+from ..core.demographics import DIAGNOSES
+from ..core.labels import ORGAN_IDS
+from .body import (
+    _SCAN_END_S,
+    CT_HU,
+    _ellipsoid,
+    _rotation,
+    _Vol,
+    ct_noise_sd,
+    draw_diagnosis,
+    lesion_plan,
+    lesion_uptake,
+    pet_noise_factor,
+    psf_sigma_voxels,
+)
+
+#: How a generator's cases get their lesions: "prior" adds :func:`add_lesions`'s lesions to
+#: whatever the networks drew; "model" keeps only what the networks drew.
+LESION_MODES = ("prior", "model")
+
+_FAT, _SOFT, _BONE = ORGAN_IDS["body_fat"], ORGAN_IDS["soft_tissue"], ORGAN_IDS["bone"]
+_LUNGS, _LIVER, _SPLEEN, _AORTA = ORGAN_IDS["lungs"], ORGAN_IDS["liver"], ORGAN_IDS["spleen"], ORGAN_IDS["aorta"]
+
+#: Labels a lesion of each site kind may cover (it takes the shape of the tissue it grows in).
+_ALLOWED = {
+    "node": (_FAT, _SOFT),
+    "subcutaneous": (_FAT, _SOFT),
+    "muscle": (_SOFT, _FAT),
+    "lung": (_LUNGS, _SOFT),
+    "liver": (_LIVER,),
+    "spleen": (_SPLEEN,),
+    "bone": (_BONE,),
+}
+#: Where a site's centre is drawn from (its own label).
+_CENTRE_LABEL = {"subcutaneous": _FAT, "muscle": _SOFT, "lung": _LUNGS, "liver": _LIVER, "spleen": _SPLEEN,
+                 "bone": _BONE}
+#: Depth below the skin (mm) that separates subcutaneous fat from the rest of the body.
+_SUBCUTANEOUS_MM = 30.0
+#: Node chains: two points (fraction of height below the vertex, lateral offset as a fraction of
+#: the body's half-width at that height, position front to back as a fraction of its depth, 0 =
+#: back) of each chain, after the phantom's chains (:func:`synthaug.phantom.body._node_chains`).
+#: Sided chains are mirrored; "para_aortic" is placed beside the aorta instead.
+_CHAINS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "cervical": ((0.118, 0.54, 0.50), (0.155, 0.59, 0.50)),
+    "supraclavicular": ((0.155, 0.31, 0.54), (0.165, 0.51, 0.54)),
+    "axillary": ((0.190, 0.80, 0.45), (0.235, 0.80, 0.50)),
+    "hilar": ((0.235, 0.08, 0.55), (0.260, 0.12, 0.55)),
+    "iliac": ((0.410, 0.05, 0.45), (0.465, 0.37, 0.55)),
+    "inguinal": ((0.490, 0.46, 0.82), (0.520, 0.41, 0.82)),
+    "mediastinal": ((0.190, 0.04, 0.44), (0.250, 0.04, 0.44)),
+    "mesenteric": ((0.370, -0.20, 0.51), (0.410, 0.20, 0.51)),
+    "para_aortic": ((0.340, 0.12, 0.40), (0.400, 0.12, 0.40)),
+}
+#: Para-aortic nodes lie this far to the side of the aorta where the slice shows it (at least
+#: :data:`_MIN_AORTA_VOXELS` voxels of it); elsewhere the chain's fractions place them.
+_PARA_AORTIC_MM = 22.0
+_MIN_AORTA_VOXELS = 4
+_CENTRE_TRIES = 24
+#: The array order the sites are found in (nibabel orientation of R, A, S along axes 0, 1, 2).
+_RAS = axcodes2ornt("RAS")
+
+
+class _Anatomy:
+    """What the sites are found from: the case's labels, body outline and heights, in world mm."""
+
+    def __init__(self, case: Case, height_cm: float | None) -> None:
+        aff = case.affine
+        off_diagonal = np.abs(aff[:3, :3] - np.diag(np.diag(aff[:3, :3]))).max()
+        if off_diagonal > 1e-3 * min(case.spacing) or np.any(np.diag(aff)[:3] <= 0):
+            raise ValueError("add_lesions needs a grid aligned with the RAS axes (after reorientation); "
+                             f"this one is oblique: affine {np.round(aff[:3, :3], 4).tolist()}")
+        self.organs = np.asarray(case.organs)
+        self.grid = SimpleNamespace(shape=self.organs.shape, spacing=case.spacing, affine=aff)
+        self.vol = _Vol(self.grid)
+        self.body = self.organs > 0
+        zs = np.flatnonzero(self.body.any(axis=(0, 1)))
+        if zs.size == 0:
+            raise ValueError("add_lesions: the case has no body (its organ map is all background)")
+        self.z_vertex = float(self.vol.z[zs[-1]])
+        # Node chains hang from the vertex: where the body reaches the top of the field of view, the
+        # vertex is cut off and they cannot be found.
+        self.has_vertex = not self.body[:, :, -1].any()
+        # Without a known height, the body's extent stands in (the phantom's field of view ends at the thighs).
+        self.height_mm = 10.0 * height_cm if height_cm else (self.z_vertex - float(self.vol.z[zs[0]])) / _SCAN_END_S
+        self._flat: dict[int, np.ndarray] = {}
+        self._depth: np.ndarray | None = None
+
+    def z_index(self, s: float) -> int:
+        """The slice at ``s`` x height below the vertex."""
+        return int(np.clip(np.rint((self.z_vertex - s * self.height_mm - self.vol.z[0]) / self.grid.spacing[2]),
+                           0, self.organs.shape[2] - 1))
+
+    def chain_point(self, chain: str, s: float, lateral: float, ap: float, side: int) -> np.ndarray | None:
+        """World position of a node-chain point; ``None`` where the body is missing there or the
+        field of view cuts off the vertex."""
+        if not self.has_vertex:
+            return None
+        k = self.z_index(s)
+        if chain == "para_aortic":
+            ix, iy = np.nonzero(self.organs[:, :, k] == _AORTA)
+            if ix.size >= _MIN_AORTA_VOXELS:
+                return np.array([self.vol.x[ix].mean() + _PARA_AORTIC_MM, self.vol.y[iy].mean(), self.vol.z[k]])
+        ix, iy = np.nonzero(self.body[:, :, k])
+        if ix.size == 0:
+            return None
+        x0, x1 = self.vol.x[ix.min()], self.vol.x[ix.max()]
+        y0, y1 = self.vol.y[iy.min()], self.vol.y[iy.max()]
+        return np.array([(x0 + x1) / 2 + side * lateral * (x1 - x0) / 2, y0 + ap * (y1 - y0), self.vol.z[k]])
+
+    def chain_segment(self, site: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The two ends (world mm) of a ``node:<chain>[_R|_L]`` site's chain; ``None`` where
+        :meth:`chain_point` finds none."""
+        name = site.removeprefix("node:")
+        chain, side = (name[:-2], 1 if name.endswith("_R") else -1) if name[-2:] in ("_R", "_L") else (name, 1)
+        ends = [self.chain_point(chain, *p, side) for p in _CHAINS[chain]]
+        return None if any(e is None for e in ends) else (ends[0], ends[1])
+
+    def nearest_on_chain(self, site: str, centre) -> np.ndarray | None:
+        """The point of a node site's chain nearest to ``centre`` (world mm)."""
+        ends = self.chain_segment(site)
+        if ends is None:
+            return None
+        a, b = ends
+        c = np.asarray(centre, dtype=float)
+        t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
+        return a + t * (b - a)
+
+    def voxels(self, label: int) -> np.ndarray:
+        if label not in self._flat:
+            self._flat[label] = np.flatnonzero(self.organs == label)
+        return self._flat[label]
+
+    def depth_mm(self) -> np.ndarray:
+        """Distance (mm) of each voxel inside the body to the nearest voxel outside it."""
+        if self._depth is None:
+            self._depth = ndimage.distance_transform_edt(self.body, sampling=self.grid.spacing).astype(np.float32)
+        return self._depth
+
+    def index(self, world: np.ndarray) -> tuple[int, int, int] | None:
+        origin = np.array([self.vol.x[0], self.vol.y[0], self.vol.z[0]])
+        ijk = np.rint((world - origin) / np.array(self.grid.spacing)).astype(int)
+        if np.any(ijk < 0) or np.any(ijk >= np.array(self.organs.shape)):
+            return None
+        return tuple(int(i) for i in ijk)
+
+    def world(self, ijk) -> np.ndarray:
+        return np.array([self.vol.x[ijk[0]], self.vol.y[ijk[1]], self.vol.z[ijk[2]]])
+
+
+def _accepts(body: _Anatomy, kind: str, ijk) -> bool:
+    """Whether a lesion of ``kind`` may be centred at voxel ``ijk``."""
+    if body.organs[ijk] not in _ALLOWED[kind]:
+        return False
+    if kind == "subcutaneous":
+        return bool(body.depth_mm()[ijk] <= _SUBCUTANEOUS_MM)
+    if kind in ("node", "muscle"):  # deeper than the subcutaneous fat
+        return bool(body.depth_mm()[ijk] > _SUBCUTANEOUS_MM / 2)
+    return True
+
+
+def _centre(body: _Anatomy, site: str, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple] | None:
+    """A lesion centre (world mm, voxel) for ``site``, or ``None`` if no try found an allowed voxel."""
+    for _ in range(_CENTRE_TRIES):
+        if site.startswith("node:"):
+            u = rng.random()
+            ends = body.chain_segment(site)
+            if ends is None:
+                return None
+            a, b = ends
+            c = a + u * (b - a) + rng.normal(0, 8.0, 3)
+        else:
+            idx = body.voxels(_CENTRE_LABEL[kind])
+            if idx.size == 0:
+                return None
+            picks = rng.integers(idx.size, size=3)
+            pick = idx[picks[0]]
+            if site == "lung_primary" and rng.random() < 0.6:  # upper-lobe predominance
+                zs = np.unravel_index(idx[picks], body.organs.shape)[2]
+                pick = idx[picks[int(np.argmax(zs))]]
+            c = body.world(np.unravel_index(pick, body.organs.shape)) + rng.uniform(-0.5, 0.5, 3) * body.grid.spacing
+        ijk = body.index(c)
+        if ijk is not None and _accepts(body, kind, ijk):
+            return c, ijk
+    return None
+
+
+def _box(sl, shape, pad: int) -> tuple[slice, ...]:
+    return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, shape))
+
+
+def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
+                rng: np.random.Generator | None = None) -> Case:
+    """``case`` with lesions from the diagnosis-conditioned lesion model added (a new case; its
+    arrays are copies).
+
+    Args:
+        case: a case with organ labels (synthaug organ map), CT in HU and PET in SUV.
+        seed: every draw (diagnosis if unknown, sites, sizes, uptake, noise) comes from it.
+        diagnosis: one of AutoPET's diagnoses; default: the case's demographics' diagnosis, and
+            if that is unknown, one drawn from the AutoPET mix. ``NEGATIVE`` adds none.
+        rng: draw from this generator instead of one seeded by ``seed`` (with
+            :func:`synthaug.phantom.body.lesion_rng`, the plan a phantom of that seed has).
+
+    Returns:
+        The case with the lesions in ``lesions`` (uint8, added to any it had), their uptake in
+        ``pet``, their tissue in ``ct``, node lesions in fat relabelled soft tissue in ``organs``
+        (as in the phantom), and ``meta["lesion_prior"]``: the diagnosis and one record per
+        lesion (site, centre, diameter, planned SUVmax, voxels). A planned lesion for which no
+        site is found (say, a liver lesion in a case without a liver) is left out and counted
+        in ``meta["lesion_prior"]["not_placed"]``.
+    """
+    if case.organs is None or case.pet is None:
+        raise ValueError("add_lesions needs a case with organ labels and PET")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    demo = case.demographics
+    diagnosis = diagnosis if diagnosis is not None else (demo.diagnosis if demo is not None else None)
+    rng = np.random.default_rng([int(seed), 7]) if rng is None else rng
+    drawn = diagnosis is None
+    if drawn:
+        diagnosis = draw_diagnosis(rng)
+    if diagnosis not in DIAGNOSES:
+        raise ValueError(f"diagnosis={diagnosis!r} is not allowed; use one of {DIAGNOSES}")
+    plan = lesion_plan(diagnosis, rng)
+    weight = demo.weight_kg if demo is not None and demo.weight_kg else 75.0
+    original, ornt = case, io_orientation(case.affine)
+    case = _reoriented(case, ornt, case.affine @ inv_ornt_aff(ornt, case.shape))  # arrays along R, A, S
+    ct, pet = case.ct.copy(), case.pet.copy()
+    organs = case.organs.copy()
+    lesions = np.zeros(case.shape, np.uint8) if case.lesions is None else (case.lesions > 0).astype(np.uint8)
+    info: list[dict] = []
+    if plan:
+        body = _Anatomy(case, demo.height_cm if demo is not None else None)
+        sig = psf_sigma_voxels(body.grid.spacing)
+        pad = int(np.ceil(3 * max(sig))) + 1
+        noise_pet, noise_ct = pet_noise_factor(weight, body.grid.spacing), ct_noise_sd(weight)
+        for site, diam, suvmax in plan:
+            kind = site.split(":")[0]
+            kind = "lung" if kind == "lung_primary" else kind
+            found = _centre(body, site, kind, rng)
+            if found is None:
+                continue
+            centre, ijk = found
+            semi = diam / 2.0 * np.exp(rng.normal(0, 0.12, 3))
+            rot = _rotation(rng.normal(size=3), rng.normal(size=3))
+            sl, r2 = _ellipsoid(body.vol, rng, centre, semi, rot, deform=0.12 * float(semi.mean()),
+                                corr=float(semi.mean()) * 1.5)
+            if sl is None:
+                continue
+            m = (r2 < 1) & np.isin(body.organs[sl], _ALLOWED[kind])
+            local = tuple(i - s.start for i, s in zip(ijk, sl))
+            if not m.any() and all(0 <= q < n for q, n in zip(local, m.shape)):
+                m[local] = True  # sub-voxel lesion: the voxel that holds its centre
+            if not m.any():
+                continue
+            # PET: uptake above the local background with its Poisson-like noise, then the PSF.
+            box = _box(sl, organs.shape, pad)
+            inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
+            added = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
+            uptake = lesion_uptake(r2[m], float(pet[sl][m].mean()), suvmax, diam, rng)
+            added[inner][m] = uptake + noise_pet * np.sqrt(uptake) * rng.standard_normal(uptake.shape)
+            pet[box] = np.maximum(pet[box] + ndimage.gaussian_filter(added, sig, truncate=3.0, mode="constant"), 0.0)
+            # CT: the lesion's tissue (sclerotic bone metastases: cortical bone) with texture and noise.
+            tissue = "cortical_bone" if kind == "bone" and rng.random() < 0.3 else "lesion"
+            hu, hu_sd, _ = CT_HU[tissue]
+            ct[sl][m] = np.clip(hu + hu_sd * rng.standard_normal(int(m.sum())) + noise_ct * rng.standard_normal(int(m.sum())),
+                                -1024.0, 3071.0)
+            if kind in ("node", "subcutaneous", "muscle"):
+                o = organs[sl]
+                o[m & (o == _FAT)] = _SOFT
+            lesions[sl][m] = 1
+            info.append({"site": site, "centre_mm": [round(float(q), 1) for q in centre], "diameter_mm": round(diam, 1),
+                         "suvmax": round(suvmax, 2), "voxels": int(m.sum())})
+    meta = dict(case.meta)
+    meta["lesion_prior"] = {"diagnosis": diagnosis, "diagnosis_drawn": drawn, "seed": int(seed), "lesions": info,
+                            "not_placed": len(plan) - len(info)}
+    out = replace(case, ct=ct.astype(np.float32, copy=False), pet=pet.astype(np.float32, copy=False), organs=organs,
+                  lesions=lesions, meta=meta)
+    return _reoriented(out, ornt_transform(_RAS, ornt), original.affine)  # back to the case's own array order
+
+
+def _reoriented(case: Case, ornt: np.ndarray, affine: np.ndarray) -> Case:
+    """``case`` with its arrays flipped and transposed by the nibabel orientation ``ornt`` and
+    ``affine`` as theirs (no copy when ``ornt`` keeps the array order)."""
+    if np.array_equal(ornt, _RAS):
+        return case
+
+    def turn(a):
+        return None if a is None else np.ascontiguousarray(apply_orientation(a, ornt))
+
+    return replace(case, ct=turn(case.ct), pet=turn(case.pet), organs=turn(case.organs), lesions=turn(case.lesions),
+                   affine=affine)

@@ -1,0 +1,512 @@
+"""Label calibration: per-class offsets that make a stage's labels as large as its training data's.
+
+A briefly trained stage decides small or thin classes (aorta, spleen, kidneys, the
+lesion channel) by argmax over label channels that it generates a little too low, so
+they come out too small or not at all, while a neighbour grows. Adding a constant offset
+per class before the argmax (``StageConfig.label_bias``, applied by
+:func:`synthaug.model.channels.harden_labels`) moves the borders without retraining. The
+offsets are fitted on the stage's own samples, generated for the demographics of
+training cases, against the label volumes on the stage's grid that those demographics
+lead to, estimated over the whole training cohort (:func:`expected_means`): what follows
+body size is kept, what varies from case to case regardless (a bladder's filling) is
+averaged over all cases instead of the few sampled. Training data only, so a held-out
+cohort stays held out. The offsets are shared by both sexes; the fit is also reported per
+sex (``label_calibration.by_sex``) to show what sharing them leaves.
+
+The fit is a fixed-point iteration, ``b_c += rate * log(target_c / count_c)``, with
+every offset kept within ``max_abs``. A voxel whose best channel leads the runner-up by
+at least ``2 * max_abs`` cannot change class under any admissible offsets, so only the
+others are kept (:func:`compact`), which keeps full-resolution samples small.
+
+The same samples then give each class's median HU and mean SUV inside the calibrated
+labels; a per-class CT shift and PET gain (``StageConfig.ct_shift``, ``pet_gain``, applied
+by :func:`synthaug.model.channels.calibrate_intensities` after the labels are decided) take them
+to the training cases' median HU and mean SUV, within :data:`~synthaug.model.channels.MAX_CT_SHIFT` and
+:data:`~synthaug.model.channels.PET_GAIN_RANGE`. This corrects a stage's level per organ (the
+SR stage loses a tenth of the brain's uptake to the skull at the borders), not its
+texture, and only what the training data show. The CT is matched by its median, the
+statistic an organ's HU is read by: a label that reaches a little past its organ's border
+pulls the mean towards the neighbour's HU (fat beside the aorta, say) by more than the
+organ's own level is off, and a shift fitted to the mean would move the whole organ to
+make up for its border. The PET is matched by its mean, the quantity (total uptake over
+volume) that a border cannot shift by much: its neighbours take up little.
+
+A shift moves every case's organ alike; a briefly trained stage also lets an organ's level
+wander from case to case far more than the training cases' (the demo stage 1's spleen:
+a per-case median HU with an sd of 15 HU where the cohort's is 4), which puts single cases outside the organ's range
+although the average is right. So each organ's per-case median HU in the shifted samples
+is compared with the training cases' (:func:`fit_level_spread`): where the samples spread
+more, a per-class scale (``StageConfig.ct_level_scale``, at most 1, applied by
+:func:`synthaug.model.channels.spread_organ_levels` after the shift) keeps only that share of each
+case's deviation from the cohort's median (``ct_level``). Whatever of an organ's level
+varies in the cohort (a fatty liver, bone with age) keeps the cohort's spread, and the
+order of the cases; it is a second moment matched, not a value imposed.
+
+``synthaug calibrate`` (:func:`calibrate`) runs the whole procedure on a weights folder:
+the global stage first, then the SR stage on the calibrated stage 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..core.io import atomic_path, atomic_write_json
+from ..core.labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
+from ..model.channels import (
+    CT_CHANNEL,
+    CT_LEVEL_RANGE,
+    LABEL_BIAS_SIZE,
+    LESION_CHANNEL,
+    MAX_CT_SHIFT,
+    ORGAN_CHANNELS,
+    PET_CHANNEL,
+    PET_GAIN_RANGE,
+    channel_to_ct,
+    channel_to_pet,
+)
+
+#: Sample i of a calibration uses seed SEED0 + i (apart from the seeds evaluations use, 0..n-1).
+SEED0 = 50_000
+#: HU histograms for the class medians: 1-HU bins centred on HU_LOW .. HU_LOW + HU_BINS - 1, clipped.
+HU_LOW, HU_BINS = int(CT_LEVEL_RANGE[0]), int(CT_LEVEL_RANGE[1] - CT_LEVEL_RANGE[0]) + 1  # -1024, 4096
+
+
+def hu_histograms(classes: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """(NUM_ORGAN_CLASSES, HU_BINS) counts of each class's voxels per 1-HU bin."""
+    bins = np.clip(np.rint(np.asarray(hu, np.float64)) - HU_LOW, 0, HU_BINS - 1).astype(np.int64)
+    flat = np.asarray(classes, np.int64) * HU_BINS + bins
+    return np.bincount(flat.ravel(), minlength=NUM_ORGAN_CLASSES * HU_BINS).reshape(NUM_ORGAN_CLASSES, HU_BINS)
+
+
+def histogram_medians(hist: np.ndarray) -> np.ndarray:
+    """Median HU of each row of :func:`hu_histograms` counts; NaN for an empty row."""
+    cum = np.cumsum(hist, axis=1)
+    total = cum[:, -1]
+    idx = np.array([np.searchsorted(c, t / 2) for c, t in zip(cum, total)])
+    return np.where(total > 0, HU_LOW + idx, np.nan).astype(np.float64)
+
+
+#: Row names of the calibration table: the organ classes, then the lesion channel.
+CLASS_NAMES = tuple(ORGAN_LABELS[c] for c in range(NUM_ORGAN_CLASSES)) + ("lesion",)
+
+
+@dataclass
+class CompactLabels:
+    """The label channels of generated samples, reduced to what offsets within ``max_abs`` can change."""
+
+    fixed: np.ndarray          # (NUM_ORGAN_CLASSES,) voxels whose class no admissible offset changes, summed
+    free: np.ndarray           # (V, NUM_ORGAN_CLASSES) organ channels of the other voxels
+    lesion: np.ndarray         # (W,) lesion-channel values within 2 * max_abs of the threshold
+    lesion_fixed: int          # voxels with lesion channel >= 2 * max_abs
+    cases: int
+    max_abs: float
+    fixed_suv: np.ndarray      # (NUM_ORGAN_CLASSES,) SUV of the fixed voxels, summed per class
+    fixed_hu_hist: np.ndarray  # (NUM_ORGAN_CLASSES, HU_BINS) HU histogram of the fixed voxels per class
+    free_values: np.ndarray    # (2, V) HU and SUV of the other voxels
+
+
+def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
+    """Reduce one sample ((NUM_CHANNELS, ...) encoded channels, label channels as generated)."""
+    if not max_abs > 0:
+        raise ValueError(f"max_abs={max_abs} must be > 0")
+    x = np.asarray(x)
+    organs = x[ORGAN_CHANNELS].reshape(NUM_ORGAN_CLASSES, -1).T.astype(np.float32)
+    top2 = np.partition(organs, NUM_ORGAN_CLASSES - 2, axis=1)[:, -2:]
+    sure = top2[:, 1] - top2[:, 0] >= 2 * max_abs
+    les = x[LESION_CHANNEL].ravel().astype(np.float32)
+    values = np.stack([channel_to_ct(x[CT_CHANNEL].astype(np.float64)).ravel(),
+                       channel_to_pet(x[PET_CHANNEL].astype(np.float64)).ravel()])
+    sure_class = organs[sure].argmax(1)
+    return CompactLabels(fixed=np.bincount(sure_class, minlength=NUM_ORGAN_CLASSES),
+                         free=organs[~sure], lesion=les[np.abs(les) < 2 * max_abs],
+                         lesion_fixed=int((les >= 2 * max_abs).sum()), cases=1, max_abs=float(max_abs),
+                         fixed_suv=np.bincount(sure_class, weights=values[1, sure], minlength=NUM_ORGAN_CLASSES),
+                         fixed_hu_hist=hu_histograms(sure_class, values[0, sure]),
+                         free_values=values[:, ~sure].astype(np.float32))
+
+
+def merge(parts: Iterable[CompactLabels]) -> CompactLabels:
+    """One :class:`CompactLabels` of several (all reduced with the same ``max_abs``)."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("no samples to calibrate on")
+    if len({p.max_abs for p in parts}) > 1:
+        raise ValueError(f"samples were reduced with different max_abs: {sorted({p.max_abs for p in parts})}")
+    return CompactLabels(fixed=np.sum([p.fixed for p in parts], axis=0), free=np.concatenate([p.free for p in parts]),
+                         lesion=np.concatenate([p.lesion for p in parts]),
+                         lesion_fixed=sum(p.lesion_fixed for p in parts), cases=sum(p.cases for p in parts),
+                         max_abs=parts[0].max_abs, fixed_suv=np.sum([p.fixed_suv for p in parts], axis=0),
+                         fixed_hu_hist=np.sum([p.fixed_hu_hist for p in parts], axis=0),
+                         free_values=np.concatenate([p.free_values for p in parts], axis=1))
+
+
+def save_compact(path, data: CompactLabels) -> None:
+    """Write a reduced sample as ``.npz`` (plain arrays, read back without pickle)."""
+    np.savez(path, fixed=data.fixed, free=data.free, lesion=data.lesion, fixed_suv=data.fixed_suv,
+             fixed_hu_hist=data.fixed_hu_hist, free_values=data.free_values,
+             scalars=np.array([data.lesion_fixed, data.cases, data.max_abs], dtype=np.float64))
+
+
+def load_compact(path) -> CompactLabels:
+    """Read a reduced sample written by :func:`save_compact`."""
+    with np.load(path, allow_pickle=False) as z:
+        if "fixed_hu_hist" not in z:
+            raise ValueError(f"{path} was reduced without the CT and PET the intensity fit needs (an older synthaug): "
+                             "sample again into a new --work folder")
+        lesion_fixed, cases, max_abs = z["scalars"]
+        return CompactLabels(z["fixed"], z["free"], z["lesion"], int(lesion_fixed), int(cases), float(max_abs),
+                             z["fixed_suv"], z["fixed_hu_hist"], z["free_values"])
+
+
+def mean_counts(data: CompactLabels, bias: np.ndarray) -> np.ndarray:
+    """Mean voxels per case of each organ class and of lesion under ``bias`` (LABEL_BIAS_SIZE,)."""
+    organs = data.fixed + np.bincount((data.free + bias[:NUM_ORGAN_CLASSES]).argmax(1), minlength=NUM_ORGAN_CLASSES)
+    lesion = data.lesion_fixed + int((data.lesion + bias[NUM_ORGAN_CLASSES] > 0).sum())
+    return np.append(organs, lesion) / data.cases
+
+
+def class_intensities(data: CompactLabels, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Median HU and mean SUV (each (NUM_ORGAN_CLASSES,), NaN where a class is empty) of each
+    organ class's voxels, pooled over the cases, under ``bias`` (LABEL_BIAS_SIZE,)."""
+    cls = (data.free + bias[:NUM_ORGAN_CLASSES]).argmax(1)
+    n = data.fixed + np.bincount(cls, minlength=NUM_ORGAN_CLASSES)
+    suv_sums = data.fixed_suv + np.bincount(cls, weights=data.free_values[1].astype(np.float64),
+                                                minlength=NUM_ORGAN_CLASSES)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        suv = suv_sums / n
+    return histogram_medians(data.fixed_hu_hist + hu_histograms(cls, data.free_values[0])), suv
+
+
+def fit_intensities(sample_hu: np.ndarray, sample_suv: np.ndarray, target_hu: np.ndarray,
+                    target_suv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per organ class the HU shift and SUV gain that take the samples' class median HU and mean
+    SUV to the targets, within :data:`~synthaug.model.channels.MAX_CT_SHIFT` and :data:`~synthaug.model.channels.PET_GAIN_RANGE`;
+    identity for the background and for classes empty on either side."""
+    ok = np.isfinite(sample_hu) & np.isfinite(target_hu) & (sample_suv > 0) & (target_suv > 0)
+    ok[0] = False
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shift = np.where(ok, np.clip(target_hu - sample_hu, -MAX_CT_SHIFT, MAX_CT_SHIFT), 0.0)
+        gain = np.where(ok, np.clip(target_suv / sample_suv, *PET_GAIN_RANGE), 1.0)
+    return shift, gain
+
+
+#: Fewest cases with a class, in the samples and in the training cohort, to fit its spread.
+MIN_SPREAD_CASES = 10
+
+
+def fit_level_spread(sample_levels: np.ndarray, training_levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per organ class, from the per-case median HU of the (shifted) samples and of training cases
+    ((cases, NUM_ORGAN_CLASSES) each, NaN where a case lacks the class): the centre (the training
+    cases' median) and the scale (training sd / samples' sd, at most 1) that
+    :func:`~synthaug.model.channels.spread_organ_levels` narrows the samples' spread with; scale 1 for
+    the background and for classes in fewer than :data:`MIN_SPREAD_CASES` cases on either side."""
+    level, scale = np.zeros(NUM_ORGAN_CLASSES), np.ones(NUM_ORGAN_CLASSES)
+    for c in range(1, NUM_ORGAN_CLASSES):
+        g, t = (v[np.isfinite(v)] for v in (sample_levels[:, c], training_levels[:, c]))
+        if len(t):
+            level[c] = float(np.median(t))
+        if min(len(g), len(t)) >= MIN_SPREAD_CASES and g.std() > 0:
+            scale[c] = min(1.0, float(t.std() / g.std()))
+    return np.clip(level, *CT_LEVEL_RANGE), scale
+
+
+def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool = False, iterations: int = 400,
+                   rate: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (LABEL_BIAS_SIZE,) whose mean counts match ``target`` (LABEL_BIAS_SIZE,: mean voxels per
+    case per organ class, then lesion); returns ``(bias, counts)``. The background's offset stays 0
+    (only differences matter); the lesion's stays 0 unless ``fit_lesion``."""
+    target = np.asarray(target, dtype=np.float64)
+    if target.shape != (LABEL_BIAS_SIZE,) or np.any(target < 0):
+        raise ValueError(f"target needs {LABEL_BIAS_SIZE} non-negative mean counts, got shape {target.shape}")
+    fit = np.ones(LABEL_BIAS_SIZE, bool)
+    fit[0] = False
+    fit[NUM_ORGAN_CLASSES] = fit_lesion
+    bias = np.zeros(LABEL_BIAS_SIZE)
+    best, best_err = bias.copy(), np.inf
+    for _ in range(iterations):
+        counts = mean_counts(data, bias)
+        # Summed, not the largest: a class no offset within max_abs can reach must not freeze the others.
+        err = np.square(np.log((counts[fit] + 1) / (target[fit] + 1))).sum()
+        if err < best_err:
+            best, best_err = bias.copy(), err
+        bias = np.where(fit, np.clip(bias + rate * np.log((target + 1) / (counts + 1)), -data.max_abs, data.max_abs), 0.0)
+    return best, mean_counts(data, best)
+
+
+# --- the procedure on a weights folder -----------------------------------------------------------
+
+
+#: Fewer cases than this per demographic feature (plus intercept) and volume targets fall back to the
+#: sampled cases' own mean: a linear fit on so few would add more noise than it removes.
+CASES_PER_FEATURE = 10
+
+
+def demographic_features(demos) -> np.ndarray:
+    """(n, p) regressors for volume targets: intercept, then each of male, age, height and weight
+    that is known for every case in ``demos`` (a field missing anywhere is left out)."""
+    columns = [np.ones(len(demos))]
+    for get in (lambda d: None if d.sex is None else float(d.sex == "M"), lambda d: d.age,
+                lambda d: d.height_cm, lambda d: d.weight_kg):
+        values = [get(d) for d in demos]
+        if all(v is not None for v in values):
+            columns.append(np.asarray(values, np.float64))
+    return np.stack(columns, 1)
+
+
+def expected_means(values: np.ndarray, features: np.ndarray, rows: int | Sequence[int]) -> np.ndarray:
+    """The mean over cases ``rows`` (the first ``rows``, or these indices) of each column of
+    ``values`` (n, k) as the demographics predict it: a least-squares fit of ``values`` on
+    ``features`` (n, p, with intercept) over all n cases, evaluated at those cases' features.
+    Over n == rows it is their plain mean; over more cases it keeps what follows the
+    demographics (body size) and averages out the rest (a bladder's filling) over the whole
+    cohort. With fewer than ``CASES_PER_FEATURE`` cases per feature, the plain mean of the
+    ``rows`` cases."""
+    values, features = np.asarray(values, np.float64), np.asarray(features, np.float64)
+    index = np.arange(rows) if isinstance(rows, (int, np.integer)) else np.asarray(rows, dtype=np.int64)
+    if (values.shape[0] != features.shape[0] or index.ndim != 1 or not len(index)
+            or index.min() < 0 or index.max() >= values.shape[0]):
+        raise ValueError(f"values {values.shape}, features {features.shape}, rows={rows}: need as many rows "
+                         "and at least one case among them")
+    if len(values) < CASES_PER_FEATURE * features.shape[1]:
+        return values[index].mean(0)
+    coef = np.linalg.lstsq(features, values, rcond=None)[0]
+    return np.maximum(features[index].mean(0) @ coef, 0.0)
+
+
+@dataclass
+class TrainingStats:
+    """What the training cohort says about a stage's labels and organs, on the stage's grid."""
+
+    counts: np.ndarray     # (volume_cases, LABEL_BIAS_SIZE) voxels per case of each organ class, then lesion
+    features: np.ndarray   # (volume_cases, p) their demographic_features
+    sexes: list            # (volume_cases,) their sex ("F", "M" or None)
+    median_hu: np.ndarray  # (NUM_ORGAN_CLASSES,) per organ class, pooled over the intensity cases
+    mean_suv: np.ndarray   # (NUM_ORGAN_CLASSES,)
+    case_median_hu: np.ndarray  # (intensity_cases, NUM_ORGAN_CLASSES) per case (NaN: class absent)
+
+    def volume_target(self, rows: int | Sequence[int]) -> np.ndarray:
+        """Mean voxels per case (LABEL_BIAS_SIZE,) expected for the demographics of cases ``rows``."""
+        return expected_means(self.counts, self.features, rows)
+
+
+def training_stats(data: str | Path, cases: int, config, cache: str | Path | None = None, *,
+                   intensity_cases: int | None = None,
+                   volume_cases: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(volume target, median HU, mean SUV)`` of :func:`training_cohort_stats` for training cases
+    ``0..cases-1``."""
+    stats = training_cohort_stats(data, cases, config, cache, intensity_cases=intensity_cases,
+                                  volume_cases=volume_cases)
+    return stats.volume_target(cases), stats.median_hu, stats.mean_suv
+
+
+def training_cohort_stats(data: str | Path, cases: int, config, cache: str | Path | None = None, *,
+                          intensity_cases: int | None = None, volume_cases: int | None = None) -> TrainingStats:
+    """On the stage's grid (resampled as the stage was trained: ``config.resampling``): the voxels
+    of each organ class and of lesion in training cases ``0..volume_cases-1`` (default: the same
+    ``cases``), from which :meth:`TrainingStats.volume_target` estimates the means expected for
+    the demographics of any of them (:func:`expected_means`), and each organ class's median HU
+    and mean SUV, pooled over cases ``0..intensity_cases-1`` (default: the same ``cases``).
+
+    With ``cache`` (e.g. the training run's), the whole cohort's preprocessing cache there is
+    used or built; without, only those cases are resampled (no cache written)."""
+    from ..core.io import Cohort
+    from ..model.preprocess import preprocess_cohort, to_grid
+
+    intensity_cases = cases if intensity_cases is None else intensity_cases
+    volume_cases = cases if volume_cases is None else volume_cases
+    if volume_cases < cases:
+        raise ValueError(f"volume_cases={volume_cases} must include the {cases} sampled cases")
+    n = max(volume_cases, intensity_cases)
+    cohort = Cohort(data)
+    if cache is not None:
+        arrays = preprocess_cohort(data, config.grid, cache, **config.resampling(config.grid))
+        cases_arrays = ((arrays.organs[i], arrays.lesions[i], arrays.ct[i], arrays.pet[i]) for i in range(n))
+    else:
+        resampled = (to_grid(cohort.load(cohort.case_ids[i]), config.grid, **config.resampling(config.grid))
+                     for i in range(n))
+        zeros = np.zeros(config.grid.shape, np.uint8)
+        cases_arrays = ((zeros if c.organs is None else c.organs, zeros if c.lesions is None else c.lesions, c.ct, c.pet)
+                        for c in resampled)
+    counts, case_medians, suv_sums = [], [], np.zeros(NUM_ORGAN_CLASSES)
+    hist = np.zeros((NUM_ORGAN_CLASSES, HU_BINS), np.int64)
+    intensity_voxels = np.zeros(NUM_ORGAN_CLASSES)
+    for i, (organs, lesions, ct, pet) in enumerate(cases_arrays):
+        organs = np.asarray(organs).ravel()
+        voxels = np.bincount(organs, minlength=NUM_ORGAN_CLASSES)
+        if i < volume_cases:
+            counts.append(np.append(voxels, int(np.asarray(lesions).sum())))
+        if i < intensity_cases:
+            intensity_voxels += voxels
+            case_hist = hu_histograms(organs, np.asarray(ct).ravel())
+            hist += case_hist
+            case_medians.append(histogram_medians(case_hist))
+            suv_sums += np.bincount(organs, weights=np.asarray(pet, np.float64).ravel(), minlength=NUM_ORGAN_CLASSES)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        suv = suv_sums / intensity_voxels
+    demos = [cohort.demographics[cohort.case_ids[i]] for i in range(volume_cases)]
+    features = demographic_features(demos)
+    return TrainingStats(np.asarray(counts, np.float64), features, [d.sex for d in demos], histogram_medians(hist), suv,
+                         np.asarray(case_medians, np.float64).reshape(-1, NUM_ORGAN_CLASSES))
+
+
+def _volume_table(target: np.ndarray, uncalibrated: np.ndarray, calibrated: np.ndarray) -> dict:
+    return {n: {"training": round(float(t), 1), "uncalibrated": round(float(b), 1), "calibrated": round(float(a), 1)}
+            for n, t, b, a in zip(CLASS_NAMES, target, uncalibrated, calibrated)}
+
+
+def _volumes_by_sex(parts: list[CompactLabels], stats: TrainingStats, bias: np.ndarray) -> dict:
+    """The fit's mean volumes checked per sex (``parts``: one sample per training case 0, 1, ...):
+    the offsets are one per class, shared by both sexes, so a class can match on average and
+    still be off in each sex in opposite directions."""
+    per_case = np.stack([[mean_counts(p, np.zeros(LABEL_BIAS_SIZE)), mean_counts(p, bias)] for p in parts])
+    out = {}
+    for sex in ("F", "M"):
+        rows = [i for i in range(len(parts)) if stats.sexes[i] == sex]
+        if rows:
+            out[sex] = {"cases": len(rows), "mean_voxels": _volume_table(stats.volume_target(rows),
+                                                                         *per_case[rows].mean(0))}
+    return out
+
+
+def _sd(values: np.ndarray) -> float | None:
+    """The sd of the finite values, rounded to 0.1 HU; ``None`` for fewer than two."""
+    v = values[np.isfinite(values)]
+    return round(float(v.std()), 1) if len(v) > 1 else None
+
+
+def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
+                     progress: bool) -> None:
+    """Sample the stage (label offsets being fitted switched off) for cases ``indices``; one ``.npz`` each."""
+    for i in tqdm(indices, desc=f"calibration samples ({stage})", disable=not progress):
+        path = work / f"{i:05d}.npz"
+        if path.exists():
+            continue
+        demo, seed = [cohort.demographics[cohort.case_ids[i]]], [SEED0 + i]
+        if stage == "global":
+            x = sampler.sample_global(demo, seed, soft_labels=True)
+        else:
+            x = sampler.sample_sr(sampler.sample_global(demo, seed), demo, seed, soft_labels=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            save_compact(fh, compact(x[0].float().cpu().numpy(), max_abs))
+
+
+def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Path, *, cases: int = 40,
+              max_abs: float = 0.5, shard: tuple[int, int] = (0, 1), fit_lesion: bool = False, write: bool = False,
+              cache: str | Path | None = None, progress: bool = True, intensities: bool = True,
+              intensity_cases: int | None = None, volume_cases: int | None = None,
+              spread_only: bool = False) -> dict | None:
+    """Fit ``stage``'s label offsets of the weights in ``weights`` on samples for the demographics of
+    training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable), so that the labels have
+    the mean volumes expected for those demographics, estimated over training cases
+    ``0..volume_cases-1`` (default: the whole cohort; :func:`expected_means`); then (``intensities``) the per-class CT shift and PET gain that give
+    the organs inside the calibrated labels the median HU and mean SUV of training cases
+    ``0..intensity_cases-1`` (default: the whole cohort), and the per-class scale that narrows the
+    organs' per-case median HU to those training cases' spread. Volumes follow the body size and so are
+    matched to the sampled demographics; organ intensities vary between cases far more than the
+    demographics explain (the phantom bladder's SUV most of all), so their target is the
+    population's rather than that of the few sampled cases.
+
+    With ``shard=(i, n)``, n > 1, only samples cases ``i, i + n, ...`` and returns ``None``;
+    else returns the fit (``label_bias``, ``ct_shift``, ``pet_gain``, ``ct_level``, ``ct_level_scale``
+    and the tables behind them) and,
+    with ``write``, stores it in ``weights/<stage>.json``. With ``spread_only``, keeps the stage's
+    label offsets, CT shift and PET gain and fits (and returns) only the spread on top of them."""
+    from ..core.io import Cohort
+    from .cascade import CascadedSampler
+
+    if stage not in ("global", "sr"):
+        raise ValueError(f"stage={stage!r}; choose 'global' or 'sr'")
+    if not max_abs > 0:
+        raise ValueError(f"max_abs={max_abs} must be > 0")
+    if spread_only and not intensities:
+        raise ValueError("spread_only fits an intensity calibration: it cannot go with intensities=False")
+    stages, attr = ("global", "global_config") if stage == "global" else ("cascade", "sr_config")
+    sampler = CascadedSampler.from_pretrained(weights, stages=stages)
+    cohort = Cohort(data)
+    if not 1 <= cases <= len(cohort):
+        raise ValueError(f"cases={cases}: the training cohort {data} has {len(cohort)}")
+    intensity_cases = len(cohort) if intensity_cases is None else intensity_cases
+    if not 1 <= intensity_cases <= len(cohort):
+        raise ValueError(f"intensity_cases={intensity_cases}: the training cohort {data} has {len(cohort)}")
+    volume_cases = len(cohort) if volume_cases is None else volume_cases
+    if not cases <= volume_cases <= len(cohort):
+        raise ValueError(f"volume_cases={volume_cases}: must be at least cases={cases} and at most the "
+                         f"{len(cohort)} of the training cohort {data}")
+    config = getattr(sampler, attr)
+    setattr(sampler, attr, replace(config, **{k: () for k in config.calibration()}))  # sample without what is fitted
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    _reduced_samples(sampler, stage, cohort, list(range(shard[0], cases, shard[1])), work, max_abs, progress)
+    if shard[1] > 1:
+        return None
+    parts = [load_compact(work / f"{i:05d}.npz") for i in range(cases)]
+    samples = merge(parts)
+    if samples.max_abs != max_abs:
+        raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
+    stats = training_cohort_stats(data, cases, config, cache, volume_cases=volume_cases,
+                                  intensity_cases=intensity_cases if intensities else None)
+    target, target_hu, target_suv = stats.volume_target(cases), stats.median_hu, stats.mean_suv
+    if spread_only:  # on top of the stage's own offsets and shift, which stay as they are
+        bias = np.asarray(config.label_bias or np.zeros(LABEL_BIAS_SIZE), np.float64)
+        shift = np.asarray(config.ct_shift or np.zeros(NUM_ORGAN_CLASSES), np.float64)
+        result = _level_spread_fit(parts, bias, shift, stats)
+        if write:
+            _write(weights, stage, stages, result)
+        return result
+    before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
+    bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
+    result = {"label_bias": [round(float(b), 4) for b in bias],
+              "label_calibration": {
+                  "data": str(data), "cases": cases, "seeds": f"{SEED0} + case index", "max_abs": max_abs,
+                  "volume_cases": volume_cases,
+                  "mean_voxels": _volume_table(target, before, after),
+                  "by_sex": _volumes_by_sex(parts, stats, bias)}}
+    hu, suv = class_intensities(samples, bias)
+    shift, gain = fit_intensities(hu, suv, target_hu, target_suv) if intensities else (None, None)
+    result["ct_shift"] = [] if shift is None else [round(float(v), 2) for v in shift]
+    result["pet_gain"] = [] if gain is None else [round(float(v), 4) for v in gain]
+    result.update(_level_spread_fit(parts, bias, shift, stats) if intensities else {"ct_level": [], "ct_level_scale": []})
+    del parts
+    if intensities:
+        def table(t, generated, calibrated, digits):
+            return {k: round(float(v), digits) if np.isfinite(v) else None
+                    for k, v in (("training", t), ("generated", generated), ("calibrated", calibrated))}
+        result["intensity_calibration"] = {
+            "target_cases": intensity_cases,
+            "median_hu": {n: table(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, target_hu, hu, shift)},
+            "mean_suv": {n: table(t, g, g * k, 3) for n, t, g, k in zip(CLASS_NAMES, target_suv, suv, gain)}}
+    if write:
+        _write(weights, stage, stages, result)
+    return result
+
+
+def _level_spread_fit(parts: list[CompactLabels], bias: np.ndarray, shift: np.ndarray, stats: TrainingStats) -> dict:
+    """``ct_level``, ``ct_level_scale`` and their table, from the samples' per-case median HU
+    under ``bias`` after ``shift`` against the training cases' (:func:`fit_level_spread`)."""
+    levels = np.stack([class_intensities(p, bias)[0] for p in parts]) + shift
+    centre, scale = fit_level_spread(levels, stats.case_median_hu)
+    return {"ct_level": [round(float(v), 1) for v in centre],
+            "ct_level_scale": [round(float(v), 4) for v in scale],
+            "level_spread": {n: {"training_sd": _sd(stats.case_median_hu[:, c]), "generated_sd": _sd(levels[:, c]),
+                                 "calibrated_sd": _sd(centre[c] + scale[c] * (levels[:, c] - centre[c]))}
+                             for c, n in enumerate(CLASS_NAMES[:NUM_ORGAN_CLASSES])}}
+
+
+def _write(weights: str | Path, stage: str, stages: str, result: dict) -> None:
+    """Merge ``result`` into ``weights/<stage>.json``, restoring it if the weights no longer load."""
+    from .cascade import CascadedSampler
+
+    path = Path(weights) / f"{stage}.json"
+    raw = json.loads(path.read_text())
+    atomic_write_json(path, {**raw, **result})
+    try:
+        CascadedSampler.from_pretrained(weights, stages=stages)
+    except Exception:
+        atomic_write_json(path, raw)  # never leave a config that does not load
+        raise

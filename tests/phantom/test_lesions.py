@@ -1,0 +1,221 @@
+"""The lesion prior: the phantom's lesion model placed on a case's own labels."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from synthaug.core.case import Case
+from synthaug.core.demographics import Demographics
+from synthaug.core.grid import Grid
+from synthaug.core.io import read_nifti
+from synthaug.core.labels import ORGAN_IDS
+from synthaug.data.totalseg import totalseg_to_synthaug
+from synthaug.phantom.body import lesion_plan, lesion_rng, make_phantom
+from synthaug.phantom.lesions import _ALLOWED, _Anatomy, _centre, add_lesions
+
+GRID = Grid((64, 64, 128), (8.0, 8.0, 8.0))
+DEMO = Demographics(age=55, sex="M", height_cm=178, weight_kg=80, diagnosis="LYMPHOMA")
+
+
+@pytest.fixture(scope="module")
+def clean_case():
+    """A phantom case with its lesions taken out (uptake and label), as a lesion-free generator would give."""
+    case = make_phantom(replace(DEMO, diagnosis="NEGATIVE"), grid=GRID, seed=3)
+    assert not case.lesions.any()
+    return replace(case, demographics=DEMO)
+
+
+def _allowed_labels() -> set[int]:
+    return {label for labels in _ALLOWED.values() for label in labels}
+
+
+@pytest.mark.parametrize("diagnosis", ["LYMPHOMA", "MELANOMA", "LUNG_CANCER"])
+def test_lesions_have_uptake_lesion_tissue_and_allowed_labels(clean_case, diagnosis):
+    before = {name: getattr(clean_case, name).copy() for name in ("ct", "pet", "organs", "lesions")}
+    found = 0
+    for seed in range(4):
+        out = add_lesions(clean_case, seed=seed, diagnosis=diagnosis)
+        for name, arr in before.items():  # the input case is left as it was
+            assert np.array_equal(getattr(clean_case, name), arr), name
+        info = out.meta["lesion_prior"]
+        assert info["diagnosis"] == diagnosis and not info["diagnosis_drawn"]
+        mask = out.lesions > 0
+        assert mask.any() == bool(info["lesions"]) and mask.sum() <= sum(les["voxels"] for les in info["lesions"])
+        if not mask.any():
+            continue
+        found += 1
+        # Uptake: every lesion raises the PET inside it, by about its planned SUVmax at its peak.
+        assert (out.pet[mask] > before["pet"][mask]).mean() > 0.9
+        assert out.pet[mask].max() > 2.0
+        # Tissue: lesion CT is soft tissue (30-45 HU) or sclerotic bone, not the fat or lung it grew in.
+        components, n = ndimage.label(mask)
+        for k in range(1, n + 1):
+            median = float(np.median(out.ct[components == k]))
+            assert 0 < median < 80 or median > 600, median
+        # Labels: lesions lie on the tissues their sites allow; nodes in fat are relabelled soft tissue.
+        assert set(np.unique(before["organs"][mask]).tolist()) <= _allowed_labels()
+        changed = out.organs != before["organs"]
+        assert np.all(mask[changed]) and np.all(out.organs[changed] == ORGAN_IDS["soft_tissue"])
+        # Nothing changes far from the lesions (the PSF reaches a few voxels).
+        far = ~ndimage.binary_dilation(mask, iterations=4)
+        assert np.array_equal(out.pet[far], before["pet"][far]) and np.array_equal(out.ct[~mask], before["ct"][~mask])
+    assert found >= 3
+
+
+def test_same_seed_same_lesions_other_seed_other_lesions(clean_case):
+    a, b = add_lesions(clean_case, seed=11), add_lesions(clean_case, seed=11)
+    c = add_lesions(clean_case, seed=12)
+    for name in ("ct", "pet", "organs", "lesions"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert not np.array_equal(a.lesions, c.lesions)
+
+
+def test_negative_adds_nothing_and_unknown_diagnosis_is_drawn(clean_case):
+    out = add_lesions(clean_case, seed=0, diagnosis="NEGATIVE")
+    assert not out.lesions.any() and np.array_equal(out.pet, clean_case.pet) and np.array_equal(out.ct, clean_case.ct)
+    drawn = {add_lesions(replace(clean_case, demographics=replace(DEMO, diagnosis=None)), seed=s).meta["lesion_prior"]["diagnosis"]
+             for s in range(12)}
+    assert len(drawn) >= 2 and drawn <= {"NEGATIVE", "LYMPHOMA", "MELANOMA", "LUNG_CANCER"}
+
+
+def test_existing_lesions_are_kept(clean_case):
+    case = replace(clean_case, lesions=np.zeros(clean_case.shape, np.uint8))
+    case.lesions[30, 30, 60] = 1
+    out = add_lesions(case, seed=0, diagnosis="NEGATIVE")
+    assert out.lesions[30, 30, 60] == 1 and out.lesions.sum() == 1
+
+
+def test_node_chains_meet_the_phantoms_node_lesions():
+    """The phantom's own node lesions (placed on its internal chains) lie close to the chains the
+    prior finds on the phantom's labels: within 30 mm, where the phantom scatters them by 6 mm."""
+    case = make_phantom(DEMO, grid=Grid((128, 128, 256), (4.0, 4.0, 4.0)), seed=5)
+    nodes = [les for les in case.meta["lesions"] if les["site"].startswith("node:")]
+    assert nodes, "the phantom case should have node lesions"
+    body = _Anatomy(case, DEMO.height_cm)
+    for les in nodes:
+        nearest = body.nearest_on_chain(les["site"], les["centre_mm"])
+        assert np.linalg.norm(np.array(les["centre_mm"]) - nearest) < 30.0, (les, nearest)
+
+
+def test_the_phantoms_lesion_stream_gives_the_phantoms_plan(clean_case):
+    """With the phantom's lesion stream the prior plans what the phantom planned for that seed:
+    its lesions (and the phantom's) are that plan, in order, less any it could not place."""
+    seed = 21
+    phantom = make_phantom(DEMO, grid=GRID, seed=seed)
+    plan = [(site, round(d, 1), round(s, 2)) for site, d, s in lesion_plan("LYMPHOMA", lesion_rng(seed))]
+    prior = add_lesions(clean_case, seed=0, rng=lesion_rng(seed)).meta["lesion_prior"]
+    assert len(plan) >= 2 and prior["not_placed"] == len(plan) - len(prior["lesions"])
+
+    def subsequence(lesions):
+        it = iter(plan)
+        return all((les["site"], les["diameter_mm"], les["suvmax"]) in it for les in lesions)
+
+    assert subsequence(prior["lesions"]) and subsequence(phantom.meta["lesions"])
+    assert len(prior["lesions"]) >= len(plan) - 1
+
+
+def test_sites_missing_from_the_case_are_counted_not_placed(clean_case):
+    organs = clean_case.organs.copy()
+    organs[organs == ORGAN_IDS["liver"]] = ORGAN_IDS["soft_tissue"]
+    case = replace(clean_case, organs=organs)
+    assert _centre(_Anatomy(case, 178), "liver", "liver", np.random.default_rng(0)) is None
+    for seed in range(20):
+        out = add_lesions(case, seed=seed, diagnosis="MELANOMA")
+        info = out.meta["lesion_prior"]
+        assert all(les["site"] != "liver" for les in info["lesions"])
+        if info["not_placed"]:
+            return
+    pytest.fail("no melanoma plan in 20 seeds had a liver lesion")
+
+
+def test_bad_input_is_refused(clean_case):
+    with pytest.raises(ValueError, match="organ labels"):
+        add_lesions(replace(clean_case, organs=None), seed=0)
+    with pytest.raises(ValueError, match="seed"):
+        add_lesions(clean_case, seed=-1)
+    with pytest.raises(ValueError, match="diagnosis"):
+        add_lesions(clean_case, seed=0, diagnosis="FLU")
+    oblique = clean_case.affine.copy()
+    oblique[:3, :3] = oblique[:3, :3] @ np.array([[1, 0, 0], [0, np.cos(0.2), -np.sin(0.2)], [0, np.sin(0.2), np.cos(0.2)]])
+    with pytest.raises(ValueError, match="oblique"):
+        add_lesions(replace(clean_case, affine=oblique), seed=0)
+    with pytest.raises(ValueError, match="no body"):
+        add_lesions(replace(clean_case, organs=np.zeros_like(clean_case.organs)), seed=0)
+
+
+def test_without_demographics_the_body_extent_stands_in_for_height(clean_case):
+    """No demographics: the diagnosis must be given, the height comes from the body's extent,
+    and the node chains still land in the body (most planned lesions are placed)."""
+    anonymous = replace(clean_case, demographics=None)
+    height_mm = _Anatomy(anonymous, None).height_mm
+    assert abs(height_mm - 1780) < 150, height_mm
+    placed = planned = 0
+    for seed in range(5):
+        info = add_lesions(anonymous, seed=seed, diagnosis="LYMPHOMA").meta["lesion_prior"]
+        placed += len(info["lesions"])
+        planned += len(info["lesions"]) + info["not_placed"]
+    assert planned > 0 and placed >= 0.9 * planned
+
+
+def test_any_axis_order_and_direction_gives_the_same_lesions(clean_case):
+    """Stored L-P-S with X and Z swapped (as scanners' files can be): the lesions are those of the
+    RAS case, in the case's own array order, and the affine is left as it was."""
+    ref = add_lesions(clean_case, seed=4, diagnosis="MELANOMA")
+    assert ref.lesions.any()
+
+    def to_file_order(a):
+        return np.ascontiguousarray(a[::-1, ::-1, :].transpose(2, 1, 0))
+
+    swap = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1.0]])
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = [s - 1 for s in clean_case.shape[:2]]
+    affine = clean_case.affine @ flip @ swap  # file voxel -> RAS voxel -> world
+    stored = replace(clean_case, ct=to_file_order(clean_case.ct), pet=to_file_order(clean_case.pet),
+                     organs=to_file_order(clean_case.organs), lesions=to_file_order(clean_case.lesions), affine=affine)
+    out = add_lesions(stored, seed=4, diagnosis="MELANOMA")
+    assert np.array_equal(out.affine, affine)
+    for name in ("ct", "pet", "organs", "lesions"):
+        assert np.array_equal(getattr(out, name), to_file_order(getattr(ref, name))), name
+
+
+def test_a_field_of_view_without_the_vertex_gets_no_node_lesions(clean_case):
+    """Node chains hang from the vertex: cut off the head and only organ sites remain."""
+    top = int(np.flatnonzero((clean_case.organs > 0).any(axis=(0, 1)))[-1])
+    cut = top - 30  # through the neck at 8 mm
+    headless = replace(clean_case, ct=clean_case.ct[..., :cut], pet=clean_case.pet[..., :cut],
+                       organs=clean_case.organs[..., :cut], lesions=clean_case.lesions[..., :cut])
+    assert (headless.organs[..., -1] > 0).any()
+    sites = [les["site"] for seed in range(6)
+             for les in add_lesions(headless, seed=seed, diagnosis="LYMPHOMA").meta["lesion_prior"]["lesions"]]
+    assert not any(site.startswith("node:") for site in sites)
+    with_head = [les["site"] for seed in range(6)
+                 for les in add_lesions(clean_case, seed=seed, diagnosis="LYMPHOMA").meta["lesion_prior"]["lesions"]]
+    assert any(site.startswith("node:") for site in with_head)
+
+
+def test_lesions_on_the_real_ct_with_its_mapped_organs(reference_dir):
+    """The real abdominal CT (its scanner affine, 3 mm, a 30-slice crop with no head) with its
+    TotalSegmentator labels mapped to the organ map and a stand-in PET: lesions go to organ
+    sites only (the crop has no vertex for node chains), have lesion-tissue HU, and leave the
+    affine and everything far from them alone."""
+    ct, affine = read_nifti(reference_dir / "example_ct_sm.nii.gz", np.float32)
+    seg, _ = read_nifti(reference_dir / "example_seg.nii.gz")
+    organs = totalseg_to_synthaug(seg, ct)
+    pet = np.where(organs > 0, 1.0, 0.0).astype(np.float32)
+    case = Case(ct, pet, organs, None, affine, Demographics(58, "M", 171, 74))
+    placed = []
+    for seed in range(8):
+        out = add_lesions(case, seed=seed, diagnosis="MELANOMA")
+        assert np.array_equal(out.affine, case.affine) and out.shape == case.shape
+        info = out.meta["lesion_prior"]
+        placed += [les["site"] for les in info["lesions"]]
+        mask = out.lesions > 0
+        if mask.any():
+            assert set(np.unique(organs[mask]).tolist()) <= _allowed_labels()
+            assert (out.pet[mask] > pet[mask]).mean() > 0.9
+    assert placed and not any(site.startswith("node:") for site in placed)
+    assert {"liver", "lung", "bone"} & set(placed)
