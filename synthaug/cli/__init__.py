@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("generate", "generate"),
     ("cache", "cache"),
     ("evaluate", "evaluate"),
+    ("realism", "realism"),
 ]
 
 

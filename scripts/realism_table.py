@@ -1,0 +1,186 @@
+"""Realism side by side: the real whole-body PET, the phantom and the shipped cascade, with and without
+the scanner model (synthaug.phantom.scanner), for the real patient's demographics; and the real tumour
+crops' lesion measures against the phantom's lesions.
+
+Columns (two cases each for the synthetic ones, shown as "min - max"):
+  real           ../shared/reference/real_pet/sts001_wholebody/PET_SUV.nii.gz (M, 59 y, 163 cm, 71 kg)
+  phantom        make_phantom as shipped (its own 6 mm PSF and noise)
+  phantom+scan   make_phantom with its own PSF and noise switched off, then the default scanner
+                 (what the phantom gives once the scanner replaces its imaging)
+  cascade        CascadedSampler.from_pretrained() (the shipped demo weights)
+  cascade+scan   the same cases with the default scanner applied
+Every image is measured as the real one is (body and liver from the PET alone); the liver VOI from the
+organ labels is stored too. Lesion rows pool the 51 real tumour crops and the lesions of phantoms drawn
+with a lesion-bearing diagnosis.
+
+    python scripts/realism_table.py --out benchmarks/results/realism.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from synthaug.core.demographics import Demographics
+from synthaug.core.io import atomic_write_json, atomic_write_text, read_nifti
+from synthaug.evaluation.realism import LESION_KEYS, TABLE_ROWS, lesion_measures, measure, to_ras
+from synthaug.phantom import body as phantom_body
+from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "real_pet"
+DEMO = Demographics(age=59, sex="M", height_cm=163, weight_kg=71)
+GROUPS = ("real", "phantom", "phantom+scan", "cascade", "cascade+scan")
+
+
+def _measure_case(case, pet=None) -> dict:
+    pet = case.pet if pet is None else pet
+    res = measure(pet, case.affine, lesions=case.lesions)
+    res["liver_from_labels"] = measure(pet, case.affine, organs=case.organs)["liver"]
+    return res
+
+
+def _phantom(seed: int, imaging: bool, diagnosis: str | None = None):
+    demo = Demographics(age=59, sex="M", height_cm=163, weight_kg=71, diagnosis=diagnosis)
+    if imaging:
+        return phantom_body.make_phantom(demo, seed=seed)
+    psf, noise = phantom_body.psf_sigma_voxels, phantom_body.pet_noise_factor
+    phantom_body.psf_sigma_voxels = lambda spacing: [0.0, 0.0, 0.0]
+    phantom_body.pet_noise_factor = lambda weight, spacing: 0.0
+    try:
+        return phantom_body.make_phantom(demo, seed=seed)
+    finally:
+        phantom_body.psf_sigma_voxels, phantom_body.pet_noise_factor = psf, noise
+
+
+def _scan(case, seed: int) -> np.ndarray:
+    return apply_scanner(case.pet, case.spacing, DEFAULT_SCANNER, DEMO.weight_kg, rng=np.random.default_rng([seed, 99]))
+
+
+def _range(values: list) -> object:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    if isinstance(vals[0], str):
+        return "/".join(sorted(set(vals)))
+    if isinstance(vals[0], list):
+        return [_range([v[i] for v in vals]) for i in range(len(vals[0]))]
+    return [min(vals), max(vals)]
+
+
+def _fmt(value: object, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return "/".join(_fmt(v, "{:.1f}") for v in value)
+    if isinstance(value, list):
+        lo, hi = (fmt.format(v) for v in value)
+        return lo if lo == hi else f"{lo} - {hi}"
+    return fmt.format(value)
+
+
+def _lookup(d: object, path) -> object:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def table(groups: dict[str, list[dict]], lesions: dict[str, dict]) -> str:
+    names = [g for g in GROUPS if groups.get(g)]
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, path, fmt in TABLE_ROWS:
+        if path[0] == "lesions":
+            continue
+        cells = [_fmt(_range([_lookup(r, path) for r in groups[g]]), fmt) for g in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cells = [_fmt(_range([_lookup(r, ("liver_from_labels", "suv_mean")) for r in groups[g]]), "{:.2f}") for g in names]
+    lines.append("| liver VOI SUVmean, from labels | " + " | ".join(cells) + " |")
+    cells = [_fmt(_range([_lookup(r, ("liver_from_labels", "cov")) for r in groups[g]]), "{:.3f}") for g in names]
+    lines.append("| liver VOI CoV, from labels | " + " | ".join(cells) + " |")
+    out = "\n".join(lines) + "\n\nLesions (median [IQR] over all lesions):\n\n"
+    lines = ["| | " + " | ".join(lesions) + " |", "|---|" + "---|" * len(lesions)]
+    lines.append("| lesions (n) | " + " | ".join(str(s["n"]) for s in lesions.values()) + " |")
+    for key in LESION_KEYS:
+        cells = []
+        for s in lesions.values():
+            v = s.get(key)
+            cells.append("-" if v is None else f"{v['median']:.2f} [{v['p25']:.2f} - {v['p75']:.2f}]")
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return out + "\n".join(lines) + "\n"
+
+
+def _lesion_summary(rows: list[dict]) -> dict:
+    out: dict = {"n": len(rows)}
+    for k in LESION_KEYS:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        out[k] = ({"median": float(np.median(vals)), "p25": float(np.percentile(vals, 25)),
+                   "p75": float(np.percentile(vals, 75))} if vals else None)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/results/realism.json")
+    ap.add_argument("--cases", type=int, default=2, help="synthetic cases per column")
+    ap.add_argument("--lesion-phantoms", type=int, default=4, help="phantoms drawn for the lesion rows")
+    ap.add_argument("--no-cascade", action="store_true")
+    args = ap.parse_args()
+    t0 = time.time()
+    groups: dict[str, list[dict]] = {g: [] for g in GROUPS}
+    pet, affine = read_nifti(REAL / "sts001_wholebody" / "PET_SUV.nii.gz", np.float32)
+    groups["real"].append(measure(pet, affine))
+    lesion_rows: dict[str, list[dict]] = {"real tumour crops (51)": [], "phantom": [], "phantom+scan": []}
+    for folder in sorted((REAL / "ibsi_sts_lesions").glob("STS_*")):
+        img, aff = read_nifti(folder / "PET_image.nii.gz", np.float32)
+        mask, _ = read_nifti(folder / "PET_mask.nii.gz")
+        img_ras, aff_ras = to_ras(img, aff)
+        spacing = tuple(float(s) for s in np.linalg.norm(aff_ras[:3, :3], axis=0))
+        lesion_rows["real tumour crops (51)"] += lesion_measures(img_ras, to_ras(mask > 0, aff)[0], spacing)
+    for seed in range(args.cases):
+        groups["phantom"].append(_measure_case(_phantom(seed, True)))
+        bare = _phantom(seed, False)
+        groups["phantom+scan"].append(_measure_case(bare, _scan(bare, seed)))
+        print(f"phantom seed {seed} done ({time.time() - t0:.0f} s)", flush=True)
+    for i, diagnosis in enumerate(["LYMPHOMA", "MELANOMA", "LUNG_CANCER", "LYMPHOMA"][: args.lesion_phantoms]):
+        seed = 100 + i
+        case = _phantom(seed, True, diagnosis)
+        lesion_rows["phantom"] += lesion_measures(*(to_ras(a, case.affine)[0] for a in (case.pet, case.lesions)),
+                                                  case.spacing)
+        bare = _phantom(seed, False, diagnosis)
+        lesion_rows["phantom+scan"] += lesion_measures(*(to_ras(a, bare.affine)[0] for a in (_scan(bare, seed), bare.lesions)),
+                                                       bare.spacing)
+    print(f"lesion phantoms done ({time.time() - t0:.0f} s)", flush=True)
+    sha = None
+    if not args.no_cascade:
+        from synthaug.sampling.cascade import CascadedSampler
+
+        sampler = CascadedSampler.from_pretrained()
+        sha = sampler.sha256
+        for seed in range(args.cases):
+            case = sampler.sample(DEMO, seed=seed)[0]
+            groups["cascade"].append(_measure_case(case))
+            groups["cascade+scan"].append(_measure_case(case, _scan(case, seed)))
+            print(f"cascade seed {seed} done ({time.time() - t0:.0f} s)", flush=True)
+    lesions = {k: _lesion_summary(v) for k, v in lesion_rows.items()}
+    md = table(groups, lesions)
+    result = {"command": "python scripts/realism_table.py " + " ".join(
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k == "cases"),
+              "demographics": DEMO.to_dict(), "scanner": DEFAULT_SCANNER.to_dict(), "weights_sha256": sha,
+              "groups": groups, "lesions": lesions, "seconds": round(time.time() - t0, 1), "table_md": md}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    atomic_write_text(out.with_suffix(".md"), md)
+    print(md)
+    print(json.dumps({"seconds": result["seconds"]}))
+
+
+if __name__ == "__main__":
+    main()
