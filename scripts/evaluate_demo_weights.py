@@ -38,7 +38,7 @@ from synthaug.core.io import atomic_write_json, atomic_write_text
 from synthaug.core.labels import ORGAN_LABELS, ORGAN_PARTS
 from synthaug.data.cache import load_manifest
 from synthaug.evaluation.evaluate import evaluate_cohorts
-from synthaug.phantom.body import ORGAN_HU_RANGE, ORGAN_SUV_RANGE
+from synthaug.phantom.tables import ORGAN_HU_RANGE, ORGAN_SUV_RANGE
 from synthaug.sampling.cascade import CascadedSampler
 
 ORGANS = [name for i, name in ORGAN_LABELS.items() if i != 0]
@@ -214,7 +214,7 @@ def render(acc: dict, header: str) -> str:
               f"- requested height vs body extent, Pearson r: {acc['height_r']:.2f} (floor: 0.8)" if acc["height_r"] is not None else "- height r: n/a",
               f"- requested weight vs body mass, Pearson r: {acc['weight_r']:.2f} (floor: 0.8)" if acc["weight_r"] is not None else "- weight r: n/a",
               "", "Labels vs images: share of synthetic cases whose organ median HU / mean SUV, measured inside the "
-              "generated label, falls in the phantom's documented range (`synthaug.phantom.body.ORGAN_HU_RANGE`, `ORGAN_SUV_RANGE`); "
+              "generated label, falls in the phantom's documented range (`synthaug.phantom.tables.ORGAN_HU_RANGE`, `ORGAN_SUV_RANGE`); "
               "main part: mean share of the organ's volume in its largest connected components, as many as it has parts "
               "(`main_part_pct`), reference / synthetic.", "",
               "| organ | present in | HU in range | SUV in range |" + (" phantom HU in range |" if base else "") + " main part (%) |",

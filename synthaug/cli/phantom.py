@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tqdm.auto import tqdm
-
     from synthaug import __version__
     from synthaug.core.demographics import demographics_rows, read_demographics_csv, sample_population
     from synthaug.core.grid import Grid, get_preset
@@ -63,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         remove_stale_temporaries,
         write_demographics_csv,
     )
-    from synthaug.phantom.body import PHANTOM_VERSION, impute_demographics, preview_png
+    from synthaug.evaluation.preview import preview_png
+    from synthaug.phantom.body import PHANTOM_VERSION, impute_demographics
 
     # Validate everything before any work.
     if args.workers < 1:

@@ -58,6 +58,7 @@ from ..core.io import (
     temporary_dir,
     write_demographics_csv,
 )
+from ..core.seeds import check_seed
 
 MANIFEST_FILE = "manifest.json"
 #: Per-case manifest entry (also the provenance file that :func:`synthaug.core.io.read_case` reads).
@@ -128,8 +129,7 @@ def plan_cases(
         like: draw a population matched to this cohort (``demographics.csv`` path, mapping
             or list) instead.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be an integer >= 0")
+    check_seed(seed)
     if demographics is not None and like is not None:
         raise ValueError("give either demographics= (a fixed list) or like= (a matched population), not both")
     if demographics is not None:
@@ -642,11 +642,6 @@ class CacheCohort(Cohort):
     @property
     def has_organs(self) -> bool:
         return all("organs" in (e.get("arrays") or ()) for e in self.entries.values())
-
-    @property
-    def has_nifti(self) -> bool:
-        """True when every case also has its AutoPET-layout NIfTI files."""
-        return self.manifest["format"] in ("nifti", "both")
 
 
 def open_cache_as_cohort(root: str | Path) -> Cohort:

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..core.case import Case
 from ..core.demographics import Demographics, sample_population
-from ..sampling.generator import CaseGenerator
+from ..core.geometry import spacing_of
 from ..core.io import (
     CT_FILE,
     DEMOGRAPHICS_FILE,
@@ -57,6 +57,8 @@ from ..core.io import (
     temporary_dir,
 )
 from ..core.labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
+from ..core.seeds import check_seed
+from ..sampling.generator import CaseGenerator
 
 LABEL_SETS = ("lesions", "organs")
 #: nnU-Net channel names for the PET channel; the name picks the normalisation.
@@ -133,11 +135,6 @@ def nnunet_channel_names(pet_norm: str = "CT") -> dict[int, str]:
     if pet_norm not in PET_NORMS:
         raise ValueError(f"--pet-norm: expected one of {PET_NORMS}, got {pet_norm!r}")
     return {0: "CT", 1: pet_norm}
-
-
-def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel size (mm) along the array axes of a 4x4 affine."""
-    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0))
 
 
 def resample_to_spacing(array: np.ndarray, affine: np.ndarray, spacing: Sequence[float], *,
@@ -498,8 +495,7 @@ def export_nnunet(
     nnunet_channel_names(pet_norm)
     if resample not in RESAMPLE_MODES:
         raise ValueError(f"--resample: expected one of {RESAMPLE_MODES}, got {resample!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"--seed: expected a non-negative integer, got {seed!r}")
+    check_seed(seed)
     if spacing is not None:
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:

@@ -185,13 +185,6 @@ class Skip:
                 "code": self.code, "reason": self.reason}
 
 
-def _nifti_names(folder: Path) -> list[str]:
-    try:
-        return sorted(p.name for p in folder.iterdir() if p.name.endswith((".nii", ".nii.gz")))
-    except OSError:
-        return []
-
-
 def _has_autopet_images(folder: Path) -> bool:
     return any((folder / n).exists() for n in ("CTres.nii.gz", "SUV.nii.gz", "SEG.nii.gz", "PET.nii.gz", "CT.nii.gz"))
 
@@ -496,6 +489,7 @@ def scan_dicom(root: str | Path, progress: bool = False) -> list[DicomStudy]:
     first for each field, since ``PatientWeight`` is required there for SUV.
     """
     import pydicom
+
     from tqdm import tqdm
 
     root = Path(root)
@@ -820,7 +814,6 @@ def prepare_autopet(
         ValueError, FileNotFoundError: bad input, with a one-line message.
     """
     from tqdm import tqdm
-
     from .. import __version__
 
     if mode not in MODES:

@@ -89,7 +89,7 @@ def totalseg_to_synthaug(seg: np.ndarray, ct: np.ndarray | None = None, *, where
     """Map a TotalSegmentator v2 ``total`` label map to the synthaug organ map.
 
     TotalSegmentator labels neither fat nor generic soft tissue. With ``ct`` given,
-    unlabelled voxels inside the body mask (:func:`synthaug.evaluation.metrics.body_mask` of the
+    unlabelled voxels inside the body mask (:func:`synthaug.core.geometry.body_mask` of the
     CT alone) become ``body_fat`` when their HU lie in :data:`FAT_HU` and
     ``soft_tissue`` otherwise, so that body fat and soft tissue are comparable with
     synthetic organ maps.
@@ -112,7 +112,7 @@ def totalseg_to_synthaug(seg: np.ndarray, ct: np.ndarray | None = None, *, where
         )
     organs = lut[seg]
     if ct is not None:
-        from ..evaluation.metrics import body_mask
+        from ..core.geometry import body_mask
 
         if ct.shape != organs.shape:
             raise ValueError(f"{where}: segmentation grid {organs.shape} does not match the CT grid {ct.shape}")

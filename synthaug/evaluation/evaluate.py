@@ -414,7 +414,6 @@ def summarise(cases: Iterable[Case], *, total: int | None = None, desc: str = "m
               features: bool = False, ids: Sequence[str] | None = None) -> list[CaseSummary]:
     """Measure every case (:func:`synthaug.evaluation.metrics.measure_case`), with a progress bar."""
     from tqdm.auto import tqdm
-
     from .metrics import measure_case, memorisation_features, thumbnails
 
     out = []
@@ -434,7 +433,6 @@ def summarise(cases: Iterable[Case], *, total: int | None = None, desc: str = "m
 def training_features(cohort: Cohort, progress: bool = True) -> tuple[list[str], np.ndarray]:
     """Memorisation features (:func:`synthaug.evaluation.metrics.memorisation_features`) of every training case."""
     from tqdm.auto import tqdm
-
     from .metrics import memorisation_features
 
     ids, feats = [], []
@@ -592,7 +590,8 @@ def evaluate_cohorts(
     base_cmp = compare_cohorts(ref, base, min_cell=min_cell, alpha=alpha) if base is not None else None
     fidelity = conditioning_fidelity(ref, syn)
     from .. import __version__
-    from .metrics import BODY_HU_THRESHOLD, SUV_PEAK_VOLUME_ML, TISSUE_DENSITY
+    from ..core.geometry import BODY_HU
+    from .metrics import SUV_PEAK_VOLUME_ML, TISSUE_DENSITY
 
     result = {
         "synthaug_version": __version__,
@@ -600,7 +599,7 @@ def evaluate_cohorts(
                      "memorisation_percentile": memorisation_percentile, "memorisation_margin": memorisation_margin,
                      "organs_map": organs_map,
                      "organs_dir": str(organs_dir) if organs_dir else None, "suv_peak_volume_ml": SUV_PEAK_VOLUME_ML,
-                     "body_hu_threshold": BODY_HU_THRESHOLD, "tissue_density_g_per_ml": TISSUE_DENSITY,
+                     "body_hu_threshold": BODY_HU, "tissue_density_g_per_ml": TISSUE_DENSITY,
                      "age_bands": AGE_BANDS, "bmi_bands": BMI_BANDS},
         "reference": {"path": str(ref_cohort.root), "n_cases": len(ref), "source": ref_source},
         "synthetic": {"description": syn_desc, "n_cases": len(syn),

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from ..core.case import Case
+from ..core.geometry import BODY_HU, axial_axis, body_mask, to_ras
 from ..core.labels import ORGAN_IDS, ORGAN_LABELS, ORGAN_PARTS
 
 #: Organs measured (the synthaug organ map without background), in label order.
@@ -23,10 +23,6 @@ ORGAN_METRICS: tuple[str, ...] = ("volume_ml", "suv_mean", "suv_max", "suv_peak"
 BODY_METRICS: tuple[str, ...] = ("body_volume_ml", "body_extent_mm", "body_mass_kg", "lesion_volume_ml",
                                  "lesion_count", "lesion_suv_max", "lesion_suv_mean")
 
-#: Voxels above this CT value (HU) belong to the body (as do all voxels with an organ label).
-BODY_HU_THRESHOLD = -500.0
-#: Connected parts of the body mask smaller than this fraction of the largest are dropped (noise, specks).
-BODY_MIN_COMPONENT_FRACTION = 0.01
 #: Volume of the SUVpeak sphere (ml).
 SUV_PEAK_VOLUME_ML = 1.0
 #: Mass density (g/ml) per synthaug organ, for the body-mass estimate.
@@ -50,26 +46,6 @@ FEATURE_SHAPE = (16, 16, 32)
 # --- geometry helpers ----------------------------------------------------------------------
 
 
-def spacing_of(affine: np.ndarray) -> np.ndarray:
-    """Voxel size (mm) along the array axes."""
-    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
-
-
-def axial_axis(affine: np.ndarray) -> int:
-    """The array axis that runs closest to the world head-foot (S) axis."""
-    ornt = nib.orientations.io_orientation(np.asarray(affine))
-    return int(np.nonzero(ornt[:, 0] == 2)[0][0])
-
-
-def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder/flip ``array`` to the closest RAS+ axis order; return it and its spacing."""
-    ornt = nib.orientations.io_orientation(np.asarray(affine))
-    out = nib.orientations.apply_orientation(array, ornt)
-    spacing = np.empty(3)
-    spacing[ornt[:, 0].astype(int)] = spacing_of(affine)
-    return out, spacing
-
-
 def area_resize(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Resize by averaging over (nearly) equal blocks (linear interpolation when upsampling)."""
     out = np.asarray(array, dtype=np.float32)
@@ -90,34 +66,6 @@ def area_resize(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 # --- masks -----------------------------------------------------------------------------------
-
-
-def body_mask(ct: np.ndarray, organs: np.ndarray | None = None, affine: np.ndarray | None = None) -> np.ndarray:
-    """The body: CT > :data:`BODY_HU_THRESHOLD` or an organ label > 0.
-
-    Holes inside each axial slice are filled (lungs and bowel gas of CTs without organ
-    labels), and connected parts smaller than :data:`BODY_MIN_COMPONENT_FRACTION` of
-    the largest are dropped. A scanner table above the threshold that touches or
-    rivals the body is *not* removed.
-    """
-    mask = np.asarray(ct) > BODY_HU_THRESHOLD
-    if organs is not None:
-        mask |= np.asarray(organs) > 0
-    if not mask.any():
-        return mask
-    z = axial_axis(affine) if affine is not None else 2
-    structure = np.zeros((3, 3, 3), dtype=bool)
-    plane = [slice(None)] * 3
-    plane[z] = 1
-    structure[tuple(plane)] = ndimage.generate_binary_structure(2, 1)
-    mask = ndimage.binary_fill_holes(mask, structure=structure)
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        keep = sizes >= BODY_MIN_COMPONENT_FRACTION * sizes.max()
-        mask = keep[labels]
-    return mask
 
 
 def sphere_kernel(spacing, volume_ml: float = SUV_PEAK_VOLUME_ML) -> np.ndarray:
@@ -271,7 +219,7 @@ def thumbnails(case: Case, max_px: int = 96) -> dict:
     """
     ct, spacing = to_ras(np.asarray(case.ct, dtype=np.float32), case.affine)
     pet = to_ras(np.asarray(case.pet, dtype=np.float32), case.affine)[0] if case.pet is not None else np.zeros_like(ct)
-    inside = ct > BODY_HU_THRESHOLD
+    inside = ct > BODY_HU
     ys = np.nonzero(inside.any(axis=(0, 2)))[0]
     y = int((ys[0] + ys[-1]) // 2) if ys.size else ct.shape[1] // 2
     mip = pet.max(axis=1)

@@ -40,12 +40,12 @@ from tqdm.auto import tqdm
 
 from ..core.case import Case
 from ..core.demographics import COND_DIM
+from ..core.geometry import BODY_HU, body_mask
 from ..core.grid import Grid
 from ..core.io import Cohort, atomic_write_json
 from ..core.labels import ORGAN_IDS
 
 TOP_MARGIN_MM = 16.0
-BODY_HU = -500.0
 #: Bumped whenever alignment or resampling changes, so stale caches are rebuilt.
 PREPROCESS_VERSION = 1
 LESION_RULES = ("majority", "every")
@@ -55,20 +55,9 @@ THIN_ORGANS = ("aorta",)
 THIN_ORGAN_FRACTION = 0.25
 
 
-def body_mask(ct: np.ndarray) -> np.ndarray:
-    """The largest connected component of CT > -500 HU (drops the table and noise)."""
-    mask = ct > BODY_HU
-    labels, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
-
 def alignment_shift(case: Case, grid: Grid) -> np.ndarray:
     """World translation (mm) that centres the body in X/Y and puts its top below the FOV top."""
-    mask = body_mask(case.ct)
+    mask = body_mask(case.ct, fill_holes=False, largest_only=True)
     if not mask.any():
         raise ValueError(f"case {case.meta.get('case_id', '?')}: no body found (no CT voxel above {BODY_HU} HU)")
     total = mask.sum()

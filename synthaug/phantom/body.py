@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -31,105 +30,22 @@ from ..core.case import Case
 from ..core.demographics import DIAGNOSES, DIAGNOSIS_MIX, Demographics
 from ..core.grid import Grid, get_preset
 from ..core.labels import ORGAN_IDS
+from ..core.seeds import check_seed
+from .shapes import Field, Vol, capsule, ellipsoid, rot_y, rot_z, rotation, superellipse_area, superellipse_term
+from .tables import (
+    CT_HU,
+    LESION_DIAMETER_MM,
+    LESION_MODEL,
+    LESION_SUVMAX,
+    PET_CV,
+    PET_SUV,
+    TISSUE_IDS,
+    TISSUES,
+)
 
 PHANTOM_VERSION = "1.0"
 #: Full width at half maximum of the PET point-spread function (mm).
 PSF_FWHM_MM = 6.0
-
-# --- tissue tables ------------------------------------------------------------------------
-#: Tissue classes of the phantom (finer than the organ map; they set CT and PET values).
-TISSUES: tuple[str, ...] = (
-    "air", "fat", "muscle", "soft_tissue", "bowel", "gas", "cortical_bone", "trabecular_bone",
-    "yellow_marrow", "cartilage", "brain_gm", "brain_wm", "csf", "lung", "myocardium", "blood",
-    "liver", "spleen", "kidney", "renal_pelvis", "bladder_urine", "gland", "spinal_cord", "lesion",
-)
-_T = {name: i for i, name in enumerate(TISSUES)}
-
-#: CT attenuation per tissue: (mean HU, within-tissue texture sd HU, source). Age, BMI and
-#: steatosis modifiers are applied per case (see ``docs/phantom.md``).
-CT_HU: dict[str, tuple[float, float, str]] = {
-    "air": (-1000.0, 0.0, "definition of the Hounsfield scale"),
-    "fat": (-100.0, 12.0, "textbook HU tables: -120 to -80 HU (e.g. Radiopaedia 'Hounsfield unit')"),
-    "muscle": (45.0, 10.0, "textbook 35-55 HU; lowered with age/BMI (myosteatosis, Goodpaster 2000)"),
-    "soft_tissue": (35.0, 12.0, "generic unenhanced soft tissue 20-50 HU"),
-    "bowel": (25.0, 20.0, "bowel wall and fluid content, 0-50 HU"),
-    "gas": (-950.0, 25.0, "intraluminal gas, close to air"),
-    "cortical_bone": (1000.0, 150.0, "cortical bone >700 HU at 3-4 mm voxels; -3 HU/yr after 40"),
-    "trabecular_bone": (240.0, 40.0, "L1 trabecular 150-300 HU, falling ~2 HU/yr (Pickhardt 2013)"),
-    "yellow_marrow": (-40.0, 30.0, "fatty medullary cavity of long bones, -100 to 0 HU"),
-    "cartilage": (90.0, 15.0, "intervertebral disc / costal cartilage 70-110 HU"),
-    "brain_gm": (40.0, 4.0, "grey matter 35-45 HU"),
-    "brain_wm": (28.0, 4.0, "white matter 20-30 HU"),
-    "csf": (8.0, 4.0, "CSF 0-15 HU"),
-    "lung": (-850.0, 35.0, "aerated lung -900 to -700 HU"),
-    "myocardium": (45.0, 8.0, "unenhanced myocardium 40-50 HU"),
-    "blood": (42.0, 6.0, "unenhanced blood 35-50 HU (haematocrit dependent)"),
-    "liver": (56.0, 7.0, "unenhanced liver 50-65 HU; steatosis lowers it (Kodama 2007)"),
-    "spleen": (46.0, 6.0, "unenhanced spleen 40-50 HU, ~8-10 HU below liver"),
-    "kidney": (32.0, 8.0, "unenhanced renal parenchyma 25-35 HU"),
-    "renal_pelvis": (10.0, 5.0, "urine 0-20 HU"),
-    "bladder_urine": (8.0, 5.0, "urine 0-20 HU"),
-    "gland": (40.0, 10.0, "salivary glands / tonsils 30-50 HU"),
-    "spinal_cord": (30.0, 6.0, "cord and CSF in the canal"),
-    "lesion": (38.0, 10.0, "FDG-avid soft-tissue lesions 30-45 HU unenhanced"),
-}
-
-#: FDG uptake per tissue: (mean SUV_bw at ~60 min p.i., between-subject sd, source).
-#: Brain falls with age, lean organs rise with BMI, myocardium / urine are drawn from wide
-#: distributions (see ``docs/phantom.md``).
-PET_SUV: dict[str, tuple[float, float, str]] = {
-    "air": (0.0, 0.0, "no activity"),
-    "fat": (0.35, 0.08, "subcutaneous/visceral fat SUV 0.2-0.5 (normal biodistribution studies)"),
-    "muscle": (0.75, 0.15, "resting skeletal muscle SUV 0.5-1.0"),
-    "soft_tissue": (1.0, 0.2, "mediastinal / neck soft tissue ~1"),
-    "bowel": (1.6, 0.4, "bowel 1-3, patchy (physiological uptake)"),
-    "gas": (0.0, 0.0, "no activity"),
-    "cortical_bone": (0.45, 0.1, "cortical bone ~0.5"),
-    "trabecular_bone": (1.7, 0.3, "red marrow (vertebrae, pelvis) 1.3-2.2"),
-    "yellow_marrow": (0.55, 0.1, "fatty marrow ~0.5"),
-    "cartilage": (0.6, 0.1, "discs / cartilage ~0.6"),
-    "brain_gm": (9.0, 1.4, "cortical grey matter 7-11 at 40 y; -0.3 %/yr (Kuhl 1982, Petit-Taboue 1998)"),
-    "brain_wm": (3.6, 0.6, "white matter 3-4.5"),
-    "csf": (0.6, 0.15, "CSF ~0.5"),
-    "lung": (0.5, 0.1, "lung parenchyma 0.4-0.7"),
-    "myocardium": (4.0, 3.5, "highly variable 1.5-15 with fasting state (EANM guideline 2015)"),
-    "blood": (1.8, 0.25, "mediastinal blood pool 1.5-2.0 (PERCIST, Wahl 2009)"),
-    "liver": (2.3, 0.35, "liver 2.0-2.5, reference region (PERCIST; EANM guideline 2015)"),
-    "spleen": (1.9, 0.3, "spleen ~0.8x liver, 1.5-2.3"),
-    "kidney": (3.0, 0.6, "renal parenchyma 2.5-4"),
-    "renal_pelvis": (8.0, 0.6, "urine in the collecting system, log-normal 3-40"),
-    "bladder_urine": (15.0, 0.6, "bladder urine, log-normal 4-60"),
-    "gland": (2.2, 0.5, "salivary glands / tonsils 1.5-3.5"),
-    "spinal_cord": (1.4, 0.25, "spinal cord 1.2-1.8"),
-    "lesion": (0.0, 0.0, "per lesion: SUVmax 3-25 (see lesion model)"),
-}
-
-#: Within-tissue PET heterogeneity (coefficient of variation of a smooth field).
-_PET_CV = {"bowel": 0.45, "myocardium": 0.15, "muscle": 0.15, "gland": 0.2, "lung": 0.15,
-           "trabecular_bone": 0.12, "fat": 0.15, "soft_tissue": 0.12, "liver": 0.06, "spleen": 0.06}
-
-#: Organ-level ranges the phantom is designed (and tested) to stay in: median HU and mean
-#: SUV over each organ, eroded by one voxel. Liver HU reaches down to 5 for steatosis.
-ORGAN_HU_RANGE: dict[str, tuple[float, float]] = {
-    "body_fat": (-130, -60), "soft_tissue": (0, 70), "bone": (80, 1200), "brain": (20, 45),
-    "lungs": (-920, -700), "heart": (30, 60), "liver": (5, 70), "spleen": (30, 60),
-    "kidneys": (10, 45), "urinary_bladder": (-10, 30), "aorta": (25, 60),
-}
-ORGAN_SUV_RANGE: dict[str, tuple[float, float]] = {
-    "body_fat": (0.1, 0.8), "soft_tissue": (0.4, 2.0), "bone": (0.5, 2.5), "brain": (3.0, 11.0),
-    "lungs": (0.2, 1.0), "heart": (1.0, 16.0), "liver": (1.3, 3.8), "spleen": (1.0, 3.2),
-    "kidneys": (1.5, 12.0), "urinary_bladder": (2.5, 60.0), "aorta": (0.9, 3.0),
-}
-
-#: Lesion model per diagnosis: mean count, median diameter (mm), median SUVmax.
-LESION_MODEL: dict[str, dict[str, float]] = {
-    "LYMPHOMA": {"mean_count": 8.0, "median_diameter_mm": 18.0, "median_suvmax": 9.0},
-    "MELANOMA": {"mean_count": 5.0, "median_diameter_mm": 14.0, "median_suvmax": 7.0},
-    "LUNG_CANCER": {"mean_count": 4.0, "median_diameter_mm": 16.0, "median_suvmax": 9.0},
-    "NEGATIVE": {"mean_count": 0.0, "median_diameter_mm": 0.0, "median_suvmax": 0.0},
-}
-LESION_DIAMETER_MM = (5.0, 50.0)
-LESION_SUVMAX = (3.0, 25.0)
 
 # Reference adult (male, 178 cm, 78 kg) knot tables along s = depth below vertex / height.
 _TS = np.array([0.145, 0.155, 0.170, 0.188, 0.21, 0.25, 0.30, 0.35, 0.40, 0.44, 0.47, 0.50, 0.52, 0.535])
@@ -155,162 +71,7 @@ _VERT_S = np.array([0.08, 0.15, 0.22, 0.30, 0.36, 0.40, 0.435])
 _VERT_A = np.array([10, 13, 15, 18, 21, 24, 25.0])
 _VERT_B = np.array([8, 11, 13, 14, 15, 16, 17.0])
 _TRUNK_P = 2.4  # superellipse exponent of the trunk cross-section
-_SCAN_END_S = 0.545  # scan ends at the upper thigh (~0.545 x height below the vertex)
-
-
-# --- small geometry helpers ------------------------------------------------------------------
-
-
-class _Field:
-    """Smooth Gaussian random field (unit sd) on a coarse, world-aligned lattice.
-
-    The lattice depends only on ``lo``, ``hi`` and ``corr_mm`` (not on the output grid);
-    it is sampled on tensor grids with separable linear interpolation.
-    """
-
-    def __init__(self, rng: np.random.Generator, lo, hi, corr_mm: float, ncomp: int = 1) -> None:
-        lo = np.asarray(lo, dtype=np.float64)
-        hi = np.asarray(hi, dtype=np.float64)
-        self.step = corr_mm / 2.0
-        self.origin = lo - 2.0 * self.step
-        self.n = np.maximum(np.ceil((hi - self.origin) / self.step).astype(int) + 3, 2)
-        noise = rng.standard_normal((ncomp, *self.n))
-        sm = ndimage.gaussian_filter(noise, sigma=[0.0] + [1.0] * len(self.n), mode="wrap", truncate=3.0)
-        axes = tuple(range(1, sm.ndim))
-        sm /= sm.std(axis=axes, keepdims=True) + 1e-12
-        self.data = sm.astype(np.float32)
-
-    def __call__(self, *coords: np.ndarray, comp: int = 0) -> np.ndarray:
-        out = self.data[comp]
-        for axis, c in enumerate(coords):
-            f = (np.asarray(c, dtype=np.float64) - self.origin[axis]) / self.step
-            i0 = np.clip(np.floor(f).astype(np.intp), 0, self.n[axis] - 2)
-            w = np.clip(f - i0, 0.0, 1.0).astype(np.float32)
-            shape = [1] * out.ndim
-            shape[axis] = -1
-            a0 = np.take(out, i0, axis=axis)
-            a1 = np.take(out, i0 + 1, axis=axis)
-            out = a0 + (a1 - a0) * w.reshape(shape)
-        return out
-
-
-def _rotation(axis_u: Sequence[float], hint: Sequence[float] = (0.0, 0.0, 1.0)) -> np.ndarray:
-    """Orthonormal basis (columns) whose first axis is ``axis_u``."""
-    u = np.asarray(axis_u, dtype=np.float64)
-    u /= np.linalg.norm(u)
-    h = np.asarray(hint, dtype=np.float64)
-    if abs(float(h @ u)) > 0.95:
-        h = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    v = h - (h @ u) * u
-    v /= np.linalg.norm(v)
-    w = np.cross(u, v)
-    return np.stack([u, v, w], axis=1)
-
-
-def _rot_z(deg: float) -> np.ndarray:
-    a = math.radians(deg)
-    return np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1.0]])
-
-
-def _rot_y(deg: float) -> np.ndarray:
-    a = math.radians(deg)
-    return np.array([[math.cos(a), 0, math.sin(a)], [0, 1.0, 0], [-math.sin(a), 0, math.cos(a)]])
-
-
-def _term(coord: np.ndarray, centre, a_neg, a_pos, p: float) -> np.ndarray:
-    """``(|coord - centre| / a)^p`` with side-dependent semi-axis; inf where a == 0."""
-    d = coord - centre
-    a = np.where(d >= 0, a_pos, a_neg)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.abs(d) / a
-        out = np.where(a > 0, r ** p, np.inf)
-    return out.astype(np.float32)
-
-
-class _Vol:
-    """The output grid: world coordinates, the organ and tissue maps being painted."""
-
-    def __init__(self, grid: Grid) -> None:
-        aff = grid.affine
-        self.grid = grid
-        self.shape = grid.shape
-        self.spacing = grid.spacing
-        self.x, self.y, self.z = (aff[i, 3] + aff[i, i] * np.arange(n) for i, n in enumerate(grid.shape))
-        self.org = np.zeros(self.shape, np.uint8)
-        self.tis = np.zeros(self.shape, np.uint8)
-
-    def box(self, lo, hi) -> tuple[slice, slice, slice] | None:
-        sl = []
-        for c, lo_i, hi_i in zip((self.x, self.y, self.z), lo, hi):
-            i0 = int(np.searchsorted(c, lo_i, "left"))
-            i1 = int(np.searchsorted(c, hi_i, "right"))
-            if i1 <= i0:
-                return None
-            sl.append(slice(i0, i1))
-        return tuple(sl)
-
-    def coords(self, sl) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.x[sl[0]], self.y[sl[1]], self.z[sl[2]]
-
-    def paint(self, sl, mask: np.ndarray, organ: int | None, tissue: str | int | None) -> None:
-        if sl is None:
-            return
-        if organ is not None:
-            self.org[sl][mask] = organ
-        if tissue is not None:
-            self.tis[sl][mask] = _T[tissue] if isinstance(tissue, str) else tissue
-
-
-def _ellipsoid(vol: _Vol, rng: np.random.Generator, centre, semi, rot: np.ndarray | None = None,
-               deform: float = 0.0, corr: float | None = None):
-    """Normalised radius^2 of a (randomly deformed) ellipsoid over its bounding box.
-
-    ``deform`` is the displacement amplitude (mm) of a smooth random field with
-    correlation length ``corr`` (default: the mean semi-axis). The field is always drawn,
-    so the random stream does not depend on the grid. Returns ``(slices, r2)`` or
-    ``(None, None)`` if the box misses the grid.
-    """
-    c = np.asarray(centre, dtype=np.float64)
-    semi = np.asarray(semi, dtype=np.float64)
-    reach = float(semi.max()) * 1.05 + 2.5 * deform
-    field = None
-    if deform > 0:
-        field = _Field(rng, c - reach, c + reach, corr or float(semi.mean()), ncomp=3)
-    sl = vol.box(c - reach, c + reach)
-    if sl is None:
-        return None, None
-    xs, ys, zs = vol.coords(sl)
-    q = [(xs - c[0])[:, None, None], (ys - c[1])[None, :, None], (zs - c[2])[None, None, :]]
-    if field is not None:
-        q = [q[i] + deform * field(xs, ys, zs, comp=i) for i in range(3)]
-    if rot is not None:
-        q = [rot[0, i] * q[0] + rot[1, i] * q[1] + rot[2, i] * q[2] for i in range(3)]
-    r2 = (q[0] / semi[0]) ** 2 + (q[1] / semi[1]) ** 2 + (q[2] / semi[2]) ** 2
-    return sl, np.broadcast_to(r2, tuple(s.stop - s.start for s in sl)).astype(np.float32)
-
-
-def _capsule(vol: _Vol, p0, p1, radius: float):
-    """Normalised squared distance to a segment (``< 1`` inside a capsule)."""
-    p0 = np.asarray(p0, dtype=np.float64)
-    p1 = np.asarray(p1, dtype=np.float64)
-    sl = vol.box(np.minimum(p0, p1) - radius, np.maximum(p0, p1) + radius)
-    if sl is None:
-        return None, None
-    xs, ys, zs = vol.coords(sl)
-    d = p1 - p0
-    L2 = float(d @ d) + 1e-9
-    qx = (xs - p0[0])[:, None, None]
-    qy = (ys - p0[1])[None, :, None]
-    qz = (zs - p0[2])[None, None, :]
-    t = np.clip((qx * d[0] + qy * d[1] + qz * d[2]) / L2, 0.0, 1.0)
-    dist2 = (qx - t * d[0]) ** 2 + (qy - t * d[1]) ** 2 + (qz - t * d[2]) ** 2
-    return sl, (dist2 / radius**2).astype(np.float32)
-
-
-def _superellipse_area(a_l, a_r, b_a, b_p, p: float):
-    """Area of the four-quadrant superellipse with the given half-axes (mm^2)."""
-    unit = 4.0 * math.gamma(1 + 1 / p) ** 2 / math.gamma(1 + 2 / p)
-    return (np.asarray(a_l) + a_r) * (np.asarray(b_a) + b_p) / 4.0 * unit
+SCAN_END_S = 0.545  # scan ends at the upper thigh (~0.545 x height below the vertex)
 
 
 # --- demographics ------------------------------------------------------------------------------
@@ -395,7 +156,7 @@ class _Body:
 
         # Placement: vertex near the top of the field of view, scan ends at the upper thigh.
         self.vertex_margin = float(rng.uniform(8.0, 24.0))
-        self.s_end = _SCAN_END_S + float(rng.uniform(-0.01, 0.01))
+        self.s_end = SCAN_END_S + float(rng.uniform(-0.01, 0.01))
 
         # Head (sizes in mm, weakly dependent on height).
         hs = (H / 1780.0) ** 0.3 * (1.0 if male else 0.94) * math.exp(rng.normal(0, 0.03))
@@ -503,9 +264,9 @@ class _Body:
         al, ar, ba, bp = self.trunk_lean(s, k, vat_mm)
         al0, ar0, ba0, bp0 = self.trunk_lean(s, k, 0.0)
         sl, sa, sp = self.sat(s, t0)
-        lean = _superellipse_area(al, ar, ba, bp, _TRUNK_P)
-        lean0 = _superellipse_area(al0, ar0, ba0, bp0, _TRUNK_P)
-        outer = _superellipse_area(al + sl, ar + sl, ba + sa, bp + sp, _TRUNK_P) * (al > 0)
+        lean = superellipse_area(al, ar, ba, bp, _TRUNK_P)
+        lean0 = superellipse_area(al0, ar0, ba0, bp0, _TRUNK_P)
+        outer = superellipse_area(al + sl, ar + sl, ba + sa, bp + sp, _TRUNK_P) * (al > 0)
         na, nb = self.neck(k)
         tn = 0.45 * t0
         neck_in = (s * self.H > self.t_chin - 40) & (s < 0.17)
@@ -549,7 +310,7 @@ class _Phantom:
 
     def __init__(self, body: _Body, grid: Grid, rng: np.random.Generator) -> None:
         self.b = body
-        self.v = _Vol(grid)
+        self.v = Vol(grid)
         self.rng = rng
         v = self.v
         H = body.H
@@ -574,8 +335,8 @@ class _Phantom:
         # Low-frequency in-plane warps x' = x + u(x, z), y' = y + v(y, z).
         lo2 = (-300.0, self.zw(b.s_end * H) - 50)
         hi2 = (300.0, self.z_vertex + 50)
-        fx = _Field(rng, lo2, hi2, 80.0)
-        fy = _Field(rng, lo2, hi2, 80.0)
+        fx = Field(rng, lo2, hi2, 80.0)
+        fy = Field(rng, lo2, hi2, 80.0)
         self.xw = (v.x[:, None] + 5.0 * fx(v.x, v.z)).astype(np.float32)
         self.yw = (v.y[:, None] + 5.0 * fy(v.y, v.z)).astype(np.float32)
         s = self.s
@@ -590,9 +351,9 @@ class _Phantom:
             ok = inscan[zs]
             al, ar, ba, bp = (q * ok for q in (al, ar, ba, bp))
             xw, yw = self.xw[:, zs], self.yw[:, zs]
-            outer = (_term(xw, 0, al + sl_ * ok, ar + sl_ * ok, _TRUNK_P)[:, None, :]
-                     + _term(yw, 0, bp + sp_ * ok, ba + sa_ * ok, _TRUNK_P)[None, :, :]) < 1
-            lean = (_term(xw, 0, al, ar, _TRUNK_P)[:, None, :] + _term(yw, 0, bp, ba, _TRUNK_P)[None, :, :]) < 1
+            outer = (superellipse_term(xw, 0, al + sl_ * ok, ar + sl_ * ok, _TRUNK_P)[:, None, :]
+                     + superellipse_term(yw, 0, bp + sp_ * ok, ba + sa_ * ok, _TRUNK_P)[None, :, :]) < 1
+            lean = (superellipse_term(xw, 0, al, ar, _TRUNK_P)[:, None, :] + superellipse_term(yw, 0, bp, ba, _TRUNK_P)[None, :, :]) < 1
             sl = (slice(None), slice(None), zs)
             v.paint(sl, outer, ORGAN_IDS["body_fat"], "fat")
             v.paint(sl, lean, ORGAN_IDS["soft_tissue"], "muscle")
@@ -605,8 +366,8 @@ class _Phantom:
         if zs is not None:
             xw, yw = self.xw[:, zs], self.yw[:, zs]
             sl = (slice(None), slice(None), zs)
-            outer = (_term(xw, 0, na + tn, na + tn, 2.2)[:, None, :] + _term(yw, yn, nb + tn, nb + tn, 2.2)[None, :, :]) < 1
-            lean = (_term(xw, 0, na, na, 2.2)[:, None, :] + _term(yw, yn, nb, nb, 2.2)[None, :, :]) < 1
+            outer = (superellipse_term(xw, 0, na + tn, na + tn, 2.2)[:, None, :] + superellipse_term(yw, yn, nb + tn, nb + tn, 2.2)[None, :, :]) < 1
+            lean = (superellipse_term(xw, 0, na, na, 2.2)[:, None, :] + superellipse_term(yw, yn, nb, nb, 2.2)[None, :, :]) < 1
             cur = v.org[sl]
             add_fat = outer & (cur == 0)
             v.paint(sl, add_fat, ORGAN_IDS["body_fat"], "fat")
@@ -626,15 +387,15 @@ class _Phantom:
             xw, yw = self.xw[:, zs], self.yw[:, zs]
             sl = (slice(None), slice(None), zs)
             for sign in (1, -1):
-                ty_o = _term(yw, yc, tb + tt, tb + tt, 2.1)
-                ty_l = _term(yw, yc, tb, tb, 2.1)
-                outer = (_term(xw, sign * xc, ta + tt, ta + tt, 2.1)[:, None, :] + ty_o[None, :, :]) < 1
-                lean = (_term(xw, sign * xc, ta, ta, 2.1)[:, None, :] + ty_l[None, :, :]) < 1
+                ty_o = superellipse_term(yw, yc, tb + tt, tb + tt, 2.1)
+                ty_l = superellipse_term(yw, yc, tb, tb, 2.1)
+                outer = (superellipse_term(xw, sign * xc, ta + tt, ta + tt, 2.1)[:, None, :] + ty_o[None, :, :]) < 1
+                lean = (superellipse_term(xw, sign * xc, ta, ta, 2.1)[:, None, :] + ty_l[None, :, :]) < 1
                 cur = v.org[sl]
                 add_fat = outer & (cur == 0)
                 v.paint(sl, add_fat, ORGAN_IDS["body_fat"], "fat")
                 self.sat_mask[sl] |= add_fat
-                newl = lean & (v.tis[sl] != _T["muscle"])
+                newl = lean & (v.tis[sl] != TISSUE_IDS["muscle"])
                 v.paint(sl, newl, ORGAN_IDS["soft_tissue"], "muscle")
                 self.sat_mask[sl] &= ~lean
         # Breasts (female): fat with glandular tissue, on the anterior chest.
@@ -643,10 +404,10 @@ class _Phantom:
             s_b = 0.262
             al, ar, ba, bp = b.trunk_lean(np.array([s_b]))
             _, sa_, _ = b.sat(np.array([s_b]))
-            gfield = _Field(rng, (-250, -50, self.zw(0.32 * H)), (250, 300, self.zw(0.2 * H)), 14.0)
+            gfield = Field(rng, (-250, -50, self.zw(0.32 * H)), (250, 300, self.zw(0.2 * H)), 14.0)
             for sign in (1, -1):
                 c = (sign * 0.5 * float(al[0]), float(ba[0] + sa_[0]) + 0.15 * r, self.zw(s_b * H))
-                sl, r2 = _ellipsoid(v, rng, c, (1.1 * r, 0.8 * r, 1.0 * r), deform=0.08 * r)
+                sl, r2 = ellipsoid(v, rng, c, (1.1 * r, 0.8 * r, 1.0 * r), deform=0.08 * r)
                 if sl is None:
                     continue
                 m = (r2 < 1) & (v.org[sl] != ORGAN_IDS["soft_tissue"])
@@ -672,13 +433,12 @@ class _Phantom:
         self.dome = (tR, tL, 0.4 * a0, -0.45 * a0, 0.1 * bp0, c)
         zs = self.zrange(0.16, 0.52)
         if zs is None:
-            self.lung_done = True
             return
         ss = s[zs]
         cal, car, cba, cbp = b.cavity(ss)
         xw, yw = self.xw[:, zs], self.yw[:, zs]
         sl = (slice(None), slice(None), zs)
-        cav = (_term(xw, 0, cal, car, _TRUNK_P)[:, None, :] + _term(yw, 0, cbp, cba, _TRUNK_P)[None, :, :]) < 1
+        cav = (superellipse_term(xw, 0, cal, car, _TRUNK_P)[:, None, :] + superellipse_term(yw, 0, cbp, cba, _TRUNK_P)[None, :, :]) < 1
         self.cav_zs = zs
 
         X = v.x[:, None].astype(np.float32)
@@ -695,7 +455,7 @@ class _Phantom:
 
         # Spine centreline and vertebral body size along s.
         self.k = b.k
-        self.spine_y = lambda s_: np.interp(s_, _SPINE_S, _SPINE_Y) * b.k + b.scoliosis[1] * 0
+        self.spine_y = lambda s_: np.interp(s_, _SPINE_S, _SPINE_Y) * b.k
         self.spine_x = lambda s_: b.scoliosis[0] * np.sin(np.pi * np.clip((np.asarray(s_) - 0.15) / 0.29, 0, 1))
         self.vert_a = lambda s_: np.interp(s_, _VERT_S, _VERT_A) * b.k_bone
         self.vert_b = lambda s_: np.interp(s_, _VERT_S, _VERT_B) * b.k_bone
@@ -708,8 +468,8 @@ class _Phantom:
             vb = self.vert_b(s2)
             pa = np.interp(s2, [0.15, 0.30, 0.40, 0.45], [40, 42, 55, 55]) * b.k * b.muscle_f
             pc = ysp - vb - 28 * b.k
-            m = (_term(self.xw[:, zs2], self.spine_x(s2), pa, pa, 2.2)[:, None, :]
-                 + _term(self.yw[:, zs2], pc, 35 * b.k, 35 * b.k + vb + 5, 2.2)[None, :, :]) < 1
+            m = (superellipse_term(self.xw[:, zs2], self.spine_x(s2), pa, pa, 2.2)[:, None, :]
+                 + superellipse_term(self.yw[:, zs2], pc, 35 * b.k, 35 * b.k + vb + 5, 2.2)[None, :, :]) < 1
             sl2 = (slice(None), slice(None), zs2)
             inside = v.org[sl2] > 0
             v.paint(sl2, m & inside & ~self.sat_mask[sl2], ORGAN_IDS["soft_tissue"], "muscle")
@@ -720,17 +480,17 @@ class _Phantom:
         yc = 0.5 * (ysp + front)
         bm = 0.5 * (front - ysp) + 8
         am = np.interp(ss, [0.16, 0.20, 0.25, 0.30], [16, 20, 26, 26]) * b.k
-        med = (_term(xw, self.spine_x(ss), am, am, 4.0)[:, None, :] + _term(yw, yc, bm, bm, 4.0)[None, :, :]) < 1
-        lungs = thor & ~med & (v.tis[sl] == _T["soft_tissue"])
+        med = (superellipse_term(xw, self.spine_x(ss), am, am, 4.0)[:, None, :] + superellipse_term(yw, yc, bm, bm, 4.0)[None, :, :]) < 1
+        lungs = thor & ~med & (v.tis[sl] == TISSUE_IDS["soft_tissue"])
         v.paint(sl, lungs, ORGAN_IDS["lungs"], "lung")
         self.med = med & thor
         # Mediastinal fat.
         box = v.box((-150, -150, v.z[zs][0]), (150, 200, v.z[zs][-1]))
-        self.fat_field = _Field(rng, (-300, -250, self.zw(0.56 * H)), (300, 300, self.zw(0.15 * H)), 22.0, ncomp=3)
+        self.fat_field = Field(rng, (-300, -250, self.zw(0.56 * H)), (300, 300, self.zw(0.15 * H)), 22.0, ncomp=3)
         if box is not None:
             sub = (box[0], box[1], zs)
             fat = self.fat_field(*v.coords(sub), comp=1) < _norm_ppf(b.med_fat)
-            medm = self.med[box[0], box[1], :] & (v.tis[sub] == _T["soft_tissue"])
+            medm = self.med[box[0], box[1], :] & (v.tis[sub] == TISSUE_IDS["soft_tissue"])
             v.paint(sub, medm & fat, ORGAN_IDS["body_fat"], "fat")
 
     # ---- organs ----
@@ -748,21 +508,20 @@ class _Phantom:
             return (self.zw(0) - zs)[None, None, :] > tdd[:, :, None] + margin
 
         def in_cavity(sl):
-            return v.tis[sl] == _T["bowel"]
+            return v.tis[sl] == TISSUE_IDS["bowel"]
 
         # Heart (myocardium shell around the blood pool).
         a27, _, ba27, _ = cav(0.27)
         hc = np.array([-0.18 * a27, 0.3 * ba27, self.zw(0.268 * H)]) + j[0]
         hsemi = np.array([62.0, 47.0, 50.0]) * b.os["heart"]
-        rot = _rotation(b.heart_axis, (0, 0, 1))
-        sl, r2 = _ellipsoid(v, rng, hc, hsemi, rot, deform=4.0, corr=40.0)
-        self.heart_c = hc
+        rot = rotation(b.heart_axis, (0, 0, 1))
+        sl, r2 = ellipsoid(v, rng, hc, hsemi, rot, deform=4.0, corr=40.0)
         if sl is not None:
             m = (r2 < 1) & (v.org[sl] != 0)
             v.paint(sl, m, ORGAN_IDS["heart"], "myocardium")
             v.paint(sl, m & (r2 < 0.62), ORGAN_IDS["heart"], "blood")
             # epicardial fat grows with BMI
-            shell = (r2 >= 1) & (r2 < (1 + (2 + 0.3 * max(b.bmi - 20, 0)) / 50.0) ** 2) & (v.tis[sl] == _T["soft_tissue"])
+            shell = (r2 >= 1) & (r2 < (1 + (2 + 0.3 * max(b.bmi - 20, 0)) / 50.0) ** 2) & (v.tis[sl] == TISSUE_IDS["soft_tissue"])
             v.paint(sl, shell, ORGAN_IDS["body_fat"], "fat")
 
         # Aorta: ascending, arch (half torus), descending to the bifurcation at L4.
@@ -773,7 +532,7 @@ class _Phantom:
         xd = lambda s_: -18.0 * b.k + 10.0 * b.k * np.clip((np.asarray(s_) - 0.30) / 0.1, 0, 1)  # noqa: E731
         yd_top = ysp(s_arch) + r + 2
         self.aorta_path = []
-        sl, d2 = _capsule(v, (xa, ya, self.zw(s_root * H)), (xa, ya, self.zw(s_arch * H)), r)
+        sl, d2 = capsule(v, (xa, ya, self.zw(s_root * H)), (xa, ya, self.zw(s_arch * H)), r)
         if sl is not None:
             v.paint(sl, (d2 < 1) & (v.org[sl] != 0), ORGAN_IDS["aorta"], "blood")
         p0 = np.array([xa, ya, self.zw(s_arch * H)])
@@ -812,7 +571,7 @@ class _Phantom:
         a33, _, ba33, bp33 = cav(0.33)
         lc = np.array([0.36 * a33, 0.05 * ba33, self.zw(tR + 0.062 * H)]) + j[1]
         lsemi = np.array([88.0, 74.0, 116.0]) * b.os["liver"]  # ~1.4 l at BSA 1.96 m^2 (Urata 1995)
-        field = _Field(rng, lc - lsemi.max() * 1.2, lc + lsemi.max() * 1.2, 45.0, ncomp=3)
+        field = Field(rng, lc - lsemi.max() * 1.2, lc + lsemi.max() * 1.2, 45.0, ncomp=3)
         sl = v.box(lc - lsemi * 1.15, lc + lsemi * 1.15)
         if sl is not None:
             xs, ys, zs = v.coords(sl)
@@ -830,7 +589,7 @@ class _Phantom:
         # Spleen: posterolateral left, under the left dome.
         a32, _, ba32, bp32 = cav(0.32)
         spc = np.array([-0.72 * a32, -0.45 * bp32, self.zw(tL + 0.035 * H)]) + j[2] * 0.6
-        sl, r2 = _ellipsoid(v, rng, spc, np.array([24.0, 50.0, 52.0]) * b.os["spleen"], _rot_z(35.0), deform=5.0)
+        sl, r2 = ellipsoid(v, rng, spc, np.array([24.0, 50.0, 52.0]) * b.os["spleen"], rot_z(35.0), deform=5.0)
         if sl is not None:
             m = (r2 < 1) & in_cavity(sl) & below_diaphragm(sl)
             v.paint(sl, m, ORGAN_IDS["spleen"], "spleen")
@@ -838,7 +597,7 @@ class _Phantom:
         # Stomach (soft tissue / bowel, gas cap anteriorly).
         stc = np.array([-0.33 * a32, 0.35 * ba32, self.zw(tL + 0.05 * H)]) + j[3]
         ssemi = np.array([42.0, 38.0, 62.0]) * b.os["stomach"]
-        sl, r2 = _ellipsoid(v, rng, stc, ssemi, _rot_y(25.0), deform=6.0)
+        sl, r2 = ellipsoid(v, rng, stc, ssemi, rot_y(25.0), deform=6.0)
         if sl is not None:
             m = (r2 < 1) & in_cavity(sl) & below_diaphragm(sl)
             ys = v.coords(sl)[1]
@@ -851,15 +610,15 @@ class _Phantom:
             s_k = 0.365 if sign > 0 else 0.355
             a_k = cav(s_k)[0]
             kc = np.array([sign * 0.42 * a_k, float(self.spine_y(s_k)) + 6.0, self.zw(s_k * H)]) + j[4 + i] * 0.5
-            rot = _rot_y(sign * 15.0) @ _rot_z(-sign * 25.0)
+            rot = rot_y(sign * 15.0) @ rot_z(-sign * 25.0)
             ksemi = np.array([27.0, 23.0, 54.0]) * b.os["kidney"]
-            sl, r2 = _ellipsoid(v, rng, kc, ksemi, rot, deform=3.0)
+            sl, r2 = ellipsoid(v, rng, kc, ksemi, rot, deform=3.0)
             if sl is None:
                 continue
             m = (r2 < 1) & (v.org[sl] != 0)
             v.paint(sl, m, ORGAN_IDS["kidneys"], "kidney")
             pc = kc - sign * np.array([0.45 * ksemi[0], -0.1 * ksemi[1], 0.0])
-            sl2, r2p = _ellipsoid(v, rng, pc, ksemi * np.array([0.35, 0.38, 0.42]), rot)
+            sl2, r2p = ellipsoid(v, rng, pc, ksemi * np.array([0.35, 0.38, 0.42]), rot)
             if sl2 is not None:
                 v.paint(sl2, (r2p < 1) & (v.org[sl2] == ORGAN_IDS["kidneys"]), None, "renal_pelvis")
 
@@ -871,9 +630,9 @@ class _Phantom:
             yp = self.spine_y(ss) + 4
             for sign in (1, -1):
                 xp = sign * (self.vert_a(ss) + rp + 2)
-                m = (_term(self.xw[:, zs], xp, rp, rp, 2)[:, None, :] + _term(self.yw[:, zs], yp, rp, rp, 2)[None, :, :]) < 1
+                m = (superellipse_term(self.xw[:, zs], xp, rp, rp, 2)[:, None, :] + superellipse_term(self.yw[:, zs], yp, rp, rp, 2)[None, :, :]) < 1
                 sl = (slice(None), slice(None), zs)
-                v.paint(sl, m & (v.tis[sl] == _T["bowel"]), ORGAN_IDS["soft_tissue"], "muscle")
+                v.paint(sl, m & (v.tis[sl] == TISSUE_IDS["bowel"]), ORGAN_IDS["soft_tissue"], "muscle")
 
         # Urinary bladder above the pubic symphysis.
         t_pub = 0.495 * H
@@ -881,7 +640,7 @@ class _Phantom:
         bsemi = np.array([1.15, 0.95, 0.9]) * rb
         _, _, ba48, _ = cav(0.47)
         bc = np.array([0.0, 0.25 * ba48, self.zw(t_pub - 0.75 * bsemi[2])])
-        sl, r2 = _ellipsoid(v, rng, bc, bsemi, deform=0.06 * rb)
+        sl, r2 = ellipsoid(v, rng, bc, bsemi, deform=0.06 * rb)
         if sl is not None:
             v.paint(sl, (r2 < 1) & (v.org[sl] != 0), ORGAN_IDS["urinary_bladder"], "bladder_urine")
 
@@ -896,12 +655,12 @@ class _Phantom:
         s_lar = t_lar / H
         pts = [(0.0, y_t(s_lar), self.zw(t_lar)), (0.0, y_t(0.17), self.zw(0.17 * H)), (0.0, y_t(s_car), self.zw(s_car * H))]
         for p0, p1 in zip(pts[:-1], pts[1:]):
-            sl, d2 = _capsule(v, p0, p1, rt)
+            sl, d2 = capsule(v, p0, p1, rt)
             if sl is not None:
                 v.paint(sl, (d2 < 1) & (v.org[sl] != 0), ORGAN_IDS["lungs"], "gas")
         for sign in (1, -1):
             p1 = (sign * 45.0 * b.k, y_t(s_car) - 6, self.zw(s_car * H + 35 * b.k_len))
-            sl, d2 = _capsule(v, pts[-1], p1, 0.75 * rt)
+            sl, d2 = capsule(v, pts[-1], p1, 0.75 * rt)
             if sl is not None:
                 v.paint(sl, (d2 < 1) & (v.org[sl] != 0), ORGAN_IDS["lungs"], "gas")
 
@@ -911,20 +670,20 @@ class _Phantom:
         base = b.brain_base
         c = np.array([0.0, b.y_brain, self.zw(b.t_brain)])
         # scalp + face (soft tissue), skull shell, brain.
-        sl, r2 = _ellipsoid(v, rng, c, base + 15.0, deform=2.0, corr=60.0)
+        sl, r2 = ellipsoid(v, rng, c, base + 15.0, deform=2.0, corr=60.0)
         if sl is not None:
             v.paint(sl, r2 < 1, ORGAN_IDS["soft_tissue"], "muscle")
         fc = b.face_c.copy()
         fc[2] = self.zw(fc[2])
-        sl, r2 = _ellipsoid(v, rng, fc, b.face_semi, deform=3.0, corr=50.0)
+        sl, r2 = ellipsoid(v, rng, fc, b.face_semi, deform=3.0, corr=50.0)
         if sl is not None:
-            v.paint(sl, (r2 < 1) & (v.tis[sl] != _T["muscle"]), ORGAN_IDS["soft_tissue"], "soft_tissue")
+            v.paint(sl, (r2 < 1) & (v.tis[sl] != TISSUE_IDS["muscle"]), ORGAN_IDS["soft_tissue"], "soft_tissue")
             # nasal cavity / oral air
             xs, ys, zs = v.coords(sl)
             air = (r2 < 0.55) & (np.abs(xs)[:, None, None] < 9 * b.hs) & (ys[None, :, None] > fc[1] + 5) & \
                   (np.abs(zs - (fc[2] + 0.2 * b.face_semi[2]))[None, None, :] < 18 * b.hs)
             v.paint(sl, air, ORGAN_IDS["soft_tissue"], "gas")
-        sl, r2 = _ellipsoid(v, rng, c, base + 9.0)
+        sl, r2 = ellipsoid(v, rng, c, base + 9.0)
         if sl is not None:
             xs, ys, zs = v.coords(sl)
             # inner radius^2 of the skull in the same normalisation (base + 2 mm)
@@ -937,7 +696,7 @@ class _Phantom:
             v.paint(sl, inner < 1, ORGAN_IDS["soft_tissue"], "csf")
         bsemi = b.brain_semi
         bc = c + np.array([0, 0, (base[2] - bsemi[2]) * 0.5])
-        sl, r2 = _ellipsoid(v, rng, bc, bsemi, deform=2.5, corr=30.0)
+        sl, r2 = ellipsoid(v, rng, bc, bsemi, deform=2.5, corr=30.0)
         if sl is not None:
             m = r2 < 1
             xs, ys, zs = v.coords(sl)
@@ -948,25 +707,25 @@ class _Phantom:
             v.paint(sl, m & fissure, ORGAN_IDS["brain"], "csf")
         # cerebellum, deep grey nuclei, ventricles
         cb = bc + np.array([0, -0.5 * bsemi[1], -0.55 * bsemi[2]])
-        sl, r2 = _ellipsoid(v, rng, cb, np.array([0.7, 0.4, 0.42]) * bsemi, deform=2.0)
+        sl, r2 = ellipsoid(v, rng, cb, np.array([0.7, 0.4, 0.42]) * bsemi, deform=2.0)
         if sl is not None:
             v.paint(sl, (r2 < 1) & (v.org[sl] != ORGAN_IDS["bone"]), ORGAN_IDS["brain"], "brain_gm")
         for sign in (1, -1):
-            sl, r2 = _ellipsoid(v, rng, bc + np.array([sign * 22 * b.hs, -5 * b.hs, -10 * b.hs]), np.array([11, 20, 12.0]) * b.hs)
+            sl, r2 = ellipsoid(v, rng, bc + np.array([sign * 22 * b.hs, -5 * b.hs, -10 * b.hs]), np.array([11, 20, 12.0]) * b.hs)
             if sl is not None:
                 v.paint(sl, (r2 < 1) & (v.org[sl] == ORGAN_IDS["brain"]), None, "brain_gm")
             vs = np.array([6.0, 24.0, 9.0]) * b.hs * np.array([b.ventricle_scale, 1.0, b.ventricle_scale ** 0.5])
-            sl, r2 = _ellipsoid(v, rng, bc + np.array([sign * 9 * b.hs, 0, 8 * b.hs]), vs)
+            sl, r2 = ellipsoid(v, rng, bc + np.array([sign * 9 * b.hs, 0, 8 * b.hs]), vs)
             if sl is not None:
                 v.paint(sl, (r2 < 1) & (v.org[sl] == ORGAN_IDS["brain"]), None, "csf")
         # salivary glands and tonsils
         for sign in (1, -1):
             pc = np.array([sign * 48 * b.hs, fc[1] - 38 * b.hs, fc[2] - 0.1 * b.face_semi[2]])
-            sl, r2 = _ellipsoid(v, rng, pc, np.array([11, 17, 22.0]) * b.hs, deform=1.5)
+            sl, r2 = ellipsoid(v, rng, pc, np.array([11, 17, 22.0]) * b.hs, deform=1.5)
             if sl is not None:
                 v.paint(sl, (r2 < 1) & (v.org[sl] == ORGAN_IDS["soft_tissue"]), None, "gland")
             tc = np.array([sign * 13 * b.hs, fc[1] - 18 * b.hs, fc[2] - 0.35 * b.face_semi[2]])
-            sl, r2 = _ellipsoid(v, rng, tc, np.array([7, 8, 10.0]) * b.hs)
+            sl, r2 = ellipsoid(v, rng, tc, np.array([7, 8, 10.0]) * b.hs)
             if sl is not None:
                 v.paint(sl, (r2 < 1) & (v.org[sl] == ORGAN_IDS["soft_tissue"]), None, "gland")
         # mandible: U-shaped bone in the lower face
@@ -1048,10 +807,10 @@ class _Phantom:
             box = v.box((-260, -250, -1e9), (260, 250, 1e9))
             if box is not None:
                 sub = (box[0], box[1], zs)
-                tx1 = _term(self.xw[box[0], zs], 0, cal * o1, car * o1, _TRUNK_P)
-                ty1 = _term(self.yw[box[1], zs], 0, cbp * o1, cba * o1, _TRUNK_P)
-                tx2 = _term(self.xw[box[0], zs], 0, cal * o2, car * o2, _TRUNK_P)
-                ty2 = _term(self.yw[box[1], zs], 0, cbp * o2, cba * o2, _TRUNK_P)
+                tx1 = superellipse_term(self.xw[box[0], zs], 0, cal * o1, car * o1, _TRUNK_P)
+                ty1 = superellipse_term(self.yw[box[1], zs], 0, cbp * o1, cba * o1, _TRUNK_P)
+                tx2 = superellipse_term(self.xw[box[0], zs], 0, cal * o2, car * o2, _TRUNK_P)
+                ty2 = superellipse_term(self.yw[box[1], zs], 0, cbp * o2, cba * o2, _TRUNK_P)
                 shell = ((tx2[:, None, :] + ty2[None, :, :]) < 1) & ((tx1[:, None, :] + ty1[None, :, :]) >= 1)
                 shell &= v.org[sub] != 0
                 ii, jj, kk = np.nonzero(shell)
@@ -1074,11 +833,11 @@ class _Phantom:
                 sel = is_bone | sx
                 o[ii[sel], jj[sel], kk[sel]] = bone
                 # thin, marrow-filled: at 3-4 mm voxels ribs read ~150-300 HU like trabecular bone
-                tis[ii[is_bone], jj[is_bone], kk[is_bone]] = _T["trabecular_bone"]
-                tis[ii[sx], jj[sx], kk[sx]] = _T["trabecular_bone"]
+                tis[ii[is_bone], jj[is_bone], kk[is_bone]] = TISSUE_IDS["trabecular_bone"]
+                tis[ii[sx], jj[sx], kk[sx]] = TISSUE_IDS["trabecular_bone"]
                 sel = is_cart & ~sx
                 o[ii[sel], jj[sel], kk[sel]] = ORGAN_IDS["soft_tissue"]
-                tis[ii[sel], jj[sel], kk[sel]] = _T["cartilage"]
+                tis[ii[sel], jj[sel], kk[sel]] = TISSUE_IDS["cartilage"]
 
         # Clavicles and scapulae.
         ca = b.trunk_lean(np.array([0.18]))
@@ -1086,12 +845,12 @@ class _Phantom:
         for sign in (1, -1):
             p0 = (sign * 22.0 * b.k, float(ca[2][0]) * 0.8, self.zw(0.172 * H))
             p1 = (sign * (float(ca[0][0]) - 25.0), -5.0, self.zw(0.168 * H))
-            sl, d2 = _capsule(v, p0, p1, 7.0 * b.k_bone)
+            sl, d2 = capsule(v, p0, p1, 7.0 * b.k_bone)
             if sl is not None:
                 v.paint(sl, (d2 < 1) & (v.org[sl] != 0), bone, "cortical_bone")
                 v.paint(sl, (d2 < 0.45) & (v.org[sl] == bone), bone, "trabecular_bone")
             sc = np.array([sign * 0.6 * float(cb_[0][0]), -float(cb_[3][0]) - 14.0 * b.k, self.zw(0.225 * H)])
-            sl, r2 = _ellipsoid(v, rng, sc, np.array([48.0, 5.0, 72.0]) * b.k_bone, _rot_z(sign * 28.0))
+            sl, r2 = ellipsoid(v, rng, sc, np.array([48.0, 5.0, 72.0]) * b.k_bone, rot_z(sign * 28.0))
             if sl is not None:
                 v.paint(sl, (r2 < 1) & (v.org[sl] != 0) & (v.org[sl] != ORGAN_IDS["lungs"]), bone, "trabecular_bone")
 
@@ -1123,8 +882,8 @@ class _Phantom:
                 mid = ok & (rho[ii, jj, kk] < 1 - 0.5 * (1 - thick[kk])) & (rho[ii, jj, kk] > thick[kk] + 0.3 * (1 - thick[kk]))
                 o, tis = v.org[sub], v.tis[sub]
                 o[ii[ok], jj[ok], kk[ok]] = bone
-                tis[ii[ok], jj[ok], kk[ok]] = _T["cortical_bone"]
-                tis[ii[mid], jj[mid], kk[mid]] = _T["trabecular_bone"]
+                tis[ii[ok], jj[ok], kk[ok]] = TISSUE_IDS["cortical_bone"]
+                tis[ii[mid], jj[mid], kk[mid]] = TISSUE_IDS["trabecular_bone"]
         zs = self.zrange(self.t_s1 / H, 0.505)
         if zs is not None:
             tt = self.t[zs]
@@ -1144,7 +903,7 @@ class _Phantom:
         y_pub = y_h + 58.0 * b.k
         for sign in (1, -1):
             hc = np.array([sign * x_h, y_h, self.zw(t_hip)])
-            sl, r2 = _ellipsoid(v, rng, hc, np.full(3, r_fh + 9.0))
+            sl, r2 = ellipsoid(v, rng, hc, np.full(3, r_fh + 9.0))
             if sl is not None:
                 zz = v.coords(sl)[2]
                 xs = v.coords(sl)[0]
@@ -1158,7 +917,7 @@ class _Phantom:
                 ((sign * 0.9 * x_h, y_h - 15 * b.k_bone, self.zw(t_hip + 12)), tub, 11.0),
                 (tub, (sign * 12.0, y_pub - 6, self.zw(t_pub + 18 * b.k_bone)), 7.0),
             ):
-                sl, d2 = _capsule(v, p0, p1, rr * b.k_bone)
+                sl, d2 = capsule(v, p0, p1, rr * b.k_bone)
                 if sl is not None:
                     m = (d2 < 1) & (v.org[sl] != 0)
                     v.paint(sl, m, bone, "cortical_bone")
@@ -1170,9 +929,9 @@ class _Phantom:
             for kind, geo in (("ball", (hc, r_fh)), ("cap", (hc, gt, 14.0 * b.k_bone)), ("ball", (gt, 17.0 * b.k_bone)),
                               ("shaft", (sh0, sh1, 14.0 * b.k_bone))):
                 if kind == "ball":
-                    sl, d2 = _ellipsoid(v, rng, geo[0], np.full(3, geo[1]))
+                    sl, d2 = ellipsoid(v, rng, geo[0], np.full(3, geo[1]))
                 else:
-                    sl, d2 = _capsule(v, *geo)
+                    sl, d2 = capsule(v, *geo)
                 if sl is None:
                     continue
                 m = (d2 < 1) & (v.org[sl] != 0)
@@ -1190,7 +949,7 @@ class _Phantom:
         if box is None:
             return
         sub = (box[0], box[1], zs)
-        free = v.tis[sub] == _T["bowel"]
+        free = v.tis[sub] == TISSUE_IDS["bowel"]
         free &= v.org[sub] == ORGAN_IDS["soft_tissue"]
         n_free = int(free.sum())
         if n_free == 0:
@@ -1231,40 +990,40 @@ def _tissue_values(body: _Body, rng: np.random.Generator) -> tuple[np.ndarray, n
     cv = np.full(n, 0.06, np.float32)
     age, bmi = body.age, body.bmi
     for name, (m, sd, _) in CT_HU.items():
-        i = _T[name]
+        i = TISSUE_IDS[name]
         hu[i] = m + (rng.normal(0, 3.0) if name not in ("air", "gas") else 0.0)
         hu_sd[i] = sd
     for name, (m, sd, _) in PET_SUV.items():
-        i = _T[name]
+        i = TISSUE_IDS[name]
         suv[i] = max(m + sd * rng.normal(), 0.3 * m) if m > 0 else 0.0
-        cv[i] = _PET_CV.get(name, 0.06)
+        cv[i] = PET_CV.get(name, 0.06)
     # CT modifiers.
-    hu[_T["trabecular_bone"]] = max(240.0 - 2.2 * (age - 30) - (1.0 * max(age - 50, 0) if not body.male else 0)
+    hu[TISSUE_IDS["trabecular_bone"]] = max(240.0 - 2.2 * (age - 30) - (1.0 * max(age - 50, 0) if not body.male else 0)
                                     + rng.normal(0, 15), 90.0)
-    hu[_T["cortical_bone"]] = 1000.0 - 3.0 * max(age - 40, 0) + rng.normal(0, 40)
-    hu[_T["muscle"]] += -0.25 * max(age - 40, 0) - 0.5 * max(bmi - 25, 0)
+    hu[TISSUE_IDS["cortical_bone"]] = 1000.0 - 3.0 * max(age - 40, 0) + rng.normal(0, 40)
+    hu[TISSUE_IDS["muscle"]] += -0.25 * max(age - 40, 0) - 0.5 * max(bmi - 25, 0)
     steatosis = rng.random() < float(np.clip(0.1 + 0.04 * (bmi - 25), 0.05, 0.7))
     steat_drop = float(rng.uniform(10.0, 45.0)) if steatosis else 0.0
-    hu[_T["liver"]] -= steat_drop
+    hu[TISSUE_IDS["liver"]] -= steat_drop
     # PET modifiers.
     brain_f = float(np.clip(1 - 0.003 * (age - 40), 0.7, 1.15))
     for name in ("brain_gm", "brain_wm"):
-        suv[_T[name]] = PET_SUV[name][0] * brain_f * math.exp(rng.normal(0, 0.12)) if name == "brain_gm" else \
-            suv[_T["brain_gm"]] * 0.4 * math.exp(rng.normal(0, 0.05))
+        suv[TISSUE_IDS[name]] = PET_SUV[name][0] * brain_f * math.exp(rng.normal(0, 0.12)) if name == "brain_gm" else \
+            suv[TISSUE_IDS["brain_gm"]] * 0.4 * math.exp(rng.normal(0, 0.05))
     lean_f = float(np.clip((bmi / 25.0) ** 0.3, 0.8, 1.35))
     for name in ("liver", "blood", "spleen", "kidney", "trabecular_bone"):
-        suv[_T[name]] *= lean_f
+        suv[TISSUE_IDS[name]] *= lean_f
     if rng.random() < 0.35:
-        suv[_T["myocardium"]] = rng.uniform(1.5, 3.0)
+        suv[TISSUE_IDS["myocardium"]] = rng.uniform(1.5, 3.0)
     else:
-        suv[_T["myocardium"]] = math.exp(rng.uniform(math.log(3.0), math.log(15.0)))
-    suv[_T["renal_pelvis"]] = float(np.clip(np.exp(rng.normal(math.log(8.0), 0.6)), 3.0, 40.0))
-    suv[_T["bladder_urine"]] = float(np.clip(np.exp(rng.normal(math.log(15.0), 0.6)), 4.0, 60.0))
-    suv[_T["trabecular_bone"]] *= float(np.clip(1 + 0.004 * (40 - age), 0.8, 1.15))
+        suv[TISSUE_IDS["myocardium"]] = math.exp(rng.uniform(math.log(3.0), math.log(15.0)))
+    suv[TISSUE_IDS["renal_pelvis"]] = float(np.clip(np.exp(rng.normal(math.log(8.0), 0.6)), 3.0, 40.0))
+    suv[TISSUE_IDS["bladder_urine"]] = float(np.clip(np.exp(rng.normal(math.log(15.0), 0.6)), 4.0, 60.0))
+    suv[TISSUE_IDS["trabecular_bone"]] *= float(np.clip(1 + 0.004 * (40 - age), 0.8, 1.15))
     summary = {"steatosis_hu_drop": round(steat_drop, 1),
-               "suv": {k: round(float(suv[_T[k]]), 3) for k in ("liver", "blood", "myocardium", "brain_gm",
+               "suv": {k: round(float(suv[TISSUE_IDS[k]]), 3) for k in ("liver", "blood", "myocardium", "brain_gm",
                                                                   "bladder_urine", "renal_pelvis")},
-               "hu": {k: round(float(hu[_T[k]]), 1) for k in ("liver", "muscle", "trabecular_bone", "cortical_bone")}}
+               "hu": {k: round(float(hu[TISSUE_IDS[k]]), 1) for k in ("liver", "muscle", "trabecular_bone", "cortical_bone")}}
     return hu, hu_sd, suv, cv, summary
 
 
@@ -1390,11 +1149,11 @@ def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator
     def voxels(site: str) -> np.ndarray:
         if site not in cache:
             if site == "subcutaneous":
-                sel = ph.sat_mask & (v.tis == _T["fat"])
+                sel = ph.sat_mask & (v.tis == TISSUE_IDS["fat"])
             elif site == "bone":
-                sel = v.tis == _T["trabecular_bone"]
+                sel = v.tis == TISSUE_IDS["trabecular_bone"]
             else:
-                sel = v.tis == _T[site]
+                sel = v.tis == TISSUE_IDS[site]
             cache[site] = np.flatnonzero(sel)
         return cache[site]
 
@@ -1429,12 +1188,12 @@ def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator
         if centre is None:
             continue
         semi = diam / 2.0 * np.exp(rng.normal(0, 0.12, 3))
-        rot = _rotation(rng.normal(size=3), rng.normal(size=3))
-        sl, r2 = _ellipsoid(v, rng, centre, semi, rot, deform=0.12 * float(semi.mean()), corr=float(semi.mean()) * 1.5)
+        rot = rotation(rng.normal(size=3), rng.normal(size=3))
+        sl, r2 = ellipsoid(v, rng, centre, semi, rot, deform=0.12 * float(semi.mean()), corr=float(semi.mean()) * 1.5)
         ijk = tuple(int(q) for q in ijk)
         if sl is None:
             continue
-        allowed = np.isin(v.tis[sl], [_T[t] for t in _ALLOWED[kind]])
+        allowed = np.isin(v.tis[sl], [TISSUE_IDS[t] for t in _ALLOWED[kind]])
         m = (r2 < 1) & allowed
         if not m.any():  # sub-voxel lesion: keep the voxel that holds its centre
             local = tuple(i - s.start for i, s in zip(ijk, sl))
@@ -1449,7 +1208,7 @@ def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator
         tis_new = "lesion"
         if kind == "bone" and rng.random() < 0.3:
             tis_new = "cortical_bone"  # sclerotic metastasis
-        v.tis[sl][m] = _T[tis_new]
+        v.tis[sl][m] = TISSUE_IDS[tis_new]
         if kind in ("node", "subcutaneous", "muscle"):
             orgs = v.org[sl]
             orgs[m & (orgs == ORGAN_IDS["body_fat"])] = ORGAN_IDS["soft_tissue"]
@@ -1489,9 +1248,7 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
         (synthaug organ map) and ``lesions`` (0/1), and provenance in ``meta``.
     """
     d = _check_demographics(demographics)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     out_grid = get_preset(preset).output_grid
     if grid is not None:
         if not isinstance(grid, Grid):
@@ -1520,7 +1277,7 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
     # PET before blur: tissue uptake with smooth heterogeneity, then lesions.
     lo = (-300.0, -300.0, ph.zw(body.s_end * body.H) - 20)
     hi = (300.0, 300.0, ph.z_vertex + 20)
-    het = _Field(r_tex, lo, hi, 14.0)(v.x, v.y, v.z)
+    het = Field(r_tex, lo, hi, 14.0)(v.x, v.y, v.z)
     tis = v.tis
     pet = suv[tis] * np.maximum(1.0 + cv[tis] * het, 0.1)
     plan = lesion_plan(diagnosis, r_lesion)
@@ -1621,46 +1378,3 @@ def _kernel_norm(sigmas: Sequence[float]) -> float:
         k /= k.sum()
         total *= float(np.sqrt((k**2).sum()))
     return total
-
-
-def preview_png(cases: Sequence[Case], path: str | Path, *, titles: Sequence[str] | None = None,
-                dpi: int = 100) -> Path:
-    """Write a PNG: a coronal CT slice and a coronal PET MIP per case, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cases = list(cases)
-    if not cases:
-        raise ValueError("preview_png: no cases given")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = len(cases)
-    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 6.4), squeeze=False)
-    for i, case in enumerate(cases):
-        sp = case.spacing
-        ext = [0, case.shape[0] * sp[0], 0, case.shape[2] * sp[2]]
-        y_mid = case.shape[1] // 2
-        if case.organs is not None:
-            body_y = np.nonzero((case.organs == ORGAN_IDS["aorta"]).any(axis=(0, 2)))[0]
-            if body_y.size:
-                y_mid = int(body_y.mean())
-        # Display with the patient's right on the viewer's left (radiological convention).
-        ct = case.ct[::-1, y_mid, :].T
-        mip = case.pet.max(axis=1)[::-1, :].T
-        axes[0, i].imshow(ct, cmap="gray", vmin=-300, vmax=500, origin="lower", extent=ext)
-        axes[1, i].imshow(mip, cmap="gray_r", vmin=0, vmax=10, origin="lower", extent=ext)
-        d = case.demographics
-        label = titles[i] if titles else (f"{d.sex} {d.age:.0f}y {d.height_cm:.0f}cm {d.weight_kg:.0f}kg\n"
-                                           f"{case.meta.get('diagnosis', d.diagnosis)}" if d else "")
-        axes[0, i].set_title(label, fontsize=6)
-        for ax in axes[:, i]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("CT coronal", fontsize=7)
-    axes[1, 0].set_ylabel("PET MIP (SUV 0-10)", fontsize=7)
-    fig.tight_layout(pad=0.3)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path

@@ -27,12 +27,9 @@ from scipy import ndimage
 from ..core.case import Case
 from ..core.demographics import DIAGNOSES
 from ..core.labels import ORGAN_IDS
+from ..core.seeds import check_seed
 from .body import (
-    _SCAN_END_S,
-    CT_HU,
-    _ellipsoid,
-    _rotation,
-    _Vol,
+    SCAN_END_S,
     ct_noise_sd,
     draw_diagnosis,
     lesion_plan,
@@ -40,6 +37,8 @@ from .body import (
     pet_noise_factor,
     psf_sigma_voxels,
 )
+from .shapes import Vol, ellipsoid, rotation
+from .tables import CT_HU
 
 #: How a generator's cases get their lesions: "prior" adds :func:`add_lesions`'s lesions to
 #: whatever the networks drew; "model" keeps only what the networks drew.
@@ -98,7 +97,7 @@ class _Anatomy:
                              f"this one is oblique: affine {np.round(aff[:3, :3], 4).tolist()}")
         self.organs = np.asarray(case.organs)
         self.grid = SimpleNamespace(shape=self.organs.shape, spacing=case.spacing, affine=aff)
-        self.vol = _Vol(self.grid)
+        self.vol = Vol(self.grid)
         self.body = self.organs > 0
         zs = np.flatnonzero(self.body.any(axis=(0, 1)))
         if zs.size == 0:
@@ -108,7 +107,7 @@ class _Anatomy:
         # vertex is cut off and they cannot be found.
         self.has_vertex = not self.body[:, :, -1].any()
         # Without a known height, the body's extent stands in (the phantom's field of view ends at the thighs).
-        self.height_mm = 10.0 * height_cm if height_cm else (self.z_vertex - float(self.vol.z[zs[0]])) / _SCAN_END_S
+        self.height_mm = 10.0 * height_cm if height_cm else (self.z_vertex - float(self.vol.z[zs[0]])) / SCAN_END_S
         self._flat: dict[int, np.ndarray] = {}
         self._depth: np.ndarray | None = None
 
@@ -238,8 +237,7 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
     """
     if case.organs is None or case.pet is None:
         raise ValueError("add_lesions needs a case with organ labels and PET")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    check_seed(seed)
     demo = case.demographics
     diagnosis = diagnosis if diagnosis is not None else (demo.diagnosis if demo is not None else None)
     rng = np.random.default_rng([int(seed), 7]) if rng is None else rng
@@ -269,8 +267,8 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
                 continue
             centre, ijk = found
             semi = diam / 2.0 * np.exp(rng.normal(0, 0.12, 3))
-            rot = _rotation(rng.normal(size=3), rng.normal(size=3))
-            sl, r2 = _ellipsoid(body.vol, rng, centre, semi, rot, deform=0.12 * float(semi.mean()),
+            rot = rotation(rng.normal(size=3), rng.normal(size=3))
+            sl, r2 = ellipsoid(body.vol, rng, centre, semi, rot, deform=0.12 * float(semi.mean()),
                                 corr=float(semi.mean()) * 1.5)
             if sl is None:
                 continue

@@ -24,8 +24,8 @@ from synthaug.data.nnunet import (
     export_nnunet,
     make_splits,
     resample_to_spacing,
-    spacing_of,
 )
+from synthaug.core.geometry import spacing_of
 
 # Small grids with a whole-body field of view (480 x 320 x 1920 mm), so that the phantom fits.
 REAL_GRID = Grid((24, 16, 48), (20.0, 20.0, 40.0))

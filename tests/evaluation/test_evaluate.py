@@ -12,6 +12,7 @@ import pytest
 
 from synthaug.core.case import Case
 from synthaug.core.demographics import Demographics, sample_population
+from synthaug.core.geometry import body_mask
 from synthaug.core.grid import Grid
 from synthaug.core.io import CaseError, read_nifti, write_case, write_demographics_csv, write_nifti
 from synthaug.core.labels import ORGAN_IDS
@@ -23,7 +24,7 @@ from synthaug.evaluation.evaluate import (
     memorisation_check,
     subgroup_cells,
 )
-from synthaug.evaluation.metrics import body_mask, measure_case, sphere_kernel
+from synthaug.evaluation.metrics import measure_case, sphere_kernel
 
 GRID = Grid((32, 32, 64), (16.0, 16.0, 16.0))
 

@@ -14,13 +14,9 @@ from synthaug.core.demographics import DIAGNOSES, Demographics, sample_populatio
 from synthaug.core.grid import Grid
 from synthaug.core.io import Cohort
 from synthaug.core.labels import ORGAN_IDS, ORGAN_LABELS
-from synthaug.phantom.body import (
-    ORGAN_HU_RANGE,
-    ORGAN_SUV_RANGE,
-    impute_demographics,
-    make_phantom,
-    preview_png,
-)
+from synthaug.evaluation.preview import preview_png
+from synthaug.phantom.body import impute_demographics, make_phantom
+from synthaug.phantom.tables import ORGAN_HU_RANGE, ORGAN_SUV_RANGE
 
 SMALL = Grid((64, 64, 128), (8.0, 8.0, 8.0))  # 512 x 512 x 1024 mm, like the demo preset
 TALL = Grid((48, 48, 96), (10.0, 10.0, 14.0))  # 1344 mm in z: room for a tall body
