@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("cache", "cache"),
     ("evaluate", "evaluate"),
     ("realism", "realism"),
+    ("downstream", "downstream"),
 ]
 
 
