@@ -157,7 +157,8 @@ def analyse(rows: list[dict], idle: dict, net: dict, net_one: dict | None = None
 
 def run(ctx: Context) -> dict:
     import torch
-    from tqdm.auto import tqdm
+
+    from synthaug.core.progress import progress_bar
 
     sizes = SIZES[:2] if ctx.quick else SIZES
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -170,7 +171,7 @@ def run(ctx: Context) -> dict:
         jobs += [("sample", lbl, s, PATCH_BATCH) for lbl, s in sizes]
         got: dict = {}
         rows = []
-        for probe, label, shape, pb in tqdm(jobs, desc=f"memory {device}"):
+        for probe, label, shape, pb in progress_bar(jobs, desc=f"memory {device}"):
             r = measure(shape, probe, device, ctx.threads, pb)
             if probe == "sample":
                 rows.append({"label": label, **r})

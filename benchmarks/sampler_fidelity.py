@@ -152,9 +152,9 @@ def _stats_batch(x) -> np.ndarray:
 def run_objective(folder, settings: dict, progress: bool = True) -> dict:
     """The whole sweep for the global-stage weights in ``folder``."""
     import torch
-    from tqdm.auto import tqdm
 
     from synthaug.core.demographics import sample_population
+    from synthaug.core.progress import progress_bar
     from synthaug.model.diffusion import cfg_denoiser, evaluations, sample
     from synthaug.model.stages import load_stage
 
@@ -177,7 +177,7 @@ def run_objective(folder, settings: dict, progress: bool = True) -> dict:
     ref_sampler, ref_steps = settings["ref"]
     ode_sampler, ode_steps = settings["ode_ref"]
     plan = [(s, steps_for(s, nfe)) for nfe in settings["nfes"] for s in SAMPLER_NAMES]
-    bar = tqdm(total=len(plan) + 2, desc=f"fidelity {cfg.diffusion.objective}", disable=not progress)
+    bar = progress_bar(total=len(plan) + 2, desc=f"fidelity {cfg.diffusion.objective}", disable=not progress)
     ref, ref_s = draw(ref_sampler, ref_steps)
     bar.update(1)
     ode, ode_s = draw(ode_sampler, ode_steps)

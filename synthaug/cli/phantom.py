@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from tqdm.auto import tqdm
     from synthaug import __version__
     from synthaug.core.demographics import demographics_rows, read_demographics_csv, sample_population
     from synthaug.core.grid import Grid, get_preset
@@ -62,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         remove_stale_temporaries,
         write_demographics_csv,
     )
+    from synthaug.core.progress import progress_bar
     from synthaug.evaluation.preview import preview_png
     from synthaug.phantom.body import PHANTOM_VERSION, impute_demographics
 
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if imputed:
         print(f"imputed missing age/sex/height/weight for {imputed} case(s) (see demographics.csv)")
     jobs = [(str(out), ids[i], demos[i].to_dict(), grid.to_dict(), seeds[i]) for i in todo]
-    bar = tqdm(total=n, initial=done, desc="phantom", unit="case")
+    bar = progress_bar(total=n, initial=done, desc="phantom", unit="case")
     try:
         if args.workers == 1 or len(jobs) <= 1:
             for job in jobs:

@@ -405,7 +405,7 @@ def generate_cache(
     the plan, raise ``ValueError`` and nothing is changed. Does not merge the manifest
     (see :func:`merge_manifest`).
     """
-    from tqdm.auto import tqdm
+    from ..core.progress import progress_bar
 
     root = Path(root)
     if not 0 <= rank < world:
@@ -451,7 +451,7 @@ def generate_cache(
         for stale in root.glob(f".{planned.case_id}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
 
-    bar = tqdm(total=result.owned, initial=result.already_done, unit="case", disable=not progress,
+    bar = progress_bar(total=result.owned, initial=result.already_done, unit="case", disable=not progress,
                desc="generate" if world == 1 else f"generate {rank}/{world}")
     try:
         for start in range(0, len(todo), batch_size):
@@ -568,7 +568,7 @@ def verify_cache(root: str | Path, *, checksums: bool = True, progress: bool = T
     Reports (does not fix) missing cases, truncated or corrupt files, per-case entries that
     disagree with ``manifest.json``, and finished cases that the manifest does not list yet.
     """
-    from tqdm.auto import tqdm
+    from ..core.progress import progress_bar
 
     root = Path(root)
     manifest = load_manifest(root)
@@ -585,7 +585,7 @@ def verify_cache(root: str | Path, *, checksums: bool = True, progress: bool = T
             report.problems.append(f"{name}: on disk but not in {MANIFEST_FILE} (run `synthaug cache merge {root}`)")
         else:
             report.problems.append(f"{name}: folder without a readable {ENTRY_FILE} (half-written; re-run generate)")
-    for entry in tqdm(manifest["cases"], desc="verify", unit="case", disable=not progress):
+    for entry in progress_bar(manifest["cases"], desc="verify", unit="case", disable=not progress):
         cid = entry.get("case_id")
         report.checked += 1
         case_dir = root / str(cid)

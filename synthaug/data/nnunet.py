@@ -635,9 +635,9 @@ def export_nnunet(
         images_dir, labels_dir = tmp / "imagesTr", tmp / "labelsTr"
         images_dir.mkdir()
         labels_dir.mkdir()
-        from tqdm.auto import tqdm
+        from ..core.progress import progress_bar
 
-        for it in tqdm(items, desc=f"export {folder}", unit="case", disable=not progress):
+        for it in progress_bar(items, desc=f"export {folder}", unit="case", disable=not progress):
             records.append(_export_item(it, images_dir, labels_dir, labels=labels, copy=copy, gen=gen,
                                         target_spacing=target_spacing, resample=resample))
         _write_metadata(tmp, folder, labels=labels, pet_norm=pet_norm, n_real=n_real, records=records,

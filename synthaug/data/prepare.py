@@ -490,13 +490,13 @@ def scan_dicom(root: str | Path, progress: bool = False) -> list[DicomStudy]:
     """
     import pydicom
 
-    from tqdm import tqdm
+    from ..core.progress import progress_bar
 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--dicom folder not found: {root}")
     headers = []
-    walker = tqdm(os.walk(root), desc="DICOM headers", unit=" folders", disable=not progress)
+    walker = progress_bar(os.walk(root), desc="DICOM headers", unit=" folders", disable=not progress)
     for dirpath, dirs, names in walker:
         dirs.sort()
         for name in sorted(names)[:5]:  # one readable file per series folder is enough
@@ -813,8 +813,8 @@ def prepare_autopet(
         AlreadyPreparedError: ``source`` already is a synthaug cohort.
         ValueError, FileNotFoundError: bad input, with a one-line message.
     """
-    from tqdm import tqdm
     from .. import __version__
+    from ..core.progress import progress_bar
 
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; expected one of {MODES}")
@@ -850,7 +850,7 @@ def prepare_autopet(
 
     # Read everything (metadata, DICOM, image headers) before writing anything.
     ready = []
-    for st in tqdm(studies, desc="checking studies", unit=" study", disable=not progress):
+    for st in progress_bar(studies, desc="checking studies", unit=" study", disable=not progress):
         meta_study, meta_how = table.match(st) if table is not None else (None, "")
         if meta_study is not None:
             meta_study.matched = True
@@ -876,7 +876,7 @@ def prepare_autopet(
     case_rows = []
     demos: dict[str, Demographics] = {}
     patient_of: dict[str, str] = {}
-    for st, demo, sources, meta_how, dcm_how in tqdm(ready, desc="writing cohort", unit=" case", disable=not progress):
+    for st, demo, sources, meta_how, dcm_how in progress_bar(ready, desc="writing cohort", unit=" case", disable=not progress):
         files = {name: _file_record(st.files[key]) for key, name in _IMAGE_KEYS}
         meta = {
             "case_id": st.case_id, "source": "real", "dataset": "AutoPET FDG-PET-CT-Lesions",

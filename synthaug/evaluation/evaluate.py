@@ -413,11 +413,11 @@ def _iter_generated(generator: CaseGenerator, requests: Sequence[tuple[str, Demo
 def summarise(cases: Iterable[Case], *, total: int | None = None, desc: str = "measure", progress: bool = True,
               features: bool = False, ids: Sequence[str] | None = None) -> list[CaseSummary]:
     """Measure every case (:func:`synthaug.evaluation.metrics.measure_case`), with a progress bar."""
-    from tqdm.auto import tqdm
+    from ..core.progress import progress_bar
     from .metrics import measure_case, memorisation_features, thumbnails
 
     out = []
-    for i, case in enumerate(tqdm(cases, total=total, desc=desc, disable=not progress, unit="case")):
+    for i, case in enumerate(progress_bar(cases, total=total, desc=desc, disable=not progress, unit="case")):
         cid = str(ids[i] if ids is not None else case.meta.get("case_id") or f"case{i:04d}")
         if case.pet is None:
             raise CaseError(f"{desc}: case {cid} has no PET/SUV image")
@@ -432,11 +432,11 @@ def summarise(cases: Iterable[Case], *, total: int | None = None, desc: str = "m
 
 def training_features(cohort: Cohort, progress: bool = True) -> tuple[list[str], np.ndarray]:
     """Memorisation features (:func:`synthaug.evaluation.metrics.memorisation_features`) of every training case."""
-    from tqdm.auto import tqdm
+    from ..core.progress import progress_bar
     from .metrics import memorisation_features
 
     ids, feats = [], []
-    for cid in tqdm(cohort.case_ids, desc="training", disable=not progress, unit="case"):
+    for cid in progress_bar(cohort.case_ids, desc="training", disable=not progress, unit="case"):
         feats.append(memorisation_features(cohort.load(cid, require_lesions=False)))
         ids.append(cid)
     return ids, np.stack(feats)

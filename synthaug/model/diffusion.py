@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import trange
+
+from ..core.progress import progress_bar
 
 Denoiser = Callable[..., torch.Tensor]
 OBJECTIVES = ("edm", "flow", "x0")
@@ -362,7 +363,7 @@ def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_a
     """Euler steps on the probability-flow ODE (= DDIM; = the Euler sampler of rectified flow)."""
     extra_args = extra_args or {}
     s_in = x.new_ones(x.shape[0])
-    for i in trange(len(sigmas) - 1, disable=disable, leave=False):
+    for i in progress_bar(range(len(sigmas) - 1), disable=disable, leave=False):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "denoised": denoised})
@@ -376,7 +377,7 @@ def sample_heun(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extra_ar
     """Heun's 2nd-order method (Algorithm 1 of Karras et al. 2022, deterministic)."""
     extra_args = extra_args or {}
     s_in = x.new_ones(x.shape[0])
-    for i in trange(len(sigmas) - 1, disable=disable, leave=False):
+    for i in progress_bar(range(len(sigmas) - 1), disable=disable, leave=False):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "denoised": denoised})
@@ -398,7 +399,7 @@ def sample_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, extr
     extra_args = extra_args or {}
     s_in = x.new_ones(x.shape[0])
     old_denoised = None
-    for i in trange(len(sigmas) - 1, disable=disable, leave=False):
+    for i in progress_bar(range(len(sigmas) - 1), disable=disable, leave=False):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "denoised": denoised})
@@ -430,7 +431,7 @@ def sample_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, ext
     if noise is None:
         raise ValueError("sample_ancestral needs a BatchedGenerator (noise=...) for per-sample seeds")
     s_in = x.new_ones(x.shape[0])
-    for i in trange(len(sigmas) - 1, disable=disable, leave=False):
+    for i in progress_bar(range(len(sigmas) - 1), disable=disable, leave=False):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "denoised": denoised})

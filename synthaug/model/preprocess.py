@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from tqdm.auto import tqdm
 
 from ..core.case import Case
 from ..core.demographics import COND_DIM
@@ -44,6 +43,7 @@ from ..core.geometry import BODY_HU, body_mask
 from ..core.grid import Grid
 from ..core.io import Cohort, atomic_write_json
 from ..core.labels import ORGAN_IDS
+from ..core.progress import progress_bar
 
 TOP_MARGIN_MM = 16.0
 #: Bumped whenever alignment or resampling changes, so stale caches are rebuilt.
@@ -256,7 +256,7 @@ def _build(cohort: Cohort, grid: Grid, final: Path, progress: bool, lesion_rule:
         arrays[name] = np.lib.format.open_memmap(path, mode=mode, dtype=dtype, shape=(n, *shape))
     done_path = work / "done.json"
     done = set(json.loads(done_path.read_text())) if done_path.exists() else set()
-    for i, case_id in enumerate(tqdm(cohort.case_ids, desc=f"preprocess {grid.shape}", disable=not progress)):
+    for i, case_id in enumerate(progress_bar(cohort.case_ids, desc=f"preprocess {grid.shape}", disable=not progress)):
         if case_id in done:
             continue
         demo = cohort.demographics.get(case_id)

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..core.demographics import FIELDS, drop_fields
 from ..core.io import atomic_write_json
+from ..core.progress import progress_bar
 from .channels import NUM_CHANNELS, encode
 from .preprocess import GridArrays, preprocess_cohort
 from .stages import (
@@ -375,7 +375,7 @@ class Trainer:
         start_step, t0 = self.step, time.time()
         log = self.out / f"log_{self.stage.stage}.jsonl"
         losses: list[float] = []
-        bar = tqdm(total=self.cfg.steps, initial=self.step, desc=f"train {self.stage.stage}",
+        bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=f"train {self.stage.stage}",
                    disable=not progress or self.rank != 0)
         while self.step < self.cfg.steps:
             loss = self.train_step()

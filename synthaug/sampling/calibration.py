@@ -54,10 +54,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..core.io import atomic_path, atomic_write_json
 from ..core.labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
+from ..core.progress import progress_bar
 from ..model.channels import (
     CT_CHANNEL,
     CT_LEVEL_RANGE,
@@ -383,7 +383,7 @@ def _sd(values: np.ndarray) -> float | None:
 def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
                      progress: bool) -> None:
     """Sample the stage (label offsets being fitted switched off) for cases ``indices``; one ``.npz`` each."""
-    for i in tqdm(indices, desc=f"calibration samples ({stage})", disable=not progress):
+    for i in progress_bar(indices, desc=f"calibration samples ({stage})", disable=not progress):
         path = work / f"{i:05d}.npz"
         if path.exists():
             continue
