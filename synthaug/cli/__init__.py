@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Callable
 from importlib import import_module
 
 from .. import __version__
+from ..core.demographics import OutOfDistributionWarning
 
 #: (subcommand, module in synthaug.cli); the order is the order in ``--help``.
 COMMANDS: list[tuple[str, str]] = [
@@ -47,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(warnings.showwarning)
+            return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("synthaug: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return 130
@@ -55,3 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synthaug: error: {err}", file=sys.stderr)
         return 2
 
+
+def _one_line_warning(default: Callable) -> Callable:
+    """``warnings.showwarning`` that prints the library's own warnings (out-of-distribution
+    demographics) as one ``synthaug: warning: ...`` line, and any other warning as ``default`` does."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, OutOfDistributionWarning):
+            print(f"synthaug: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show

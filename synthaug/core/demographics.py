@@ -347,3 +347,78 @@ def drop_fields(vectors, drop):
             out[rows, c] = 0
         out[rows, mask_start + f] = 0
     return out
+
+
+# --- the population a generator was trained on --------------------------------------------
+
+
+class OutOfDistributionWarning(UserWarning):
+    """Demographics outside the population a generator was trained on: it still samples, but
+    nothing was learnt there (expect less faithful anatomy and uptake)."""
+
+
+def _outward(lo: float, hi: float) -> tuple[float, float]:
+    """A range rounded outwards to 0.1, so that the recorded range holds every value it came from."""
+    return math.floor(lo * 10) / 10, math.ceil(hi * 10) / 10
+
+
+@dataclass(frozen=True)
+class PopulationRanges:
+    """What a training cohort's demographics span: closed ranges of age (years), height (cm) and
+    BMI (kg/m^2) and the diagnoses present (``None``: not recorded), and where they came from."""
+
+    age: tuple[float, float] | None = None
+    height_cm: tuple[float, float] | None = None
+    bmi: tuple[float, float] | None = None
+    diagnoses: tuple[str, ...] | None = None
+    source: str = ""        # the cohort these ranges were computed from (command, seed, cases)
+
+    @classmethod
+    def of(cls, demos: Sequence[Demographics], source: str = "") -> PopulationRanges:
+        """The ranges spanned by a cohort's known values (fields known for nobody stay ``None``)."""
+        def span(values: list[float | None]) -> tuple[float, float] | None:
+            known = [v for v in values if v is not None]
+            return _outward(min(known), max(known)) if known else None
+
+        diagnoses = sorted({d.diagnosis for d in demos if d.diagnosis is not None}, key=DIAGNOSES.index)
+        return cls(age=span([d.age for d in demos]), height_cm=span([d.height_cm for d in demos]),
+                   bmi=span([d.bmi for d in demos]), diagnoses=tuple(diagnoses) or None, source=source)
+
+    def outside(self, demo: Demographics) -> list[str]:
+        """One line per field of ``demo`` outside these ranges (unknown fields are never outside)."""
+        lines = []
+        units = {"age": "years", "height_cm": "cm", "bmi": "kg/m^2"}
+        for name, unit in units.items():
+            span, value = getattr(self, name), getattr(demo, name)
+            if span is not None and value is not None and not span[0] <= value <= span[1]:
+                lines.append(f"{name}={value:.4g} is outside the training population's range "
+                             f"[{span[0]:g}, {span[1]:g}] {unit}")
+        if self.diagnoses is not None and demo.diagnosis is not None and demo.diagnosis not in self.diagnoses:
+            lines.append(f"diagnosis={demo.diagnosis!r} is not among the training population's diagnoses "
+                         f"{list(self.diagnoses)}")
+        return lines
+
+    def to_dict(self) -> dict:
+        return {"age": _as_list(self.age), "height_cm": _as_list(self.height_cm), "bmi": _as_list(self.bmi),
+                "diagnosis": _as_list(self.diagnoses), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> PopulationRanges:
+        def span(key: str) -> tuple[float, float] | None:
+            v = d.get(key)
+            if v is None:
+                return None
+            lo, hi = (float(x) for x in v)
+            if not lo <= hi:
+                raise ValueError(f"training population {key}: range [{lo}, {hi}] is empty")
+            return lo, hi
+
+        diagnoses = d.get("diagnosis")
+        if diagnoses is not None and any(x not in DIAGNOSES for x in diagnoses):
+            raise ValueError(f"training population diagnosis: {diagnoses} has an entry not in {DIAGNOSES}")
+        return cls(age=span("age"), height_cm=span("height_cm"), bmi=span("bmi"),
+                   diagnoses=None if diagnoses is None else tuple(diagnoses), source=str(d.get("source", "")))
+
+
+def _as_list(v: tuple | None) -> list | None:
+    return None if v is None else list(v)

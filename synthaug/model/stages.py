@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
+from ..core.demographics import PopulationRanges
 from ..core.grid import Grid, get_preset
 from ..core.labels import NUM_ORGAN_CLASSES
 from .channels import (
@@ -86,6 +87,9 @@ class StageConfig:
     ct_level: tuple[float, ...] = ()
     ct_level_scale: tuple[float, ...] = ()
     encoding: dict = field(default_factory=lambda: dict(ENCODING))
+    # The demographics the stage's training cohort spans (JSON "training_population"; metadata: not part
+    # of the generator's identity): sampling outside it warns. None (configs written before it) = unknown.
+    population: PopulationRanges | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -137,6 +141,7 @@ class StageConfig:
             "sample_overlap": self.sample_overlap, "cond_aug_max": self.cond_aug_max, "encoding": self.encoding,
             "lesion_rule": self.lesion_rule, "organ_rule": self.organ_rule, "upsample": self.upsample,
             **self.calibration(),
+            **({"training_population": self.population.to_dict()} if self.population is not None else {}),
         }
 
     @classmethod
@@ -153,6 +158,7 @@ class StageConfig:
                 upsample=d.get("upsample", "trilinear"), label_bias=tuple(d.get("label_bias", ())),
                 ct_shift=tuple(d.get("ct_shift", ())), pet_gain=tuple(d.get("pet_gain", ())),
                 ct_level=tuple(d.get("ct_level", ())), ct_level_scale=tuple(d.get("ct_level_scale", ())),
+                population=PopulationRanges.from_dict(d["training_population"]) if d.get("training_population") else None,
             )
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"stage config is incomplete or malformed: {err}") from None

@@ -1,0 +1,67 @@
+"""Record the demographics a weights folder's training cohort spans in both stages' JSON.
+
+``CascadedSampler.sample`` warns for demographics outside these ranges. Only the JSON's
+``training_population`` entry changes: the weights files, their sha256 and ``SHA256SUMS`` do
+not, and neither does the generator's identity (``generator_digest``: weights + calibration).
+
+The shipped demo weights were trained on ``synthaug phantom --n 300 --out data/phantom_train
+--seed 0`` (model card, "Training data"), whose demographics are ``sample_population(300,
+seed=0)``; this regenerates them (no phantom is drawn):
+
+    python scripts/record_population.py --weights synthaug/weights --n 300 --seed 0
+
+or reads a cohort's own ``demographics.csv``:
+
+    python scripts/record_population.py --weights runs/mine --demographics data/phantom_train/demographics.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from synthaug.core.checkpoint import read_config
+from synthaug.core.demographics import PopulationRanges, read_demographics_csv, sample_population
+from synthaug.core.io import atomic_write_json
+
+
+def population(n: int | None, seed: int, demographics: str | None) -> PopulationRanges:
+    """The ranges of the training cohort, from its CSV or regenerated from the population sampler."""
+    if demographics is not None:
+        demos = list(read_demographics_csv(demographics).values())
+        return PopulationRanges.of(demos, source=f"{demographics} ({len(demos)} cases)")
+    if n is None:
+        raise ValueError("n is required unless demographics (a demographics.csv) is given")
+    return PopulationRanges.of(sample_population(n, seed=seed),
+                               source=f"sample_population({n}, seed={seed}): the demographics of "
+                                      f"`synthaug phantom --n {n} --seed {seed}`, the training cohort")
+
+
+def record(weights: str | Path, ranges: PopulationRanges) -> list[Path]:
+    """Write ``ranges`` into each stage JSON of ``weights`` as ``training_population``; returns the files."""
+    written = []
+    for stage in ("global", "sr"):
+        path = Path(weights) / f"{stage}.json"
+        if path.is_file():
+            config = read_config(path)
+            config["training_population"] = ranges.to_dict()
+            atomic_write_json(path, config)
+            written.append(path)
+    return written
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", required=True, help="weights folder holding global.json and sr.json")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--n", type=int, help="cohort size given to `synthaug phantom --n`")
+    src.add_argument("--demographics", help="the training cohort's demographics.csv")
+    ap.add_argument("--seed", type=int, default=0, help="cohort seed given to `synthaug phantom --seed`")
+    args = ap.parse_args()
+    ranges = population(args.n, args.seed, args.demographics)
+    for path in record(args.weights, ranges):
+        print(f"{path}: training_population {ranges.to_dict()}")
+
+
+if __name__ == "__main__":
+    main()

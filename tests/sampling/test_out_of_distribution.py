@@ -1,0 +1,73 @@
+"""Demographics outside the weights' training population sample with a one-line warning."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from helpers import load_script, randomised_tiny_weights
+
+from synthaug.core.checkpoint import read_config, sha256_file
+from synthaug.core.demographics import Demographics, OutOfDistributionWarning, PopulationRanges, sample_population
+from synthaug.model.stages import StageConfig
+from synthaug.sampling.cascade import DEMO_WEIGHTS, CascadedSampler, generator_digest
+
+INSIDE = Demographics(60, "M", 178, 82, "LYMPHOMA")
+CHILD = Demographics(8, "F", 125, 22, "LYMPHOMA")  # BMI 14.1
+RANGES = PopulationRanges(age=(18.0, 90.0), height_cm=(145.0, 200.0), bmi=(15.0, 45.0),
+                          diagnoses=("NEGATIVE", "LYMPHOMA"), source="a test cohort")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return randomised_tiny_weights(tmp_path_factory.mktemp("tiny") / "weights")
+
+
+def _sample(folder: Path, demos) -> list[str]:
+    sampler = CascadedSampler.from_pretrained(folder, stages="global").configure(steps=1, lesions="model")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler.sample(demos, seed=0)
+    return [str(w.message) for w in caught if issubclass(w.category, OutOfDistributionWarning)]
+
+
+def test_sampling_outside_the_recorded_population_warns_once_per_field(tiny, tmp_path):
+    folder = tmp_path / "w"
+    folder.mkdir()
+    for f in tiny.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    assert len(load_script("record_population").record(folder, RANGES)) == 2
+    messages = _sample(folder, [CHILD, CHILD, INSIDE])
+    assert len(messages) == 3  # age, height, BMI: once each for two identical children
+    assert messages[0].startswith("age=8 is outside the training population's range [18, 90] years")
+    assert "height_cm=125" in messages[1] and "[145, 200] cm" in messages[1]
+    assert all("\n" not in m for m in messages)
+    assert _sample(folder, [INSIDE]) == []
+    assert _sample(folder, [Demographics(60, "M", 178, 82, "MELANOMA")]) == [
+        "diagnosis='MELANOMA' is not among the training population's diagnoses ['NEGATIVE', 'LYMPHOMA']: "
+        "sampled anyway, the weights learnt nothing there"]
+
+
+def test_weights_that_record_no_population_load_and_do_not_warn(tiny):
+    assert "training_population" not in json.loads((tiny / "global.json").read_text())
+    assert _sample(tiny, [CHILD]) == []
+
+
+def test_the_shipped_weights_record_their_training_cohort_without_changing_their_identity():
+    configs = {s: read_config(DEMO_WEIGHTS / s) for s in ("global", "sr")}
+    # the training cohort: `synthaug phantom --n 300 --seed 0` (model card), i.e. sample_population(300, seed=0)
+    cohort = PopulationRanges.of(sample_population(300, seed=0))
+    for raw in configs.values():
+        recorded = StageConfig.from_dict(raw).population
+        assert recorded is not None and replace(recorded, source="") == cohort
+        assert "seed=0" in recorded.source
+    # metadata only: the generator digest is that of the same configs without it, and SHA256SUMS holds
+    loaded = [(raw["sha256"], StageConfig.from_dict(raw)) for raw in configs.values()]
+    bare = [(sha, replace(cfg, population=None)) for sha, cfg in loaded]
+    assert generator_digest(loaded) == generator_digest(bare)
+    sums = dict(reversed(line.split()) for line in (DEMO_WEIGHTS / "SHA256SUMS").read_text().splitlines())
+    assert sums == {f"{s}.safetensors": configs[s]["sha256"] for s in configs}
+    assert all(sha256_file(DEMO_WEIGHTS / name) == sha for name, sha in sums.items())
