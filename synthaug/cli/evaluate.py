@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from .arguments import refuse_existing
+
 HELP = "Compare synthetic PET/CT with a reference cohort: organ volumes and SUVs per subgroup, fidelity, memorisation."
 
 EPILOG = """\
@@ -55,6 +57,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memorisation-margin", type=float, default=0.5, metavar="M",
                         help="M in that rule (default: 0.5; see docs/evaluation.md)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the parametric-phantom baseline table")
+    parser.add_argument("--force", action="store_true", help="write into an existing --out folder")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--min-cell={args.min_cell} must be >= 1")
     if not 0.0 <= args.memorisation_percentile <= 100.0:
         raise ValueError(f"--memorisation-percentile={args.memorisation_percentile} must be in [0, 100]")
+    refuse_existing([args.out], args.force)
     reference = Cohort(args.reference)  # missing folder or demographics.csv: error before loading a model
     for flag, path in (("--synthetic", args.synthetic), ("--training", args.training), ("--organs-dir", args.organs_dir)):
         if path is not None and not os.path.isdir(path):
