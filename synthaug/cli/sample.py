@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_lesions_argument, refuse_existing
+from .arguments import add_lesions_argument
+from .twins import add_twin_arguments, run_twins
 
 HELP = "generate a case from demographics with the cascade (default: the shipped demo weights)"
 
@@ -32,6 +33,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (AutoPET layout: <case>/CTres.nii.gz, ...)")
     p.add_argument("--preview", action="store_true", help="also write preview.png (coronal CT, PET MIP, labels)")
     p.add_argument("--force", action="store_true", help="overwrite existing case folders")
+    add_twin_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,11 +44,15 @@ def run(args: argparse.Namespace) -> int:
 
     demo = Demographics(age=args.age, sex=args.sex.upper() if args.sex else None, height_cm=args.height,
                         weight_kg=args.weight, diagnosis=args.diagnosis.upper() if args.diagnosis else None)
+    if args.vary or args.phantom:
+        return run_twins(args, demo)
     if args.n < 1:
         raise ValueError(f"--n={args.n} must be >= 1")
     out = Path(args.out)
     ids = [f"sample_{args.seed + i:05d}" for i in range(args.n)]
-    refuse_existing([out / c for c in ids], args.force)
+    existing = [c for c in ids if (out / c).exists()]
+    if existing and not args.force:
+        raise FileExistsError(f"{out / existing[0]} already exists; pass --force to overwrite or choose another --out")
 
     from ..core.io import write_case, write_demographics_csv
     from ..evaluation.preview import preview_png

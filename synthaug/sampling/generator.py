@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from ..core.case import Case
@@ -75,16 +75,25 @@ class PhantomGenerator:
         return hashlib.sha256(blob).hexdigest()
 
     def sample(self, demographics, *, seed, progress: bool = False) -> list[Case]:
-        from ..core.progress import progress_bar
+        from tqdm.auto import tqdm
+
         from ..phantom.body import impute_demographics, make_phantom
 
         demos = as_list(demographics)
         seeds = per_case_seeds(len(demos), seed)
         cases = []
-        for d, s in progress_bar(list(zip(demos, seeds)), desc="phantom", disable=not progress):
+        for d, s in tqdm(list(zip(demos, seeds)), desc="phantom", disable=not progress):
             # Real cohorts may lack height or weight: the phantom needs them, so they are drawn
             # from the population given what is known (recorded in the case's demographics).
             case = make_phantom(d if d.is_complete else impute_demographics(d, s), grid=self.output_grid, seed=s)
             case.meta.update({"source": "phantom", "seed": s, "model_sha256": self.sha256})
             cases.append(case)
         return cases
+
+    def sample_twins(self, base: Demographics, *, vary: Mapping[str, Sequence], seed: int,
+                     progress: bool = False) -> list[Case]:
+        """Phantom twins of ``base``: one case per setting of ``vary``, all with the same ``seed``
+        (:func:`synthaug.sampling.twins.sample_twins` says what phantom twins share)."""
+        from .twins import sample_twins
+
+        return sample_twins(self, base, vary, seed=seed, progress=progress)
