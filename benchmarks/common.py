@@ -103,12 +103,14 @@ def machine() -> dict:
 
 def write_result(ctx: Context, name: str, results: dict, *, started: str, load_start: list[float],
                  seconds: float) -> Path:
-    """Write ``<out_dir>/<name>.json``: the results wrapped with command, machine, load and timestamps."""
+    """Write ``<out_dir>/<name>.json``: the results wrapped with command, machine, load, timestamps and the
+    weights of the run (:func:`weights_record`: every results file says which weights it measured)."""
     from synthaug.core.io import atomic_write_json
 
     payload = {
         "benchmark": name, "command": ctx.command, "quick": ctx.quick, "started": started, "finished": now(),
-        "seconds": round(seconds, 1), "machine": machine(),
+        "seconds": round(seconds, 1), "machine": machine(), "threads": ctx.threads,
+        "weights": weights_record(ctx.main_weights),
         "load_average": {"start": load_start, "end": load_average()},
         "results": results,
     }
@@ -196,6 +198,20 @@ def weights_info(folder: Path | None) -> dict | None:
                        "modified": _dt.datetime.fromtimestamp((folder / f"{stage}.safetensors").stat().st_mtime)
                        .astimezone().isoformat(timespec="seconds")}
     return info
+
+
+def weights_record(folder: Path | None) -> dict | None:
+    """:func:`weights_info` plus ``generator_sha256``: the digest of the weights and their calibration
+    (:func:`synthaug.sampling.cascade.generator_digest`, what cases record as ``model_sha256``)."""
+    info = weights_info(folder)
+    if info is None or info.get("global") is None:
+        return info
+    from synthaug.core.checkpoint import read_config
+    from synthaug.model.stages import StageConfig
+    from synthaug.sampling.cascade import generator_digest
+
+    raws = [read_config(folder / stage) for stage in ("global", "sr") if has_stage(folder, stage)]
+    return {**info, "generator_sha256": generator_digest([(r["sha256"], StageConfig.from_dict(r)) for r in raws])}
 
 
 def stage_objective(folder: Path, stage: str = "global") -> str | None:

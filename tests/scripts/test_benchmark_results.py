@@ -1,0 +1,60 @@
+"""Every results file says which weights it measured, and one measured on other weights than the
+shipped ones says so (issue 40: numbers traceable to the shipped weights)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from helpers import randomised_tiny_weights
+
+from benchmarks.common import RESULTS_DIR, Context, write_result
+from synthaug.sampling.cascade import CascadedSampler
+
+SHIPPED = Path(__file__).resolve().parents[2] / "synthaug" / "weights"
+#: Results measured before every results file recorded its weights, and what they measured instead.
+NO_WEIGHTS = {
+    "gpu_autopet.json": "randomly initialised networks at the autopet preset's size (random_weights: true)",
+    "io.json": "reading and writing a cache of phantom cases: no network runs",
+    "memory.json": "peak memory of randomly initialised networks by grid and patch size",
+    "train_speed.json": "seconds per training step of freshly initialised networks",
+}
+
+
+def _recorded_shas(text: str) -> set[str]:
+    return set(re.findall(r'"[a-z_]*sha256": "([0-9a-f]{64})"', text))
+
+
+def _shipped() -> set[str]:
+    shas = {json.loads((SHIPPED / f"{s}.json").read_text())["sha256"] for s in ("global", "sr")}
+    return shas | {CascadedSampler.from_pretrained().sha256}
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_every_results_file_records_its_weights_or_says_why_not(path):
+    text = path.read_text()
+    shas = _recorded_shas(text)
+    if not shas:
+        assert path.name in NO_WEIGHTS, f"{path.name} records no weights sha256 and is not listed with a reason"
+        return
+    assert path.name not in NO_WEIGHTS, f"{path.name} records its weights now: remove it from NO_WEIGHTS"
+    stale = json.loads(text).get("stale")
+    if shas & _shipped():
+        assert stale is None, f"{path.name} was measured on the shipped weights but is marked stale"
+    else:
+        assert stale and "not the shipped" in stale, f"{path.name} was measured on other weights and is not marked stale"
+
+
+def test_a_new_results_file_records_the_weights_and_settings_it_ran_on(tmp_path):
+    folder = randomised_tiny_weights(tmp_path / "w")
+    ctx = Context(weights=[folder], out_dir=tmp_path, threads=1, command="python -m benchmarks --only x")
+    path = write_result(ctx, "x", {"value": 1}, started="then", load_start=[], seconds=1.0)
+    rec = json.loads(path.read_text())
+    weights = rec["weights"]
+    for stage in ("global", "sr"):
+        assert weights[stage]["sha256"] == json.loads((folder / f"{stage}.json").read_text())["sha256"]
+        assert weights[stage]["sampler"] and weights[stage]["steps"]
+    assert weights["generator_sha256"] == CascadedSampler.from_pretrained(folder).sha256
+    assert rec["threads"] == 1 and rec["command"] == "python -m benchmarks --only x" and "stale" not in rec
