@@ -15,7 +15,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="demo", help="resolution preset (default: demo)")
     p.add_argument("--objective", choices=("edm", "flow", "x0"), default=None,
                    help="clean-sample prediction with EDM's scalings (x0, default for a new run), EDM denoiser, or "
-                        "rectified flow; a resumed run keeps its own")
+                        "rectified flow (flow: experimental, no flow weights have been trained or compared); "
+                        "a resumed run keeps its own")
     p.add_argument("--config", help="JSON file with TrainConfig fields and a 'stage' object of StageConfig overrides")
     p.add_argument("--steps", type=int, help="total optimisation steps")
     p.add_argument("--batch-size", type=int, help="batch size per process")
