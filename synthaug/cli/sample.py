@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_lesions_argument
+from .arguments import add_lesions_argument, refuse_existing
 from .twins import add_twin_arguments, run_twins
 
 HELP = "generate a case from demographics with the cascade (default: the shipped demo weights)"
@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--n={args.n} must be >= 1")
     out = Path(args.out)
     ids = [f"sample_{args.seed + i:05d}" for i in range(args.n)]
-    existing = [c for c in ids if (out / c).exists()]
-    if existing and not args.force:
-        raise FileExistsError(f"{out / existing[0]} already exists; pass --force to overwrite or choose another --out")
+    refuse_existing([out / c for c in ids], args.force)
 
     from ..core.io import write_case, write_demographics_csv
     from ..evaluation.preview import preview_png

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from ..core.case import Case
 from ..core.checkpoint import CheckpointError
-from ..core.demographics import Demographics
+from ..core.demographics import Demographics, OutOfDistributionWarning
 from ..core.grid import Grid
 from ..model.channels import calibrate_intensities, decode, harden_labels, spread_organ_levels
 from ..model.diffusion import cfg_denoiser, sample
@@ -53,6 +54,23 @@ def generator_digest(stages: Sequence[tuple[str, StageConfig]]) -> str:
     if any(any(c.values()) for c in calibrations):
         text += json.dumps(calibrations, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def warn_outside_training(demos: Sequence[Demographics], configs: Sequence[StageConfig | None],
+                          stacklevel: int = 3) -> list[str]:
+    """Warn once per line (:class:`~synthaug.core.demographics.OutOfDistributionWarning`) for each
+    demographics field outside the training population the stage configs record; returns the lines.
+    Weights that record no population (configs written before it) warn about nothing."""
+    lines: list[str] = []
+    for cfg in configs:
+        if cfg is None or cfg.population is None:
+            continue
+        for d in demos:
+            lines += [line for line in cfg.population.outside(d) if line not in lines]
+    for line in lines:
+        warnings.warn(f"{line}: sampled anyway, the weights learnt nothing there", OutOfDistributionWarning,
+                      stacklevel=stacklevel)
+    return lines
 
 
 class CascadedSampler:
@@ -218,9 +236,11 @@ class CascadedSampler:
 
     def sample(self, demographics: Demographics | Sequence[Demographics], *, seed: int | Sequence[int] = 0,
                progress: bool = False, batch_size: int = 1) -> list[Case]:
-        """Generate one case per demographics; case ``i`` depends only on its own seed."""
+        """Generate one case per demographics; case ``i`` depends only on its own seed. Demographics outside
+        the weights' training population sample with a warning (:func:`warn_outside_training`)."""
         demos = as_list(demographics)
         seeds = per_case_seeds(len(demos), seed)
+        warn_outside_training(demos, (self.global_config, self.sr_config))
         cases: list[Case] = []
         for start in range(0, len(demos), batch_size):
             d, s = demos[start:start + batch_size], seeds[start:start + batch_size]
