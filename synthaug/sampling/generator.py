@@ -75,14 +75,13 @@ class PhantomGenerator:
         return hashlib.sha256(blob).hexdigest()
 
     def sample(self, demographics, *, seed, progress: bool = False) -> list[Case]:
-        from tqdm.auto import tqdm
-
+        from ..core.progress import progress_bar
         from ..phantom.body import impute_demographics, make_phantom
 
         demos = as_list(demographics)
         seeds = per_case_seeds(len(demos), seed)
         cases = []
-        for d, s in tqdm(list(zip(demos, seeds)), desc="phantom", disable=not progress):
+        for d, s in progress_bar(list(zip(demos, seeds)), desc="phantom", disable=not progress):
             # Real cohorts may lack height or weight: the phantom needs them, so they are drawn
             # from the population given what is known (recorded in the case's demographics).
             case = make_phantom(d if d.is_complete else impute_demographics(d, s), grid=self.output_grid, seed=s)
