@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 import time
+from pathlib import Path
 
 from synthaug.core import progress
 
@@ -45,3 +47,11 @@ def test_an_explicit_disable_still_wins():
     for _ in progress.progress_bar(range(50), file=stream, disable=True):
         pass
     assert stream.getvalue() == ""
+
+
+def test_every_progress_bar_is_made_by_the_helper():
+    root = Path(__file__).resolve().parents[2]
+    users = [str(p.relative_to(root)) for folder in ("synthaug", "benchmarks", "scripts", "integrations")
+             for p in (root / folder).rglob("*.py")
+             if p.name != "progress.py" and re.search(r"^\s*(from tqdm|import tqdm)", p.read_text(), re.M)]
+    assert users == [], f"import synthaug.core.progress.progress_bar instead of tqdm in {users}"
