@@ -4,6 +4,7 @@ module's private (underscore) names, and modules and functions stay readable in 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "synthaug"
@@ -100,3 +101,17 @@ def test_modules_and_functions_are_short_or_say_why_or_are_known_debt_that_does_
         if limit is None or int(n.split()[0]) > limit:
             grown.append(item)
     assert not grown, "\n".join(grown)
+
+
+def test_library_errors_name_parameters_not_command_line_flags():
+    """Outside ``cli/``, a raised message names the parameter (```name```); the CLI maps it to its flag."""
+    wrong = []
+    for path in _modules():
+        if path.parent.name == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                for const in ast.walk(node.exc):
+                    if isinstance(const, ast.Constant) and isinstance(const.value, str) and re.search(r"(?<![\w-])--[a-z]", const.value):
+                        wrong.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {const.value.strip()[:60]!r}")
+    assert not wrong, "\n".join(wrong)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = import_module(f"synthaug.cli.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.configure(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _flags=getattr(module, "PARAMETER_FLAGS", {}))
     return parser
 
 
@@ -57,8 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         print("synthaug: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, FileExistsError, OSError, RuntimeError) as err:
-        print(f"synthaug: error: {err}", file=sys.stderr)
+        print(f"synthaug: error: {cli_message(str(err), args._flags)}", file=sys.stderr)
         return 2
+
+
+def cli_message(text: str, flags: dict[str, str]) -> str:
+    """A library message for the command line: each `parameter` the library names becomes the flag
+    that sets it (``--`` + its name with dashes, or the command's ``PARAMETER_FLAGS`` where they differ)."""
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m[1], "--" + m[1].replace("_", "-")), text)
 
 
 def _one_line_warning(default: Callable) -> Callable:

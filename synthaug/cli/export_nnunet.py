@@ -6,6 +6,8 @@ import argparse
 import os
 
 HELP = "Write an nnU-Net v2 dataset (imagesTr/labelsTr/dataset.json + splits) of real and synthetic PET/CT cases."
+#: Library parameters whose flag is not ``--`` + their name (see ``synthaug.cli.cli_message``).
+PARAMETER_FLAGS = {"out_root": "--out", "generator": "--phantom or --weights"}
 
 EPILOG = """\
 layout written:

@@ -10,6 +10,8 @@ import sys
 from .arguments import add_lesions_argument
 
 HELP = "pre-generate a resumable, checksummed cache of synthetic cases for training"
+#: Library parameters whose flag is not ``--`` + their name (see ``synthaug.cli.cli_message``).
+PARAMETER_FLAGS = {"root": "--out"}
 
 
 def configure(p: argparse.ArgumentParser) -> None:

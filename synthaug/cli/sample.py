@@ -8,6 +8,8 @@ from .arguments import add_lesions_argument, refuse_existing
 from .twins import add_twin_arguments, run_twins
 
 HELP = "generate a case from demographics with the cascade (default: the shipped demo weights)"
+#: Library parameters whose flag is not ``--`` + their name (see ``synthaug.cli.cli_message``).
+PARAMETER_FLAGS = {"stages": "--stage"}
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -166,7 +166,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     """Parse ``--shard i/N`` (0 <= i < N)."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
     if not m or not 0 <= int(m.group(1)) < int(m.group(2)):
-        raise ValueError(f"--shard {text!r}: expected i/N with 0 <= i < N, e.g. 0/4")
+        raise ValueError(f"`shard` {text!r}: expected i/N with 0 <= i < N, e.g. 0/4")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -223,7 +223,7 @@ def _check_header(root: Path, existing: dict, wanted: dict) -> None:
                 have, want = str(have)[:12] + "...", str(want)[:12] + "..."
             raise ValueError(
                 f"cache {root} was made with a different {what}: {have!r} there, {want!r} requested; "
-                "nothing was changed (use another --out, or the same generator/preset/format)"
+                "nothing was changed (use another `root`, or the same generator/preset/format)"
             )
 
 
@@ -414,9 +414,9 @@ def generate_cache(
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     header = make_header(generator, fmt, preset, seed, demographics_source)
     if root.exists() and not root.is_dir():
-        raise FileExistsError(f"--out {root} exists and is not a folder")
+        raise FileExistsError(f"`root` {root} exists and is not a folder")
     if root.is_dir() and not _is_empty_or_cache(root):
-        raise FileExistsError(f"--out {root} is a non-empty folder that is not a synthaug cache; choose another --out")
+        raise FileExistsError(f"`root` {root} is a non-empty folder that is not a synthaug cache; choose another `root`")
     root.mkdir(parents=True, exist_ok=True)
     n_plan = max((p.index for p in plan), default=-1) + 1
     existing = None
@@ -435,7 +435,7 @@ def generate_cache(
             why = _entry_matches(entry, planned, sha)
             if why is not None:
                 raise ValueError(f"cache {root}: case {planned.case_id} was generated with {why}; nothing was changed "
-                                 "(use another --out, or the same --seed/--demographics/generator)")
+                                 "(use another `root`, or the same `seed`/`demographics`/generator)")
         if planned.index % world != rank:
             continue
         result.owned += 1

@@ -96,9 +96,9 @@ _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """``Dataset{id:03d}_{name}`` after checking both (id 1-999, name of letters/digits/_/-)."""
     if isinstance(dataset_id, bool) or not isinstance(dataset_id, (int, np.integer)) or not 1 <= int(dataset_id) <= 999:
-        raise ValueError(f"--dataset-id: expected an integer in 1-999 (nnU-Net's 3-digit ids), got {dataset_id!r}")
+        raise ValueError(f"`dataset_id`: expected an integer in 1-999 (nnU-Net's 3-digit ids), got {dataset_id!r}")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise ValueError(f"--name: expected letters, digits, '_' or '-' (starting with a letter or digit), got {name!r}")
+        raise ValueError(f"`name`: expected letters, digits, '_' or '-' (starting with a letter or digit), got {name!r}")
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
@@ -116,8 +116,8 @@ def check_dataset_id(dataset_id: int, name: str, roots: Sequence[str | Path | No
         for p in sorted(Path(root).iterdir()):
             if p.name.startswith(prefix) and p.name != wanted and p.is_dir():
                 raise ValueError(
-                    f"--dataset-id {int(dataset_id)} is already used by {p.name} in {root}; "
-                    f"choose another --dataset-id (or remove {p})"
+                    f"`dataset_id` {int(dataset_id)} is already used by {p.name} in {root}; "
+                    f"choose another `dataset_id` (or remove {p})"
                 )
 
 
@@ -127,13 +127,13 @@ def nnunet_labels(labels: str) -> dict[str, int]:
         return {"background": 0, "lesion": 1}
     if labels == "organs":
         return {name: i for i, name in sorted(ORGAN_LABELS.items())}
-    raise ValueError(f"--labels: expected one of {LABEL_SETS}, got {labels!r}")
+    raise ValueError(f"`labels`: expected one of {LABEL_SETS}, got {labels!r}")
 
 
 def nnunet_channel_names(pet_norm: str = "CT") -> dict[int, str]:
     """nnU-Net ``channel_names``: 0 = CT (``CT`` normalisation), 1 = SUV (``pet_norm``)."""
     if pet_norm not in PET_NORMS:
-        raise ValueError(f"--pet-norm: expected one of {PET_NORMS}, got {pet_norm!r}")
+        raise ValueError(f"`pet_norm`: expected one of {PET_NORMS}, got {pet_norm!r}")
     return {0: "CT", 1: pet_norm}
 
 
@@ -255,7 +255,7 @@ def _check_case_files(case_dir: Path, case_id: str, labels: str, what: str) -> t
     if missing:
         hint = ""
         if labels == "organs" and missing == [ORGANS_FILE]:
-            hint = f" (--labels organs needs {ORGANS_FILE} in every {what} case; real AutoPET has none)"
+            hint = f" (`labels` organs needs {ORGANS_FILE} in every {what} case; real AutoPET has none)"
         elif CT_FILE in missing and any(p.is_dir() and (p / CT_FILE).is_file() for p in case_dir.iterdir()):
             hint = (" - this looks like the original AutoPET download (patient/study sub-folders); "
                     "convert it to the synthaug AutoPET layout first (synthaug prepare)")
@@ -427,7 +427,7 @@ def _check_generated(case: Case, case_id: str, labels: str) -> None:
     if case.pet is None:
         raise CaseError(f"generated case {case_id}: the generator returned no PET")
     if (case.lesions if labels == "lesions" else case.organs) is None:
-        raise CaseError(f"generated case {case_id}: the generator returned no {labels} labels (--labels {labels})")
+        raise CaseError(f"generated case {case_id}: the generator returned no {labels} labels (`labels` {labels})")
 
 
 # --- the export -------------------------------------------------------------------------
@@ -494,44 +494,44 @@ def export_nnunet(
     nnunet_labels(labels)
     nnunet_channel_names(pet_norm)
     if resample not in RESAMPLE_MODES:
-        raise ValueError(f"--resample: expected one of {RESAMPLE_MODES}, got {resample!r}")
+        raise ValueError(f"`resample`: expected one of {RESAMPLE_MODES}, got {resample!r}")
     check_seed(seed)
     if spacing is not None:
         spacing = tuple(float(s) for s in spacing)
         if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
-            raise ValueError(f"--spacing: expected three positive numbers (mm), got {spacing!r}")
+            raise ValueError(f"`spacing`: expected three positive numbers (mm), got {spacing!r}")
     if synthetic is not None and (generator is not None or n_synthetic is not None):
-        raise ValueError("give either --synthetic DIR or --n-synthetic N (generate), not both")
+        raise ValueError("give either `synthetic` DIR or `n_synthetic` N (generate), not both")
     if n_synthetic is not None and ratio is not None:
-        raise ValueError("give either --n-synthetic N or --ratio R, not both")
+        raise ValueError("give either `n_synthetic` N or `ratio` R, not both")
     if n_synthetic is not None and (isinstance(n_synthetic, bool) or not isinstance(n_synthetic, (int, np.integer))
                                     or n_synthetic < 0):
-        raise ValueError(f"--n-synthetic: expected a non-negative integer, got {n_synthetic!r}")
+        raise ValueError(f"`n_synthetic`: expected a non-negative integer, got {n_synthetic!r}")
     if ratio is not None:
         if not np.isfinite(ratio) or ratio < 0:
-            raise ValueError(f"--ratio: expected a non-negative number of synthetic cases per real case, got {ratio!r}")
+            raise ValueError(f"`ratio`: expected a non-negative number of synthetic cases per real case, got {ratio!r}")
         if real is None:
-            raise ValueError("--ratio needs --real (it is the number of synthetic cases per real case)")
+            raise ValueError("`ratio` needs `real` (it is the number of synthetic cases per real case)")
     generate = synthetic is None and (n_synthetic is not None or (ratio is not None and ratio > 0))
     if generate and generator is None:
-        raise ValueError("generating synthetic cases needs a generator (--phantom or --weights)")
+        raise ValueError("generating synthetic cases needs a generator (`generator`)")
     if real is None and synthetic is None and not generate:
-        raise ValueError("nothing to export: give --real and/or --synthetic / --n-synthetic")
+        raise ValueError("nothing to export: give `real` and/or `synthetic` / `n_synthetic`")
     if resample == "always" and spacing is None and real is None:
-        raise ValueError("--resample always needs a target: --real (its median spacing) or --spacing")
+        raise ValueError("`resample` always needs a target: `real` (its median spacing) or `spacing`")
 
     out_root = Path(out_root).expanduser()
     if out_root.exists() and not out_root.is_dir():
-        raise NotADirectoryError(f"--out: not a folder: {out_root}")
+        raise NotADirectoryError(f"`out_root`: not a folder: {out_root}")
     out_root = out_root.resolve()
     target = out_root / folder
     if target.exists() and not force:
-        raise FileExistsError(f"dataset folder already exists: {target} (pass --force to replace it)")
+        raise FileExistsError(f"dataset folder already exists: {target} (pass `force` to replace it)")
     pp_dir = Path(preprocessed).expanduser().resolve() / folder if preprocessed is not None else None
     check_dataset_id(dataset_id, name, [out_root, pp_dir.parent if pp_dir else None, os.environ.get("nnUNet_results")])
     if pp_dir is not None and (pp_dir / SPLITS_FILE).exists() and not force:
         raise FileExistsError(f"{pp_dir / SPLITS_FILE} already exists (from an earlier export?); "
-                              "pass --force to replace it")
+                              "pass `force` to replace it")
 
     # -- real cases ---------------------------------------------------------------------
     used: dict[str, str] = {}
@@ -540,11 +540,11 @@ def export_nnunet(
     if real is not None:
         ids, demos, real_root = _scan_cohort(real, what="real", labels=labels, strict=True)
         if target == real_root or target in real_root.parents:
-            raise ValueError(f"--real {real_root} lies inside the dataset folder being written ({target})")
+            raise ValueError(f"`real` {real_root} lies inside the dataset folder being written ({target})")
         if labels == "organs":
             lacking = [c for c in ids if not (real_root / c / ORGANS_FILE).is_file()]
             if lacking:
-                raise CaseError(f"--labels organs needs {ORGANS_FILE} in every real case; {len(lacking)} case(s) lack it, "
+                raise CaseError(f"`labels` organs needs {ORGANS_FILE} in every real case; {len(lacking)} case(s) lack it, "
                                 f"e.g. {lacking[0]} (expected {real_root / lacking[0] / ORGANS_FILE})")
         patients = _patient_ids(real_root)
         if not demos:
@@ -566,11 +566,11 @@ def export_nnunet(
     if synthetic is not None:
         ids, demos, synth_root = _scan_cohort(synthetic, what="synthetic", labels=labels, strict=False)
         if target == synth_root or target in synth_root.parents:
-            raise ValueError(f"--synthetic {synth_root} lies inside the dataset folder being written ({target})")
+            raise ValueError(f"`synthetic` {synth_root} lies inside the dataset folder being written ({target})")
         if ratio is not None:
             wanted = int(round(ratio * n_real))
             if wanted > len(ids):
-                raise ValueError(f"--ratio {ratio:g} x {n_real} real cases needs {wanted} synthetic cases, "
+                raise ValueError(f"`ratio` {ratio:g} x {n_real} real cases needs {wanted} synthetic cases, "
                                  f"but {synth_root} holds only {len(ids)}")
             pick = np.sort(np.random.default_rng([seed, 2]).choice(len(ids), size=wanted, replace=False))
             ids = [ids[i] for i in pick]

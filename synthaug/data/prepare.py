@@ -204,9 +204,9 @@ def detect_form(source: str | Path) -> str:
     """
     source = Path(source)
     if not source.exists():
-        raise FileNotFoundError(f"--source folder not found: {source}")
+        raise FileNotFoundError(f"`source` folder not found: {source}")
     if not source.is_dir():
-        raise ValueError(f"--source must be a folder, got a file: {source}")
+        raise ValueError(f"`source` must be a folder, got a file: {source}")
     if (source / "imagesTr").is_dir():
         if not any((source / "imagesTr").glob("*_0000.nii.gz")):
             raise ValueError(f"{source}/imagesTr has no *_0000.nii.gz images; {_EXPECTED_FORMS}")
@@ -221,7 +221,7 @@ def detect_form(source: str | Path) -> str:
             return FORM_SYNTHAUG
         raise ValueError(
             f"{source} looks like one patient folder of the TCIA NIfTI conversion (study folders "
-            f"{direct[0].name!r}, ...); pass the folder that holds the PETCT_<id> folders as --source"
+            f"{direct[0].name!r}, ...); pass the folder that holds the PETCT_<id> folders as `source`"
         )
     _refuse(source)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -231,7 +231,7 @@ def _refuse(source: Path) -> None:
     """Raise the clearest error for a folder that is not AutoPET."""
     entries = [p for p in source.iterdir() if not p.name.startswith(".")]
     if not entries:
-        raise ValueError(f"--source {source} is empty; {_EXPECTED_FORMS}")
+        raise ValueError(f"`source` {source} is empty; {_EXPECTED_FORMS}")
     files: list[Path] = []
     for root, dirs, names in os.walk(source):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -252,8 +252,8 @@ def _refuse(source: Path) -> None:
         raise ValueError(f"{source} has NIfTI images ({shown}) but not in a known layout; {_EXPECTED_FORMS}")
     if any(f.suffix.lower() == ".dcm" for f in files):
         raise ValueError(
-            f"{source} holds DICOM files, not NIfTI: pass it as --dicom (headers are read for demographics) "
-            f"and the NIfTI conversion as --source; {_EXPECTED_FORMS}"
+            f"{source} holds DICOM files, not NIfTI: pass it as `dicom` (headers are read for demographics) "
+            f"and the NIfTI conversion as `source`; {_EXPECTED_FORMS}"
         )
     shown = ", ".join(sorted(p.name for p in entries)[:4])
     raise ValueError(f"{source} does not look like AutoPET (found {shown}); {_EXPECTED_FORMS}")
@@ -494,7 +494,7 @@ def scan_dicom(root: str | Path, progress: bool = False) -> list[DicomStudy]:
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"--dicom folder not found: {root}")
+        raise FileNotFoundError(f"`dicom` folder not found: {root}")
     headers = []
     walker = progress_bar(os.walk(root), desc="DICOM headers", unit=" folders", disable=not progress)
     for dirpath, dirs, names in walker:
@@ -507,7 +507,7 @@ def scan_dicom(root: str | Path, progress: bool = False) -> list[DicomStudy]:
             headers.append((Path(dirpath), ds))
             break
     if not headers:
-        raise ValueError(f"--dicom {root}: no readable DICOM file found (expected a TCIA download: "
+        raise ValueError(f"`dicom` {root}: no readable DICOM file found (expected a TCIA download: "
                          "PETCT_<id>/<study>/<series>/*.dcm)")
     studies: dict[tuple, DicomStudy] = {}
     order = sorted(headers, key=lambda h: (str(getattr(h[1], "Modality", "")) != "PT", str(h[0])))
@@ -715,7 +715,7 @@ def _store(src: str, dst: Path, mode: str) -> str:
         except OSError as err:
             if mode == "symlink":
                 raise OSError(f"cannot create a symbolic link {dst} -> {src} ({err.strerror}); "
-                              "use --copy, or leave both flags out to copy where links fail") from None
+                              "use mode='copy', or mode='auto' to copy where links fail") from None
     shutil.copyfile(src, dst)
     return "copy"
 
@@ -760,9 +760,9 @@ def _csv_bytes(columns: Iterable[str], rows: Iterable[Mapping[str, object]]) -> 
 def _check_out(source: Path, out: Path) -> None:
     src, dst = source.resolve(), out.resolve()
     if dst == src or src in dst.parents:
-        raise ValueError(f"--out {out} is inside --source {source}; the source is never modified, choose another folder")
+        raise ValueError(f"`out` {out} is inside `source` {source}; the source is never modified, choose another folder")
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a folder, got a file: {out}")
+        raise ValueError(f"`out` must be a folder, got a file: {out}")
     if not out.is_dir():
         return
     entries = [p for p in out.iterdir() if not p.name.startswith(".")]
@@ -774,7 +774,7 @@ def _check_out(source: Path, out: Path) -> None:
         except (OSError, ValueError, AttributeError):
             ok = False
         if not ok:
-            raise ValueError(f"--out {out} is not empty and was not written by synthaug prepare (found {p.name!r}); "
+            raise ValueError(f"`out` {out} is not empty and was not written by synthaug prepare (found {p.name!r}); "
                              "choose an empty or new folder")
 
 

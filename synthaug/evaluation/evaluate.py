@@ -351,7 +351,7 @@ def _check_cohort(cohort: Cohort, role: str, organs_dir: Path | None, need_organ
         if organs_dir is not None and seg is None:
             raise CaseError(f"{role} case {cid}: no segmentation in {organs_dir} (expected {cid}.nii.gz or {cid}/)")
         if need_organs and organs_dir is None and not (folder / ORGANS_FILE).is_file():
-            hint = ("pass --organs-dir with a TotalSegmentator v2 'total' segmentation per case" if role == "reference"
+            hint = ("pass `organs_dir` with a TotalSegmentator v2 'total' segmentation per case" if role == "reference"
                     else "synthetic cases must carry their organ map")
             raise CaseError(f"{role} case {cid}: no {ORGANS_FILE}; {hint}")
         if seg is not None and seg.is_file():
@@ -366,7 +366,7 @@ def _check_cohort(cohort: Cohort, role: str, organs_dir: Path | None, need_organ
 def _validate_organs(case: Case, where: str) -> None:
     organs = case.organs
     if organs is None:
-        raise CaseError(f"{where}: no organ map; organ-wise measurements need ORGANS.nii.gz or --organs-dir")
+        raise CaseError(f"{where}: no organ map; organ-wise measurements need ORGANS.nii.gz or `organs_dir`")
     if organs.size and int(organs.max()) >= NUM_ORGAN_CLASSES:
         check_organ_map(organs, where=where)
 

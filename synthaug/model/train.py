@@ -329,7 +329,7 @@ class Trainer:
         message = (f"bf16 gradients on this {self.device.type} are wrong for this network "
                    f"(relative error {err:.3g} in {where})")
         if explicit:
-            raise RuntimeError(f"{message}; train with --precision fp32")
+            raise RuntimeError(f"{message}; train with `precision`='fp32'")
         warnings.warn(f"{message}; training in fp32", RuntimeWarning, stacklevel=2)
         self.autocast = None
 
@@ -410,9 +410,9 @@ def init_weights(path: str | Path, stage_cfg: StageConfig) -> tuple[dict[str, to
         p = p / stage_cfg.stage
     model, cfg, raw = load_stage(p)
     if cfg.stage != stage_cfg.stage:
-        raise ValueError(f"--init-from {path}: holds {cfg.stage}-stage weights, this run trains the {stage_cfg.stage} stage")
+        raise ValueError(f"`init_from` {path}: holds {cfg.stage}-stage weights, this run trains the {stage_cfg.stage} stage")
     if cfg.net.to_dict() != stage_cfg.net.to_dict():
-        raise ValueError(f"--init-from {path}: its network {cfg.net.to_dict()} differs from this run's {stage_cfg.net.to_dict()}")
+        raise ValueError(f"`init_from` {path}: its network {cfg.net.to_dict()} differs from this run's {stage_cfg.net.to_dict()}")
     info = {"path": str(p), "sha256": raw.get("sha256"), "objective": cfg.diffusion.objective,
             "step": (raw.get("info") or {}).get("step")}
     return model.net.state_dict(), info
@@ -432,7 +432,7 @@ def train_stage(stage: str, data: str | Path, out: str | Path, *, preset: str = 
     rank, _ = init_distributed(device)
     run_file = out / f"run_{stage}.json"
     if rank == 0 and run_file.exists() and not resume:
-        raise FileExistsError(f"{out} already holds a {stage}-stage run; pass --resume to continue it or choose a new --out")
+        raise FileExistsError(f"{out} already holds a {stage}-stage run; pass `resume` to continue it or choose a new `out`")
     if resume and run_file.is_file():
         saved = json.loads(run_file.read_text())
         stage_cfg = StageConfig.from_dict(saved["stage"])

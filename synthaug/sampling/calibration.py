@@ -158,7 +158,7 @@ def load_compact(path) -> CompactLabels:
     with np.load(path, allow_pickle=False) as z:
         if "fixed_hu_hist" not in z:
             raise ValueError(f"{path} was reduced without the CT and PET the intensity fit needs (an older synthaug): "
-                             "sample again into a new --work folder")
+                             "sample again into a new `work` folder")
         lesion_fixed, cases, max_abs = z["scalars"]
         return CompactLabels(z["fixed"], z["free"], z["lesion"], int(lesion_fixed), int(cases), float(max_abs),
                              z["fixed_suv"], z["fixed_hu_hist"], z["free_values"])

@@ -128,7 +128,7 @@ class CascadedSampler:
         if stages == "cascade":
             if not (folder / f"{SR_FILE}.json").is_file():
                 raise FileNotFoundError(f"{folder}: no {SR_FILE}.json / {SR_FILE}.safetensors (stage-2 weights); "
-                                        "use --stage global to sample stage 1 only")
+                                        "use `stages`='global' to sample stage 1 only")
             sr_model, sr_cfg, sr_raw = load_stage(folder / SR_FILE, device)
             loaded.append((sr_raw["sha256"], sr_cfg))
         elif stages != "global":

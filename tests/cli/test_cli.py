@@ -176,3 +176,19 @@ def test_cli_parser_does_not_import_torch():
     res = run_python("-c", code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_library_parameter_names_become_the_flags_that_set_them():
+    from synthaug.cli import cli_message
+
+    text = "`ratio` needs `real`; `out_root`: not a folder; plain words stay"
+    assert cli_message(text, {"out_root": "--out"}) == "--ratio needs --real; --out: not a folder; plain words stay"
+
+
+def test_a_library_error_reaches_the_command_line_with_its_flag(tmp_path, capsys):
+    from synthaug.cli import main
+
+    assert main(["export-nnunet", "--out", str(tmp_path), "--dataset-id", "1000", "--name", "X", "--phantom",
+                 "--n-synthetic", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("synthaug: error: --dataset-id: expected an integer in 1-999") and "`" not in err

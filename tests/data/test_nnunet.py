@@ -16,6 +16,7 @@ import pytest
 
 from synthaug.core.case import Case
 from synthaug.core.demographics import Demographics
+from synthaug.core.geometry import spacing_of
 from synthaug.core.grid import Grid
 from synthaug.core.io import CaseError, write_case
 from synthaug.data.nnunet import (
@@ -25,7 +26,6 @@ from synthaug.data.nnunet import (
     make_splits,
     resample_to_spacing,
 )
-from synthaug.core.geometry import spacing_of
 
 # Small grids with a whole-body field of view (480 x 320 x 1920 mm), so that the phantom fits.
 REAL_GRID = Grid((24, 16, 48), (20.0, 20.0, 40.0))
@@ -320,7 +320,7 @@ def test_interrupted_export_leaves_no_partial_dataset(tmp_path, real_cohort, mon
 
 def test_dataset_id_used_by_another_dataset(tmp_path, real_cohort):
     (tmp_path / "raw" / "Dataset042_Other").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"--dataset-id 42 is already used by Dataset042_Other"):
+    with pytest.raises(ValueError, match=r"`dataset_id` 42 is already used by Dataset042_Other"):
         _export(tmp_path, real=real_cohort)
     (tmp_path / "pre" / "Dataset043_Else").mkdir(parents=True)
     with pytest.raises(ValueError, match="Dataset043_Else"):
@@ -367,13 +367,13 @@ def test_float_labels_are_converted_and_fractional_labels_refused(tmp_path, real
 
 
 def test_bad_arguments_are_refused_before_work(tmp_path, real_cohort, synth_folder):
-    with pytest.raises(ValueError, match="--dataset-id"):
+    with pytest.raises(ValueError, match="`dataset_id`"):
         _export(tmp_path, real=real_cohort, dataset_id=1000)
-    with pytest.raises(ValueError, match="--name"):
+    with pytest.raises(ValueError, match="`name`"):
         _export(tmp_path, real=real_cohort, name="bad name")
     with pytest.raises(ValueError, match="not both"):
         _export(tmp_path, real=real_cohort, synthetic=synth_folder, generator=FakeGenerator(), n_synthetic=2)
-    with pytest.raises(ValueError, match="--ratio needs --real"):
+    with pytest.raises(ValueError, match="`ratio` needs `real`"):
         _export(tmp_path, synthetic=synth_folder, ratio=1.0)
     with pytest.raises(ValueError, match="needs a generator"):
         _export(tmp_path, real=real_cohort, n_synthetic=2)
