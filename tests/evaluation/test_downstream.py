@@ -12,6 +12,8 @@ from helpers import write_tiny_cohort
 
 from synthaug.cli import main
 from synthaug.core.demographics import Demographics
+from synthaug.core.grid import Grid
+from synthaug.core.io import Cohort, write_case, write_demographics_csv
 from synthaug.evaluation import downstream
 from synthaug.evaluation.downstream import (
     ARMS,
@@ -23,6 +25,7 @@ from synthaug.evaluation.downstream import (
     run_downstream,
     summarise,
 )
+from synthaug.evaluation.downstream import run as downstream_run
 
 REAL_HEIGHTS = (150.0, 160.0, 170.0, 180.0, 195.0, 200.0, 155.0, 165.0)
 #: Tiny recipe: the tiny cohorts (32 x 32 x 64 at 16 mm) on a 32 mm working grid, 2 iterations.
@@ -81,7 +84,7 @@ def test_a_tiny_run_covers_every_arm_with_its_seeds_and_writes_results_report_an
     assert next(r for r in done if r["arm"] == "real_phantom")["train_extra"]["phantom"]
     shift = [r for r in done if r["arm"].startswith("shift")]
     member = parse_subgroup("height_cm>=190")
-    real = downstream.Cohort(on_disk["cohorts"]["real"])
+    real = Cohort(on_disk["cohorts"]["real"])
     for r in shift:
         assert not any(member(real.demographics[c]) for c in r["train_real"])
         assert set(r["test_ids"]) == set(on_disk["cohorts"]["shift_test_ids"])
@@ -93,13 +96,13 @@ def test_a_tiny_run_covers_every_arm_with_its_seeds_and_writes_results_report_an
 def test_a_finished_run_is_not_redone_and_a_missing_one_is(finished, cohorts, monkeypatch):
     out, _ = finished
     calls = []
-    real_train = downstream.train_model
+    real_train = downstream_run.train_model
 
     def counting(items, cfg, seed, **kw):
         calls.append(seed)
         return real_train(items, cfg, seed, **kw)
 
-    monkeypatch.setattr(downstream, "train_model", counting)
+    monkeypatch.setattr(downstream_run, "train_model", counting)
     before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
     run_downstream(tiny_config(cohorts, out), log=lambda _msg: None)
     assert calls == []
@@ -142,15 +145,14 @@ def test_test_cases_that_are_training_cases_are_refused_naming_them(cohorts, tmp
 
 
 def test_a_copied_phantom_case_under_a_new_id_is_recognised(tmp_path):
-    from synthaug.core.io import Cohort
     from synthaug.phantom import make_phantom
 
     for name in ("a", "b"):
-        case = make_phantom(Demographics(50, "F", 165, 60), grid=downstream.Grid((16, 16, 32), (32.0, 32.0, 32.0)),
+        case = make_phantom(Demographics(50, "F", 165, 60), grid=Grid((16, 16, 32), (32.0, 32.0, 32.0)),
                             seed=7)
         case.meta["case_seed"] = 7
-        downstream.write_case(tmp_path / name, f"id_{name}", case)
-        downstream.write_demographics_csv(tmp_path / name / "demographics.csv", {f"id_{name}": case.demographics})
+        write_case(tmp_path / name, f"id_{name}", case)
+        write_demographics_csv(tmp_path / name / "demographics.csv", {f"id_{name}": case.demographics})
     a, b = Cohort(tmp_path / "a"), Cohort(tmp_path / "b")
     with pytest.raises(ValueError, match=r"test: 1 test case\(s\) are also training cases: id_b \(= training id_a\)"):
         downstream.check_disjoint({"id_b": downstream.case_identity(b, "id_b")},

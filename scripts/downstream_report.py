@@ -1,0 +1,107 @@
+"""Turn a finished ``synthaug downstream`` run folder into the benchmark record and its RESULTS.md section.
+
+    python scripts/downstream_report.py runs/downstream_baseline
+
+writes ``benchmarks/results/downstream.json`` (the run's ``results.json`` plus the sha256 of the shipped
+weights), ``benchmarks/results/downstream.png`` (Dice vs number of real cases per arm) and the section
+between ``<!-- downstream:start -->`` and ``<!-- downstream:end -->`` of ``benchmarks/RESULTS.md``
+(appended when the markers are missing). An unfinished run is refused unless ``--allow-incomplete``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from synthaug.core.io import atomic_write_json, atomic_write_text
+from synthaug.evaluation.downstream.report import format_cell, plot_results, report_table
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- downstream:start -->", "<!-- downstream:end -->"
+
+
+def shipped_weights_sha256() -> dict[str, str]:
+    """``{file: sha256}`` of the shipped weights (their SHA256SUMS)."""
+    sums = REPO / "synthaug" / "weights" / "SHA256SUMS"
+    return {name: sha for sha, name in (line.split() for line in sums.read_text().splitlines() if line.strip())}
+
+
+def headline(results: dict) -> list[str]:
+    """What the numbers say, computed from them: each arm against real-only at the smallest real cohort, and shift."""
+    rows = [r for r in results["summary"] if r.get("n_real") is not None]
+    if not rows:
+        return ["No finished runs."]
+    smallest = min(r["n_real"] for r in rows if r["arm"] == "real_only") if any(
+        r["arm"] == "real_only" for r in rows) else None
+    lines = []
+    for r in rows:
+        if r["n_real"] == smallest and "lesion_dice_vs_real_only" in r:
+            lines.append(f"- {r['arm']} at {smallest} real cases vs real_only: lesion Dice "
+                         f"{format_cell(r['lesion_dice_vs_real_only'], 3, signed=True)}, organ Dice "
+                         f"{format_cell(r['organ_dice_mean_vs_real_only'], 3, signed=True)} (paired over seeds, 95 % interval)")
+    for r in rows:
+        if r["arm"] == "shift_synth" and "lesion_dice_vs_shift_real_only" in r:
+            lines.append(f"- shift ({results['arguments']['shift_group']} left out of training, tested on it): synthetic "
+                         f"cases of the subgroup vs none: lesion Dice "
+                         f"{format_cell(r['lesion_dice_vs_shift_real_only'], 3, signed=True)}, organ Dice "
+                         f"{format_cell(r['organ_dice_mean_vs_shift_real_only'], 3, signed=True)}")
+    return lines
+
+
+def section(results: dict, plot: str) -> str:
+    """The RESULTS.md section (between the markers)."""
+    args = results["arguments"]
+    gen = results.get("generator") or {}
+    lines = [START, "## Downstream segmentation: does synthaug data help? (`synthaug downstream`)", "",
+             f"Command: `{results.get('command', 'synthaug downstream')}`; "
+             f"{'complete' if results.get('complete') else '**incomplete**'}, "
+             f"{sum(1 for r in results['runs'] if r.get('status') == 'done')} runs, iterations {results['iterations']}.",
+             f"Real: `{results['cohorts']['real']}` ({len(results['cohorts']['train_pool_ids'])} training-pool cases, "
+             f"{len(results['cohorts']['val_ids'])} validation); test: `{results['cohorts']['test']}` "
+             f"({len(results['cohorts']['test_ids'])} cases; {len(results['cohorts']['shift_test_ids'])} in "
+             f"`{args['shift_group']}`). Generator sha256 `{gen.get('sha256')}`; shipped weights "
+             + ", ".join(f"{k} `{v[:12]}…`" for k, v in (results.get("weights_sha256") or {}).items()) + ".",
+             "", *headline(results), "", *report_table(results), "", f"![Dice vs number of real training cases]({plot})",
+             END]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path, help="the --out folder of a synthaug downstream run")
+    p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "downstream.json")
+    p.add_argument("--plot", type=Path, default=REPO / "benchmarks" / "results" / "downstream.png")
+    p.add_argument("--results-md", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    p.add_argument("--command", help="the command that made the run (recorded with the results)")
+    p.add_argument("--allow-incomplete", action="store_true", help="write the record of an unfinished run")
+    args = p.parse_args(argv)
+    path = args.run / "results.json"
+    if not path.is_file():
+        print(f"downstream_report: error: no results.json in {args.run}", file=sys.stderr)
+        return 2
+    results = json.loads(path.read_text())
+    if not results.get("complete") and not args.allow_incomplete:
+        print(f"downstream_report: error: {args.run} is not finished (re-run its command to resume, "
+              "or pass --allow-incomplete)", file=sys.stderr)
+        return 2
+    results["weights_sha256"] = shipped_weights_sha256()
+    if args.command:
+        results["command"] = args.command
+    atomic_write_json(args.json, results)
+    plot_results(results, args.plot)
+    rel = Path("results") / args.plot.name if args.plot.parent == args.results_md.parent / "results" else args.plot
+    text = args.results_md.read_text() if args.results_md.is_file() else "# synthaug benchmark results\n"
+    new = section(results, str(rel))
+    if START in text and END in text:
+        text = text[: text.index(START)] + new.rstrip("\n") + text[text.index(END) + len(END):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + new
+    atomic_write_text(args.results_md, text)
+    print(f"wrote {args.json}, {args.plot}, section in {args.results_md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

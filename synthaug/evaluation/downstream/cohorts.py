@@ -1,0 +1,149 @@
+"""The benchmark's cohorts: checks, case identities (for disjoint test sets), demographic matching and
+the phantom and synthetic cases generated for the arms."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ...core.demographics import Demographics, sample_population
+from ...core.grid import Grid
+from ...core.io import (
+    META_FILE,
+    ORGANS_FILE,
+    PET_FILE,
+    SEG_FILE,
+    Cohort,
+    remove_stale_temporaries,
+    write_case,
+    write_demographics_csv,
+)
+
+
+def open_cohort(root: str | Path, what: str) -> Cohort:
+    from ...data.cache import is_cache, open_cache_as_cohort
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{what}: cohort folder not found: {root}")
+    try:
+        return open_cache_as_cohort(root) if is_cache(root) else Cohort(root)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{what}: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+
+
+def check_cohort(cohort: Cohort, what: str, tasks: Sequence[str]) -> None:
+    """Refuse a cohort the benchmark cannot use: no cases, no SUV, no lesion (or organ) labels."""
+    if len(cohort) == 0:
+        raise ValueError(f"{what}: the cohort {cohort.root} is empty")
+    entries = getattr(cohort, "entries", None)
+    needs = [("pet", PET_FILE, "SUV")]
+    needs.append(("lesions", SEG_FILE, "lesion labels"))
+    if "organs" in tasks:
+        needs.append(("organs", ORGANS_FILE, "organ labels (or leave 'organs' out of tasks)"))
+    for cid in cohort.case_ids:
+        for key, fname, label in needs:
+            present = (key in (entries[cid].get("arrays") or ())) if entries is not None \
+                else (cohort.path(cid) / fname).is_file()
+            if not present:
+                raise ValueError(f"{what}: case {cid} has no {label} ({fname})")
+
+
+def case_identity(cohort: Cohort, case_id: str) -> str:
+    """What makes two cases the same person: a phantom's own seed, a synthetic case's generator and seed,
+    else the case id (real studies: AutoPET ids are unique)."""
+    entries = getattr(cohort, "entries", None)
+    meta = entries.get(case_id, {}) if entries is not None else {}
+    if entries is None:
+        path = cohort.path(case_id) / META_FILE
+        if path.is_file():
+            try:
+                meta = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                meta = {}
+    if meta.get("source") == "phantom" and meta.get("case_seed") is not None:
+        return f"phantom-seed:{int(meta['case_seed'])}"
+    return case_id
+
+
+def check_disjoint(test: Mapping[str, str], train: Mapping[str, str], what: str = "training") -> None:
+    """Refuse test cases whose identity (see :func:`case_identity`) is also a training case; one line naming them."""
+    by_identity = {ident: cid for cid, ident in train.items()}
+    clash = sorted(f"{cid}" + (f" (= {what} {by_identity[ident]})" if by_identity[ident] != cid else "")
+                   for cid, ident in test.items() if ident in by_identity)
+    if clash:
+        raise ValueError(f"test: {len(clash)} test case(s) are also {what} cases: {', '.join(clash)}")
+
+
+def generator_training_ids(raw: Mapping | None) -> list[str] | None:
+    """The case ids of the generator's training cohort where its weights JSON records them
+    (``training_cohort.case_ids``, at the top level or under ``info``); ``None`` where it does not."""
+    raw = raw or {}
+    for cohort in (raw.get("training_cohort"), (raw.get("info") or {}).get("training_cohort")):
+        if isinstance(cohort, Mapping) and isinstance(cohort.get("case_ids"), list):
+            return [str(c) for c in cohort["case_ids"]]
+    return None
+
+
+def match_cases(targets: Sequence[Demographics | None], pool: Mapping[str, Demographics | None], per_target: int,
+                exclude: Sequence[str] = ()) -> list[str]:
+    """Pick ``per_target`` cases of ``pool`` per target, nearest demographics first, each case once.
+
+    Rounds go over all targets in order (so 1:2 gives every target its nearest, then its second nearest).
+    """
+    from ...data.transforms import match_demographics
+
+    free = [cid for cid in pool if cid not in set(exclude)]
+    need = per_target * len(targets)
+    if need > len(free):
+        raise ValueError(f"synthetic: {need} matched cases needed, the source has {len(free)}")
+    picked: list[str] = []
+    for _ in range(per_target):
+        for target in targets:
+            demos = [pool[c] or Demographics(None, None, None, None) for c in free]
+            best = free[int(match_demographics(target, demos, k=1)[0])]
+            picked.append(best)
+            free.remove(best)
+    return picked
+
+
+def _case_seed(seed: int, index: int, stream: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(index), stream]).generate_state(1, dtype=np.uint32)[0])
+
+
+def make_phantom_cohort(root: Path, like: Mapping[str, Demographics], n: int, grid: Grid, seed: int,
+                        progress: bool = True) -> Cohort:
+    """``n`` fresh phantom cases with demographics drawn like ``like`` on ``grid`` (resumable)."""
+    from ...core.progress import progress_bar
+    from ...phantom import impute_demographics, make_phantom
+
+    demos = sample_population(n, seed, like=like)
+    ids = [f"phantom_arm_{i:05d}" for i in range(n)]
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(root)
+    todo = [i for i, cid in enumerate(ids) if not (root / cid / META_FILE).is_file()]
+    for i in progress_bar(todo, desc="phantom arm cases", unit="case", disable=not progress):
+        d = demos[i] if demos[i].is_complete else impute_demographics(demos[i], _case_seed(seed, i, 2))
+        demos[i] = d
+        case = make_phantom(d, grid=grid, seed=_case_seed(seed, i, 1))
+        case.meta["case_seed"] = _case_seed(seed, i, 1)
+        write_case(root, ids[i], case, overwrite=True)
+    write_demographics_csv(root / "demographics.csv", dict(zip(ids, demos)))
+    return Cohort(root)
+
+
+def make_synthetic_cache(root: Path, generator, like: Mapping[str, Demographics], n: int, seed: int,
+                         progress: bool = True) -> Cohort:
+    """``n`` synthetic cases drawn like ``like`` into a ``synthaug generate`` cache (resumable)."""
+    from ...data.cache import generate_cache, merge_manifest, open_cache_as_cohort, plan_cases
+
+    plan = plan_cases(n, seed, like=dict(like))
+    generate_cache(root, generator, plan, fmt="npy", seed=seed, demographics_source="downstream",
+                   progress=progress)
+    merge_manifest(root, n=n)
+    return open_cache_as_cohort(root)
