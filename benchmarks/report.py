@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .common import RESULTS_DIR, RESULTS_MD, read_result
 
-ORDER = ("sampler_fidelity", "denoiser", "global_samples", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet")
+ORDER = ("sampler_fidelity", "denoiser", "global_samples", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet", "twins", "twins_full")
 
 
 def _f(v, fmt: str = ".2f", none: str = "–") -> str:
@@ -527,15 +527,117 @@ def gpu_autopet(r: dict) -> list[str]:
     return out
 
 
+
+def _weights_sha(info: dict | None) -> str:
+    stages = [f"{s} {info[s]['sha256']}" for s in ("global", "sr") if info and info.get(s)]
+    return "Weights sha256: " + "; ".join(stages) + "." if stages else "Weights: none recorded."
+
+
+def _mean(block: dict, key: str, fmt: str) -> str:
+    return _f((block.get(key) or {}).get("mean"), fmt)
+
+
+def _minimality_row(name: str, block: dict) -> list[str]:
+    return [name, _mean(block, "extent_mm", ".1f"), _mean(block, "mass_pct", ".1f"), _mean(block, "brain_pct", ".1f"),
+            _mean(block, "dice_brain", ".3f"), _mean(block, "dice_lungs", ".3f"), _mean(block, "dice_liver", ".3f"),
+            str((block.get("extent_mm") or {}).get("n", "–"))]
+
+
+def _effect_row(name: str, e: dict, fmt: str) -> list[str]:
+    return [name, _f(e["within_set_r"], ".3f"), _f(e["within_set_slope"], fmt), _f(e["pooled_r"], ".3f"),
+            _f(e["rising_pct"], ".0f")]
+
+
+def twins(r: dict) -> list[str]:
+    res = r["results"]
+    d, s1, ph = res["design"], res["stage1"], res["phantom"]
+    st = d["stage1_settings"]
+    sw = d["sweeps"]
+    out = [f"Counterfactual twins (issue 38): {len(d['people'])} base people from `sample_population(n, "
+           f"{d['population_seed']})` with the diagnosis set to NEGATIVE; person i sampled with seed 1000 + i for every "
+           f"twin. Sweeps: weight {sw['weight']} kg, height {sw['height']} cm, age {sw['age']} years (the other fields "
+           f"the person's own). The cascade's **stage 1 only** (`stages='global'`, {d['grid']['spacing'][0]:g} mm "
+           f"grid, where body size and organ positions are decided), `{st['sampler']}` with **{st['steps']} steps** "
+           f"(the weights' default: {((res.get('weights') or {}).get('global') or {}).get('steps')}; fewer keep the run "
+           "within the shared CPUs' budget), lesion prior off; the "
+           "full-cascade check below uses the weights' own settings. *No-twin*: the same person at 80 kg from a second, "
+           "independent seed (5000 + i), so that neighbours are 60@s, 80@s', 100@s. *Phantom*: its twins on the same "
+           "grid and seeds.", "", _weights_sha(res.get("weights")), "",
+           "**Effectiveness** (each twin set centred on its own mean, then pooled: Pearson r and OLS slope of the "
+           "measure on the requested value; pooled r: all cases, uncentred; rising: sets whose measure rises at every "
+           "step):", ""]
+    rows = [_effect_row("weight -> body mass (kg/kg), twins", s1["weight"]["effectiveness_mass"], ".3f"),
+            _effect_row("weight -> body mass, no-twin", s1["no_twin"]["effectiveness_mass"], ".3f"),
+            _effect_row("weight -> body mass, phantom", ph["weight"]["effectiveness_mass"], ".3f"),
+            _effect_row("height -> body extent (mm/cm), twins", s1["height"]["effectiveness_extent"], ".2f"),
+            _effect_row("height -> body extent, phantom", ph["height"]["effectiveness_extent"], ".2f")]
+    out += _table(["sweep", "within-set r", "slope", "pooled r", "rising, %"], rows)
+    out += ["", "**Minimality** (means over neighbouring pairs; |Δ| of body extent, body mass (%), brain volume (%); "
+            "Dice of the masks):", ""]
+    rows = [_minimality_row("weight twins, 20 kg apart", s1["weight"]["neighbours"]),
+            _minimality_row("no-twin, 20 kg apart (two seeds)", s1["no_twin"]["neighbours"]),
+            _minimality_row("same person, two seeds", s1["no_twin"]["same_person_two_seeds"]),
+            _minimality_row("height twins (mass should stay)", s1["height"]["neighbours"]),
+            _minimality_row("age twins", s1["age"]["neighbours"]),
+            _minimality_row("phantom weight twins", ph["weight"]["neighbours"]),
+            _minimality_row("phantom, two seeds", ph["no_twin"]["same_person_two_seeds"]),
+            _minimality_row("phantom height twins", ph["height"]["neighbours"]),
+            _minimality_row("phantom age twins", ph["age"]["neighbours"])]
+    out += _table(["pairs", "Δ extent, mm", "Δ mass, %", "Δ brain, %", "Dice brain", "Dice lungs", "Dice liver", "pairs n"],
+                  rows)
+    out += ["", "**Smoothness** (share of sets whose 60->80 and 80->100 kg changes have the same sign; mean changes "
+            "in brackets):", ""]
+    rows = []
+    for q in ("body_volume_ml", "body_fat_ml", "liver_suv_mean"):
+        cells = [q]
+        for block in (s1["weight"], s1["no_twin"], ph["weight"]):
+            sm = block["smoothness"][q]
+            cells.append(f"{_f(sm['same_sign_pct'], '.0f')} % ({_f(sm['mean_change_60_80'], '.3g')}, "
+                         f"{_f(sm['mean_change_80_100'], '.3g')})")
+        rows.append(cells)
+    out += _table(["quantity", "twins", "no-twin", "phantom"], rows)
+    return out + [""]
+
+
+def twins_full(r: dict) -> list[str]:
+    res = r["results"]
+    f = res["full_cascade"]
+    st = f["settings"]
+    out = [f"The weight twins (60, 80, 100 kg) of the first {f['people']} people above through the whole cascade, with "
+           f"the weights' own settings (stage 1 `{st['sampler']}` {st['steps']} steps, SR `{st.get('sr_sampler')}` "
+           f"{st.get('sr_steps')} steps, lesion prior off); each final case against its own stage-1 output.", "",
+           _weights_sha(res.get("weights")), ""]
+    rows = [_effect_row("stage 1 (this run's settings)", f["stage1_mass"], ".3f"),
+            _effect_row("final (after SR)", f["final_mass"], ".3f")]
+    out += _table(["weight -> body mass", "within-set r", "slope, kg/kg", "pooled r", "rising, %"], rows)
+    a = f["final_vs_stage1"]
+    out += ["", "Final case vs its own stage-1 output: ratio final / stage 1 of body volume "
+            f"{_mean(a, 'body_volume_ml', '.3f')}, extent {_mean(a, 'body_extent_mm', '.3f')}, mass "
+            f"{_mean(a, 'body_mass_kg', '.3f')}, brain volume {_mean(a, 'brain_ml', '.3f')}; Dice of the final masks "
+            f"with stage 1's (nearest-upsampled): brain {_mean(a, 'dice_brain', '.3f')}, lungs "
+            f"{_mean(a, 'dice_lungs', '.3f')}, liver {_mean(a, 'dice_liver', '.3f')}. A twin-to-twin change has the "
+            "same sign after SR as in stage 1 in: " + ", ".join(f"{k} {_f(v, '.0f')} %" for k, v in
+                                                             f["change_same_sign_pct"].items()) + ".", ""]
+    out += _table(["final twins, 20 kg apart", "Δ extent, mm", "Δ mass, %", "Δ brain, %", "Dice brain", "Dice lungs",
+                   "Dice liver", "pairs n"], [_minimality_row("final (4 mm)", f["final_neighbours"])])
+    sm = f["final_smoothness"]
+    out += ["", "Smoothness after SR (same sign 60->80 and 80->100 kg): " +
+            ", ".join(f"{k} {_f(v['same_sign_pct'], '.0f')} %" for k, v in sm.items()) + ".", ""]
+    return out
+
+
 RENDER = {"sampler_fidelity": sampler_fidelity, "denoiser": denoiser, "global_samples": global_samples, "speed": speed, "train_speed": train_speed, "memory": memory, "seams": seams,
-          "refinement": refinement, "throughput": throughput, "io": io, "gpu_autopet": gpu_autopet}
+          "refinement": refinement, "throughput": throughput, "io": io, "gpu_autopet": gpu_autopet,
+          "twins": twins, "twins_full": twins_full}
 TITLES = {"sampler_fidelity": "Sampler steps vs organ fidelity (global stage)",
           "denoiser": "Global-stage denoising error by noise level",
           "global_samples": "Organ volumes in global-stage samples", "speed": "Seconds per case (CPU, demo preset)",
           "train_speed": "Training step time: fp32 vs bf16 (CPU, demo preset)",
           "memory": "Peak memory of SR sampling vs volume size", "seams": "Seams at SR patch borders",
           "refinement": "SR stage: refinement vs drift",
-          "throughput": "Dataset throughput", "io": "Cache vs NIfTI reads", "gpu_autopet": "Cascade at the autopet size"}
+          "throughput": "Dataset throughput", "io": "Cache vs NIfTI reads", "gpu_autopet": "Cascade at the autopet size",
+          "twins": "Counterfactual twins: effectiveness, minimality, smoothness (stage 1)",
+          "twins_full": "Counterfactual twins through the full cascade"}
 
 
 def render(results_dir: Path = RESULTS_DIR) -> str:
