@@ -41,8 +41,8 @@ def run_twins(args: argparse.Namespace, base) -> int:
         raise ValueError(f"--n={args.n}: twins are one case per --vary setting; leave --n out")
     if args.seed < 0:
         raise ValueError(f"--seed={args.seed} must be >= 0")
-    vary = parse_vary(args.vary, name="--vary")
-    settings = twin_settings(base, vary, name="--vary")
+    vary = parse_vary(args.vary)
+    settings = twin_settings(base, vary)
     out = Path(args.out)
     ids = case_ids(settings)
     existing = [p for p in [*(out / c for c in ids), out / "twins.png"] if p.exists()]

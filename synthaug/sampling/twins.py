@@ -43,7 +43,7 @@ VARY_FIELDS: dict[str, str] = {"age": "age", "height": "height_cm", "weight": "w
 _UNITS = {"age": "years", "height_cm": "cm", "weight_kg": "kg"}
 
 
-def _field_of(key: object, name: str) -> str:
+def _field_of(key: object, name: str = "`vary`") -> str:
     """The Demographics field a ``vary`` key names (flag name or field name)."""
     if isinstance(key, str) and key.strip().lower() in VARY_FIELDS:
         return VARY_FIELDS[key.strip().lower()]
@@ -56,9 +56,9 @@ def _flag_of(field: str) -> str:
     return next(flag for flag, f in VARY_FIELDS.items() if f == field)
 
 
-def _checked_value(field: str, value: object, name: str) -> float | str:
+def _checked_value(field: str, value: object) -> float | str:
     """``value`` for ``field`` if it is allowed (a number in range, or one of the allowed words)."""
-    where = f"{name}: {_flag_of(field)}"
+    where = f"`vary`: {_flag_of(field)}"
     if field in RANGES:
         lo, hi = RANGES[field]
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -72,7 +72,7 @@ def _checked_value(field: str, value: object, name: str) -> float | str:
     return str(value)
 
 
-def twin_settings(base: Demographics, vary: Mapping[str, Sequence], *, name: str = "vary") -> list[dict[str, object]]:
+def twin_settings(base: Demographics, vary: Mapping[str, Sequence]) -> list[dict[str, object]]:
     """The settings of a twin grid, checked: one ``{field: value}`` per twin, in grid order.
 
     Args:
@@ -80,7 +80,6 @@ def twin_settings(base: Demographics, vary: Mapping[str, Sequence], *, name: str
         vary: field -> values; fields named as the ``synthaug sample`` flags (``age``, ``height``,
             ``weight``, ``sex``, ``diagnosis``) or as :class:`Demographics` fields (``height_cm``,
             ``weight_kg``). Values must be known and in the validated range, each at most once.
-        name: the parameter's name in error messages.
 
     Returns:
         A list of dicts keyed by Demographics field names; the product of the values with the
@@ -90,58 +89,58 @@ def twin_settings(base: Demographics, vary: Mapping[str, Sequence], *, name: str
         ValueError: one line naming the field and the allowed values, before any work.
     """
     if not isinstance(base, Demographics):
-        raise ValueError(f"base: expected a Demographics, got {type(base).__name__}")
+        raise ValueError(f"`base`: expected a Demographics, got {type(base).__name__}")
     if not isinstance(vary, Mapping) or not vary:
-        raise ValueError(f"{name}: give at least one field and its values, e.g. {{'weight': [60, 80, 100]}}")
+        raise ValueError("`vary`: give at least one field and its values, e.g. {'weight': [60, 80, 100]}")
     fields: dict[str, list] = {}
     for key, values in vary.items():
-        field = _field_of(key, name)
+        field = _field_of(key)
         if field in fields:
-            raise ValueError(f"{name}: {_flag_of(field)} is given twice")
+            raise ValueError(f"`vary`: {_flag_of(field)} is given twice")
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-            raise ValueError(f"{name}: {_flag_of(field)}: expected a list of values, got {values!r}")
+            raise ValueError(f"`vary`: {_flag_of(field)}: expected a list of values, got {values!r}")
         if not values:
-            raise ValueError(f"{name}: {_flag_of(field)}: no values")
-        checked = [_checked_value(field, v, name) for v in values]
+            raise ValueError(f"`vary`: {_flag_of(field)}: no values")
+        checked = [_checked_value(field, v) for v in values]
         for i, v in enumerate(checked):
             if v in checked[:i]:
-                raise ValueError(f"{name}: {_flag_of(field)}: the value {v!r} is given twice")
+                raise ValueError(f"`vary`: {_flag_of(field)}: the value {v!r} is given twice")
         fields[field] = checked
     return [dict(zip(fields, combo)) for combo in itertools.product(*fields.values())]
 
 
-def twin_demographics(base: Demographics, vary: Mapping[str, Sequence], *, name: str = "vary") -> list[Demographics]:
+def twin_demographics(base: Demographics, vary: Mapping[str, Sequence]) -> list[Demographics]:
     """``base`` with each setting of :func:`twin_settings` applied, in grid order."""
-    return [replace(base, **setting) for setting in twin_settings(base, vary, name=name)]
+    return [replace(base, **setting) for setting in twin_settings(base, vary)]
 
 
-def parse_vary(texts: Sequence[str], *, name: str = "--vary") -> dict[str, list]:
+def parse_vary(texts: Sequence[str]) -> dict[str, list]:
     """Read ``FIELD=V1,V2,...`` items (e.g. ``weight=60,80,100``) into a ``vary`` mapping.
 
     Numbers are read for age, height and weight; sex and diagnosis are upper-cased. Ranges are
-    checked by :func:`twin_settings`. Raises ``ValueError`` (one line naming ``name``) for an
+    checked by :func:`twin_settings`. Raises ``ValueError`` (one line naming `vary`) for an
     item without ``=``, an unknown or repeated field, or an empty value.
     """
     vary: dict[str, list] = {}
     for text in texts:
         key, sep, rest = str(text).partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{name} {text!r}: expected FIELD=V1,V2,... (e.g. weight=60,80,100) "
+            raise ValueError(f"`vary` {text!r}: expected FIELD=V1,V2,... (e.g. weight=60,80,100) "
                              f"with FIELD one of {', '.join(VARY_FIELDS)}")
-        field = _field_of(key, f"{name} {text!r}")
+        field = _field_of(key, f"`vary` {text!r}")
         flag = _flag_of(field)
         if flag in vary:
-            raise ValueError(f"{name}: {flag} is given twice")
+            raise ValueError(f"`vary`: {flag} is given twice")
         items = [item.strip() for item in rest.split(",")]
         if not rest.strip():
-            raise ValueError(f"{name} {text!r}: no values")
+            raise ValueError(f"`vary` {text!r}: no values")
         if "" in items:
-            raise ValueError(f"{name} {text!r}: empty value in the list")
+            raise ValueError(f"`vary` {text!r}: empty value in the list")
         if field in RANGES:
             try:
                 vary[flag] = [float(item) for item in items]
             except ValueError:
-                raise ValueError(f"{name} {text!r}: {flag} values must be numbers") from None
+                raise ValueError(f"`vary` {text!r}: {flag} values must be numbers") from None
         else:
             vary[flag] = [item.upper() for item in items]
     return vary
@@ -163,7 +162,7 @@ def sample_twins(generator: CaseGenerator, base: Demographics, vary: Mapping[str
         {field: value}, "index": i, "n": number of twins}`` (Demographics field names).
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        raise ValueError(f"`seed`: expected a non-negative integer, got {seed!r}")
     settings = twin_settings(base, vary)
     demos = [replace(base, **setting) for setting in settings]
     cases = generator.sample(demos, seed=[int(seed)] * len(demos), progress=progress)

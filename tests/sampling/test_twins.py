@@ -82,14 +82,14 @@ def test_global_stage_twins_follow_the_grid_order(cascade):
 def test_bad_vary_is_refused_with_one_line_before_any_work(vary, match):
     with pytest.raises(ValueError, match=match) as err:
         sample_twins(NoWork(), BASE, vary, seed=0)
-    assert "\n" not in str(err.value) and str(err.value).startswith("vary")
+    assert "\n" not in str(err.value) and str(err.value).startswith("`vary`")
 
 
 @pytest.mark.parametrize("seed", [-1, 1.5, True])
 def test_bad_seed_and_base_are_refused(seed):
     with pytest.raises(ValueError, match="seed"):
         sample_twins(NoWork(), BASE, {"weight": [60]}, seed=seed)
-    with pytest.raises(ValueError, match="base: expected a Demographics"):
+    with pytest.raises(ValueError, match="`base`: expected a Demographics"):
         sample_twins(NoWork(), BASE.to_dict(), {"weight": [60]}, seed=0)
 
 
@@ -102,7 +102,7 @@ def test_parse_vary_reads_flags_and_refuses_malformed_items():
                          (["size=1"], "unknown field 'size'")]:
         with pytest.raises(ValueError, match=match) as err:
             parse_vary(texts)
-        assert str(err.value).startswith("--vary")
+        assert str(err.value).startswith("`vary`")
 
 
 def test_phantom_twins_on_a_small_grid():
