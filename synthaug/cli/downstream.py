@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 
 HELP = ("Measure whether synthetic cases improve a segmentation model: one fixed MONAI recipe, several data arms, "
         "seeds and 95 % intervals, scored on held-out real cases (resumable).")
@@ -29,16 +28,8 @@ written to --out:
 docs/downstream.md describes the recipe, the metrics and the nnU-Net route.
 """
 
-#: Library parameter -> command-line flag, for error messages.
-FLAGS = {"real": "--real", "test": "--test", "test_fraction": "--test-fraction", "synthetic": "--synthetic",
-         "weights": "--weights", "arms": "--arms", "n_real": "--n-real", "seeds": "--seeds", "tasks": "--tasks",
-         "n_val": "--n-val", "spacing_mm": "--spacing", "patch": "--patch", "batch_size": "--batch-size",
-         "iterations": "--iterations", "lr": "--lr", "channels": "--channels",
-         "lesion_patch_fraction": "--lesion-patch-fraction", "copypaste_prob": "--copypaste-prob",
-         "shift_group": "--shift-group", "synth_seed": "--synth-seed", "sampler_steps": "--steps",
-         "threads": "--threads", "out": "--out"}
-#: The name ``synthaug.cli`` looks for when it maps parameter names to flags.
-PARAMETER_FLAGS = FLAGS
+#: Library parameter -> command-line flag where the two names differ (``synthaug.cli.cli_message`` maps the rest).
+PARAMETER_FLAGS = {"spacing_mm": "--spacing", "sampler_steps": "--steps"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -86,39 +77,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (one line per run instead)")
     parser.add_argument("--report-only", action="store_true",
-                        help="only rewrite report.md and downstream.png from --out/results.json")
-
-
-def _flagged(message: str) -> str:
-    """Name the command-line flags where the library names its parameters."""
-    def swap(m: re.Match) -> str:
-        return FLAGS.get(m.group(1), m.group(1)) + m.group(2)
-
-    return re.sub(r"(?<![\w-])(" + "|".join(FLAGS) + r")(=|:)", swap, message)
+                        help="only rewrite report.md and downstream.png from --out/results.json; with the run's "
+                             "arguments, first collect results.json from the runs finished so far")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run or resume the benchmark (or rewrite its report); returns the exit code."""
-    from synthaug.evaluation.downstream import DownstreamConfig, run_downstream, write_report
+    from synthaug.evaluation.downstream import DownstreamConfig, refresh_results, run_downstream, write_report
 
-    if args.report_only:
+    if args.report_only and not args.real:
         path = write_report(args.out)
         print(f"report: {path}")
         return 0
     if not args.real:
         raise ValueError("--real is required (unless --report-only)")
-    try:
-        cfg = DownstreamConfig(
-            real=args.real, out=args.out, test=args.test, test_fraction=args.test_fraction,
-            synthetic=args.synthetic, weights=args.weights, arms=tuple(args.arms), n_real=tuple(args.n_real),
-            seeds=tuple(args.seeds), tasks=tuple(args.tasks), n_val=args.n_val, spacing_mm=args.spacing,
-            patch=tuple(args.patch), batch_size=args.batch_size, iterations=args.iterations, lr=args.lr,
-            channels=tuple(args.channels), lesion_patch_fraction=args.lesion_patch_fraction,
-            copypaste_prob=args.copypaste_prob, shift_group=args.shift_group, synth_seed=args.synth_seed,
-            sampler_steps=args.steps, threads=args.threads, progress=not args.no_progress)
-        results = run_downstream(cfg)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        raise type(err)(_flagged(str(err))) from None
+    cfg = DownstreamConfig(
+        real=args.real, out=args.out, test=args.test, test_fraction=args.test_fraction,
+        synthetic=args.synthetic, weights=args.weights, arms=tuple(args.arms), n_real=tuple(args.n_real),
+        seeds=tuple(args.seeds), tasks=tuple(args.tasks), n_val=args.n_val, spacing_mm=args.spacing,
+        patch=tuple(args.patch), batch_size=args.batch_size, iterations=args.iterations, lr=args.lr,
+        channels=tuple(args.channels), lesion_patch_fraction=args.lesion_patch_fraction,
+        copypaste_prob=args.copypaste_prob, shift_group=args.shift_group, synth_seed=args.synth_seed,
+        sampler_steps=args.steps, threads=args.threads, progress=not args.no_progress)
+    if args.report_only:  # with the run's arguments: collect the runs finished so far (the run may go on)
+        results = refresh_results(cfg)
+        print(f"{sum(r.get('status') == 'done' for r in results['runs'])} finished runs -> {args.out}/report.md")
+        return 0
+    results = run_downstream(cfg)
     state = "complete" if results["complete"] else "INCOMPLETE"
     print(f"{len(results['runs'])} runs ({state}) -> {args.out}/results.json, report.md")
     return 0

@@ -43,12 +43,12 @@ class LesionBank:
 
     def __init__(self, cases: Mapping[str, Mapping[str, np.ndarray]], min_voxels: int = 1) -> None:
         if min_voxels < 1:
-            raise ValueError(f"min_voxels={min_voxels} must be >= 1")
+            raise ValueError(f"`min_voxels`={min_voxels} must be >= 1")
         lesions: list[DonorLesion] = []
         for case_id, arrays in cases.items():
             for key in ("ct", "pet", "lesions"):
                 if arrays.get(key) is None:
-                    raise ValueError(f"cases[{case_id!r}] has no {key!r} array")
+                    raise ValueError(f"`cases`[{case_id!r}] has no {key!r} array")
             labels, n = ndimage.label(np.asarray(arrays["lesions"]) > 0, structure=_CONNECTIVITY)
             for i, box in enumerate(ndimage.find_objects(labels), start=1):
                 if box is None:
@@ -114,9 +114,9 @@ def random_paste(
     ``exclude`` names donor cases not to take lesions from (e.g. the recipient itself).
     """
     if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"prob={prob} must be in [0, 1]")
+        raise ValueError(f"`prob`={prob} must be in [0, 1]")
     if max_lesions < 1:
-        raise ValueError(f"max_lesions={max_lesions} must be >= 1")
+        raise ValueError(f"`max_lesions`={max_lesions} must be >= 1")
     donors = [les for les in bank.lesions if les.case_id not in set(exclude)]
     out = dict(patch)
     if not donors or rng.random() >= prob:

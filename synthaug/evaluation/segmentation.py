@@ -57,7 +57,7 @@ def lesion_metrics(pred: np.ndarray, truth: np.ndarray, voxel_ml: float) -> dict
         cases only), ``fp_ml`` and ``fn_ml`` (see the module docstring), ``true_ml``, ``pred_ml``.
     """
     if not voxel_ml > 0:
-        raise ValueError(f"voxel_ml={voxel_ml} must be > 0")
+        raise ValueError(f"`voxel_ml`={voxel_ml} must be > 0")
     pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
     if pred.shape != truth.shape:
         raise ValueError(f"pred shape {pred.shape} differs from truth shape {truth.shape}")

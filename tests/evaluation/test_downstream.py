@@ -69,10 +69,9 @@ def test_a_tiny_run_covers_every_arm_with_its_seeds_and_writes_results_report_an
     done = [r for r in on_disk["runs"] if r["status"] == "done"]
     arms = {r["arm"] for r in done}
     assert arms == {"real_only", "real_copypaste", "real_phantom", "real_synth_1to1", "real_synth_1to2",
-                    "synth_only", "shift_real_only", "shift_synth"}
-    assert len(done) == 5 * 2 + 1 + 2  # 5 arms x 2 n_real + synth_only + 2 shift runs
+                    "synth_only", "shift_real_only", "shift_synth", "real_lesion_insertion"}
+    assert len(done) == 6 * 2 + 1 + 2  # 6 arms x 2 n_real + synth_only + 2 shift runs
     assert on_disk["iterations"] == [2]
-    assert [r for r in on_disk["runs"] if r["arm"] == "real_lesion_insertion"][0]["status"] == "not available"
     test_ids = set(on_disk["cohorts"]["test_ids"])
     for r in done:
         assert not test_ids & set(r["train_real"])
@@ -89,7 +88,7 @@ def test_a_tiny_run_covers_every_arm_with_its_seeds_and_writes_results_report_an
         assert not any(member(real.demographics[c]) for c in r["train_real"])
         assert set(r["test_ids"]) == set(on_disk["cohorts"]["shift_test_ids"])
     report = (out / "report.md").read_text()
-    assert "| real_synth_1to2 | 3 | 1 |" in report and "not available" in report
+    assert "| real_synth_1to2 | 3 | 1 |" in report and "| real_lesion_insertion | 3 | 1 |" in report
     assert (out / "downstream.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -141,7 +140,7 @@ def _refused(cfg_kwargs, cohorts, out: Path, error=ValueError) -> str:
 
 def test_test_cases_that_are_training_cases_are_refused_naming_them(cohorts, tmp_path):
     message = _refused({"test": str(cohorts["real"])}, cohorts, tmp_path / "out")
-    assert message.startswith("test: 8 test case(s) are also training cases: case000, case001")
+    assert message.startswith("`test`: 8 test case(s) are also training cases: case000, case001")
 
 
 def test_a_copied_phantom_case_under_a_new_id_is_recognised(tmp_path):
@@ -154,7 +153,7 @@ def test_a_copied_phantom_case_under_a_new_id_is_recognised(tmp_path):
         write_case(tmp_path / name, f"id_{name}", case)
         write_demographics_csv(tmp_path / name / "demographics.csv", {f"id_{name}": case.demographics})
     a, b = Cohort(tmp_path / "a"), Cohort(tmp_path / "b")
-    with pytest.raises(ValueError, match=r"test: 1 test case\(s\) are also training cases: id_b \(= training id_a\)"):
+    with pytest.raises(ValueError, match=r"`test`: 1 test case\(s\) are also training cases: id_b \(= training id_a\)"):
         downstream.check_disjoint({"id_b": downstream.case_identity(b, "id_b")},
                                   {"id_a": downstream.case_identity(a, "id_a")})
 
@@ -164,7 +163,7 @@ def test_a_case_without_suv_is_refused(cohorts, tmp_path):
     shutil.copytree(cohorts["real"], real)
     (real / "case003" / "SUV.nii.gz").unlink()
     message = _refused({"real": str(real)}, cohorts, tmp_path / "out")
-    assert message == "real: case case003 has no SUV (SUV.nii.gz)"
+    assert message == "`real`: case case003 has no SUV (SUV.nii.gz)"
 
 
 def test_a_cohort_without_labels_is_refused(cohorts, tmp_path):
@@ -172,7 +171,7 @@ def test_a_cohort_without_labels_is_refused(cohorts, tmp_path):
     shutil.copytree(cohorts["test"], test)
     (test / "test_case001" / "SEG.nii.gz").unlink()
     message = _refused({"test": str(test)}, cohorts, tmp_path / "out")
-    assert message == "test: case test_case001 has no lesion labels (SEG.nii.gz)"
+    assert message == "`test`: case test_case001 has no lesion labels (SEG.nii.gz)"
 
 
 def test_organ_segmentation_needs_organ_labels(cohorts, tmp_path):
@@ -180,7 +179,7 @@ def test_organ_segmentation_needs_organ_labels(cohorts, tmp_path):
     shutil.copytree(cohorts["synth"], synth)
     (synth / "case000" / "ORGANS.nii.gz").unlink()
     message = _refused({"synthetic": str(synth)}, cohorts, tmp_path / "out")
-    assert message.startswith("synthetic: case case000 has no organ labels")
+    assert message.startswith("`synthetic`: case case000 has no organ labels")
 
 
 def test_an_empty_cohort_is_refused(cohorts, tmp_path):
@@ -188,28 +187,28 @@ def test_an_empty_cohort_is_refused(cohorts, tmp_path):
     empty.mkdir()
     (empty / "demographics.csv").write_text("case_id,age,sex,height_cm,weight_kg,diagnosis\n")
     message = _refused({"real": str(empty)}, cohorts, tmp_path / "out")
-    assert message.startswith("real: ") and "no cases found" in message
+    assert message.startswith("`real`: ") and "no cases found" in message
 
 
 def test_a_missing_cohort_folder_is_refused(cohorts, tmp_path):
     message = _refused({"test": str(tmp_path / "nowhere")}, cohorts, tmp_path / "out", FileNotFoundError)
-    assert message.startswith("test: cohort folder not found")
+    assert message.startswith("`test`: cohort folder not found")
 
 
 def test_an_unknown_arm_is_refused():
-    with pytest.raises(ValueError, match=r"^arms: unknown arm\(s\) \['real_gan'\]; choose from"):
+    with pytest.raises(ValueError, match=r"^`arms`: unknown arm\(s\) \['real_gan'\]; choose from"):
         DownstreamConfig(real="r", out="o", arms=("real_only", "real_gan"))
 
 
 def test_more_real_cases_than_the_cohort_holds_are_refused(cohorts, tmp_path):
     message = _refused({"n_real": (2, 9)}, cohorts, tmp_path / "out")
-    assert message.startswith("n_real=9 exceeds the 7 real training cases left")
+    assert message.startswith("`n_real`=9 exceeds the 7 real training cases left")
 
 
 @pytest.mark.parametrize("bad", [{"iterations": 0}, {"patch": (12, 16, 16)}, {"seeds": (1, 1)}, {"n_real": (0,)},
                                  {"shift_group": "bmi>>30"}, {"tasks": ("lungs",)}, {"lr": 0.0}])
 def test_bad_settings_name_their_parameter(bad):
-    with pytest.raises(ValueError, match=rf"^{next(iter(bad))}"):
+    with pytest.raises(ValueError, match=rf"^`{next(iter(bad))}`"):
         DownstreamConfig(real="r", out="o", **bad)
 
 
@@ -291,6 +290,19 @@ def test_the_command_names_flags_in_its_errors(cohorts, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and err[0].startswith("synthaug: error: --test: 8 test case(s)")
     code = main(["downstream", "--real", str(cohorts["real"]), "--out", str(tmp_path / "o"), "--iterations", "0"])
     assert code == 2 and "--iterations=0" in capsys.readouterr().err
+
+
+def test_interim_results_come_from_the_finished_runs_without_training(finished, cohorts, monkeypatch):
+    out, _ = finished
+    monkeypatch.setattr(downstream_run, "train_model", lambda *a, **k: pytest.fail("report-only must not train"))
+    (out / "results.json").unlink()
+    (out / "runs" / "synth_only__n0__s0.json").rename(out / "held_back.json")
+    try:
+        results = downstream.refresh_results(tiny_config(cohorts, out))
+    finally:
+        (out / "held_back.json").rename(out / "runs" / "synth_only__n0__s0.json")
+    assert not results["complete"] and "synth_only" not in {r["arm"] for r in results["runs"]}
+    assert "**Incomplete**" in (out / "report.md").read_text()
 
 
 def test_report_only_rewrites_the_report(finished, capsys):

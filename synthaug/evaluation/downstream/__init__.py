@@ -27,10 +27,10 @@ from __future__ import annotations
 from .cohorts import case_identity, check_cohort, check_disjoint, match_cases, open_cohort
 from .config import ARMS, SYNTH_RATIO, SYNTHETIC_ARMS, TASKS, DownstreamConfig, Run, parse_subgroup, plan_runs
 from .report import interval95, report_markdown, summarise, write_report
-from .run import run_downstream
+from .run import refresh_results, run_downstream
 from .train import aggregate, build_model, prepare_case, train_model
 
 __all__ = ["ARMS", "SYNTHETIC_ARMS", "SYNTH_RATIO", "TASKS", "DownstreamConfig", "Run", "aggregate", "build_model",
            "case_identity", "check_cohort", "check_disjoint", "interval95", "match_cases", "open_cohort",
-           "parse_subgroup", "plan_runs", "prepare_case", "report_markdown", "run_downstream", "summarise",
+           "parse_subgroup", "plan_runs", "prepare_case", "refresh_results", "report_markdown", "run_downstream", "summarise",
            "train_model", "write_report"]

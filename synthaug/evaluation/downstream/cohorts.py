@@ -28,19 +28,19 @@ def open_cohort(root: str | Path, what: str) -> Cohort:
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"{what}: cohort folder not found: {root}")
+        raise FileNotFoundError(f"`{what}`: cohort folder not found: {root}")
     try:
         return open_cache_as_cohort(root) if is_cache(root) else Cohort(root)
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"{what}: {err}") from None
+        raise FileNotFoundError(f"`{what}`: {err}") from None
     except ValueError as err:
-        raise ValueError(f"{what}: {err}") from None
+        raise ValueError(f"`{what}`: {err}") from None
 
 
 def check_cohort(cohort: Cohort, what: str, tasks: Sequence[str]) -> None:
     """Refuse a cohort the benchmark cannot use: no cases, no SUV, no lesion (or organ) labels."""
     if len(cohort) == 0:
-        raise ValueError(f"{what}: the cohort {cohort.root} is empty")
+        raise ValueError(f"`{what}`: the cohort {cohort.root} is empty")
     entries = getattr(cohort, "entries", None)
     needs = [("pet", PET_FILE, "SUV")]
     needs.append(("lesions", SEG_FILE, "lesion labels"))
@@ -51,7 +51,7 @@ def check_cohort(cohort: Cohort, what: str, tasks: Sequence[str]) -> None:
             present = (key in (entries[cid].get("arrays") or ())) if entries is not None \
                 else (cohort.path(cid) / fname).is_file()
             if not present:
-                raise ValueError(f"{what}: case {cid} has no {label} ({fname})")
+                raise ValueError(f"`{what}`: case {cid} has no {label} ({fname})")
 
 
 def case_identity(cohort: Cohort, case_id: str) -> str:
@@ -77,7 +77,7 @@ def check_disjoint(test: Mapping[str, str], train: Mapping[str, str], what: str 
     clash = sorted(f"{cid}" + (f" (= {what} {by_identity[ident]})" if by_identity[ident] != cid else "")
                    for cid, ident in test.items() if ident in by_identity)
     if clash:
-        raise ValueError(f"test: {len(clash)} test case(s) are also {what} cases: {', '.join(clash)}")
+        raise ValueError(f"`test`: {len(clash)} test case(s) are also {what} cases: {', '.join(clash)}")
 
 
 def generator_training_ids(raw: Mapping | None) -> list[str] | None:
@@ -101,7 +101,7 @@ def match_cases(targets: Sequence[Demographics | None], pool: Mapping[str, Demog
     free = [cid for cid in pool if cid not in set(exclude)]
     need = per_target * len(targets)
     if need > len(free):
-        raise ValueError(f"synthetic: {need} matched cases needed, the source has {len(free)}")
+        raise ValueError(f"`synthetic`: {need} matched cases needed, the source has {len(free)}")
     picked: list[str] = []
     for _ in range(per_target):
         for target in targets:

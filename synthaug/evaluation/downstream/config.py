@@ -86,27 +86,27 @@ class DownstreamConfig:
             object.__setattr__(self, name, tuple(value))
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown:
-            raise ValueError(f"arms: unknown arm(s) {unknown}; choose from {list(ARMS)}")
+            raise ValueError(f"`arms`: unknown arm(s) {unknown}; choose from {list(ARMS)}")
         if not self.arms:
-            raise ValueError("arms: give at least one arm")
+            raise ValueError("`arms`: give at least one arm")
         if len(set(self.arms)) != len(self.arms):
-            raise ValueError(f"arms: {list(self.arms)} names an arm twice")
+            raise ValueError(f"`arms`: {list(self.arms)} names an arm twice")
         bad_tasks = [t for t in self.tasks if t not in TASKS] or ([] if self.tasks else ["(none)"])
         if bad_tasks:
-            raise ValueError(f"tasks: {bad_tasks} not allowed; choose from {list(TASKS)}")
+            raise ValueError(f"`tasks`: {bad_tasks} not allowed; choose from {list(TASKS)}")
         if not self.n_real or any(isinstance(n, bool) or int(n) != n or n < 1 for n in self.n_real):
-            raise ValueError(f"n_real={list(self.n_real)}: give one or more integers >= 1")
+            raise ValueError(f"`n_real`={list(self.n_real)}: give one or more integers >= 1")
         if not self.seeds or any(isinstance(s, bool) or int(s) != s or s < 0 for s in self.seeds):
-            raise ValueError(f"seeds={list(self.seeds)}: give one or more integers >= 0")
+            raise ValueError(f"`seeds`={list(self.seeds)}: give one or more integers >= 0")
         if len(set(self.seeds)) != len(self.seeds) or len(set(self.n_real)) != len(self.n_real):
-            raise ValueError("seeds and n_real must not repeat a value")
+            raise ValueError("`seeds` and `n_real` must not repeat a value")
         object.__setattr__(self, "n_real", tuple(sorted(int(n) for n in self.n_real)))
         if len(self.patch) != 3 or any(int(p) != p or p < 8 or p % 8 for p in self.patch):
-            raise ValueError(f"patch={list(self.patch)}: three multiples of 8, each >= 8")
+            raise ValueError(f"`patch`={list(self.patch)}: three multiples of 8, each >= 8")
         if len(self.channels) < 2 or any(int(c) != c or c < 4 for c in self.channels):
-            raise ValueError(f"channels={list(self.channels)}: two or more integers >= 4")
+            raise ValueError(f"`channels`={list(self.channels)}: two or more integers >= 4")
         if 2 ** (len(self.channels) - 1) > min(self.patch):
-            raise ValueError(f"patch={list(self.patch)} is too small for {len(self.channels)} U-Net levels")
+            raise ValueError(f"`patch`={list(self.patch)} is too small for {len(self.channels)} U-Net levels")
         checks = {
             "test_fraction": 0.0 < self.test_fraction < 1.0,
             "n_val": isinstance(self.n_val, int) and self.n_val >= 0,
@@ -122,10 +122,10 @@ class DownstreamConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} is outside its allowed range")
+                raise ValueError(f"`{name}`={getattr(self, name)!r} is outside its allowed range")
         parse_subgroup(self.shift_group)
         if self.synthetic is not None and self.weights is not None:
-            raise ValueError("synthetic and weights: give one synthetic source, not both")
+            raise ValueError("`synthetic` and `weights`: give one synthetic source, not both")
 
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
@@ -140,16 +140,16 @@ def parse_subgroup(text: str) -> Callable[[Demographics | None], bool]:
     """A predicate for ``field op value`` (fields bmi, age, height_cm, weight_kg, sex); unknown values are outside."""
     m = _SUBGROUP_RE.match(str(text))
     if not m:
-        raise ValueError(f"shift_group={text!r}: expected e.g. 'bmi>=30', 'age>70' or 'sex=F'")
+        raise ValueError(f"`shift_group`={text!r}: expected e.g. 'bmi>=30', 'age>70' or 'sex=F'")
     name, op, raw = m.groups()
     if name == "sex":
         if op not in ("=", "==") or raw not in ("M", "F"):
-            raise ValueError(f"shift_group={text!r}: sex takes '=' and M or F")
+            raise ValueError(f"`shift_group`={text!r}: sex takes '=' and M or F")
         return lambda d: d is not None and d.sex == raw
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"shift_group={text!r}: {raw!r} is not a number") from None
+        raise ValueError(f"`shift_group`={text!r}: {raw!r} is not a number") from None
     compare = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less,
                "=": np.equal, "==": np.equal}[op]
 

@@ -138,6 +138,7 @@ def plot_results(results: Mapping, path: str | Path) -> Path:
             err = np.vstack([np.nan_to_num(mean - low), np.nan_to_num(high - mean)])
             style = {"marker": "s", "linestyle": "none"} if arm.startswith(("synth_only", "shift")) else {"marker": "o"}
             ax.errorbar(x, mean, yerr=err, capsize=3, label=arm, **style)
+        ax.set_xticks(sorted({r["n_real"] for r in rows}))
         ax.set_xlabel("real training cases (synth_only: 0; shift: tested on the subgroup)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -155,7 +156,7 @@ def write_report(out: str | Path) -> Path:
     out = Path(out)
     path = out / RESULTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"out: no {RESULTS_FILE} in {out} (run the benchmark first)")
+        raise FileNotFoundError(f"`out`: no {RESULTS_FILE} in {out} (run the benchmark first)")
     results = json.loads(path.read_text())
     plot_results(results, out / PLOT_FILE)
     atomic_write_text(out / REPORT_FILE, report_markdown(results))

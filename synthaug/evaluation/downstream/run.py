@@ -71,7 +71,7 @@ def _split(cfg: DownstreamConfig) -> tuple[Cohort, Cohort, list[str], list[str],
         test_ids = list(test.case_ids)
     val, pool = sorted(order[: cfg.n_val]), order[cfg.n_val:]
     if max(cfg.n_real) > len(pool):
-        raise ValueError(f"n_real={max(cfg.n_real)} exceeds the {len(pool)} real training cases left "
+        raise ValueError(f"`n_real`={max(cfg.n_real)} exceeds the {len(pool)} real training cases left "
                          f"after {len(ids) - len(pool)} test/validation cases")
     train_keys = {c: case_identity(real, c) for c in pool + val}
     check_disjoint({c: case_identity(test, c) for c in test_ids}, train_keys)
@@ -85,11 +85,11 @@ def _load_data(cfg: DownstreamConfig) -> BenchmarkData:
     shift_pool = [c for c in pool if not member(real.demographics.get(c))]
     if "shift" in cfg.arms:
         if not shift_test:
-            raise ValueError(f"shift_group={cfg.shift_group!r}: no test case is in this subgroup")
+            raise ValueError(f"`shift_group`={cfg.shift_group!r}: no test case is in this subgroup")
         if not any(member(real.demographics.get(c)) for c in pool):
-            raise ValueError(f"shift_group={cfg.shift_group!r}: no real training case is in this subgroup")
+            raise ValueError(f"`shift_group`={cfg.shift_group!r}: no real training case is in this subgroup")
         if not shift_pool:
-            raise ValueError(f"shift_group={cfg.shift_group!r}: every real training case is in this subgroup")
+            raise ValueError(f"`shift_group`={cfg.shift_group!r}: every real training case is in this subgroup")
     return BenchmarkData(cfg, real, test, pool, val, test_ids, shift_test, shift_pool)
 
 
@@ -118,7 +118,7 @@ def _synthetic_sources(cfg: DownstreamConfig, data: BenchmarkData) -> tuple[Coho
                   "sha256": header.get("generator_sha256"), "settings": header.get("settings")}
         in_group = [c for c in source.case_ids if member(source.demographics.get(c))]
         if wants_shift and len(in_group) < n_shift:
-            raise ValueError(f"synthetic: {len(in_group)} case(s) in shift_group {cfg.shift_group!r}, "
+            raise ValueError(f"`synthetic`: {len(in_group)} case(s) in `shift_group` {cfg.shift_group!r}, "
                              f"the shift arm needs {n_shift}")
         return source, source, record
     from ...sampling.cascade import DEMO_WEIGHTS, CascadedSampler
@@ -155,10 +155,10 @@ def _check_settings(out: Path, cfg: DownstreamConfig) -> None:
         old = json.loads(path.read_text())
         diff = sorted(k for k in set(old) | set(_settings(cfg)) if old.get(k) != _settings(cfg).get(k))
         if diff:
-            raise ValueError(f"out: {out} holds a downstream run with other settings ({', '.join(diff)}); "
+            raise ValueError(f"`out`: {out} holds a downstream run with other settings ({', '.join(diff)}); "
                              "use a new output folder or the same settings to resume")
     elif out.is_dir() and any(p.name not in _OWN_ENTRIES for p in out.iterdir()):
-        raise FileExistsError(f"out: {out} is a non-empty folder that holds no downstream run; choose another")
+        raise FileExistsError(f"`out`: {out} is a non-empty folder that holds no downstream run; choose another")
 
 
 def run_downstream(config: DownstreamConfig, log: Callable[[str], None] = print) -> dict:
@@ -221,18 +221,52 @@ def run_downstream(config: DownstreamConfig, log: Callable[[str], None] = print)
             else:  # not written: a later re-run tries again (e.g. once RandLesionInsertd exists)
                 unavailable.append(record)
             bar.update(1)
-            agg = (record.get("test") or {}).get("aggregate") or {}
-            log(f"{run.key}: {record['status']}" + (
-                f", lesion Dice {agg.get('lesion_dice', math.nan):.3f}, organ Dice {agg.get('organ_dice_mean', math.nan):.3f}"
-                f" ({record['seconds']:.0f} s)" if record["status"] == "done" else ""))
+            log(_run_line(run, record))
+            _write_results(out, cfg, data, sources.get("record") or _cache_record(out), runs, unavailable)
     finally:
         bar.close()
     if any(r.arm in SYNTHETIC_ARMS for r in runs):
         synthetic()
-    results = collect_results(out, cfg, data, sources.get("record", {}), runs, unavailable)
+    return _write_results(out, cfg, data, sources.get("record", {}), runs, unavailable)
+
+
+def _run_line(run: Run, record: Mapping) -> str:
+    """One log line per finished run (a log without a terminal gets these instead of a bar)."""
+    if record["status"] != "done":
+        return f"{run.key}: {record['status']}"
+    agg = record["test"]["aggregate"]
+    return (f"{run.key}: done, lesion Dice {agg.get('lesion_dice', math.nan):.3f}, "
+            f"organ Dice {agg.get('organ_dice_mean', math.nan):.3f} ({record['seconds']:.0f} s)")
+
+
+def _write_results(out: Path, cfg: DownstreamConfig, data: BenchmarkData, generator: Mapping, runs: Sequence[Run],
+                   unavailable: Sequence[Mapping] = ()) -> dict:
+    """``results.json``, ``report.md`` and the plot from the finished runs (after every run: interim results)."""
+    results = collect_results(out, cfg, data, generator, runs, unavailable)
     atomic_write_json(out / RESULTS_FILE, results)
     write_report(out)
     return results
+
+
+def _cache_record(out: Path) -> dict:
+    """The generator's record as the caches sampled into ``<out>/synthetic/`` state it (before they are reopened)."""
+    for name in ("like_real", "shift"):
+        path = out / "synthetic" / name / "manifest.json"
+        if path.is_file():
+            header = json.loads(path.read_text())
+            return {"source": "weights (cache in <out>/synthetic)", "sha256": header.get("generator_sha256"),
+                    "settings": header.get("settings")}
+    return {}
+
+
+def refresh_results(config: DownstreamConfig) -> dict:
+    """Rewrite ``results.json`` and the report from the runs finished so far, without training (``--report-only``
+    with the run's arguments); the benchmark itself may still be running."""
+    data = _load_data(config)
+    out = Path(config.out)
+    _check_settings(out, config)
+    runs = plan_runs(config, _shift_sizes(config, data)[0])
+    return _write_results(out, config, data, _cache_record(out), runs)
 
 
 def _one_run(run: Run, cfg: DownstreamConfig, data: BenchmarkData, phantom: Cohort | None, synth_like: Cohort | None,

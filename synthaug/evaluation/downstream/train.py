@@ -115,18 +115,37 @@ def sample_patch(item: Mapping, cfg: DownstreamConfig, rng: np.random.Generator)
     return crop_patch(item, centre, cfg.patch)
 
 
+#: Share of training patches of arm 7 that get inserted lesions (copy-paste's default probability too).
+INSERTION_PROB = 0.5
+
+
 def lesion_insertion_transform(seed: int) -> tuple[Callable | None, str]:
-    """Hook for arm 7: ``(patch hook, "")`` once ``RandLesionInsertd`` is wired in, else ``(None, why not)``.
+    """Arm 7's patch hook: :class:`~synthaug.data.transforms.RandLesionInsertd` (seeded from ``seed``,
+    realistic appearance, the item's diagnosis) on the patch dictionaries of :func:`sample_patch`, whose
+    ``image`` (CT, PET normalised) is taken back to HU and SUV for it. Returns ``(hook, "")``.
 
-    Wire the transform in here when it lands: wrap it as a ``patch_hook`` of :func:`train_model`
-    (it receives the patch dictionary of :func:`sample_patch`: ``image`` (CT, PET normalised),
-    ``organs``, ``lesions``) and seed it from ``seed``.
+    A patch without organ labels (a real cohort without ``ORGANS.nii.gz``, a patch in the air) is left as it is;
+    node chains need the vertex in the field of view, so in patches only extranodal sites take lesions.
     """
-    from ...data import transforms
+    from ...data.transforms import RandLesionInsertd
 
-    if getattr(transforms, "RandLesionInsertd", None) is None:
-        return None, "RandLesionInsertd does not exist yet"
-    return None, "RandLesionInsertd exists but is not wired into lesion_insertion_transform yet"
+    insert = RandLesionInsertd(keys=("ct", "pet"), organs_key="organs", label_key="lesions",
+                               prob=INSERTION_PROB).set_random_state(seed=seed)
+
+    def hook(patch: dict, item: Mapping, rng: np.random.Generator) -> dict:
+        if not patch["organs"].any():
+            return patch
+        step = (float(item["voxel_ml"]) * 1000.0) ** (1.0 / 3.0)
+        insert.affine = np.diag([step, step, step, 1.0])
+        ct = patch["image"][0] * CT_WINDOW[1]
+        pet = np.expm1(patch["image"][1] * PET_SCALE)
+        d = insert({"ct": ct[None], "pet": pet[None], "organs": patch["organs"][None], "lesions": patch["lesions"][None],
+                    "demographics": item.get("demographics")})
+        image = np.stack([np.clip(d["ct"][0], *CT_WINDOW) / CT_WINDOW[1],
+                          np.log1p(np.clip(d["pet"][0], 0, None)) / PET_SCALE]).astype(np.float32)
+        return {"image": image, "organs": d["organs"][0], "lesions": d["lesions"][0]}
+
+    return hook, ""
 
 
 def train_model(items: Sequence[Mapping], cfg: DownstreamConfig, seed: int, *,
