@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("evaluate", "evaluate"),
     ("realism", "realism"),
     ("downstream", "downstream"),
+    ("insert-lesions", "insert_lesions"),
 ]
 
 

@@ -3,6 +3,8 @@
 * :class:`RandSyntheticReplaced` - with probability ``prob`` replaces the current (real)
   case by a synthetic one whose demographics match the real case's, so that the synthetic
   and real populations agree.
+* :class:`RandLesionInsertd` (from :mod:`synthaug.data.lesion_insert`) - inserts FDG-avid lesions
+  with exact masks into a real PET/CT with organ labels.
 * :class:`AddSyntheticChanneld` - appends a demographically matched synthetic case's
   channels to the real ones (for paired use), or puts them under new keys.
 
@@ -34,8 +36,13 @@ from monai.utils import TransformBackends, ensure_tuple_rep
 from ..core.demographics import Demographics, sample_population
 from ..phantom.scanner import ScannerModel, apply_scanner, get_scanner
 from ..sampling.generator import CaseGenerator
+from .lesion_insert import LesionInsertDraw, RandLesionInsertD, RandLesionInsertd, RandLesionInsertDict
 
 __all__ = [
+    "LesionInsertDraw",
+    "RandLesionInsertD",
+    "RandLesionInsertDict",
+    "RandLesionInsertd",
     "RandScanner",
     "RandScannerD",
     "RandScannerDict",

@@ -31,6 +31,7 @@ from ..core.demographics import DIAGNOSES, DIAGNOSIS_MIX, Demographics
 from ..core.grid import Grid, get_preset
 from ..core.labels import ORGAN_IDS
 from ..core.seeds import check_seed
+from .lesion_paint import lesion_shape, lesion_tissue
 from .shapes import Field, Vol, capsule, ellipsoid, rot_y, rot_z, rotation, superellipse_area, superellipse_term
 from .tables import (
     CT_HU,
@@ -1187,9 +1188,7 @@ def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator
                 break
         if centre is None:
             continue
-        semi = diam / 2.0 * np.exp(rng.normal(0, 0.12, 3))
-        rot = rotation(rng.normal(size=3), rng.normal(size=3))
-        sl, r2 = ellipsoid(v, rng, centre, semi, rot, deform=0.12 * float(semi.mean()), corr=float(semi.mean()) * 1.5)
+        sl, r2 = lesion_shape(v, rng, centre, diam)
         ijk = tuple(int(q) for q in ijk)
         if sl is None:
             continue
@@ -1205,10 +1204,7 @@ def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator
             continue
         bg = pet[sl][m]
         pet[sl][m] = bg + lesion_uptake(r2[m], float(bg.mean()), suvmax, diam, rng)
-        tis_new = "lesion"
-        if kind == "bone" and rng.random() < 0.3:
-            tis_new = "cortical_bone"  # sclerotic metastasis
-        v.tis[sl][m] = TISSUE_IDS[tis_new]
+        v.tis[sl][m] = TISSUE_IDS[lesion_tissue(kind, rng)]
         if kind in ("node", "subcutaneous", "muscle"):
             orgs = v.org[sl]
             orgs[m & (orgs == ORGAN_IDS["body_fat"])] = ORGAN_IDS["soft_tissue"]

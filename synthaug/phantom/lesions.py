@@ -17,6 +17,7 @@ liver; spleen; bone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -37,7 +38,8 @@ from .body import (
     pet_noise_factor,
     psf_sigma_voxels,
 )
-from .shapes import Vol, ellipsoid, rotation
+from .lesion_paint import LesionAppearance, lesion_ct, lesion_shape, lesion_tissue, paint_uptake, psf_reach_voxels
+from .shapes import Vol
 from .tables import CT_HU
 
 #: How a generator's cases get their lesions: "prior" adds :func:`add_lesions`'s lesions to
@@ -102,10 +104,15 @@ class _Anatomy:
         zs = np.flatnonzero(self.body.any(axis=(0, 1)))
         if zs.size == 0:
             raise ValueError("add_lesions: the case has no body (its organ map is all background)")
-        self.z_vertex = float(self.vol.z[zs[-1]])
+        # The vertex is the body's top within 30 mm of its centre line (raised arms beside the head reach higher).
+        cx = float(np.average(np.arange(self.body.shape[0]), weights=self.body.sum(axis=(1, 2))))
+        r = int(np.ceil(30.0 / case.spacing[0]))
+        mid = self.body[max(int(round(cx)) - r, 0): int(round(cx)) + r + 1]
+        top = np.flatnonzero(mid.any(axis=(0, 1)))
+        self.z_vertex = float(self.vol.z[top[-1] if top.size else zs[-1]])
         # Node chains hang from the vertex: where the body reaches the top of the field of view, the
         # vertex is cut off and they cannot be found.
-        self.has_vertex = not self.body[:, :, -1].any()
+        self.has_vertex = not mid[:, :, -1].any()
         # Without a known height, the body's extent stands in (the phantom's field of view ends at the thighs).
         self.height_mm = 10.0 * height_cm if height_cm else (self.z_vertex - float(self.vol.z[zs[0]])) / SCAN_END_S
         self._flat: dict[int, np.ndarray] = {}
@@ -214,8 +221,150 @@ def _box(sl, shape, pad: int) -> tuple[slice, ...]:
     return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, shape))
 
 
-def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
-                rng: np.random.Generator | None = None) -> Case:
+#: Site names a lesion plan may use (besides ``node:<chain>``, ``node:<chain>_R`` / ``_L``).
+SITES = ("subcutaneous", "muscle", "lung", "lung_primary", "liver", "spleen", "bone")
+
+
+def check_plan(plan) -> list[tuple[str, float, float]]:
+    """``plan`` as a list of ``(site, diameter_mm, suvmax)``, checked (``ValueError`` naming the entry)."""
+    out = []
+    for i, entry in enumerate(plan):
+        try:
+            site, diam, suv = entry
+            diam, suv = float(diam), float(suv)
+        except (TypeError, ValueError):
+            raise ValueError(f"plan[{i}]: expected (site, diameter_mm, suvmax), got {entry!r}") from None
+        chain = str(site).removeprefix("node:")
+        chain = chain[:-2] if chain[-2:] in ("_R", "_L") else chain
+        if site not in SITES and not (str(site).startswith("node:") and chain in _CHAINS):
+            raise ValueError(f"plan[{i}]: site {site!r} is not known; use one of {SITES} or node:<chain> "
+                             f"with a chain of {sorted(_CHAINS)}")
+        if not (0.0 < diam <= 300.0 and 0.0 < suv <= 100.0):
+            raise ValueError(f"plan[{i}]: diameter_mm must be in (0, 300] and suvmax in (0, 100], got {diam}, {suv}")
+        out.append((str(site), diam, suv))
+    return out
+
+
+def _kind(site: str) -> str:
+    kind = site.split(":")[0]
+    return "lung" if kind == "lung_primary" else kind
+
+
+def _paint_prior(body: _Anatomy, plan, arrays: SimpleNamespace, weight: float, rng: np.random.Generator) -> list[dict]:
+    """The lesion prior's painting (the phantom's rules): uptake with Poisson-like noise blurred by the
+    phantom's PSF, lesion CT with texture and quantum noise. ``arrays`` (ct, pet, organs, lesions) change in place."""
+    ct, pet, organs, lesions = arrays.ct, arrays.pet, arrays.organs, arrays.lesions
+    sig = psf_sigma_voxels(body.grid.spacing)
+    pad = int(np.ceil(3 * max(sig))) + 1
+    noise_pet, noise_ct = pet_noise_factor(weight, body.grid.spacing), ct_noise_sd(weight)
+    info: list[dict] = []
+    for site, diam, suvmax in plan:
+        kind = _kind(site)
+        found = _centre(body, site, kind, rng)
+        if found is None:
+            continue
+        centre, ijk = found
+        sl, r2 = lesion_shape(body.vol, rng, centre, diam)
+        if sl is None:
+            continue
+        m = (r2 < 1) & np.isin(body.organs[sl], _ALLOWED[kind])
+        local = tuple(i - s.start for i, s in zip(ijk, sl))
+        if not m.any() and all(0 <= q < n for q, n in zip(local, m.shape)):
+            m[local] = True  # sub-voxel lesion: the voxel that holds its centre
+        if not m.any():
+            continue
+        # PET: uptake above the local background with its Poisson-like noise, then the PSF.
+        box = _box(sl, organs.shape, pad)
+        inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
+        added = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
+        uptake = lesion_uptake(r2[m], float(pet[sl][m].mean()), suvmax, diam, rng)
+        added[inner][m] = uptake + noise_pet * np.sqrt(uptake) * rng.standard_normal(uptake.shape)
+        pet[box] = np.maximum(pet[box] + ndimage.gaussian_filter(added, sig, truncate=3.0, mode="constant"), 0.0)
+        # CT: the lesion's tissue (sclerotic bone metastases: cortical bone) with texture and noise.
+        hu, hu_sd, _ = CT_HU[lesion_tissue(kind, rng)]
+        ct[sl][m] = np.clip(hu + hu_sd * rng.standard_normal(int(m.sum())) + noise_ct * rng.standard_normal(int(m.sum())),
+                            -1024.0, 3071.0)
+        if kind in ("node", "subcutaneous", "muscle"):
+            o = organs[sl]
+            o[m & (o == _FAT)] = _SOFT
+        lesions[sl][m] = 1
+        info.append({"site": site, "centre_mm": [round(float(q), 1) for q in centre], "diameter_mm": round(diam, 1),
+                     "suvmax": round(suvmax, 2), "voxels": int(m.sum())})
+    return info
+
+
+def _place_real(body: _Anatomy, site: str, diam: float, arrays: SimpleNamespace, appearance: LesionAppearance,
+                reach: int, rng: np.random.Generator):
+    """Where a lesion goes in a real scan: ``(centre, slices of its box, mask, r2)`` over a box that holds the
+    lesion and the PSF's reach, or ``None`` when no try finds a place inside the body, on its site's labels,
+    out of air, clear of the image border and of the lesions already there (the case's and the new ones:
+    the PSF's reach around each lesion holds no other)."""
+    kind, shape = _kind(site), body.organs.shape
+    for _ in range(appearance.tries):
+        found = _centre(body, site, kind, rng)
+        if found is None:
+            return None
+        centre, ijk = found
+        sl, r2 = lesion_shape(body.vol, rng, centre, diam)
+        if sl is None:
+            continue
+        labels = body.organs[sl]
+        m = (r2 < 1) & np.isin(labels, _ALLOWED[kind]) & appearance.not_air(arrays.ct[sl], labels == _LUNGS)
+        local = tuple(i - s.start for i, s in zip(ijk, sl))
+        if not m.any() and all(0 <= q < n for q, n in zip(local, m.shape)) and \
+                appearance.not_air(arrays.ct[ijk], body.organs[ijk] == _LUNGS):
+            m[local] = True  # sub-voxel lesion: the voxel that holds its centre
+            r2 = r2.copy()
+            r2[local] = 0.0
+        if not m.any():
+            continue
+        hit = ndimage.find_objects(m.astype(np.uint8))[0]
+        lo = [s.start + h.start - reach for s, h in zip(sl, hit)]
+        hi = [s.start + h.stop + reach for s, h in zip(sl, hit)]
+        if min(lo) < 0 or any(b > n for b, n in zip(hi, shape)):
+            continue  # the lesion or its blur would cross the image border
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        if arrays.existing[box].any():
+            continue  # keep clear of the lesions the case already has
+        size = tuple(b - a for a, b in zip(lo, hi))
+        full_m, full_r2 = np.zeros(size, bool), np.full(size, 9.0, np.float32)
+        src = tuple(slice(max(b.start - s.start, 0), min(b.stop, s.stop) - s.start) for s, b in zip(sl, box))
+        dst = tuple(slice(max(s.start - b.start, 0), min(b.stop, s.stop) - b.start) for s, b in zip(sl, box))
+        full_m[dst], full_r2[dst] = m[src], r2[src]
+        return centre, box, full_m, full_r2
+    return None
+
+
+def _paint_real(body: _Anatomy, plan, arrays: SimpleNamespace, weight: float, appearance: LesionAppearance,
+                rng: np.random.Generator) -> list[dict]:
+    """Lesion insertion into a real scan (:class:`~synthaug.phantom.lesion_paint.LesionAppearance`);
+    ``arrays`` (ct, pet, organs, lesions) change in place."""
+    spacing = body.grid.spacing
+    reach = psf_reach_voxels(appearance, spacing)
+    info: list[dict] = []
+    for site, diam, suvmax in plan:
+        kind = _kind(site)
+        placed = _place_real(body, site, diam, arrays, appearance, reach, rng)
+        if placed is None:
+            continue
+        centre, box, m, r2 = placed
+        record = paint_uptake(arrays.pet[box], m, r2, suvmax, diam, appearance, spacing, weight, rng)
+        tissue = lesion_tissue(kind, rng)
+        hu = lesion_ct(arrays.ct[box], m, tissue, kind, body.organs[box], _LIVER, appearance, spacing, rng)
+        if kind in ("node", "subcutaneous", "muscle"):
+            o = arrays.organs[box]
+            o[m & (o == _FAT)] = _SOFT
+        arrays.lesions[box][m] = 1
+        arrays.existing[box] |= m  # the next lesions keep clear of this one too
+        info.append({"site": site, "centre_mm": [round(float(q), 1) for q in centre], "diameter_mm": round(diam, 1),
+                     "suvmax": round(suvmax, 2), "voxels": int(m.sum()), "tissue": tissue, "ct_hu": round(hu, 1),
+                     **record})
+    return info
+
+
+def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.random.Generator | None = None,
+                plan: Sequence[tuple[str, float, float]] | None = None,
+                appearance: LesionAppearance | None = None) -> Case:
     """``case`` with lesions from the diagnosis-conditioned lesion model added (a new case; its
     arrays are copies).
 
@@ -226,6 +375,12 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
             if that is unknown, one drawn from the AutoPET mix. ``NEGATIVE`` adds none.
         rng: draw from this generator instead of one seeded by ``seed`` (with
             :func:`synthaug.phantom.body.lesion_rng`, the plan a phantom of that seed has).
+        plan: the lesions to add, ``(site, diameter_mm, suvmax)`` each (sites: :data:`SITES` and
+            ``node:<chain>``), instead of drawing them from the diagnosis.
+        appearance: ``None`` paints as the phantom does (the lesion prior of generated cases); a
+            :class:`~synthaug.phantom.lesion_paint.LesionAppearance` inserts lesions into a real scan
+            on its own terms (local background, heterogeneity and necrosis, the scanner's PSF and
+            noise, CT per site), never in air, across the image border or over existing lesions.
 
     Returns:
         The case with the lesions in ``lesions`` (uint8, added to any it had), their uptake in
@@ -236,71 +391,39 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None,
         in ``meta["lesion_prior"]["not_placed"]``.
     """
     if case.organs is None or case.pet is None:
-        raise ValueError("add_lesions needs a case with organ labels and PET")
+        raise ValueError("case: add_lesions needs a case with organ labels and PET "
+                         f"(organs {'missing' if case.organs is None else 'given'}, "
+                         f"pet {'missing' if case.pet is None else 'given'})")
     check_seed(seed)
+    if appearance is not None and not isinstance(appearance, LesionAppearance):
+        raise ValueError(f"appearance: expected a LesionAppearance or None, got {type(appearance).__name__}")
     demo = case.demographics
     diagnosis = diagnosis if diagnosis is not None else (demo.diagnosis if demo is not None else None)
     rng = np.random.default_rng([int(seed), 7]) if rng is None else rng
-    drawn = diagnosis is None
+    drawn = diagnosis is None and plan is None
     if drawn:
         diagnosis = draw_diagnosis(rng)
-    if diagnosis not in DIAGNOSES:
+    if diagnosis is not None and diagnosis not in DIAGNOSES:
         raise ValueError(f"diagnosis={diagnosis!r} is not allowed; use one of {DIAGNOSES}")
-    plan = lesion_plan(diagnosis, rng)
+    plan = lesion_plan(diagnosis, rng) if plan is None else check_plan(plan)
     weight = demo.weight_kg if demo is not None and demo.weight_kg else 75.0
     original, ornt = case, io_orientation(case.affine)
     case = _reoriented(case, ornt, case.affine @ inv_ornt_aff(ornt, case.shape))  # arrays along R, A, S
-    ct, pet = case.ct.copy(), case.pet.copy()
-    organs = case.organs.copy()
-    lesions = np.zeros(case.shape, np.uint8) if case.lesions is None else (case.lesions > 0).astype(np.uint8)
+    existing = np.zeros(case.shape, bool) if case.lesions is None else case.lesions > 0
+    arrays = SimpleNamespace(ct=case.ct.copy(), pet=case.pet.copy(), organs=case.organs.copy(),
+                             lesions=existing.astype(np.uint8), existing=existing.copy())
     info: list[dict] = []
     if plan:
         body = _Anatomy(case, demo.height_cm if demo is not None else None)
-        sig = psf_sigma_voxels(body.grid.spacing)
-        pad = int(np.ceil(3 * max(sig))) + 1
-        noise_pet, noise_ct = pet_noise_factor(weight, body.grid.spacing), ct_noise_sd(weight)
-        for site, diam, suvmax in plan:
-            kind = site.split(":")[0]
-            kind = "lung" if kind == "lung_primary" else kind
-            found = _centre(body, site, kind, rng)
-            if found is None:
-                continue
-            centre, ijk = found
-            semi = diam / 2.0 * np.exp(rng.normal(0, 0.12, 3))
-            rot = rotation(rng.normal(size=3), rng.normal(size=3))
-            sl, r2 = ellipsoid(body.vol, rng, centre, semi, rot, deform=0.12 * float(semi.mean()),
-                                corr=float(semi.mean()) * 1.5)
-            if sl is None:
-                continue
-            m = (r2 < 1) & np.isin(body.organs[sl], _ALLOWED[kind])
-            local = tuple(i - s.start for i, s in zip(ijk, sl))
-            if not m.any() and all(0 <= q < n for q, n in zip(local, m.shape)):
-                m[local] = True  # sub-voxel lesion: the voxel that holds its centre
-            if not m.any():
-                continue
-            # PET: uptake above the local background with its Poisson-like noise, then the PSF.
-            box = _box(sl, organs.shape, pad)
-            inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
-            added = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
-            uptake = lesion_uptake(r2[m], float(pet[sl][m].mean()), suvmax, diam, rng)
-            added[inner][m] = uptake + noise_pet * np.sqrt(uptake) * rng.standard_normal(uptake.shape)
-            pet[box] = np.maximum(pet[box] + ndimage.gaussian_filter(added, sig, truncate=3.0, mode="constant"), 0.0)
-            # CT: the lesion's tissue (sclerotic bone metastases: cortical bone) with texture and noise.
-            tissue = "cortical_bone" if kind == "bone" and rng.random() < 0.3 else "lesion"
-            hu, hu_sd, _ = CT_HU[tissue]
-            ct[sl][m] = np.clip(hu + hu_sd * rng.standard_normal(int(m.sum())) + noise_ct * rng.standard_normal(int(m.sum())),
-                                -1024.0, 3071.0)
-            if kind in ("node", "subcutaneous", "muscle"):
-                o = organs[sl]
-                o[m & (o == _FAT)] = _SOFT
-            lesions[sl][m] = 1
-            info.append({"site": site, "centre_mm": [round(float(q), 1) for q in centre], "diameter_mm": round(diam, 1),
-                         "suvmax": round(suvmax, 2), "voxels": int(m.sum())})
+        info = (_paint_prior(body, plan, arrays, weight, rng) if appearance is None
+                else _paint_real(body, plan, arrays, weight, appearance, rng))
     meta = dict(case.meta)
     meta["lesion_prior"] = {"diagnosis": diagnosis, "diagnosis_drawn": drawn, "seed": int(seed), "lesions": info,
                             "not_placed": len(plan) - len(info)}
-    out = replace(case, ct=ct.astype(np.float32, copy=False), pet=pet.astype(np.float32, copy=False), organs=organs,
-                  lesions=lesions, meta=meta)
+    if appearance is not None:
+        meta["lesion_prior"]["scanner"] = appearance.scanner.name
+    out = replace(case, ct=arrays.ct.astype(np.float32, copy=False), pet=arrays.pet.astype(np.float32, copy=False),
+                  organs=arrays.organs, lesions=arrays.lesions, meta=meta)
     return _reoriented(out, ornt_transform(_RAS, ornt), original.affine)  # back to the case's own array order
 
 
