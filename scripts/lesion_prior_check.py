@@ -75,7 +75,8 @@ def main() -> None:
             continue
         case = cohort.load(case_id)
         demo = replace(cohort.demographics[case_id], diagnosis=meta["diagnosis"])
-        clean = make_phantom(replace(demo, diagnosis="NEGATIVE"), grid=_grid_of(case), seed=int(meta["seed"]))
+        clean = make_phantom(replace(demo, diagnosis="NEGATIVE"), grid=_grid_of(case), seed=int(meta["seed"]),
+                             version=int(float(meta.get("phantom_version", "1.0"))))
         same = float((clean.organs == case.organs)[case.lesions == 0].mean())
         if same < 0.999:
             raise SystemExit(f"{case_id}: the phantom remade without lesions has other anatomy ({same:.4f} of labels "

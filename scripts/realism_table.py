@@ -3,17 +3,18 @@ the scanner model (synthaug.phantom.scanner), for the real patient's demographic
 crops' lesion measures against the phantom's lesions.
 
 Columns (two cases each for the synthetic ones, shown as "min - max"):
-  real           ../shared/reference/real_pet/sts001_wholebody/PET_SUV.nii.gz (M, 59 y, 163 cm, 71 kg)
-  phantom        make_phantom as shipped (its own 6 mm PSF and noise)
-  phantom+scan   make_phantom with its own PSF and noise switched off, then the default scanner
-                 (what the phantom gives once the scanner replaces its imaging)
-  cascade        CascadedSampler.from_pretrained() (the shipped demo weights)
-  cascade+scan   the same cases with the default scanner applied
+  real             ../shared/reference/real_pet/sts001_wholebody/PET_SUV.nii.gz (M, 59 y, 163 cm, 71 kg)
+  phantom v1       make_phantom(version=1): the anatomy the demo weights were trained on, its own 6 mm PSF and noise
+  phantom v1+scan  make_phantom(version=1, scanner=DEFAULT_SCANNER): the same anatomy through the scanner model
+  phantom v2       make_phantom() (version 2: arms, more structures, the default scanner)
+  cascade          CascadedSampler.from_pretrained() (the shipped demo weights)
+  cascade+scan     the same cases with the default scanner applied
 Every image is measured as the real one is (body and liver from the PET alone); the liver VOI from the
 organ labels is stored too. Lesion rows pool the 51 real tumour crops and the lesions of phantoms drawn
 with a lesion-bearing diagnosis.
 
     python scripts/realism_table.py --out benchmarks/results/realism.json
+    python scripts/realism_table.py --no-cascade --cases 4 --out runs/realism_phantom.json   # phantom only, ~1 min
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ import numpy as np
 from synthaug.core.demographics import Demographics
 from synthaug.core.io import atomic_write_json, atomic_write_text, read_nifti
 from synthaug.evaluation.realism import LESION_KEYS, TABLE_ROWS, lesion_measures, measure, to_ras
-from synthaug.phantom import body as phantom_body
+from synthaug.phantom.body import make_phantom
 from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "real_pet"
 DEMO = Demographics(age=59, sex="M", height_cm=163, weight_kg=71)
-GROUPS = ("real", "phantom", "phantom+scan", "cascade", "cascade+scan")
+GROUPS = ("real", "phantom v1", "phantom v1+scan", "phantom v2", "cascade", "cascade+scan")
+#: How each phantom column is made: make_phantom's (version, scanner).
+PHANTOMS = {"phantom v1": (1, "default"), "phantom v1+scan": (1, DEFAULT_SCANNER), "phantom v2": (2, "default")}
 
 
 def _measure_case(case, pet=None) -> dict:
@@ -43,17 +46,10 @@ def _measure_case(case, pet=None) -> dict:
     return res
 
 
-def _phantom(seed: int, imaging: bool, diagnosis: str | None = None):
+def _phantom(seed: int, column: str, diagnosis: str | None = None):
+    version, scanner = PHANTOMS[column]
     demo = Demographics(age=59, sex="M", height_cm=163, weight_kg=71, diagnosis=diagnosis)
-    if imaging:
-        return phantom_body.make_phantom(demo, seed=seed)
-    psf, noise = phantom_body.psf_sigma_voxels, phantom_body.pet_noise_factor
-    phantom_body.psf_sigma_voxels = lambda spacing: [0.0, 0.0, 0.0]
-    phantom_body.pet_noise_factor = lambda weight, spacing: 0.0
-    try:
-        return phantom_body.make_phantom(demo, seed=seed)
-    finally:
-        phantom_body.psf_sigma_voxels, phantom_body.pet_noise_factor = psf, noise
+    return make_phantom(demo, seed=seed, version=version, scanner=scanner)
 
 
 def _scan(case, seed: int) -> np.ndarray:
@@ -104,6 +100,8 @@ def table(groups: dict[str, list[dict]], lesions: dict[str, dict]) -> str:
     lines.append("| liver VOI SUVmean, from labels | " + " | ".join(cells) + " |")
     cells = [_fmt(_range([_lookup(r, ("liver_from_labels", "cov")) for r in groups[g]]), "{:.3f}") for g in names]
     lines.append("| liver VOI CoV, from labels | " + " | ".join(cells) + " |")
+    cells = [_fmt(_range([r.get("arms") for r in groups[g]]), "{}") for g in names]
+    lines.append("| arms | " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n\nLesions (median [IQR] over all lesions):\n\n"
     lines = ["| | " + " | ".join(lesions) + " |", "|---|" + "---|" * len(lesions)]
     lines.append("| lesions (n) | " + " | ".join(str(s["n"]) for s in lesions.values()) + " |")
@@ -136,7 +134,7 @@ def main() -> None:
     groups: dict[str, list[dict]] = {g: [] for g in GROUPS}
     pet, affine = read_nifti(REAL / "sts001_wholebody" / "PET_SUV.nii.gz", np.float32)
     groups["real"].append(measure(pet, affine))
-    lesion_rows: dict[str, list[dict]] = {"real tumour crops (51)": [], "phantom": [], "phantom+scan": []}
+    lesion_rows: dict[str, list[dict]] = {"real tumour crops (51)": [], **{c: [] for c in PHANTOMS}}
     for folder in sorted((REAL / "ibsi_sts_lesions").glob("STS_*")):
         img, aff = read_nifti(folder / "PET_image.nii.gz", np.float32)
         mask, _ = read_nifti(folder / "PET_mask.nii.gz")
@@ -144,18 +142,17 @@ def main() -> None:
         spacing = tuple(float(s) for s in np.linalg.norm(aff_ras[:3, :3], axis=0))
         lesion_rows["real tumour crops (51)"] += lesion_measures(img_ras, to_ras(mask > 0, aff)[0], spacing)
     for seed in range(args.cases):
-        groups["phantom"].append(_measure_case(_phantom(seed, True)))
-        bare = _phantom(seed, False)
-        groups["phantom+scan"].append(_measure_case(bare, _scan(bare, seed)))
+        for column in PHANTOMS:
+            case = _phantom(seed, column)
+            groups[column].append(_measure_case(case))
+            if "arms" in case.meta["body"]:
+                groups[column][-1]["arms"] = case.meta["body"]["arms"]["pose"]
         print(f"phantom seed {seed} done ({time.time() - t0:.0f} s)", flush=True)
     for i, diagnosis in enumerate(["LYMPHOMA", "MELANOMA", "LUNG_CANCER", "LYMPHOMA"][: args.lesion_phantoms]):
-        seed = 100 + i
-        case = _phantom(seed, True, diagnosis)
-        lesion_rows["phantom"] += lesion_measures(*(to_ras(a, case.affine)[0] for a in (case.pet, case.lesions)),
-                                                  case.spacing)
-        bare = _phantom(seed, False, diagnosis)
-        lesion_rows["phantom+scan"] += lesion_measures(*(to_ras(a, bare.affine)[0] for a in (_scan(bare, seed), bare.lesions)),
-                                                       bare.spacing)
+        for column in PHANTOMS:
+            case = _phantom(100 + i, column, diagnosis)
+            lesion_rows[column] += lesion_measures(*(to_ras(a, case.affine)[0] for a in (case.pet, case.lesions)),
+                                                   case.spacing)
     print(f"lesion phantoms done ({time.time() - t0:.0f} s)", flush=True)
     sha = None
     if not args.no_cascade:
@@ -171,7 +168,8 @@ def main() -> None:
     lesions = {k: _lesion_summary(v) for k, v in lesion_rows.items()}
     md = table(groups, lesions)
     result = {"command": "python scripts/realism_table.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k == "cases"),
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k == "cases")
+                  + (" --no-cascade" if args.no_cascade else ""),
               "demographics": DEMO.to_dict(), "scanner": DEFAULT_SCANNER.to_dict(), "weights_sha256": sha,
               "groups": groups, "lesions": lesions, "seconds": round(time.time() - t0, 1), "table_md": md}
     out = Path(args.out)

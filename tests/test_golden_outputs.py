@@ -56,7 +56,7 @@ def _tiny_case(tmp: Path):
 
 
 def _phantom_case():
-    return make_phantom(PERSON, grid=Grid((64, 64, 128), (8.0, 8.0, 8.0)), seed=11)
+    return make_phantom(PERSON, grid=Grid((64, 64, 128), (8.0, 8.0, 8.0)), seed=11, version=1)
 
 
 def _current(tmp: Path) -> dict:

@@ -23,6 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demographics", metavar="CSV",
                         help="draw a cohort matched to this demographics.csv (sample_population(..., like=CSV))")
     parser.add_argument("--preview", metavar="PNG", help="also write a preview PNG of the first cases")
+    parser.add_argument("--version", type=int, choices=(1, 2), default=2, dest="phantom_version",
+                        help="phantom anatomy version: 2 (default: arms, FDG-visible structures, the scanner model) or "
+                             "1 (the cohort the shipped demo weights were trained on)")
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -39,8 +42,8 @@ def _work(job: tuple) -> str:
     from synthaug.core.io import write_case
     from synthaug.phantom.body import make_phantom
 
-    out, case_id, demo, grid, seed = job
-    case = make_phantom(Demographics(**demo), grid=Grid.from_dict(grid), seed=seed)
+    out, case_id, demo, grid, seed, version = job
+    case = make_phantom(Demographics(**demo), grid=Grid.from_dict(grid), seed=seed, version=version)
     case.meta["case_seed"] = seed
     write_case(out, case_id, case)
     return case_id
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from synthaug.core.progress import progress_bar
     from synthaug.evaluation.preview import preview_png
-    from synthaug.phantom.body import PHANTOM_VERSION, impute_demographics
+    from synthaug.phantom.body import PHANTOM_VERSIONS, impute_demographics
 
     # Validate everything before any work.
     if args.workers < 1:
@@ -102,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
             demos[i] = impute_demographics(d, seeds[i])
             imputed += 1
     cohort = dict(zip(ids, demos))
-    settings = {"generator": "phantom", "phantom_version": PHANTOM_VERSION, "synthaug_version": __version__,
-                "seed": args.seed, "n": n, "grid": grid.to_dict(),
+    settings = {"generator": "phantom", "phantom_version": PHANTOM_VERSIONS[args.phantom_version],
+                "synthaug_version": __version__, "seed": args.seed, "n": n, "grid": grid.to_dict(),
                 "demographics_like": str(like) if like else None}
 
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"removed {len(removed)} stale temporary file(s) from an interrupted run")
     if imputed:
         print(f"imputed missing age/sex/height/weight for {imputed} case(s) (see demographics.csv)")
-    jobs = [(str(out), ids[i], demos[i].to_dict(), grid.to_dict(), seeds[i]) for i in todo]
+    jobs = [(str(out), ids[i], demos[i].to_dict(), grid.to_dict(), seeds[i], args.phantom_version) for i in todo]
     bar = progress_bar(total=n, initial=done, desc="phantom", unit="case")
     try:
         if args.workers == 1 or len(jobs) <= 1:

@@ -546,9 +546,10 @@ def evaluate_cohorts(
     if isinstance(baseline, str):
         if baseline != "phantom":
             raise ValueError(f"baseline={baseline!r}: use 'phantom', a CaseGenerator or None")
-        from ..sampling.generator import PhantomGenerator
+        from ..sampling.generator import PhantomGenerator, cohort_phantom_version
 
-        baseline = PhantomGenerator(grid=reference_grid(ref_cohort))
+        # A phantom reference cohort (e.g. the one the demo weights are evaluated on) gets its own version.
+        baseline = PhantomGenerator(grid=reference_grid(ref_cohort), version=cohort_phantom_version(ref_cohort.root))
     want_features = train_cohort is not None
 
     # --- measure

@@ -5,7 +5,7 @@ diagnosis) into a :class:`~synthaug.core.case.Case`: CT in HU, PET in SUV (body 
 the synthaug organ map and a lesion mask, on any :class:`~synthaug.core.grid.Grid`.
 It is the built-in training data of the diffusion models and the "conventional
 phantom" baseline. See ``docs/phantom.md`` for the anatomy, the tissue tables and
-their sources, and the limitations (no arms, no patient table, ...).
+their sources, and the limitations (no lower legs, no patient table, ...).
 
 Conventions: arrays are (X, Y, Z), RAS+ world coordinates in mm (nibabel's
 convention: +x towards the patient's **right**, +y anterior, +z towards the head).
@@ -15,38 +15,43 @@ sits near the top of the field of view and the scan ends at the upper thigh.
 Every random draw comes from ``np.random.default_rng(seed)`` (split into independent
 streams for anatomy, tissue values, lesions, texture and noise), so the same seed and
 demographics give identical arrays; the anatomy is defined in mm, independent of
-the grid it is sampled on.
+the grid it is sampled on. ``version`` picks the anatomy: 1 is what the shipped demo weights were
+trained on (kept bit for bit), 2 adds arms and FDG-visible structures (:mod:`.arms`,
+:mod:`.structures`) and images the PET with the scanner model (:mod:`.scanner`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from ..core.case import Case
 from ..core.demographics import DIAGNOSES, DIAGNOSIS_MIX, Demographics
 from ..core.grid import Grid, get_preset
 from ..core.labels import ORGAN_IDS
 from ..core.seeds import check_seed
+from .arms import ArmLandmarks, paint_arms
 from .lesion_paint import lesion_shape, lesion_tissue
+from .scanner import PHANTOM_V1_IMAGING, ScannerModel, apply_scanner, get_scanner, phantom_ct, phantom_v1_pet
 from .shapes import Field, Vol, capsule, ellipsoid, rot_y, rot_z, rotation, superellipse_area, superellipse_term
+from .structures import HeadLandmarks, UrinaryLandmarks, paint_head_structures, paint_ureters, ureter_path
 from .tables import (
-    CT_HU,
     LESION_DIAMETER_MM,
     LESION_MODEL,
     LESION_SUVMAX,
-    PET_CV,
     PET_SUV,
+    PET_SUV_V2,
     TISSUE_IDS,
     TISSUES,
 )
+from .tissues import tissue_values, version2_values
 
-PHANTOM_VERSION = "1.0"
-#: Full width at half maximum of the PET point-spread function (mm).
-PSF_FWHM_MM = 6.0
+#: Anatomy versions (``make_phantom(version=...)``) and the string their cases record: 1 is the phantom the
+#: shipped demo weights were trained on (bit for bit), 2 adds arms, structures, the liver re-check and the scanner.
+PHANTOM_VERSIONS = {1: "1.0", 2: "2.0"}
+DEFAULT_PHANTOM_VERSION = 2
+PHANTOM_VERSION = PHANTOM_VERSIONS[DEFAULT_PHANTOM_VERSION]
 
 # Reference adult (male, 178 cm, 78 kg) knot tables along s = depth below vertex / height.
 _TS = np.array([0.145, 0.155, 0.170, 0.188, 0.21, 0.25, 0.30, 0.35, 0.40, 0.44, 0.47, 0.50, 0.52, 0.535])
@@ -608,17 +613,13 @@ class _Phantom:
 
         # Kidneys with renal pelvis (urine).
         for i, sign in enumerate((1, -1)):
-            s_k = 0.365 if sign > 0 else 0.355
-            a_k = cav(s_k)[0]
-            kc = np.array([sign * 0.42 * a_k, float(self.spine_y(s_k)) + 6.0, self.zw(s_k * H)]) + j[4 + i] * 0.5
+            kc, ksemi, pc = self.kidney(i)
             rot = rot_y(sign * 15.0) @ rot_z(-sign * 25.0)
-            ksemi = np.array([27.0, 23.0, 54.0]) * b.os["kidney"]
             sl, r2 = ellipsoid(v, rng, kc, ksemi, rot, deform=3.0)
             if sl is None:
                 continue
             m = (r2 < 1) & (v.org[sl] != 0)
             v.paint(sl, m, ORGAN_IDS["kidneys"], "kidney")
-            pc = kc - sign * np.array([0.45 * ksemi[0], -0.1 * ksemi[1], 0.0])
             sl2, r2p = ellipsoid(v, rng, pc, ksemi * np.array([0.35, 0.38, 0.42]), rot)
             if sl2 is not None:
                 v.paint(sl2, (r2p < 1) & (v.org[sl2] == ORGAN_IDS["kidneys"]), None, "renal_pelvis")
@@ -627,7 +628,7 @@ class _Phantom:
         zs = self.zrange(0.36, 0.48)
         if zs is not None:
             ss = self.s[zs]
-            rp = np.interp(ss, [0.36, 0.41, 0.45, 0.48], [8, 22, 22, 15]) * b.k * b.muscle_f
+            rp = self.psoas_radius(ss)
             yp = self.spine_y(ss) + 4
             for sign in (1, -1):
                 xp = sign * (self.vert_a(ss) + rp + 2)
@@ -636,14 +637,30 @@ class _Phantom:
                 v.paint(sl, m & (v.tis[sl] == TISSUE_IDS["bowel"]), ORGAN_IDS["soft_tissue"], "muscle")
 
         # Urinary bladder above the pubic symphysis.
-        t_pub = 0.495 * H
-        rb = (b.bladder_ml * 1000 * 3 / (4 * np.pi * 1.15 * 0.95 * 0.9)) ** (1 / 3)
-        bsemi = np.array([1.15, 0.95, 0.9]) * rb
-        _, _, ba48, _ = cav(0.47)
-        bc = np.array([0.0, 0.25 * ba48, self.zw(t_pub - 0.75 * bsemi[2])])
+        bc, bsemi, rb = self.bladder()
         sl, r2 = ellipsoid(v, rng, bc, bsemi, deform=0.06 * rb)
         if sl is not None:
             v.paint(sl, (r2 < 1) & (v.org[sl] != 0), ORGAN_IDS["urinary_bladder"], "bladder_urine")
+
+    def kidney(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Centre, semi-axes and renal-pelvis centre of kidney ``i`` (0: right, 1: left; world mm)."""
+        b, sign = self.b, 1 - 2 * i
+        s_k = 0.365 if sign > 0 else 0.355
+        a_k = float(b.cavity(np.array([s_k]), vat=False)[0][0])
+        kc = np.array([sign * 0.42 * a_k, float(self.spine_y(s_k)) + 6.0, self.zw(s_k * b.H)]) + b.organ_jitter[4 + i] * 6.0 * 0.5
+        ksemi = np.array([27.0, 23.0, 54.0]) * b.os["kidney"]
+        return kc, ksemi, kc - sign * np.array([0.45 * ksemi[0], -0.1 * ksemi[1], 0.0])
+
+    def bladder(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Centre and semi-axes (world mm) and radius scale of the urinary bladder, above the pubic symphysis."""
+        b = self.b
+        rb = (b.bladder_ml * 1000 * 3 / (4 * np.pi * 1.15 * 0.95 * 0.9)) ** (1 / 3)
+        bsemi = np.array([1.15, 0.95, 0.9]) * rb
+        ba48 = float(b.cavity(np.array([0.47]), vat=False)[2][0])
+        return np.array([0.0, 0.25 * ba48, self.zw(0.495 * b.H - 0.75 * bsemi[2])]), bsemi, rb
+
+    def psoas_radius(self, s: np.ndarray) -> np.ndarray:
+        return np.interp(s, [0.36, 0.41, 0.45, 0.48], [8, 22, 22, 15]) * self.b.k * self.b.muscle_f
 
     # ---- airways ----
     def airways(self) -> None:
@@ -979,55 +996,6 @@ def _norm_ppf(p: float) -> float:
     return float(ndtri(float(np.clip(p, 1e-6, 1 - 1e-6))))
 
 
-# --- tissue values ---------------------------------------------------------------------------
-
-
-def _tissue_values(body: _Body, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
-    """Per-case (HU mean, HU texture sd, SUV mean, SUV texture cv) per tissue, plus a summary."""
-    n = len(TISSUES)
-    hu = np.zeros(n, np.float32)
-    hu_sd = np.zeros(n, np.float32)
-    suv = np.zeros(n, np.float32)
-    cv = np.full(n, 0.06, np.float32)
-    age, bmi = body.age, body.bmi
-    for name, (m, sd, _) in CT_HU.items():
-        i = TISSUE_IDS[name]
-        hu[i] = m + (rng.normal(0, 3.0) if name not in ("air", "gas") else 0.0)
-        hu_sd[i] = sd
-    for name, (m, sd, _) in PET_SUV.items():
-        i = TISSUE_IDS[name]
-        suv[i] = max(m + sd * rng.normal(), 0.3 * m) if m > 0 else 0.0
-        cv[i] = PET_CV.get(name, 0.06)
-    # CT modifiers.
-    hu[TISSUE_IDS["trabecular_bone"]] = max(240.0 - 2.2 * (age - 30) - (1.0 * max(age - 50, 0) if not body.male else 0)
-                                    + rng.normal(0, 15), 90.0)
-    hu[TISSUE_IDS["cortical_bone"]] = 1000.0 - 3.0 * max(age - 40, 0) + rng.normal(0, 40)
-    hu[TISSUE_IDS["muscle"]] += -0.25 * max(age - 40, 0) - 0.5 * max(bmi - 25, 0)
-    steatosis = rng.random() < float(np.clip(0.1 + 0.04 * (bmi - 25), 0.05, 0.7))
-    steat_drop = float(rng.uniform(10.0, 45.0)) if steatosis else 0.0
-    hu[TISSUE_IDS["liver"]] -= steat_drop
-    # PET modifiers.
-    brain_f = float(np.clip(1 - 0.003 * (age - 40), 0.7, 1.15))
-    for name in ("brain_gm", "brain_wm"):
-        suv[TISSUE_IDS[name]] = PET_SUV[name][0] * brain_f * math.exp(rng.normal(0, 0.12)) if name == "brain_gm" else \
-            suv[TISSUE_IDS["brain_gm"]] * 0.4 * math.exp(rng.normal(0, 0.05))
-    lean_f = float(np.clip((bmi / 25.0) ** 0.3, 0.8, 1.35))
-    for name in ("liver", "blood", "spleen", "kidney", "trabecular_bone"):
-        suv[TISSUE_IDS[name]] *= lean_f
-    if rng.random() < 0.35:
-        suv[TISSUE_IDS["myocardium"]] = rng.uniform(1.5, 3.0)
-    else:
-        suv[TISSUE_IDS["myocardium"]] = math.exp(rng.uniform(math.log(3.0), math.log(15.0)))
-    suv[TISSUE_IDS["renal_pelvis"]] = float(np.clip(np.exp(rng.normal(math.log(8.0), 0.6)), 3.0, 40.0))
-    suv[TISSUE_IDS["bladder_urine"]] = float(np.clip(np.exp(rng.normal(math.log(15.0), 0.6)), 4.0, 60.0))
-    suv[TISSUE_IDS["trabecular_bone"]] *= float(np.clip(1 + 0.004 * (40 - age), 0.8, 1.15))
-    summary = {"steatosis_hu_drop": round(steat_drop, 1),
-               "suv": {k: round(float(suv[TISSUE_IDS[k]]), 3) for k in ("liver", "blood", "myocardium", "brain_gm",
-                                                                  "bladder_urine", "renal_pelvis")},
-               "hu": {k: round(float(hu[TISSUE_IDS[k]]), 1) for k in ("liver", "muscle", "trabecular_bone", "cortical_bone")}}
-    return hu, hu_sd, suv, cv, summary
-
-
 # --- lesions -------------------------------------------------------------------------------------
 
 _ALLOWED = {
@@ -1217,9 +1185,10 @@ def _place_lesions(ph: _Phantom, plan, pet: np.ndarray, rng: np.random.Generator
 # --- public API ------------------------------------------------------------------------------------
 
 
-def _streams(seed: int) -> list[np.random.Generator]:
-    """Five independent child streams of ``seed`` (anatomy, tissue values, lesions, texture, noise)."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
+def _streams(seed: int, n: int = 5) -> list[np.random.Generator]:
+    """Independent child streams of ``seed``: anatomy, tissue values, lesions, texture, noise (the first
+    five, as in version 1) and version 2's additions (the sixth)."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
 def lesion_rng(seed: int) -> np.random.Generator:
@@ -1228,7 +1197,8 @@ def lesion_rng(seed: int) -> np.random.Generator:
     return _streams(seed)[2]
 
 
-def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid | None = None, seed: int) -> Case:
+def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid | None = None, seed: int,
+                 version: int = DEFAULT_PHANTOM_VERSION, scanner: ScannerModel | str | None = "default") -> Case:
     """Synthesise one whole-body FDG PET/CT case with organ and lesion labels.
 
     Args:
@@ -1238,6 +1208,11 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
         preset: grid preset used when ``grid`` is not given (``"demo"``: 128x128x256 at 4 mm).
         grid: any output grid; the body is placed in mm (vertex near the top of the FOV).
         seed: all randomness comes from ``np.random.default_rng(seed)``.
+        version: the anatomy (:data:`PHANTOM_VERSIONS`): 2 (default) adds arms, FDG-visible structures and
+            the re-checked tissue values; 1 is what the shipped demo weights were trained on, bit for bit.
+        scanner: how the PET is imaged: ``"default"`` (version 2: the scanner model's default preset;
+            version 1: its own 6 mm PSF and noise), a preset name or :class:`~synthaug.phantom.scanner.ScannerModel`,
+            or ``None`` / ``"off"`` (the activity, no blur or noise). Recorded in ``meta["scanner"]``.
 
     Returns:
         A :class:`Case` with float32 ``ct`` (HU) and ``pet`` (SUV_bw), uint8 ``organs``
@@ -1245,12 +1220,16 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
     """
     d = _check_demographics(demographics)
     seed = check_seed(seed)
+    if isinstance(version, bool) or version not in PHANTOM_VERSIONS:
+        raise ValueError(f"version={version!r}: choose one of {sorted(PHANTOM_VERSIONS)}")
+    v1_imaging = version == 1 and isinstance(scanner, str) and scanner == "default"
+    model = None if v1_imaging else get_scanner(scanner)
     out_grid = get_preset(preset).output_grid
     if grid is not None:
         if not isinstance(grid, Grid):
             raise ValueError(f"grid: expected a synthaug Grid, got {type(grid).__name__}")
         out_grid = grid
-    r_anat, r_tissue, r_lesion, r_tex, r_noise = _streams(seed)
+    r_anat, r_tissue, r_lesion, r_tex, r_noise, r_v2 = _streams(seed, 6)
     diagnosis = d.diagnosis
     drawn = diagnosis is None
     if drawn:
@@ -1260,17 +1239,16 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
     body = _Body(d, r_anat)
     build_grid = _anatomy_grid(out_grid)
     ph = _Phantom(body, build_grid, r_anat)
-    ph.body()
-    ph.trunk_contents()
-    ph.organs()
-    ph.airways()
-    ph.head()
-    ph.skeleton()
-    ph.visceral()
+    for step in (ph.body, ph.trunk_contents, ph.organs, ph.airways, ph.head, ph.skeleton, ph.visceral):
+        step()
     v = ph.v
-    hu, hu_sd, suv, cv, tissue_summary = _tissue_values(body, r_tissue)
+    added = _version2_anatomy(ph, r_v2) if version >= 2 else {}
+    table = PET_SUV if version == 1 else PET_SUV_V2
+    hu, hu_sd, suv, cv, tissue_summary = tissue_values(body.age, body.bmi, body.male, r_tissue, table)
+    if version >= 2:
+        tissue_summary["suv"].update(version2_values(hu, hu_sd, suv, cv, body.age, r_v2))
 
-    # PET before blur: tissue uptake with smooth heterogeneity, then lesions.
+    # PET activity: tissue uptake with smooth heterogeneity, then lesions; then the scanner.
     lo = (-300.0, -300.0, ph.zw(body.s_end * body.H) - 20)
     hi = (300.0, 300.0, ph.z_vertex + 20)
     het = Field(r_tex, lo, hi, 14.0)(v.x, v.y, v.z)
@@ -1279,22 +1257,11 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
     plan = lesion_plan(diagnosis, r_lesion)
     lesions, lesion_info = _place_lesions(ph, plan, pet, r_lesion)
     tis = v.tis
-
-    # PET: Poisson-like noise (sd ~ sqrt(activity), growing with body weight), then the PSF.
-    sig_vox = psf_sigma_voxels(v.spacing)
-    white = r_noise.standard_normal(v.shape, dtype=np.float32)
-    pet = pet + pet_noise_factor(body.W, v.spacing) * np.sqrt(pet) * white
-    pet = ndimage.gaussian_filter(pet, sig_vox, truncate=3.0, mode="constant")
-    np.maximum(pet, 0.0, out=pet)
-
-    # CT: tissue HU + texture, slight partial-volume blur, quantum noise.
-    w1 = r_tex.standard_normal(v.shape, dtype=np.float32)
-    ct = hu[tis] + hu_sd[tis] * w1
-    ct_sig = [max(1.2 / s, 0.3) for s in v.spacing]
-    ct = ndimage.gaussian_filter(ct, ct_sig, truncate=2.0, mode="nearest")
-    w2 = r_noise.standard_normal(v.shape, dtype=np.float32)
-    ct += ct_noise_sd(body.W) * w2
-    np.clip(ct, -1024.0, 3071.0, out=ct)
+    if v1_imaging:
+        pet = phantom_v1_pet(pet, v.spacing, body.W, r_noise)
+    else:
+        pet = apply_scanner(pet, v.spacing, model, body.W, rng=r_noise)
+    ct = phantom_ct(hu[tis], hu_sd[tis], v.spacing, body.W, r_tex, r_noise)
     # Store like scanners do: whole HU for CT, 1/512 SUV steps for PET (far below the noise);
     # this also makes the NIfTI files compress 2-3x better.
     np.rint(ct, out=ct)
@@ -1307,7 +1274,7 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
         "source": "phantom",
         "seed": seed,
         "generator": "phantom",
-        "phantom_version": PHANTOM_VERSION,
+        "phantom_version": PHANTOM_VERSIONS[version],
         "preset": preset if grid is None else None,
         "grid": out_grid.to_dict(),
         "diagnosis": diagnosis,
@@ -1315,13 +1282,59 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
         "body": {"bmi": round(body.bmi, 2), "body_fat_fraction": round(body.body_fat, 3),
                  "sat_l": round(body.sat_l, 2), "vat_l": round(body.vat_l, 2),
                  "vertex_z_mm": round(ph.z_vertex, 1), "scan_end_z_mm": round(ph.zw(body.s_end * body.H), 1),
-                 "lean_scale": round(body.k, 3), "sat_thickness_mm": round(body.t0, 1)},
+                 "lean_scale": round(body.k, 3), "sat_thickness_mm": round(body.t0, 1), **added},
         "tissues": tissue_summary,
+        "scanner": dict(PHANTOM_V1_IMAGING) if v1_imaging else (None if model is None else model.to_dict()),
         "lesions": lesion_info,
     }
     return Case(ct=np.ascontiguousarray(ct, dtype=np.float32), pet=np.ascontiguousarray(pet, dtype=np.float32),
                 organs=np.ascontiguousarray(organs), lesions=np.ascontiguousarray(lesions), affine=out_grid.affine,
                 demographics=d, meta=meta)
+
+
+def _version2_anatomy(ph: _Phantom, rng: np.random.Generator) -> dict:
+    """Version 2's additions to the painted body: arms (their fat counts as subcutaneous), then the
+    head and urinary structures; returns their summary for ``meta["body"]``."""
+    arms = paint_arms(ph.v, _arm_landmarks(ph), rng)
+    ph.sat_mask |= arms.fat
+    paint_head_structures(ph.v, HeadLandmarks((0.0, float(ph.b.face_c[1]), ph.zw(ph.b.face_c[2])),
+                                              tuple(float(q) for q in ph.b.face_semi), ph.b.hs), rng)
+    return {"arms": arms.meta, "ureter_filled_share": paint_ureters(ph.v, _urinary_landmarks(ph), rng)}
+
+
+def _arm_landmarks(ph: _Phantom) -> ArmLandmarks:
+    """The body's outer half-width per depth (trunk, neck, head, thighs; right and left) and what else the arms need."""
+    b = ph.b
+    s = np.arange(-0.05, 0.70, 0.002)
+    t = s * b.H
+    al, ar, _, bp = b.trunk_lean(s)
+    sl, _, sp = b.sat(s)
+    trunk = (s >= _TS[0]) & (s <= min(_TS[-1], b.s_end))
+    neck = np.where((t >= b.t_chin - 45) & (s <= 0.175), b.neck()[0] + 0.45 * b.t0, 0.0)
+    head = (b.brain_base[0] + 15) * np.sqrt(np.clip(1 - ((t - b.t_brain) / (b.brain_base[2] + 15)) ** 2, 0, 1))
+    face = b.face_semi[0] * np.sqrt(np.clip(1 - ((t - b.face_c[2]) / b.face_semi[2]) ** 2, 0, 1))
+    thigh = np.where((s >= 0.46) & (s <= b.s_end), ph.x_hip + 10.0 * b.k + b.thigh(s)[0] + b.sat_w["thigh"] * b.t0, 0.0)
+    common = np.maximum.reduce([neck, head, face, thigh])
+    half = np.stack([np.maximum(np.where(trunk, side + sl, 0.0), common) for side in (ar, al)])
+    i30 = int(np.argmin(np.abs(s - 0.30)))
+    return ArmLandmarks(height_mm=b.H, weight_kg=b.W, male=b.male, body_fat=b.body_fat, bone_scale=b.k_bone,
+                        z_vertex=ph.z_vertex, s_end=b.s_end, s=s, half_width=half, y_back=-float(bp[i30] + sp[i30]),
+                        y_head=float(b.y_brain))
+
+
+def _urinary_landmarks(ph: _Phantom) -> UrinaryLandmarks:
+    """Each ureter's path: renal pelvis, the front of the psoas at L4 and at the pelvic brim, the bladder."""
+    bc, bsemi, _ = ph.bladder()
+    paths = []
+    for i, sign in ((0, 1.0), (1, -1.0)):
+        pelvis = ph.kidney(i)[2]
+        psoas = []
+        for s_, out in ((0.40, 1.0), (0.445, 0.5)):
+            rp = float(ph.psoas_radius(s_))
+            y = float(ph.spine_y(s_)) + 4.0 + rp + (3.0 if out == 1.0 else 10.0)
+            psoas.append(np.array([sign * (float(ph.vert_a(s_)) + out * rp + 2.0), y, ph.zw(s_ * ph.b.H)]))
+        paths.append(ureter_path(pelvis, psoas, bc, bsemi, sign))
+    return UrinaryLandmarks(paths=tuple(paths))
 
 
 #: The smallest field of view (mm) the anatomy is built on: the whole body, head to thigh.
@@ -1343,34 +1356,3 @@ def _anatomy_grid(grid: Grid) -> Grid:
         m += (m - n) % 2  # keep voxel centres aligned with the requested grid
         shape.append(m)
     return grid if tuple(shape) == grid.shape else Grid(tuple(shape), grid.spacing)
-
-
-def psf_sigma_voxels(spacing: Sequence[float]) -> list[float]:
-    """The PET point-spread function's Gaussian sd in voxels of ``spacing`` (mm)."""
-    return [PSF_FWHM_MM / 2.3548 / s for s in spacing]
-
-
-def pet_noise_factor(weight_kg: float, spacing: Sequence[float]) -> float:
-    """Noise sd per sqrt(SUV) added to the PET before the PSF, so that after the PSF the noise
-    has the phantom's level: Poisson-like, growing with body weight and with smaller voxels."""
-    vox_ml = float(np.prod(spacing)) / 64.0  # relative to 4 mm voxels
-    return 0.15 * (weight_kg / 75.0) ** 0.5 / math.sqrt(vox_ml) / _kernel_norm(psf_sigma_voxels(spacing))
-
-
-def ct_noise_sd(weight_kg: float) -> float:
-    """CT quantum noise sd (HU), growing with body weight."""
-    return 13.0 * (weight_kg / 75.0) ** 0.5
-
-
-def _kernel_norm(sigmas: Sequence[float]) -> float:
-    """sd of unit white noise after :func:`scipy.ndimage.gaussian_filter` (truncate 3)."""
-    total = 1.0
-    for s in sigmas:
-        if s <= 0:
-            continue
-        r = int(3.0 * s + 0.5)
-        x = np.arange(-r, r + 1)
-        k = np.exp(-0.5 * (x / s) ** 2)
-        k /= k.sum()
-        total *= float(np.sqrt((k**2).sum()))
-    return total

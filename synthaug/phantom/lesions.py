@@ -29,16 +29,9 @@ from ..core.case import Case
 from ..core.demographics import DIAGNOSES
 from ..core.labels import ORGAN_IDS
 from ..core.seeds import check_seed
-from .body import (
-    SCAN_END_S,
-    ct_noise_sd,
-    draw_diagnosis,
-    lesion_plan,
-    lesion_uptake,
-    pet_noise_factor,
-    psf_sigma_voxels,
-)
+from .body import SCAN_END_S, draw_diagnosis, lesion_plan, lesion_uptake
 from .lesion_paint import LesionAppearance, lesion_ct, lesion_shape, lesion_tissue, paint_uptake, psf_reach_voxels
+from .scanner import ct_noise_sd, pet_noise_factor, psf_sigma_voxels
 from .shapes import Vol
 from .tables import CT_HU
 
@@ -107,7 +100,8 @@ class _Anatomy:
         # The vertex is the body's top within 30 mm of its centre line (raised arms beside the head reach higher).
         cx = float(np.average(np.arange(self.body.shape[0]), weights=self.body.sum(axis=(1, 2))))
         r = int(np.ceil(30.0 / case.spacing[0]))
-        mid = self.body[max(int(round(cx)) - r, 0): int(round(cx)) + r + 1]
+        self.cx = int(round(cx))
+        mid = self.body[max(self.cx - r, 0): self.cx + r + 1]
         top = np.flatnonzero(mid.any(axis=(0, 1)))
         self.z_vertex = float(self.vol.z[top[-1] if top.size else zs[-1]])
         # Node chains hang from the vertex: where the body reaches the top of the field of view, the
@@ -133,7 +127,10 @@ class _Anatomy:
             ix, iy = np.nonzero(self.organs[:, :, k] == _AORTA)
             if ix.size >= _MIN_AORTA_VOXELS:
                 return np.array([self.vol.x[ix].mean() + _PARA_AORTIC_MM, self.vol.y[iy].mean(), self.vol.z[k]])
-        ix, iy = np.nonzero(self.body[:, :, k])
+        part, n = ndimage.label(self.body[:, :, k])
+        centre = np.unique(part[self.cx][part[self.cx] > 0])
+        # Raised arms beside the head and neck are parts of their own: the chains follow the part on the centre line.
+        ix, iy = np.nonzero(np.isin(part, centre) if n > 1 and centre.size else part > 0)
         if ix.size == 0:
             return None
         x0, x1 = self.vol.x[ix.min()], self.vol.x[ix.max()]

@@ -14,6 +14,10 @@ Non-negativity: PET in SUV cannot be negative, so the noisy image is clipped at 
 Gaussian of mean ``m`` and sd ``s`` raises its mean by ``s·φ(m/s) - m·Φ(-m/s)``: under 0.5 % of
 ``m`` where the local CoV is at most 0.5 (SUV above about 0.2 at the default noise level), and
 air stays exactly 0 (no activity, no noise). Presets and their sources: ``docs/realism.md``.
+
+The phantom's own imaging lives here too: version 1's fixed PET imaging (white noise, then a 6 mm
+PSF; kept bit for bit for the weights trained on it) and the phantom's CT (texture, a slight
+partial-volume blur and quantum noise).
 """
 
 from __future__ import annotations
@@ -30,12 +34,18 @@ __all__ = [
     "DEFAULT_SCANNER",
     "SCANNER_PRESETS",
     "ScannerModel",
+    "PHANTOM_V1_IMAGING",
     "apply_scanner",
     "blur",
+    "ct_noise_sd",
     "correlated_noise",
     "fwhm_to_sigma_voxels",
     "get_scanner",
     "noise_sd",
+    "pet_noise_factor",
+    "phantom_ct",
+    "phantom_v1_pet",
+    "psf_sigma_voxels",
 ]
 
 #: FWHM / sd of a Gaussian.
@@ -337,3 +347,65 @@ def _check_volume(pet: np.ndarray) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"pet: expected a numeric array, got dtype {arr.dtype}")
     return arr
+
+
+# --- the phantom's imaging: version 1's PET, and CT ------------------------------------------
+
+#: Phantom version 1's PET imaging as recorded in its cases' ``meta["scanner"]``.
+PHANTOM_V1_IMAGING = {"name": "phantom_v1", "psf_fwhm_mm": [6.0, 6.0, 6.0],
+                      "noise": "white, sd 0.15 sqrt(SUV) (weight / 75 kg)^0.5 at 4 mm voxels after the PSF, "
+                               "added before the PSF"}
+
+
+def psf_sigma_voxels(spacing: Sequence[float]) -> list[float]:
+    """Phantom version 1's PET point-spread function (6 mm FWHM) as a Gaussian sd in voxels of ``spacing`` (mm)."""
+    return [PHANTOM_V1_IMAGING["psf_fwhm_mm"][0] / 2.3548 / s for s in spacing]
+
+
+def pet_noise_factor(weight_kg: float, spacing: Sequence[float]) -> float:
+    """Noise sd per sqrt(SUV) that phantom version 1 adds before its PSF, so that after the PSF the noise
+    has its level: Poisson-like, growing with body weight and with smaller voxels."""
+    vox_ml = float(np.prod(spacing)) / 64.0  # relative to 4 mm voxels
+    return 0.15 * (weight_kg / 75.0) ** 0.5 / math.sqrt(vox_ml) / _kernel_norm(psf_sigma_voxels(spacing))
+
+
+def _kernel_norm(sigmas: Sequence[float]) -> float:
+    """sd of unit white noise after :func:`scipy.ndimage.gaussian_filter` (truncate 3)."""
+    total = 1.0
+    for s in sigmas:
+        if s <= 0:
+            continue
+        r = int(3.0 * s + 0.5)
+        x = np.arange(-r, r + 1)
+        k = np.exp(-0.5 * (x / s) ** 2)
+        k /= k.sum()
+        total *= float(np.sqrt((k**2).sum()))
+    return total
+
+
+def phantom_v1_pet(pet: np.ndarray, spacing: Sequence[float], weight_kg: float, rng: np.random.Generator) -> np.ndarray:
+    """Phantom version 1's PET imaging: Poisson-like white noise (sd ∝ sqrt(activity), growing with
+    weight), then a Gaussian PSF of 6 mm FWHM, clipped at 0."""
+    sig_vox = psf_sigma_voxels(spacing)
+    white = rng.standard_normal(pet.shape, dtype=np.float32)
+    pet = pet + pet_noise_factor(weight_kg, spacing) * np.sqrt(pet) * white
+    pet = ndimage.gaussian_filter(pet, sig_vox, truncate=3.0, mode="constant")
+    np.maximum(pet, 0.0, out=pet)
+    return pet
+
+
+def ct_noise_sd(weight_kg: float) -> float:
+    """CT quantum noise sd (HU), growing with body weight."""
+    return 13.0 * (weight_kg / 75.0) ** 0.5
+
+
+def phantom_ct(hu: np.ndarray, texture_sd: np.ndarray, spacing: Sequence[float], weight_kg: float,
+               r_texture: np.random.Generator, r_noise: np.random.Generator) -> np.ndarray:
+    """The phantom's CT from per-voxel tissue HU and texture sd: texture, a slight partial-volume blur
+    (1.2 mm sd), white quantum noise of :func:`ct_noise_sd`, clipped to [-1024, 3071] HU."""
+    w1 = r_texture.standard_normal(hu.shape, dtype=np.float32)
+    ct = hu + texture_sd * w1
+    ct = ndimage.gaussian_filter(ct, [max(1.2 / s, 0.3) for s in spacing], truncate=2.0, mode="nearest")
+    ct += ct_noise_sd(weight_kg) * r_noise.standard_normal(hu.shape, dtype=np.float32)
+    np.clip(ct, -1024.0, 3071.0, out=ct)
+    return ct

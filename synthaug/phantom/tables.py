@@ -8,8 +8,12 @@ TISSUES: tuple[str, ...] = (
     "air", "fat", "muscle", "soft_tissue", "bowel", "gas", "cortical_bone", "trabecular_bone",
     "yellow_marrow", "cartilage", "brain_gm", "brain_wm", "csf", "lung", "myocardium", "blood",
     "liver", "spleen", "kidney", "renal_pelvis", "bladder_urine", "gland", "spinal_cord", "lesion",
+    # phantom version 2 (their values are drawn after version 1's, so version 1 stays as it was)
+    "tonsil", "ureter",
 )
 TISSUE_IDS = {name: i for i, name in enumerate(TISSUES)}
+#: The tissues of phantom version 1, whose per-case values are drawn first and in this order.
+V1_TISSUES: tuple[str, ...] = TISSUES[:24]
 
 #: CT attenuation per tissue: (mean HU, within-tissue texture sd HU, source). Age, BMI and
 #: steatosis modifiers are applied per case (see ``docs/phantom.md``).
@@ -38,6 +42,8 @@ CT_HU: dict[str, tuple[float, float, str]] = {
     "gland": (40.0, 10.0, "salivary glands / tonsils 30-50 HU"),
     "spinal_cord": (30.0, 6.0, "cord and CSF in the canal"),
     "lesion": (38.0, 10.0, "FDG-avid soft-tissue lesions 30-45 HU unenhanced"),
+    "tonsil": (45.0, 10.0, "lymphoid tissue of Waldeyer's ring, soft tissue 35-55 HU"),
+    "ureter": (10.0, 5.0, "urine 0-20 HU"),
 }
 
 #: FDG uptake per tissue: (mean SUV_bw at ~60 min p.i., between-subject sd, source).
@@ -68,11 +74,34 @@ PET_SUV: dict[str, tuple[float, float, str]] = {
     "gland": (2.2, 0.5, "salivary glands / tonsils 1.5-3.5"),
     "spinal_cord": (1.4, 0.25, "spinal cord 1.2-1.8"),
     "lesion": (0.0, 0.0, "per lesion: SUVmax 3-25 (see lesion model)"),
+    "tonsil": (3.4, 1.2, "palatine tonsils SUVmean 3.45 +- 1.4 (Zincirkeser et al., Mol Imaging Biol 2007)"),
+    "ureter": (0.0, 0.0, "urine in the ureters: per case a fraction 0.2-1 of the renal pelvis's (peristalsis)"),
 }
+
+#: Version 2's changes to :data:`PET_SUV` (same draws, other mean / sd): the liver re-checked against
+#: the literature and the real PET in ../shared/reference/real_pet (VOI SUVmean 2.05).
+PET_SUV_V2_CHANGES: dict[str, tuple[float, float, str]] = {
+    "liver": (2.05, 0.35, "right-lobe 3 cm VOI SUVmean 1.85-1.89 +- 0.41 in 343 normal livers (Liu et al., "
+                          "Iran J Radiol 2019); 2.0-2.5 typical reference (PERCIST, Wahl 2009; EANM 2015)"),
+}
+PET_SUV_V2: dict[str, tuple[float, float, str]] = {**PET_SUV, **PET_SUV_V2_CHANGES}
 
 #: Within-tissue PET heterogeneity (coefficient of variation of a smooth field).
 PET_CV = {"bowel": 0.45, "myocardium": 0.15, "muscle": 0.15, "gland": 0.2, "lung": 0.15,
-           "trabecular_bone": 0.12, "fat": 0.15, "soft_tissue": 0.12, "liver": 0.06, "spleen": 0.06}
+           "trabecular_bone": 0.12, "fat": 0.15, "soft_tissue": 0.12, "liver": 0.06, "spleen": 0.06,
+          "tonsil": 0.15, "ureter": 0.3}
+
+#: Arm segments (de Leva, J Biomech 1996: mass as % of body mass, men / women; Drillis & Contini 1966:
+#: length as a fraction of height): upper arm, forearm, hand.
+ARM_SEGMENTS: dict[str, dict[str, float]] = {
+    "upper_arm": {"M": 2.71, "F": 2.55, "length": 0.186},
+    "forearm": {"M": 1.62, "F": 1.38, "length": 0.146},
+    "hand": {"M": 0.61, "F": 0.56, "length": 0.108},
+}
+#: Probability that a case has its arms raised above the head. A stated choice: guidelines advise arms up
+#: for trunk imaging to avoid beam-hardening artefacts, arms down for head-and-neck imaging (Boellaard et
+#: al., EANM guideline 2015), and most AutoPET whole-body scans are trunk-oriented oncology scans.
+ARMS_UP_PROBABILITY = 0.7
 
 #: Organ-level ranges the phantom is designed (and tested) to stay in: median HU and mean
 #: SUV over each organ, eroded by one voxel. Liver HU reaches down to 5 for steatosis.

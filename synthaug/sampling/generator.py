@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ..core.case import Case
@@ -57,15 +58,20 @@ def as_list(demographics: Demographics | Sequence[Demographics]) -> list[Demogra
 
 
 class PhantomGenerator:
-    """The parametric phantom behind the :class:`CaseGenerator` interface (the baseline)."""
+    """The parametric phantom behind the :class:`CaseGenerator` interface (the baseline); ``version``
+    picks its anatomy (``None``: :func:`~synthaug.phantom.body.make_phantom`'s default)."""
 
-    def __init__(self, preset: str = "demo", grid: Grid | None = None) -> None:
+    def __init__(self, preset: str = "demo", grid: Grid | None = None, version: int | None = None) -> None:
+        from ..phantom.body import DEFAULT_PHANTOM_VERSION
+
         self.preset = preset
         self.output_grid = grid if grid is not None else get_preset(preset).output_grid
+        self.version = DEFAULT_PHANTOM_VERSION if version is None else version
 
     @property
     def settings(self) -> dict:
-        return {"generator": "phantom", "preset": self.preset, "grid": self.output_grid.to_dict()}
+        return {"generator": "phantom", "preset": self.preset, "grid": self.output_grid.to_dict(),
+                "phantom_version": self.version}
 
     @property
     def sha256(self) -> str:
@@ -84,7 +90,8 @@ class PhantomGenerator:
         for d, s in progress_bar(list(zip(demos, seeds)), desc="phantom", disable=not progress):
             # Real cohorts may lack height or weight: the phantom needs them, so they are drawn
             # from the population given what is known (recorded in the case's demographics).
-            case = make_phantom(d if d.is_complete else impute_demographics(d, s), grid=self.output_grid, seed=s)
+            case = make_phantom(d if d.is_complete else impute_demographics(d, s), grid=self.output_grid, seed=s,
+                                version=self.version)
             case.meta.update({"source": "phantom", "seed": s, "model_sha256": self.sha256})
             cases.append(case)
         return cases
@@ -96,3 +103,13 @@ class PhantomGenerator:
         from .twins import sample_twins
 
         return sample_twins(self, base, vary, seed=seed, progress=progress)
+
+
+def cohort_phantom_version(root: str | Path) -> int | None:
+    """The phantom version a ``synthaug phantom`` cohort folder was made with (its ``phantom_settings.json``),
+    ``None`` for other folders: a phantom baseline for that cohort should use the same version."""
+    path = Path(root) / "phantom_settings.json"
+    if not path.is_file():
+        return None
+    recorded = str(json.loads(path.read_text()).get("phantom_version", "1.0"))
+    return int(float(recorded))
