@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 HELP = ("Measure whether synthetic cases improve a segmentation model: one fixed MONAI recipe, several data arms, "
-        "seeds and 95 % intervals, scored on held-out real cases (resumable).")
+        "seeds and confidence intervals, scored on held-out real cases (resumable).")
 
 EPILOG = """\
 arms (each run for every --n-real and --seeds value):
