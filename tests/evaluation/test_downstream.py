@@ -158,6 +158,14 @@ def test_a_copied_phantom_case_under_a_new_id_is_recognised(tmp_path):
                                   {"id_a": downstream.case_identity(a, "id_a")})
 
 
+def test_test_cases_the_generator_was_trained_on_are_refused(cohorts, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "global.json").write_text(json.dumps({"training_cohort": {"case_ids": ["test_case002", "x"]}}))
+    message = _refused({"synthetic": None, "weights": str(weights)}, cohorts, tmp_path / "out")
+    assert message == "`test`: 1 test case(s) are also generator (global stage) training cases: test_case002"
+
+
 def test_a_case_without_suv_is_refused(cohorts, tmp_path):
     real = tmp_path / "real"
     shutil.copytree(cohorts["real"], real)

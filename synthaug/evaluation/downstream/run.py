@@ -99,6 +99,26 @@ def _shift_sizes(cfg: DownstreamConfig, data: BenchmarkData) -> tuple[int, int]:
     return n, max(1, n // 2)
 
 
+def weights_info(cfg: DownstreamConfig) -> dict[str, dict]:
+    """The JSON of each stage of the weights the synthetic cases are sampled from (none for a given source)."""
+    from ...sampling.cascade import DEMO_WEIGHTS
+
+    if cfg.synthetic is not None:
+        return {}
+    folder = Path(cfg.weights) if cfg.weights else DEMO_WEIGHTS
+    folder = folder.parent if folder.is_file() else folder
+    return {stage: json.loads((folder / f"{stage}.json").read_text())
+            for stage in ("global", "sr") if (folder / f"{stage}.json").is_file()}
+
+
+def check_generator_overlap(cfg: DownstreamConfig, data: BenchmarkData) -> None:
+    """Refuse test cases that the generator was trained on, where its weights JSON records the case ids."""
+    for stage, raw in weights_info(cfg).items():
+        ids = generator_training_ids(raw)
+        if ids:
+            check_disjoint({c: c for c in data.test_ids}, {c: c for c in ids}, f"generator ({stage} stage) training")
+
+
 def _synthetic_sources(cfg: DownstreamConfig, data: BenchmarkData) -> tuple[Cohort | None, Cohort | None, dict]:
     """The synthetic cohorts (like the real cohort; like its subgroup) and the generator's record."""
     wants_like = any(a in cfg.arms for a in ("real_synth_1to1", "real_synth_1to2", "synth_only"))
@@ -121,16 +141,11 @@ def _synthetic_sources(cfg: DownstreamConfig, data: BenchmarkData) -> tuple[Coho
             raise ValueError(f"`synthetic`: {len(in_group)} case(s) in `shift_group` {cfg.shift_group!r}, "
                              f"the shift arm needs {n_shift}")
         return source, source, record
-    from ...sampling.cascade import DEMO_WEIGHTS, CascadedSampler
+    from ...sampling.cascade import CascadedSampler
 
     generator = CascadedSampler.from_pretrained(cfg.weights)
     generator.configure(steps=cfg.sampler_steps)
-    folder = Path(cfg.weights) if cfg.weights else DEMO_WEIGHTS
-    info = {}
-    for stage in ("global", "sr"):
-        path = (folder.parent if folder.is_file() else folder) / f"{stage}.json"
-        if path.is_file():
-            info[stage] = json.loads(path.read_text())
+    info = weights_info(cfg)
     record = {"source": f"weights:{cfg.weights or 'shipped demo weights'}", "sha256": generator.sha256,
               "settings": dict(generator.settings),
               "weights_sha256": {s: v.get("sha256") for s, v in info.items()},
@@ -180,13 +195,11 @@ def run_downstream(config: DownstreamConfig, log: Callable[[str], None] = print)
         """The synthetic sources, opened (or sampled) when the first run needs them."""
         if not sources:
             like, shift, record = _synthetic_sources(cfg, data)
-            for stage, ids in (record.get("training_cohort") or {}).items():
-                if ids:
-                    check_disjoint({c: c for c in data.test_ids}, {c: c for c in ids},
-                                   f"generator ({stage} stage) training")
             sources.update(like=like, shift=shift, record=record)
         return sources["like"], sources["shift"]
 
+    if any(a in cfg.arms for a in SYNTHETIC_ARMS + ("shift",)):
+        check_generator_overlap(cfg, data)
     if cfg.synthetic is not None:
         synthetic()  # a given source is checked before anything is written; sampling waits for the first run needing it
     _check_settings(out, cfg)
