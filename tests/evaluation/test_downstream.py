@@ -26,6 +26,7 @@ from synthaug.evaluation.downstream import (
     summarise,
 )
 from synthaug.evaluation.downstream import run as downstream_run
+from synthaug.evaluation.downstream import train as downstream_train
 
 REAL_HEIGHTS = (150.0, 160.0, 170.0, 180.0, 195.0, 200.0, 155.0, 165.0)
 #: Tiny recipe: the tiny cohorts (32 x 32 x 64 at 16 mm) on a 32 mm working grid, 2 iterations.
@@ -237,6 +238,19 @@ def test_matching_picks_the_nearest_demographics_once_each():
         ["a", "b", "c", "d"]
     with pytest.raises(ValueError, match="5 matched cases needed, the source has 4"):
         match_cases([Demographics(31, "F", 161, 56)] * 5, pool, 1)
+
+
+def test_lesion_insertion_changes_a_patch_and_keeps_it_normalised():
+    from helpers import tiny_case
+
+    hook, why_not = downstream_train.lesion_insertion_transform(seed=0, spacing_mm=16.0, prob=1.0)
+    assert hook is not None, why_not
+    item = downstream.prepare_case(tiny_case(Demographics(50, "F", 180, 70, "LYMPHOMA"), seed=3), 16.0)
+    patch = downstream_train.crop_patch(item, [s // 2 for s in item["organs"].shape], (16, 16, 16))
+    out = hook(patch, item, np.random.default_rng(0))
+    assert out["image"].shape == patch["image"].shape and out["image"].dtype == np.float32
+    assert -1.0 <= out["image"][0].min() and out["image"][0].max() <= 1.0
+    assert out["lesions"].sum() >= patch["lesions"].sum()
 
 
 def test_runs_without_synthetic_cases_come_first_and_every_arm_has_every_seed():

@@ -288,7 +288,7 @@ def _one_run(run: Run, cfg: DownstreamConfig, data: BenchmarkData, phantom: Coho
     record = {"arm": run.arm, "n_real": run.n_real, "seed": run.seed, "iterations": cfg.iterations,
               "batch_size": cfg.batch_size}
     if run.arm == "real_lesion_insertion":
-        insertion, why_not = lesion_insertion_transform(run.seed)
+        insertion, why_not = lesion_insertion_transform(run.seed, cfg.spacing_mm)
         if insertion is None:
             return {**record, "status": "not available", "reason": why_not}
     shift = run.arm.startswith("shift_")

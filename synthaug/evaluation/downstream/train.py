@@ -119,31 +119,30 @@ def sample_patch(item: Mapping, cfg: DownstreamConfig, rng: np.random.Generator)
 INSERTION_PROB = 0.5
 
 
-def lesion_insertion_transform(seed: int) -> tuple[Callable | None, str]:
-    """Arm 7's patch hook: :class:`~synthaug.data.transforms.RandLesionInsertd` (seeded from ``seed``,
-    realistic appearance, the item's diagnosis) on the patch dictionaries of :func:`sample_patch`, whose
-    ``image`` (CT, PET normalised) is taken back to HU and SUV for it. Returns ``(hook, "")``.
+def lesion_insertion_transform(seed: int, spacing_mm: float, prob: float = 0.5) -> tuple[Callable | None, str]:
+    """Arm 7: a ``patch_hook`` that runs ``RandLesionInsertd`` on a training patch, or ``(None, why not)``.
 
-    A patch without organ labels (a real cohort without ``ORGANS.nii.gz``, a patch in the air) is left as it is;
-    node chains need the vertex in the field of view, so in patches only extranodal sites take lesions.
+    The patch goes back to HU and SUV (CT beyond the window stays clipped), gets lesions with
+    probability ``prob`` (sites from the patch's organ labels, counts and uptake from the case's
+    diagnosis, the transform's default appearance) and is normalised again.
     """
-    from ...data.transforms import RandLesionInsertd
+    from ...data import transforms
 
-    insert = RandLesionInsertd(keys=("ct", "pet"), organs_key="organs", label_key="lesions",
-                               prob=INSERTION_PROB).set_random_state(seed=seed)
+    insert_cls = getattr(transforms, "RandLesionInsertd", None)
+    if insert_cls is None:
+        return None, "RandLesionInsertd does not exist yet"
+    insert = insert_cls(keys="image", prob=prob, affine=np.diag([spacing_mm] * 3 + [1.0]))
+    insert.set_random_state(seed=seed)
 
     def hook(patch: dict, item: Mapping, rng: np.random.Generator) -> dict:
-        if not patch["organs"].any():
-            return patch
-        step = (float(item["voxel_ml"]) * 1000.0) ** (1.0 / 3.0)
-        insert.affine = np.diag([step, step, step, 1.0])
-        ct = patch["image"][0] * CT_WINDOW[1]
-        pet = np.expm1(patch["image"][1] * PET_SCALE)
-        d = insert({"ct": ct[None], "pet": pet[None], "organs": patch["organs"][None], "lesions": patch["lesions"][None],
-                    "demographics": item.get("demographics")})
-        image = np.stack([np.clip(d["ct"][0], *CT_WINDOW) / CT_WINDOW[1],
-                          np.log1p(np.clip(d["pet"][0], 0, None)) / PET_SCALE]).astype(np.float32)
-        return {"image": image, "organs": d["organs"][0], "lesions": d["lesions"][0]}
+        image = np.stack([patch["image"][0] * CT_WINDOW[1], np.expm1(patch["image"][1] * PET_SCALE)])
+        out = insert({"image": image, "organs": patch["organs"][None], "lesions": patch["lesions"][None],
+                      "demographics": item.get("demographics")})
+        ct, pet = np.asarray(out["image"][0]), np.asarray(out["image"][1])
+        return {"image": np.stack([np.clip(ct, *CT_WINDOW) / CT_WINDOW[1],
+                                   np.log1p(np.clip(pet, 0, None)) / PET_SCALE]).astype(np.float32),
+                "organs": np.asarray(out["organs"][0]).astype(np.uint8),
+                "lesions": (np.asarray(out["lesions"][0]) > 0).astype(np.uint8)}
 
     return hook, ""
 
