@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .cache import PlannedCase, check_manifest_files, load_manifest, plan_cases, read_cache_case
 from ..core.case import Case
 from ..core.demographics import Demographics
+from .cache import PlannedCase, check_manifest_files, load_manifest, plan_cases, read_cache_case
 
 LABEL_CHOICES = ("lesions", "organs", "both")
 #: Keys of the ``demographics`` dict of an item.
@@ -293,8 +293,8 @@ class PETCTCohortDataset(Dataset):
     def __init__(self, root: str | Path, *, label: str = "lesions", image_key: str = "image",
                  label_key: str = "label", organ_key: str = "organs", label_dtype: torch.dtype = torch.float32,
                  transform: Callable[[dict], object] | None = None) -> None:
-        from .cache import is_cache, open_cache_as_cohort
         from ..core.io import Cohort
+        from .cache import is_cache, open_cache_as_cohort
 
         if label not in LABEL_CHOICES:
             raise ValueError(f"label={label!r}; choose one of {LABEL_CHOICES}")

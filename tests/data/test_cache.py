@@ -13,6 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from synthaug.cli import main
+from synthaug.core.case import Case
+from synthaug.core.demographics import Demographics
+from synthaug.core.grid import Grid
+from synthaug.core.io import Cohort
 from synthaug.data.cache import (
     MANIFEST_FILE,
     case_id_for,
@@ -25,12 +30,7 @@ from synthaug.data.cache import (
     read_cache_case,
     verify_cache,
 )
-from synthaug.core.case import Case
-from synthaug.cli import main
-from synthaug.core.demographics import Demographics
 from synthaug.sampling.generator import as_list, per_case_seeds
-from synthaug.core.grid import Grid
-from synthaug.core.io import Cohort
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,6 +11,8 @@ import torch
 from monai.data import MetaTensor
 from test_cache import FakeGenerator
 
+from synthaug.core.demographics import Demographics
+from synthaug.core.io import write_case, write_demographics_csv
 from synthaug.data.cache import generate_cache, merge_manifest, plan_cases
 from synthaug.data.dataset import (
     PETCTCohortDataset,
@@ -18,8 +20,6 @@ from synthaug.data.dataset import (
     demographics_from_item,
     demographics_item,
 )
-from synthaug.core.demographics import Demographics
-from synthaug.core.io import write_case, write_demographics_csv
 
 
 def _assert_items_equal(a: dict, b: dict) -> None:
@@ -194,8 +194,8 @@ def test_real_cohort_dataset_matches_the_structure(tmp_path, cache):
 
 def test_phantom_on_the_fly_equals_its_cache(tmp_path):
     pytest.importorskip("synthaug.phantom.body")
-    from synthaug.sampling.generator import PhantomGenerator
     from synthaug.core.grid import Grid
+    from synthaug.sampling.generator import PhantomGenerator
 
     gen = PhantomGenerator("demo", grid=Grid((16, 16, 32), (32.0, 32.0, 32.0)))
     root = tmp_path / "cache"

@@ -9,9 +9,9 @@ from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose, Lambdad, RandSpatialCropd
 from test_cache import FakeGenerator
 
+from synthaug.core.demographics import Demographics
 from synthaug.data.cache import generate_cache, merge_manifest, plan_cases
 from synthaug.data.dataset import SyntheticPETCTDataset, demographics_from_item, demographics_item
-from synthaug.core.demographics import Demographics
 from synthaug.data.transforms import (
     AddSyntheticChannelD,
     AddSyntheticChanneld,
