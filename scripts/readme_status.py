@@ -1,0 +1,129 @@
+"""The README's status table, generated from the results files it cites.
+
+Each row reads one number from one results file and says which weights it was measured on: the
+short generator digest (weights + calibration, as cases record it), marked where that is not the
+shipped weights' or where the file says it is stale. ``--write`` puts the table between the
+README's status markers; ``--check`` (used by the tests) fails when the README's table is not what
+the results files say.
+
+    python scripts/readme_status.py --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+BEGIN, END = "<!-- status:begin (scripts/readme_status.py) -->", "<!-- status:end -->"
+
+
+def _get(data: dict, *path):
+    for key in path:
+        data = data[key]
+    return data
+
+
+def _range(values: list[float], fmt: str) -> str:
+    lo, hi = min(values), max(values)
+    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}}-{hi:{fmt}}"
+
+
+def _liver_cov(group: str, key: str = "liver_from_labels") -> Callable[[dict], str]:
+    return lambda d: _range([c[key]["cov"] for c in d["groups"][group] if c.get(key, {}).get("found")], ".2f")
+
+
+#: (what, results file relative to the repository, how to read the value from it).
+ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
+    ("Organ x sex mean SUVs within 10 % of the held-out phantom cohort",
+     "synthaug/weights/evaluation/acceptance.json",
+     lambda d: f"{round(d['suv_within_10pct'] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"),
+    ("Organ x sex mean volumes within 10 % of the held-out phantom cohort",
+     "synthaug/weights/evaluation/acceptance.json",
+     lambda d: f"{round(d['volume_within_10pct'] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"),
+    ("Requested vs generated body weight / height, Pearson r", "synthaug/weights/evaluation/acceptance.json",
+     lambda d: f"{d['weight_r']:.2f} / {d['height_r']:.2f}"),
+    ("Liver VOI noise (CoV) of cascade cases; real FDG PET: see next row", "benchmarks/results/realism.json",
+     _liver_cov("cascade")),
+    ("Liver VOI noise (CoV) of the real whole-body PET (liver found without labels)", "benchmarks/results/realism.json",
+     _liver_cov("real", "liver")),
+    ("Liver VOI noise (CoV) of cascade cases with the default scanner model", "benchmarks/results/realism.json",
+     _liver_cov("cascade+scan")),
+    ("Inserted lesions' SUVmean / SUVmax, median (51 real sarcomas: next row)", "benchmarks/results/lesion_insertion.json",
+     lambda d: f"{_get(d, 'insertion', 'mean_over_max', 'median'):.2f}"),
+    ("Real sarcomas' SUVmean / SUVmax, median", "benchmarks/results/lesion_insertion.json",
+     lambda d: f"{_get(d, 'real_crops', 'mean_over_max', 'median'):.2f}"),
+    ("Seconds per demo case, whole cascade, one CPU thread", "benchmarks/results/speed.json",
+     lambda d: f"{_get(d, 'results', 'timing', 'cascade', 'seconds_per_case'):.1f} s"),
+    ("Cache reads (.npy) vs the same cases as .nii.gz", "benchmarks/results/io.json",
+     lambda d: f"{_get(d, 'results', 'read_speedup_vs_nii_gz', 'npy'):.1f}x faster"),
+]
+
+
+def measured_on(data: dict) -> str | None:
+    """The generator digest a results file records, or ``None`` when it ran no trained weights."""
+    for path in (("weights", "generator_sha256"), ("weights_sha256",), ("settings", "model_sha256"),
+                 ("results", "settings", "model_sha256")):
+        try:
+            value = _get(data, *path)
+        except (KeyError, TypeError):
+            continue
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def shipped_digest() -> str:
+    from synthaug.sampling.cascade import CascadedSampler
+
+    return CascadedSampler.from_pretrained().sha256
+
+
+def table(shipped: str) -> str:
+    lines = ["| measured | value | results file | weights |", "|---|---|---|---|"]
+    for what, rel, read in ROWS:
+        data = json.loads((REPO / rel).read_text())
+        sha = measured_on(data)
+        if data.get("stale"):
+            weights = "**stale**: " + data["stale"].split(", not the shipped")[0]
+        elif sha is None:
+            weights = "no trained weights"
+        else:
+            weights = f"`{sha[:8]}`" + ("" if sha == shipped else " (**not the shipped weights**)")
+        lines.append(f"| {what} | {read(data)} | [{Path(rel).name}]({rel}) | {weights} |")
+    return "\n".join(lines) + "\n"
+
+
+def render(readme: str, shipped: str) -> str:
+    """``readme`` with its status block regenerated."""
+    if BEGIN not in readme or END not in readme:
+        raise ValueError(f"README.md has no status block ({BEGIN} ... {END})")
+    head, rest = readme.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{table(shipped)}{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true", help="regenerate the README's status table")
+    mode.add_argument("--check", action="store_true", help="exit 1 when the README's table is out of date")
+    args = parser.parse_args(argv)
+    readme = README.read_text()
+    new = render(readme, shipped_digest())
+    if args.check:
+        if new != readme:
+            print("README.md's status table differs from the results files: run scripts/readme_status.py --write")
+            return 1
+        return 0
+    README.write_text(new)
+    print(f"wrote the status table of {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
