@@ -553,8 +553,10 @@ def twins(r: dict) -> list[str]:
     d, s1, ph = res["design"], res["stage1"], res["phantom"]
     st = d["stage1_settings"]
     sw = d["sweeps"]
-    out = [f"Counterfactual twins (issue 38): {len(d['people'])} base people from `sample_population(n, "
-           f"{d['population_seed']})` with the diagnosis set to NEGATIVE; person i sampled with seed 1000 + i for every "
+    measured = d.get("people_measured", list(range(len(d["people"]))))
+    out = [f"Counterfactual twins (issue 38): **{len(measured)} base people** (people {measured} of the "
+           f"{len(d['people'])} drawn by `sample_population({len(d['people'])}, {d['population_seed']})`) with the "
+           "diagnosis set to NEGATIVE; person i sampled with seed 1000 + i for every "
            f"twin. Sweeps: weight {sw['weight']} kg, height {sw['height']} cm, age {sw['age']} years (the other fields "
            f"the person's own). The cascade's **stage 1 only** (`stages='global'`, {d['grid']['spacing'][0]:g} mm "
            f"grid, where body size and organ positions are decided), `{st['sampler']}` with **{st['steps']} steps** "
@@ -562,7 +564,7 @@ def twins(r: dict) -> list[str]:
            "within the shared CPUs' budget), lesion prior off; the "
            "full-cascade check below uses the weights' own settings. *No-twin*: the same person at 80 kg from a second, "
            "independent seed (5000 + i), so that neighbours are 60@s, 80@s', 100@s. *Phantom*: its twins on the same "
-           "grid and seeds.", "", _weights_sha(res.get("weights")), "",
+           f"grid and seeds (phantom version {res.get('phantom_version', '?')}).", "", _weights_sha(res.get("weights")), "",
            "**Effectiveness** (each twin set centred on its own mean, then pooled: Pearson r and OLS slope of the "
            "measure on the requested value; pooled r: all cases, uncentred; rising: sets whose measure rises at every "
            "step):", ""]
@@ -603,7 +605,7 @@ def twins_full(r: dict) -> list[str]:
     res = r["results"]
     f = res["full_cascade"]
     st = f["settings"]
-    out = [f"The weight twins (60, 80, 100 kg) of the first {f['people']} people above through the whole cascade, with "
+    out = [f"The weight twins (60, 80, 100 kg) of the first {f['people']} of the people above through the whole cascade, with "
            f"the weights' own settings (stage 1 `{st['sampler']}` {st['steps']} steps, SR `{st.get('sr_sampler')}` "
            f"{st.get('sr_steps')} steps, lesion prior off); each final case against its own stage-1 output.", "",
            _weights_sha(res.get("weights")), ""]

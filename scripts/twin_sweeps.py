@@ -48,6 +48,7 @@ from synthaug.core.demographics import Demographics, sample_population  # noqa: 
 from synthaug.core.labels import ORGAN_IDS  # noqa: E402
 from synthaug.evaluation.metrics import measure_case  # noqa: E402
 from synthaug.model.channels import decode  # noqa: E402
+from synthaug.phantom.body import PHANTOM_VERSION  # noqa: E402
 from synthaug.sampling.cascade import CascadedSampler  # noqa: E402
 from synthaug.sampling.generator import PhantomGenerator  # noqa: E402
 from synthaug.sampling.twins import twin_demographics  # noqa: E402
@@ -141,7 +142,7 @@ def run_people(kind: str, work, index: list[int], path: str | None, total: int) 
         if i in done:
             continue
         t0 = time.time()
-        done[i] = {"kind": kind, "index": i, **work(i)}
+        done[i] = {"kind": kind, "index": i, **work(i), "seconds": round(time.time() - t0, 1), "finished": now()}
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a") as fh:
@@ -258,12 +259,18 @@ def main(argv: list[str] | None = None) -> int:
                    "stage1_settings": stage1.settings, "grid": stage1.global_config.global_grid.to_dict()},
         "weights": weights_info(Path(args.weights) if args.weights else Path(__file__).resolve().parents[1]
                                 / "synthaug" / "weights"),
-        "generator_sha256": stage1.sha256,
+        "generator_sha256": stage1.sha256, "phantom_version": PHANTOM_VERSION,
     }
     if args.merge:  # the records of earlier (sharded, resumed) runs
-        command = "; ".join([f"{command.split(' --merge')[0]} (records: {', '.join(args.merge)})"])
         both = read_records(args.merge, "sweeps")
         full = read_records(args.merge, "full")
+        seconds = [r.get("seconds") for r in both + full]
+        started = None  # the records' own run, not this analysis (seconds: the people's sampling, summed)
+        t0 = time.time() - (sum(seconds) if None not in seconds else 0.0)
+        if args.part != "full":  # the phantom is cheap: its twins again, from the phantom as it is now
+            phantom = PhantomGenerator(grid=stage1.global_config.global_grid)
+            for r in both:
+                r["phantom"] = person_record(phantom, people[r["index"]], seeds[r["index"]], second[r["index"]])
     else:
         k, n = (int(v) for v in args.shard.split("/")) if args.shard else (0, 1)
         index = [i for i in range(args.people) if i % n == k]
@@ -292,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         results["full_cascade"] = full_summary(full, CascadedSampler.from_pretrained(args.weights)
                                                .configure(lesions="model").settings)
     name = "twins_full" if args.part == "full" else "twins"
-    path = write_result(Context(out_dir=Path(args.out), command=command), name, results,
+    weights_dir = Path(args.weights) if args.weights else Path(__file__).resolve().parents[1] / "synthaug" / "weights"
+    path = write_result(Context(out_dir=Path(args.out), command=command, weights=[weights_dir], threads=args.threads),
+                        name, results,
                         started=started, load_start=load_start, seconds=time.time() - t0)
     print(f"wrote {path}")
     return 0
