@@ -99,13 +99,13 @@ def run(ctx: Context) -> dict:
             cfg = sampler.global_config
             demos, refs = heldout_global_cases(cfg, n)
         raw = sampler.sample_global(demos, list(range(n)), soft_labels=True)
-        x = harden_labels(raw, sampler.global_config.label_bias)
+        x = harden_labels(raw, sampler.global_config.calibration.label_bias)
         s = sampler.settings
         info = weights_info(folder)
         rows.append({"weights": info, "step": info["global"]["step"],
                      "objective": sampler.global_config.diffusion.objective,
                      "p_mean": sampler.global_config.diffusion.p_mean, "p_std": sampler.global_config.diffusion.p_std,
-                     "sampler": s["sampler"], "steps": s["steps"], "calibrated": bool(sampler.global_config.label_bias),
+                     "sampler": s["sampler"], "steps": s["steps"], "calibrated": bool(sampler.global_config.calibration.label_bias),
                      "organs": organ_volume_stats(x, refs, raw),
                      "lesions": lesion_stats(x, refs, raw)})
     return {"cases": n, "rows": rows}

@@ -26,6 +26,7 @@ saw labels in training and what :func:`decode` then reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -247,3 +248,51 @@ def spread_organ_levels(x: torch.Tensor, ct_level: Sequence[float] = (), ct_leve
             shift[mask] = (1 - keep) * (centre - float(hu[mask].median()))
         out[b, CT_CHANNEL] = ct_to_channel(hu + shift)
     return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What :mod:`synthaug.sampling.calibration` fitted for one stage, stored beside its weights.
+
+    :meth:`apply` turns the stage's raw output into what it hands on, in this order: the labels
+    decided with ``label_bias`` (:func:`harden_labels`), CT shifted and PET scaled per organ class
+    (``ct_shift``, ``pet_gain``; :func:`calibrate_intensities`), then each organ's per-case HU spread
+    narrowed towards ``ct_level`` (``ct_level_scale``; :func:`spread_organ_levels`). An empty table
+    (``()``) leaves its step out.
+    """
+
+    label_bias: tuple[float, ...] = ()       # one per organ channel, then the lesion channel's
+    ct_shift: tuple[float, ...] = ()         # HU added per organ class
+    pet_gain: tuple[float, ...] = ()         # SUV factor per organ class
+    ct_level: tuple[float, ...] = ()         # HU each organ's per-case median is pulled towards
+    ct_level_scale: tuple[float, ...] = ()   # share of a case's deviation from ct_level that is kept
+
+    #: The JSON keys (a stage config stores them flat, beside the architecture).
+    KEYS = ("label_bias", "ct_shift", "pet_gain", "ct_level", "ct_level_scale")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label_bias", check_label_bias(self.label_bias))
+        ct_shift, pet_gain = check_intensity_calibration(self.ct_shift, self.pet_gain)
+        object.__setattr__(self, "ct_shift", ct_shift)
+        object.__setattr__(self, "pet_gain", pet_gain)
+        ct_level, ct_level_scale = check_level_spread(self.ct_level, self.ct_level_scale)
+        object.__setattr__(self, "ct_level", ct_level)
+        object.__setattr__(self, "ct_level_scale", ct_level_scale)
+
+    @property
+    def fitted(self) -> bool:
+        """Whether anything was fitted (else :meth:`apply` only decides the labels by argmax)."""
+        return any(getattr(self, k) for k in self.KEYS)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage's raw output (B, C, X, Y, Z) as it hands it on (in place where it can)."""
+        x = calibrate_intensities(harden_labels(x, self.label_bias), self.ct_shift, self.pet_gain, inplace=True)
+        return spread_organ_levels(x, self.ct_level, self.ct_level_scale, inplace=True)
+
+    def to_dict(self) -> dict:
+        return {k: list(getattr(self, k)) for k in self.KEYS}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        """From a stage config's JSON (keys absent: nothing fitted)."""
+        return cls(**{k: tuple(d.get(k, ())) for k in cls.KEYS})

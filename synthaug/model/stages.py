@@ -31,11 +31,9 @@ from .channels import (
     NUM_CHANNELS,
     ORGAN_CHANNELS,
     PET_CHANNEL,
+    Calibration,
     channel_to_ct,
     channel_to_pet,
-    check_intensity_calibration,
-    check_label_bias,
-    check_level_spread,
     ct_to_channel,
     pet_to_channel,
 )
@@ -67,25 +65,11 @@ class StageConfig:
     sample_patch_size: tuple[int, int, int] = (128, 128, 64)  # sr: sampling patch size
     sample_overlap: int = 8                         # sr: overlap between sampling patches (voxels)
     cond_aug_max: float = 0.1                       # sr: max std of the noise added to the low-res input
-    # How the training cohort's lesions reach the global grid (synthaug.model.preprocess.LESION_RULES);
-    # configs written before the field existed used "majority".
-    lesion_rule: str = "majority"
-    # How thin organs reach the global grid (synthaug.model.preprocess.ORGAN_RULES; the output grid
-    # always takes "argmax"); configs written before the field existed used "argmax".
-    organ_rule: str = "argmax"
-    # sr: UPSAMPLE_MODES; configs written before the field existed used "trilinear".
-    upsample: str = "trilinear"
-    # Offsets added to the label channels before they are decided (synthaug.model.channels.harden_labels):
-    # () = none; else one per organ channel, then the lesion channel's, fitted by synthaug.sampling.calibration.
-    label_bias: tuple[float, ...] = ()
-    # Per organ class, HU added to and SUV multiplied into the stage's output after its labels are
-    # decided (synthaug.model.channels.calibrate_intensities): () = none; fitted by synthaug.sampling.calibration.
-    ct_shift: tuple[float, ...] = ()
-    pet_gain: tuple[float, ...] = ()
-    # Per organ class, the HU its per-case median is pulled towards and the share of a case's
-    # deviation kept (synthaug.model.channels.spread_organ_levels, after the shift): () = none.
-    ct_level: tuple[float, ...] = ()
-    ct_level_scale: tuple[float, ...] = ()
+    lesion_rule: str = "majority"                   # how the cohort's lesions reach the global grid (LESION_RULES)
+    organ_rule: str = "argmax"                      # how thin organs reach the global grid (ORGAN_RULES)
+    upsample: str = "trilinear"                     # sr: how the global volume reaches the output grid (UPSAMPLE_MODES)
+    # What synthaug.sampling.calibration fitted on the trained stage (stored flat in the JSON).
+    calibration: Calibration = field(default_factory=Calibration)
     encoding: dict = field(default_factory=lambda: dict(ENCODING))
     # The demographics the stage's training cohort spans (JSON "training_population"; metadata: not part
     # of the generator's identity): sampling outside it warns. None (configs written before it) = unknown.
@@ -99,13 +83,8 @@ class StageConfig:
         check_rules(self.lesion_rule, self.organ_rule)
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r}; choose one of {UPSAMPLE_MODES}")
-        object.__setattr__(self, "label_bias", check_label_bias(self.label_bias))
-        ct_shift, pet_gain = check_intensity_calibration(self.ct_shift, self.pet_gain)
-        object.__setattr__(self, "ct_shift", ct_shift)
-        object.__setattr__(self, "pet_gain", pet_gain)
-        ct_level, ct_level_scale = check_level_spread(self.ct_level, self.ct_level_scale)
-        object.__setattr__(self, "ct_level", ct_level)
-        object.__setattr__(self, "ct_level_scale", ct_level_scale)
+        if not isinstance(self.calibration, Calibration):
+            raise ValueError(f"calibration: expected a Calibration, got {type(self.calibration).__name__}")
         for name in ("channel_weights", "positive_weights"):
             weights = getattr(self.diffusion, name)
             if weights is not None and len(weights) != self.net.out_channels:
@@ -117,11 +96,6 @@ class StageConfig:
         if any(c >= self.net.out_channels for c in self.diffusion.skip_channels):
             raise ValueError(f"diffusion.skip_channels={list(self.diffusion.skip_channels)}: "
                              f"the network has {self.net.out_channels} output channels")
-
-    def calibration(self) -> dict:
-        """What :mod:`synthaug.sampling.calibration` fitted for this stage (empty lists where nothing was)."""
-        return {"label_bias": list(self.label_bias), "ct_shift": list(self.ct_shift), "pet_gain": list(self.pet_gain),
-                "ct_level": list(self.ct_level), "ct_level_scale": list(self.ct_level_scale)}
 
     def resampling(self, grid: Grid) -> dict:
         """How the training cohort is resampled onto ``grid`` (the global or the output grid)
@@ -135,33 +109,52 @@ class StageConfig:
 
     def to_dict(self) -> dict:
         return {
-            "stage": self.stage, "preset": self.preset, "global_grid": self.global_grid.to_dict(),
+            "format_version": STAGE_FORMAT_VERSION, "stage": self.stage, "preset": self.preset, "global_grid": self.global_grid.to_dict(),
             "output_grid": self.output_grid.to_dict(), "net": self.net.to_dict(), "diffusion": self.diffusion.to_dict(),
             "patch_size": list(self.patch_size), "sample_patch_size": list(self.sample_patch_size),
             "sample_overlap": self.sample_overlap, "cond_aug_max": self.cond_aug_max, "encoding": self.encoding,
             "lesion_rule": self.lesion_rule, "organ_rule": self.organ_rule, "upsample": self.upsample,
-            **self.calibration(),
+            **self.calibration.to_dict(),
             **({"training_population": self.population.to_dict()} if self.population is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> StageConfig:
+        """From the JSON beside the weights, of any format version (:func:`migrate_stage_config`)."""
+        d = migrate_stage_config(d)
         try:
             return cls(
                 stage=d["stage"], preset=d["preset"], global_grid=Grid.from_dict(d["global_grid"]),
                 output_grid=Grid.from_dict(d["output_grid"]), net=NetConfig.from_dict(d["net"]),
-                diffusion=DiffusionConfig.from_dict(d["diffusion"]), patch_size=tuple(d.get("patch_size", (64, 64, 64))),
-                sample_patch_size=tuple(d.get("sample_patch_size", (128, 128, 64))),
-                sample_overlap=int(d.get("sample_overlap", 8)), cond_aug_max=float(d.get("cond_aug_max", 0.1)),
-                encoding=d.get("encoding", dict(ENCODING)), lesion_rule=d.get("lesion_rule", "majority"),
-                organ_rule=d.get("organ_rule", "argmax"),
-                upsample=d.get("upsample", "trilinear"), label_bias=tuple(d.get("label_bias", ())),
-                ct_shift=tuple(d.get("ct_shift", ())), pet_gain=tuple(d.get("pet_gain", ())),
-                ct_level=tuple(d.get("ct_level", ())), ct_level_scale=tuple(d.get("ct_level_scale", ())),
+                diffusion=DiffusionConfig.from_dict(d["diffusion"]), patch_size=tuple(d["patch_size"]),
+                sample_patch_size=tuple(d["sample_patch_size"]), sample_overlap=int(d["sample_overlap"]),
+                cond_aug_max=float(d["cond_aug_max"]), encoding=d["encoding"], lesion_rule=d["lesion_rule"],
+                organ_rule=d["organ_rule"], upsample=d["upsample"], calibration=Calibration.from_dict(d),
                 population=PopulationRanges.from_dict(d["training_population"]) if d.get("training_population") else None,
             )
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"stage config is incomplete or malformed: {err}") from None
+
+
+#: The stage config's JSON format: 1 = written before ``format_version`` existed (fields added over time
+#: may be missing), 2 = every field present.
+STAGE_FORMAT_VERSION = 2
+#: What a format-1 config without a field meant: the behaviour before the field existed.
+_FORMAT_1_DEFAULTS = {"patch_size": [64, 64, 64], "sample_patch_size": [128, 128, 64], "sample_overlap": 8,
+                      "cond_aug_max": 0.1, "encoding": ENCODING, "lesion_rule": "majority", "organ_rule": "argmax",
+                      "upsample": "trilinear"}
+
+
+def migrate_stage_config(d: dict) -> dict:
+    """A stage config's JSON in the current format (:data:`STAGE_FORMAT_VERSION`); older formats get
+    the values that reproduce how they were trained and sampled. A newer format is refused."""
+    version = d.get("format_version", 1)
+    if not isinstance(version, int) or not 1 <= version <= STAGE_FORMAT_VERSION:
+        raise CheckpointError(f"stage config format_version={version!r}: this synthaug reads 1-{STAGE_FORMAT_VERSION}; "
+                              "upgrade synthaug to read newer weights")
+    if version == 1:
+        d = {**{k: (dict(v) if isinstance(v, dict) else v) for k, v in _FORMAT_1_DEFAULTS.items()}, **d}
+    return {**d, "format_version": STAGE_FORMAT_VERSION}
 
 
 def default_stage_config(stage: str, preset: str = "demo", objective: str = "x0", **overrides) -> StageConfig:

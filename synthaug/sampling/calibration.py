@@ -3,7 +3,7 @@
 A briefly trained stage decides small or thin classes (aorta, spleen, kidneys, the
 lesion channel) by argmax over label channels that it generates a little too low, so
 they come out too small or not at all, while a neighbour grows. Adding a constant offset
-per class before the argmax (``StageConfig.label_bias``, applied by
+per class before the argmax (``StageConfig.calibration.label_bias``, applied by
 :func:`synthaug.model.channels.harden_labels`) moves the borders without retraining. The
 offsets are fitted on the stage's own samples, generated for the demographics of
 training cases, against the label volumes on the stage's grid that those demographics
@@ -19,7 +19,7 @@ at least ``2 * max_abs`` cannot change class under any admissible offsets, so on
 others are kept (:func:`compact`), which keeps full-resolution samples small.
 
 The same samples then give each class's median HU and mean SUV inside the calibrated
-labels; a per-class CT shift and PET gain (``StageConfig.ct_shift``, ``pet_gain``, applied
+labels; a per-class CT shift and PET gain (``Calibration.ct_shift``, ``pet_gain``, applied
 by :func:`synthaug.model.channels.calibrate_intensities` after the labels are decided) take them
 to the training cases' median HU and mean SUV, within :data:`~synthaug.model.channels.MAX_CT_SHIFT` and
 :data:`~synthaug.model.channels.PET_GAIN_RANGE`. This corrects a stage's level per organ (the
@@ -36,7 +36,7 @@ wander from case to case far more than the training cases' (the demo stage 1's s
 a per-case median HU with an sd of 15 HU where the cohort's is 4), which puts single cases outside the organ's range
 although the average is right. So each organ's per-case median HU in the shifted samples
 is compared with the training cases' (:func:`fit_level_spread`): where the samples spread
-more, a per-class scale (``StageConfig.ct_level_scale``, at most 1, applied by
+more, a per-class scale (``Calibration.ct_level_scale``, at most 1, applied by
 :func:`synthaug.model.channels.spread_organ_levels` after the shift) keeps only that share of each
 case's deviation from the cohort's median (``ct_level``). Whatever of an organ's level
 varies in the cohort (a fatty liver, bone with age) keeps the cohort's spread, and the
@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -426,7 +426,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
         raise ValueError(f"max_abs={max_abs} must be > 0")
     if spread_only and not intensities:
         raise ValueError("spread_only fits an intensity calibration: it cannot go with intensities=False")
-    stages, attr = ("global", "global_config") if stage == "global" else ("cascade", "sr_config")
+    stages = "global" if stage == "global" else "cascade"
     sampler = CascadedSampler.from_pretrained(weights, stages=stages)
     cohort = Cohort(data)
     if not 1 <= cases <= len(cohort):
@@ -438,8 +438,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     if not cases <= volume_cases <= len(cohort):
         raise ValueError(f"volume_cases={volume_cases}: must be at least cases={cases} and at most the "
                          f"{len(cohort)} of the training cohort {data}")
-    config = getattr(sampler, attr)
-    setattr(sampler, attr, replace(config, **{k: () for k in config.calibration()}))  # sample without what is fitted
+    config = sampler.global_config if stage == "global" else sampler.sr_config  # sampled uncalibrated (soft labels)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     _reduced_samples(sampler, stage, cohort, list(range(shard[0], cases, shard[1])), work, max_abs, progress)
@@ -453,8 +452,8 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
                                   intensity_cases=intensity_cases if intensities else None)
     target, target_hu, target_suv = stats.volume_target(cases), stats.median_hu, stats.mean_suv
     if spread_only:  # on top of the stage's own offsets and shift, which stay as they are
-        bias = np.asarray(config.label_bias or np.zeros(LABEL_BIAS_SIZE), np.float64)
-        shift = np.asarray(config.ct_shift or np.zeros(NUM_ORGAN_CLASSES), np.float64)
+        bias = np.asarray(config.calibration.label_bias or np.zeros(LABEL_BIAS_SIZE), np.float64)
+        shift = np.asarray(config.calibration.ct_shift or np.zeros(NUM_ORGAN_CLASSES), np.float64)
         result = _level_spread_fit(parts, bias, shift, stats)
         if write:
             _write(weights, stage, stages, result)

@@ -158,7 +158,7 @@ def test_resume_refuses_settings_of_fields_the_run_file_predates(cohort, config_
     out = tmp_path / "run"
     assert _train(cohort, out, config_file, "--steps", "1") == 0
     run = json.loads((out / "run_global.json").read_text())
-    for key in ("lesion_rule", "upsample"):
+    for key in ("lesion_rule", "upsample", "format_version"):  # a format-1 run file
         del run["stage"][key]
     (out / "run_global.json").write_text(json.dumps(run))
     for override, match in (({"lesion_rule": "every"}, "lesion_rule='majority'"),
@@ -448,7 +448,7 @@ def test_lesion_rule_is_recorded_and_checked():
 
     cfg = default_stage_config("global")
     assert cfg.lesion_rule == "every"
-    old = {k: v for k, v in cfg.to_dict().items() if k != "lesion_rule"}
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("lesion_rule", "format_version")}
     assert StageConfig.from_dict(old).lesion_rule == "majority"  # weights trained before the rule existed
     with pytest.raises(ValueError, match="lesion_rule='any'"):
         default_stage_config("sr", lesion_rule="any")
@@ -499,7 +499,7 @@ def test_organ_rule_is_recorded_and_applies_to_the_global_grid_only():
 
     cfg = default_stage_config("sr", organ_rule="thin")
     assert StageConfig.from_dict(cfg.to_dict()).organ_rule == "thin"
-    old = {k: v for k, v in cfg.to_dict().items() if k != "organ_rule"}
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("organ_rule", "format_version")}
     assert StageConfig.from_dict(old).organ_rule == "argmax"  # weights trained before the rule existed
     assert cfg.resampling(cfg.global_grid) == {"lesion_rule": "every", "organ_rule": "thin"}
     assert cfg.resampling(cfg.output_grid) == {"lesion_rule": "every", "organ_rule": "argmax"}

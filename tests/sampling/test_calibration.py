@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers import tiny_stage_config, write_tiny_cohort
 
+import synthaug
 from synthaug import cli
 from synthaug.core.checkpoint import CheckpointError
 from synthaug.core.demographics import Demographics
@@ -22,6 +24,7 @@ from synthaug.model.channels import (
     NUM_CHANNELS,
     ORGAN_CHANNELS,
     PET_CHANNEL,
+    Calibration,
     calibrate_intensities,
     channel_to_ct,
     channel_to_pet,
@@ -30,7 +33,7 @@ from synthaug.model.channels import (
     harden_labels,
     spread_organ_levels,
 )
-from synthaug.model.stages import StageConfig, build_stage_model, load_stage, save_stage
+from synthaug.model.stages import STAGE_FORMAT_VERSION, StageConfig, build_stage_model, load_stage, save_stage
 from synthaug.sampling.calibration import (
     CASES_PER_FEATURE,
     CLASS_NAMES,
@@ -91,7 +94,7 @@ def test_bad_label_bias_is_refused(bias):
     with pytest.raises(ValueError, match="label_bias needs 13 finite offsets"):
         harden_labels(torch.zeros(1, NUM_CHANNELS, 2, 2, 2), bias)
     with pytest.raises(ValueError, match="label_bias needs"):
-        replace(tiny_stage_config("global"), label_bias=tuple(bias))
+        Calibration(label_bias=tuple(bias))
 
 
 def test_reduced_samples_count_exactly_as_the_full_ones(tmp_path):
@@ -266,7 +269,7 @@ def test_level_spread_fit_matches_the_training_spread_and_leaves_what_it_cannot_
 ])
 def test_bad_level_spread_is_refused(level, scale, match):
     with pytest.raises(ValueError, match=match):
-        replace(tiny_stage_config("global"), ct_level=level, ct_level_scale=scale)
+        Calibration(ct_level=level, ct_level_scale=scale)
 
 
 def test_weights_with_a_bad_level_spread_are_refused_on_load(tmp_path):
@@ -287,19 +290,18 @@ def test_weights_with_a_bad_level_spread_are_refused_on_load(tmp_path):
 ])
 def test_bad_intensity_calibration_is_refused(field, values, match):
     with pytest.raises(ValueError, match=match):
-        replace(tiny_stage_config("sr"), **{field: tuple(values)})
+        Calibration(**{field: tuple(values)})
 
 
 def test_intensity_calibration_round_trips_and_old_configs_have_none():
-    cfg = replace(tiny_stage_config("sr"), ct_shift=tuple(np.linspace(-20, 20, NUM_ORGAN_CLASSES)),
-                  pet_gain=tuple(np.linspace(0.9, 1.1, NUM_ORGAN_CLASSES)),
-                  ct_level=tuple(np.linspace(-90, 90, NUM_ORGAN_CLASSES)),
-                  ct_level_scale=tuple(np.linspace(0.2, 1.0, NUM_ORGAN_CLASSES)))
+    cfg = replace(tiny_stage_config("sr"), calibration=Calibration(
+        ct_shift=tuple(np.linspace(-20, 20, NUM_ORGAN_CLASSES)), pet_gain=tuple(np.linspace(0.9, 1.1, NUM_ORGAN_CLASSES)),
+        ct_level=tuple(np.linspace(-90, 90, NUM_ORGAN_CLASSES)),
+        ct_level_scale=tuple(np.linspace(0.2, 1.0, NUM_ORGAN_CLASSES))))
     assert StageConfig.from_dict(cfg.to_dict()) == cfg
     old = cfg.to_dict()
     del old["ct_shift"], old["pet_gain"], old["ct_level"], old["ct_level_scale"]
-    assert StageConfig.from_dict(old).ct_shift == () and StageConfig.from_dict(old).pet_gain == ()
-    assert StageConfig.from_dict(old).ct_level == () and StageConfig.from_dict(old).ct_level_scale == ()
+    assert StageConfig.from_dict(old).calibration == Calibration()
 
 
 @pytest.mark.parametrize("kept", [(), ("free_values",)])
@@ -340,11 +342,11 @@ def test_fit_refuses_a_target_of_the_wrong_size():
 
 
 def test_label_bias_round_trips_and_old_configs_have_none(tmp_path):
-    cfg = replace(tiny_stage_config("global"), label_bias=tuple(np.linspace(-0.2, 0.2, LABEL_BIAS_SIZE)))
+    cfg = replace(tiny_stage_config("global"), calibration=Calibration(label_bias=tuple(np.linspace(-0.2, 0.2, LABEL_BIAS_SIZE))))
     assert StageConfig.from_dict(cfg.to_dict()) == cfg
     old = cfg.to_dict()
     del old["label_bias"]
-    assert StageConfig.from_dict(old).label_bias == ()
+    assert StageConfig.from_dict(old).calibration.label_bias == ()
     save_stage(tmp_path / "global", build_stage_model(cfg), cfg)
     raw = json.loads((tmp_path / "global.json").read_text())
     raw["label_bias"] = [0.1, 0.2]
@@ -368,20 +370,21 @@ def test_sampler_returns_hardened_labels_decided_with_the_stage_offsets(tmp_path
     assert torch.equal(hard, harden_labels(soft))
     favour = np.zeros(LABEL_BIAS_SIZE)
     favour[7] = 100.0  # every voxel becomes class 7
-    biased = CascadedSampler(model, replace(cfg, label_bias=tuple(favour))).configure(steps=3)
+    biased = CascadedSampler(model, replace(cfg, calibration=Calibration(label_bias=tuple(favour)))).configure(steps=3)
     case = biased.sample(demo, seed=0)[0]
     assert np.all(case.organs == 7)
     np.testing.assert_array_equal(case.ct, sampler.sample(demo, seed=0)[0].ct)
     shift, gain = np.zeros(NUM_ORGAN_CLASSES), np.ones(NUM_ORGAN_CLASSES)
     shift[7], gain[7] = 40.0, 1.25
-    calibrated = CascadedSampler(model, replace(cfg, label_bias=tuple(favour), ct_shift=tuple(shift),
-                                                pet_gain=tuple(gain))).configure(steps=3).sample(demo, seed=0)[0]
+    calibrated = CascadedSampler(model, replace(cfg, calibration=Calibration(
+        label_bias=tuple(favour), ct_shift=tuple(shift), pet_gain=tuple(gain)))).configure(steps=3).sample(demo, seed=0)[0]
     np.testing.assert_allclose(calibrated.ct, case.ct + 40.0, atol=1e-3)
     np.testing.assert_allclose(calibrated.pet, case.pet * 1.25, rtol=1e-5, atol=1e-5)
     centre, scale = np.zeros(NUM_ORGAN_CLASSES), np.ones(NUM_ORGAN_CLASSES)
     centre[7], scale[7] = 35.0, 0.0  # the whole body (class 7) pulled onto 35 HU, after the shift
-    pulled = CascadedSampler(model, replace(cfg, label_bias=tuple(favour), ct_shift=tuple(shift), pet_gain=tuple(gain),
-                                            ct_level=tuple(centre), ct_level_scale=tuple(scale)))
+    pulled = CascadedSampler(model, replace(cfg, calibration=Calibration(
+        label_bias=tuple(favour), ct_shift=tuple(shift), pet_gain=tuple(gain), ct_level=tuple(centre),
+        ct_level_scale=tuple(scale))))
     pulled_case = pulled.configure(steps=3).sample(demo, seed=0)[0]
     assert np.median(pulled_case.ct) == pytest.approx(35.0, abs=1.0)
     np.testing.assert_allclose(pulled_case.ct - calibrated.ct, 35.0 - np.median(calibrated.ct), atol=1.0)
@@ -449,8 +452,8 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
     assert sr["ct_shift"] == [] and sr["pet_gain"] == [] and "intensity_calibration" not in sr
     assert sr["ct_level"] == [] and sr["ct_level_scale"] == [] and "per-case median HU" not in out
     sampler = CascadedSampler.from_pretrained(tiny / "weights")
-    assert sampler.global_config.label_bias == tuple(after["label_bias"])
-    assert sampler.global_config.pet_gain == tuple(after["pet_gain"])
+    assert sampler.global_config.calibration.label_bias == tuple(after["label_bias"])
+    assert sampler.global_config.calibration.pet_gain == tuple(after["pet_gain"])
 
 
 def test_calibrate_spread_only_keeps_the_rest_of_the_calibration(tiny, tmp_path, capsys, monkeypatch):
@@ -480,7 +483,7 @@ def test_calibrate_spread_only_keeps_the_rest_of_the_calibration(tiny, tmp_path,
             judged += 1
             assert scale == pytest.approx(min(1.0, row["training_sd"] / row["generated_sd"]), abs=0.06), name
     assert judged  # at least one class both the samples and the cohort have in every case
-    assert CascadedSampler.from_pretrained(root / "weights").global_config.ct_level_scale == tuple(after["ct_level_scale"])
+    assert CascadedSampler.from_pretrained(root / "weights").global_config.calibration.ct_level_scale == tuple(after["ct_level_scale"])
     code, _, err = _calibrate(capsys, root, tmp_path / "g", "--stage", "global", "--cases", "3", "--spread-only",
                               "--no-intensities")
     assert code != 0 and "spread_only" in err and len(err.strip().splitlines()) == 1
@@ -608,3 +611,25 @@ def test_training_stats_volume_cases_must_include_the_sampled_ones(tiny):
     # three cases are too few for a fit on four demographic features: the sampled cases' own mean
     np.testing.assert_allclose(training_stats(tiny / "cohort", 1, cfg, volume_cases=3)[0],
                                training_stats(tiny / "cohort", 1, cfg)[0])
+
+
+def test_stage_configs_of_every_format_load_and_a_newer_one_is_refused():
+    """Format 1 (no ``format_version``; fields added later absent) loads with the behaviour it was
+    trained with; the current format writes every field; a newer format names the version."""
+    cfg = tiny_stage_config("global")
+    current = cfg.to_dict()
+    assert current["format_version"] == STAGE_FORMAT_VERSION and StageConfig.from_dict(current) == cfg
+    old = {k: v for k, v in current.items()
+           if k not in ("format_version", "lesion_rule", "organ_rule", "upsample", "label_bias", "ct_shift")}
+    loaded = StageConfig.from_dict(old)
+    assert (loaded.lesion_rule, loaded.organ_rule, loaded.upsample) == ("majority", "argmax", "trilinear")
+    assert loaded.calibration == Calibration() and loaded.net == cfg.net
+    with pytest.raises(CheckpointError, match="format_version=99"):
+        StageConfig.from_dict({**current, "format_version": 99})
+
+
+def test_the_shipped_weights_load_through_the_migration_unchanged():
+    raw = json.loads((Path(synthaug.__file__).parent / "weights" / "global.json").read_text())
+    cfg = StageConfig.from_dict(raw)
+    assert cfg.calibration.to_dict() == {k: raw[k] for k in Calibration.KEYS}
+    assert cfg.lesion_rule == raw["lesion_rule"] and cfg.organ_rule == raw["organ_rule"]
