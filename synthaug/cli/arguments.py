@@ -16,6 +16,15 @@ def add_lesions_argument(p: argparse.ArgumentParser) -> None:
                         "networks draw; model: only what the networks draw (the demo weights draw none)")
 
 
+def add_scanner_argument(p: argparse.ArgumentParser) -> None:
+    """``--scanner``, shared by the commands that sample the cascade (``synthaug.phantom.scanner`` presets)."""
+    from ..phantom.scanner import SCANNER_PRESETS
+
+    p.add_argument("--scanner", choices=("off", "default", *sorted(SCANNER_PRESETS)),
+                   help="image the PET as this scanner would (resolution and count noise) as the last step; "
+                        "off (default) keeps the networks' PET, which carries the phantom's own imaging")
+
+
 def refuse_existing(paths: Iterable[str | Path], force: bool) -> None:
     """Stop before any work when a command would overwrite what a previous run wrote: the first of
     ``paths`` that exists, unless ``--force``."""

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from .arguments import add_lesions_argument
+from .arguments import add_lesions_argument, add_scanner_argument
 
 HELP = "pre-generate a resumable, checksummed cache of synthetic cases for training"
 #: Library parameters whose flag is not ``--`` + their name (see ``synthaug.cli.cli_message``).
@@ -40,6 +40,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sr-steps", type=int, help="stage-2 sampler steps (default: from the weights)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     add_lesions_argument(p)
+    add_scanner_argument(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     # For tests and quick looks: the phantom on a coarser grid with the preset's field of view.
     p.add_argument("--grid", help=argparse.SUPPRESS)
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..data.cache import generate_cache, merge_manifest, parse_shard, plan_cases
+    from ..sampling.generator import CaseGenerator
 
     out = Path(args.out)
     if args.n is not None and args.n < 1:
@@ -149,12 +151,11 @@ def run(args: argparse.Namespace) -> int:
 
         device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
         generator = CascadedSampler.from_pretrained(args.weights, device=device, stages=args.stage)
-        generator.configure(steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, lesions=args.lesions)
+        generator.configure(steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, lesions=args.lesions,
+                            scanner=args.scanner)
         preset = generator.settings.get("preset")
         if args.preset is not None and args.preset != preset:
             raise ValueError(f"--preset {args.preset}: the weights are for preset {preset!r}")
-
-    from ..sampling.generator import CaseGenerator
 
     if not isinstance(generator, CaseGenerator):
         raise ValueError(f"the generator ({type(generator).__name__}) lacks the CaseGenerator interface "

@@ -329,7 +329,7 @@ class Trainer:
         message = (f"bf16 gradients on this {self.device.type} are wrong for this network "
                    f"(relative error {err:.3g} in {where})")
         if explicit:
-            raise RuntimeError(f"{message}; train with `precision`='fp32'")
+            raise RuntimeError(f"{message}; train with `precision` fp32")
         warnings.warn(f"{message}; training in fp32", RuntimeWarning, stacklevel=2)
         self.autocast = None
 

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 from scipy import ndimage
 
+from ..core.seeds import check_seed
+
 __all__ = [
     "DEFAULT_SCANNER",
     "SCANNER_PRESETS",
@@ -327,9 +329,7 @@ def apply_scanner(pet: np.ndarray, spacing: Sequence[float], model: ScannerModel
         if (rng is None) == (seed is None):
             raise ValueError("rng/seed: give exactly one of rng (a numpy Generator) or seed (an int)")
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-                raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-            rng = np.random.default_rng(int(seed))
+            rng = np.random.default_rng(check_seed(seed))
         elif not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     out = blur(arr, sp, model.psf_fwhm_mm)

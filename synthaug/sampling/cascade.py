@@ -16,10 +16,11 @@ from ..core.case import Case
 from ..core.checkpoint import CheckpointError
 from ..core.demographics import Demographics, OutOfDistributionWarning
 from ..core.grid import Grid
-from ..model.channels import calibrate_intensities, decode, harden_labels, spread_organ_levels
+from ..model.channels import decode
 from ..model.diffusion import cfg_denoiser, sample
 from ..model.stages import PatchwiseDenoiser, StageConfig, check_patching, load_stage
 from ..phantom.lesions import LESION_MODES, add_lesions
+from ..phantom.scanner import ScannerModel, apply_scanner, get_scanner
 from .generator import as_list, per_case_seeds
 from .twins import sample_twins
 
@@ -31,29 +32,22 @@ SR_FILE = "sr"
 
 def _seed_for_stage(seed: int, stage: int) -> int:
     """Independent, reproducible seeds for the steps of one case (1: global stage, 2: SR stage,
-    3: lesion prior)."""
+    3: lesion prior, 4: scanner)."""
     return int(np.random.default_rng([seed, stage]).integers(2**62))
-
-
-def _finish(x: torch.Tensor, cfg: StageConfig) -> torch.Tensor:
-    """A stage's raw output as it hands it on: labels decided by its offsets, then CT and PET
-    calibrated per organ class, then each organ's HU spread from case to case narrowed
-    (:mod:`synthaug.sampling.calibration`)."""
-    x = calibrate_intensities(harden_labels(x, cfg.label_bias), cfg.ct_shift, cfg.pet_gain, inplace=True)
-    return spread_organ_levels(x, cfg.ct_level, cfg.ct_level_scale, inplace=True)
 
 
 def generator_digest(stages: Sequence[tuple[str, StageConfig]]) -> str:
     """What identifies a generator in its cases' metadata and caches: each stage's weights
     (their sha256) and what calibration fitted on them, since a recalibrated stage makes other
     cases from the same weights. A single uncalibrated stage is its weights' sha256."""
-    calibrations = [cfg.calibration() for _, cfg in stages]
+    calibrations = [cfg.calibration.to_dict() for _, cfg in stages]
     if len(stages) == 1 and not any(calibrations[0].values()):
         return stages[0][0]
     text = "".join(sha for sha, _ in stages)
     if any(any(c.values()) for c in calibrations):
         text += json.dumps(calibrations, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
 
 
 def warn_outside_training(demos: Sequence[Demographics], configs: Sequence[StageConfig | None],
@@ -108,6 +102,9 @@ class CascadedSampler:
         # The demo networks draw no lesions (docs/training.md, "Lesion channel"): by default the
         # lesion model adds them (synthaug.phantom.lesions).
         self.lesions = "prior"
+        # The PET as a scanner images it (synthaug.phantom.scanner); off by default: the demo networks
+        # learned the phantom's own resolution and noise (docs/realism.md).
+        self.scanner: ScannerModel | None = None
 
     # -- construction --
     @classmethod
@@ -149,7 +146,8 @@ class CascadedSampler:
         g = self.global_config.diffusion
         s = {"stages": "cascade" if self.sr_model is not None else "global", "preset": self.global_config.preset,
              "sampler": g.sampler, "steps": self.steps or g.steps, "guidance": self.guidance if self.guidance is not None else g.guidance,
-             "sigma_min": g.sigma_min, "lesions": self.lesions}
+             "sigma_min": g.sigma_min, "lesions": self.lesions,
+             **({"scanner": self.scanner.to_dict()} if self.scanner is not None else {})}
         if self.sr_config is not None:
             s.update({"sr_sampler": self.sr_config.diffusion.sampler, "sr_steps": self.sr_steps or self.sr_config.diffusion.steps,
                       "patch_size": list(self.patch_size), "overlap": self.overlap})
@@ -157,12 +155,16 @@ class CascadedSampler:
 
     def configure(self, *, steps: int | None = None, sr_steps: int | None = None, guidance: float | None = None,
                   patch_size: Sequence[int] | None = None, overlap: int | None = None, patch_batch: int | None = None,
-                  sigma_min: float | None = None, lesions: str | None = None) -> CascadedSampler:
+                  sigma_min: float | None = None, lesions: str | None = None,
+                  scanner: ScannerModel | str | None = None) -> CascadedSampler:
         """Change the sampling settings (checked before any work); returns ``self``.
 
         ``lesions``: "prior" (default) adds lesions from the diagnosis-conditioned lesion model
         (:func:`synthaug.phantom.lesions.add_lesions`) to what the networks drew; "model" keeps only what
         the networks drew.
+
+        ``scanner``: a :class:`~synthaug.phantom.scanner.ScannerModel` or preset name images the PET
+        as that scanner would (resolution and count noise, the last step); ``"off"`` turns it off.
 
         ``sigma_min`` is the stage-1 noise level the sampler jumps to zero from (the
         schedule's end): a larger value returns a smoother, less noisy denoised estimate,
@@ -173,6 +175,7 @@ class CascadedSampler:
             if not 0 < sigma_min < diff.sigma_max:
                 raise ValueError(f"sigma_min={sigma_min} must be in (0, {diff.sigma_max})")
             self.global_config = replace(self.global_config, diffusion=replace(diff, sigma_min=float(sigma_min)))
+        scanner_model = get_scanner(scanner) if scanner is not None else self.scanner
         if lesions is not None and lesions not in LESION_MODES:
             raise ValueError(f"lesions={lesions!r}; choose one of {LESION_MODES}")
         if steps is not None and steps < 1:
@@ -193,6 +196,7 @@ class CascadedSampler:
         self.guidance = guidance if guidance is not None else self.guidance
         self.patch_batch = patch_batch or self.patch_batch
         self.lesions = lesions or self.lesions
+        self.scanner = scanner_model
         return self
 
     # -- sampling --
@@ -213,7 +217,7 @@ class CascadedSampler:
         x = sample(denoiser, (cfg.net.in_channels, *cfg.global_grid.shape),
                    cfg.diffusion, [_seed_for_stage(s, 1) for s in seeds], extra_args={"cond": cond},
                    steps=self.steps, dtype=torch.float64, device=self.device, disable=not progress)
-        return x if soft_labels else _finish(x, cfg)
+        return x if soft_labels else cfg.calibration.apply(x)
 
     @torch.no_grad()
     def sample_sr(self, lowres: torch.Tensor, demos: list[Demographics], seeds: list[int], progress: bool = False, *,
@@ -232,7 +236,7 @@ class CascadedSampler:
                           dtype=torch.float32, device=self.device, disable=not progress)
         x = denoiser.upsampled() + residual
         del residual, denoiser
-        return x if soft_labels else _finish(x, cfg)
+        return x if soft_labels else cfg.calibration.apply(x)
 
     def sample(self, demographics: Demographics | Sequence[Demographics], *, seed: int | Sequence[int] = 0,
                progress: bool = False, batch_size: int = 1) -> list[Case]:
@@ -256,6 +260,9 @@ class CascadedSampler:
                             affine=grid.affine, demographics=d[j], meta=meta)
                 if self.lesions == "prior":
                     case = add_lesions(case, seed=_seed_for_stage(s[j], 3))
+                if self.scanner is not None:
+                    case.pet = apply_scanner(case.pet, case.spacing, self.scanner, d[j].weight_kg,
+                                             rng=np.random.default_rng(_seed_for_stage(s[j], 4)))
                 cases.append(case)
         return cases
 
