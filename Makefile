@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # Fails when a test fails and when no test ran (pytest's exit code 5: a broken collection or selection).
 test: $(STAMP)
-	$(VENV)/bin/ruff check synthaug tests benchmarks integrations
+	$(VENV)/bin/ruff check synthaug tests benchmarks integrations scripts
 	$(PY) -m pytest -q -x --durations=15
 
 bench: $(STAMP)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..core.io import (
     CT_FILE,
@@ -34,6 +33,7 @@ from ..core.io import (
     same_grid,
     write_case,
 )
+from ..core.progress import progress_bar
 from ..core.seeds import check_seed
 from ..phantom.lesion_paint import LesionAppearance
 from ..phantom.lesions import add_lesions
@@ -174,7 +174,7 @@ def insert_cohort(cohort_dir: str | Path, out: str | Path, *, seed: int, diagnos
     if (cohort_dir / DEMOGRAPHICS_FILE).is_file():
         atomic_write_bytes(out / DEMOGRAPHICS_FILE, (cohort_dir / DEMOGRAPHICS_FILE).read_bytes())
     summary: dict = {"written": [], "skipped": [], "lesions": {}}
-    for source in tqdm(sources, desc="inserting lesions", unit="case", disable=not progress):
+    for source in progress_bar(sources, desc="inserting lesions", unit="case", disable=not progress):
         cid = source.case_id
         if (out / cid / META_FILE).is_file():
             summary["skipped"].append(cid)

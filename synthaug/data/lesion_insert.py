@@ -21,12 +21,12 @@ from monai.transforms import MapTransform, Randomizable
 from monai.utils import TransformBackends
 
 from ..core.demographics import DIAGNOSES
+from ..core.seeds import MAX_SEED
 from ..phantom.lesion_paint import LesionAppearance
 from ..phantom.lesions import check_plan
 
 __all__ = ["LesionInsertDraw", "RandLesionInsertD", "RandLesionInsertDict", "RandLesionInsertd"]
 
-_MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class RandLesionInsertd(Randomizable, MapTransform):
     def randomize(self, data: object = None) -> None:
         """Decide whether to insert and draw the seed of every lesion draw (``self.R`` only)."""
         do = self.R.rand() < self.prob
-        seed = int(self.R.randint(_MAX_SEED))
+        seed = int(self.R.randint(MAX_SEED))
         self._draw = LesionInsertDraw(seed if do else None, self.diagnosis)
 
     @property
