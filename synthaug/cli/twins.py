@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import refuse_existing
+
 
 def add_twin_arguments(p: argparse.ArgumentParser) -> None:
     """``--vary`` and ``--phantom`` for ``synthaug sample``."""
@@ -45,9 +47,7 @@ def run_twins(args: argparse.Namespace, base) -> int:
     settings = twin_settings(base, vary)
     out = Path(args.out)
     ids = case_ids(settings)
-    existing = [p for p in [*(out / c for c in ids), out / "twins.png"] if p.exists()]
-    if existing and not args.force:
-        raise FileExistsError(f"{existing[0]} already exists; pass --force to overwrite or choose another --out")
+    refuse_existing([*(out / c for c in ids), out / "twins.png"], args.force)
 
     from ..core.io import write_case, write_demographics_csv
     from ..evaluation.twin_report import write_twin_report
