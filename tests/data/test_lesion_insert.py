@@ -221,7 +221,7 @@ def test_the_downstream_arm_inserts_lesions_into_normalised_patches(clean_case):
     item = {"voxel_ml": 0.512, "demographics": replace(DEMO, diagnosis="MELANOMA")}
     outs = []
     for _ in range(2):
-        hook, why_not = lesion_insertion_transform(seed=1)
+        hook, why_not = lesion_insertion_transform(seed=1, spacing_mm=GRID.spacing[0])
         assert hook is not None and why_not == ""
         outs.append([hook(patch, item, np.random.default_rng(0)) for _ in range(4)])
     for a, b in zip(*outs):  # seeded: the same patches twice
