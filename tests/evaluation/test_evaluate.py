@@ -372,7 +372,7 @@ def test_reference_without_organ_maps_asks_for_organs_dir(cohort, tmp_path):
     shutil.copytree(cohort, ref)
     first = sorted(p for p in ref.iterdir() if p.is_dir())[0]
     (first / "ORGANS.nii.gz").unlink()
-    with pytest.raises(CaseError, match=rf"{first.name}: no ORGANS.nii.gz; pass --organs-dir"):
+    with pytest.raises(CaseError, match=rf"{first.name}: no ORGANS.nii.gz; pass `organs_dir`"):
         evaluate_cohorts(ref, cohort, tmp_path / "rep", baseline=None, progress=False)
 
 
