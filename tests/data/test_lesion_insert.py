@@ -229,3 +229,12 @@ def test_the_downstream_arm_inserts_lesions_into_normalised_patches(clean_case):
     changed = [o for o in outs[0] if o["lesions"].any()]
     assert changed and all(o["image"].dtype == np.float32 and o["image"].shape == patch["image"].shape for o in changed)
     assert all(o["image"][1][o["lesions"] > 0].mean() > patch["image"][1][o["lesions"] > 0].mean() for o in changed)
+
+
+def test_the_downstream_arm_leaves_a_patch_outside_the_body_as_it_is():
+    from synthaug.evaluation.downstream.train import lesion_insertion_transform
+
+    air = {"image": np.zeros((2, 8, 8, 8), np.float32), "organs": np.zeros((8, 8, 8), np.uint8),
+           "lesions": np.zeros((8, 8, 8), np.uint8)}
+    hook, _ = lesion_insertion_transform(seed=0, spacing_mm=GRID.spacing[0], prob=1.0)
+    assert hook(air, {"demographics": replace(DEMO, diagnosis="MELANOMA")}, np.random.default_rng(0)) is air

@@ -135,6 +135,8 @@ def lesion_insertion_transform(seed: int, spacing_mm: float, prob: float = 0.5) 
     insert.set_random_state(seed=seed)
 
     def hook(patch: dict, item: Mapping, rng: np.random.Generator) -> dict:
+        if not np.asarray(patch["organs"]).any():  # a patch of air beside the body: no site for a lesion
+            return patch
         image = np.stack([patch["image"][0] * CT_WINDOW[1], np.expm1(patch["image"][1] * PET_SCALE)])
         out = insert({"image": image, "organs": patch["organs"][None], "lesions": patch["lesions"][None],
                       "demographics": item.get("demographics")})
