@@ -7,8 +7,8 @@ phantom anatomy, new weights, a scanner model on by default) rewrites the file o
     python tests/test_golden_outputs.py --write
 
 Bit-identity holds on one CPU kind (``torch.backends.cpu.get_cpu_capability()``; oneDNN picks
-other kernels on other instruction sets): elsewhere the arrays are compared by their summary
-statistics, to float rounding, instead.
+other kernels on other instruction sets) and one thread count (recorded, and set for the test):
+on another CPU kind the arrays are compared by their summary statistics, to float rounding, instead.
 """
 
 from __future__ import annotations
@@ -60,6 +60,15 @@ def _phantom_case(version: int = 1):
     return make_phantom(PERSON, grid=Grid((64, 64, 128), (8.0, 8.0, 8.0)), seed=11, version=version)
 
 
+@pytest.fixture(autouse=True)
+def _recorded_threads():
+    """oneDNN's reductions depend on the thread count: sample with the count the digests were made with."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(json.loads(GOLDEN.read_text())["torch_threads"])
+    yield
+    torch.set_num_threads(threads)
+
+
 def _current(tmp: Path) -> dict:
     return {"shipped_cascade": _digest(_shipped_case()), "tiny_cascade": _digest(_tiny_case(tmp)),
             "phantom": _digest(_phantom_case()), "phantom_v2": _digest(_phantom_case(2))}
@@ -102,6 +111,6 @@ if __name__ == "__main__" and "--write" in sys.argv:
 
     with tempfile.TemporaryDirectory() as tmp:
         record = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-                  "cases": _current(Path(tmp))}
+                  "torch_threads": torch.get_num_threads(), "cases": _current(Path(tmp))}
     GOLDEN.write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {GOLDEN}")

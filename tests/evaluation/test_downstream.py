@@ -120,6 +120,16 @@ def test_a_resumed_run_with_another_recipe_is_refused(finished, cohorts):
         run_downstream(tiny_config(cohorts, out, iterations=3), log=lambda _msg: None)
 
 
+def test_a_run_leaves_the_callers_thread_count_as_it_was(cohorts, tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    run_downstream(tiny_config(cohorts, tmp_path / "t", arms=("real_only",), n_real=(2,), seeds=(0,), threads=other),
+                   log=lambda _msg: None)
+    assert torch.get_num_threads() == before
+
+
 def test_the_same_seed_gives_the_same_run(cohorts, tmp_path):
     cfg = {"arms": ("real_copypaste",), "n_real": (2,), "seeds": (4,)}
     a = run_downstream(tiny_config(cohorts, tmp_path / "a", **cfg), log=lambda _msg: None)

@@ -14,12 +14,13 @@ from benchmarks.common import RESULTS_DIR, Context, write_result
 from synthaug.sampling.cascade import CascadedSampler
 
 SHIPPED = Path(__file__).resolve().parents[2] / "synthaug" / "weights"
-#: Results measured before every results file recorded its weights, and what they measured instead.
+#: Results that ran no trained weights, and what they measured instead.
 NO_WEIGHTS = {
     "gpu_autopet.json": "randomly initialised networks at the autopet preset's size (random_weights: true)",
     "io.json": "reading and writing a cache of phantom cases: no network runs",
     "memory.json": "peak memory of randomly initialised networks by grid and patch size",
     "train_speed.json": "seconds per training step of freshly initialised networks",
+    "lesion_insertion.json": "lesions inserted into real PET by the lesion model and compared with real tumours: no network runs",
 }
 
 

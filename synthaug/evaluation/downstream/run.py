@@ -203,8 +203,6 @@ def run_downstream(config: DownstreamConfig, log: Callable[[str], None] = print)
     if cfg.synthetic is not None:
         synthetic()  # a given source is checked before anything is written; sampling waits for the first run needing it
     _check_settings(out, cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / SETTINGS_FILE, _settings(cfg))
     n_shift, k_shift = _shift_sizes(cfg, data)
@@ -223,6 +221,9 @@ def run_downstream(config: DownstreamConfig, log: Callable[[str], None] = print)
     log(f"downstream: {len(runs)} runs, {len(runs) - len(todo)} already finished -> {out}")
     bar = progress_bar(total=len(runs), initial=len(runs) - len(todo), desc="downstream", unit="run",
                        disable=not cfg.progress)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     try:
         for run in todo:
             start = time.time()
@@ -238,6 +239,7 @@ def run_downstream(config: DownstreamConfig, log: Callable[[str], None] = print)
             _write_results(out, cfg, data, sources.get("record") or _cache_record(out), runs, unavailable)
     finally:
         bar.close()
+        torch.set_num_threads(threads)  # the caller's setting again (a library call leaves no global change)
     if any(r.arm in SYNTHETIC_ARMS for r in runs):
         synthetic()
     return _write_results(out, cfg, data, sources.get("record", {}), runs, unavailable)
