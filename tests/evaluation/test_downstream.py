@@ -250,6 +250,19 @@ def test_matching_picks_the_nearest_demographics_once_each():
         match_cases([Demographics(31, "F", 161, 56)] * 5, pool, 1)
 
 
+def test_lesion_insertion_without_organ_labels_is_reported_not_available(cohorts, tmp_path):
+    import shutil
+
+    real = tmp_path / "real"
+    shutil.copytree(cohorts["real"], real)
+    for organs in real.glob("*/ORGANS.nii.gz"):
+        organs.unlink()
+    cfg = tiny_config({**cohorts, "real": real}, tmp_path / "out", arms=("real_lesion_insertion",), n_real=(2,),
+                      seeds=(0,), tasks=("lesions",))
+    runs = run_downstream(cfg, log=lambda _msg: None)["runs"]
+    assert [r["status"] for r in runs] == ["not available"] and "organ labels" in runs[0]["reason"]
+
+
 def test_lesion_insertion_changes_a_patch_and_keeps_it_normalised():
     from helpers import tiny_case
 

@@ -54,6 +54,13 @@ def check_cohort(cohort: Cohort, what: str, tasks: Sequence[str]) -> None:
                 raise ValueError(f"`{what}`: case {cid} has no {label} ({fname})")
 
 
+def has_organ_labels(cohort: Cohort) -> bool:
+    """Whether every case of ``cohort`` has an organ map (where lesions can be placed)."""
+    entries = getattr(cohort, "entries", None)
+    return all(("organs" in (entries[c].get("arrays") or ())) if entries is not None
+               else (cohort.path(c) / ORGANS_FILE).is_file() for c in cohort.case_ids)
+
+
 def case_identity(cohort: Cohort, case_id: str) -> str:
     """What makes two cases the same person: a phantom's own seed, a synthetic case's generator and seed,
     else the case id (real studies: AutoPET ids are unique)."""

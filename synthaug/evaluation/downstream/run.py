@@ -19,6 +19,7 @@ from .cohorts import (
     check_cohort,
     check_disjoint,
     generator_training_ids,
+    has_organ_labels,
     make_phantom_cohort,
     make_synthetic_cache,
     match_cases,
@@ -291,6 +292,8 @@ def _one_run(run: Run, cfg: DownstreamConfig, data: BenchmarkData, phantom: Coho
               "batch_size": cfg.batch_size}
     if run.arm == "real_lesion_insertion":
         insertion, why_not = lesion_insertion_transform(run.seed, cfg.spacing_mm)
+        if insertion is not None and not has_organ_labels(data.real):
+            insertion, why_not = None, "the real cohort has no organ labels (ORGANS.nii.gz) to place lesions on"
         if insertion is None:
             return {**record, "status": "not available", "reason": why_not}
     shift = run.arm.startswith("shift_")
