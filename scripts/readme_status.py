@@ -39,10 +39,10 @@ def _liver_cov(group: str, key: str = "liver_from_labels") -> Callable[[dict], s
 
 #: (what, results file relative to the repository, how to read the value from it).
 ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
-    ("Organ x sex mean SUVs within 10 % of the held-out phantom cohort",
+    ("Organ x sex mean SUVs within 10 % of the development phantom cohort (seed 1000)",
      "synthaug/weights/evaluation/acceptance.json",
      lambda d: f"{round(d['suv_within_10pct'] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"),
-    ("Organ x sex mean volumes within 10 % of the held-out phantom cohort",
+    ("Organ x sex mean volumes within 10 % of the development phantom cohort (seed 1000)",
      "synthaug/weights/evaluation/acceptance.json",
      lambda d: f"{round(d['volume_within_10pct'] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"),
     ("Requested vs generated body weight / height, Pearson r", "synthaug/weights/evaluation/acceptance.json",
@@ -57,6 +57,14 @@ ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
      lambda d: f"{_get(d, 'insertion', 'mean_over_max', 'median'):.2f}"),
     ("Real sarcomas' SUVmean / SUVmax, median", "benchmarks/results/lesion_insertion.json",
      lambda d: f"{_get(d, 'real_crops', 'mean_over_max', 'median'):.2f}"),
+    ("Downstream lesion Dice, 4 real cases: real only / + synthaug 1:2 / + copy-paste / + phantom (3 seeds)",
+     "benchmarks/results/downstream.json", lambda d: " / ".join(
+         f"{_summary(d, arm, 4)['lesion_dice']['mean']:.3f}"
+         for arm in ("real_only", "real_synth_1to2", "real_copypaste", "real_phantom"))),
+    ("Downstream: lesion Dice of + synthaug 1:2 minus real only, 4 real cases, paired, 95 % interval",
+     "benchmarks/results/downstream.json", lambda d: _paired(_summary(d, "real_synth_1to2", 4))),
+    ("Downstream shift scenario (no BMI >= 30 in training): + synthaug for the missing group minus real only",
+     "benchmarks/results/downstream.json", lambda d: _paired(_summary(d, "shift_synth", 8), "shift_real_only")),
     ("Seconds per demo case, whole cascade, one CPU thread", "benchmarks/results/speed.json",
      lambda d: f"{_get(d, 'results', 'timing', 'cascade', 'seconds_per_case'):.1f} s"),
     ("Cache reads (.npy) vs the same cases as .nii.gz", "benchmarks/results/io.json",
@@ -64,9 +72,18 @@ ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
 ]
 
 
+def _summary(d: dict, arm: str, n_real: int) -> dict:
+    return next(r for r in d["summary"] if r["arm"] == arm and r["n_real"] == n_real)
+
+
+def _paired(row: dict, baseline: str = "real_only") -> str:
+    diff = row[f"lesion_dice_vs_{baseline}"]
+    return f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+
+
 def measured_on(data: dict) -> str | None:
     """The generator digest a results file records, or ``None`` when it ran no trained weights."""
-    for path in (("weights", "generator_sha256"), ("weights_sha256",), ("settings", "model_sha256"),
+    for path in (("weights", "generator_sha256"), ("weights_sha256",), ("generator", "sha256"), ("settings", "model_sha256"),
                  ("results", "settings", "model_sha256")):
         try:
             value = _get(data, *path)
