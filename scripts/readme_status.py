@@ -45,6 +45,10 @@ ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("Organ x sex mean volumes within 10 % of the development phantom cohort (seed 1000)",
      "synthaug/weights/evaluation/acceptance.json",
      lambda d: f"{round(d['volume_within_10pct'] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"),
+    ("Organ x sex mean SUVs / volumes within 10 % of the final test cohort (seed 4711, evaluated once)",
+     "synthaug/weights/evaluation/final_test/acceptance.json",
+     lambda d: " / ".join(f"{round(d[k] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"
+                          for k in ("suv_within_10pct", "volume_within_10pct"))),
     ("Requested vs generated body weight / height, Pearson r", "synthaug/weights/evaluation/acceptance.json",
      lambda d: f"{d['weight_r']:.2f} / {d['height_r']:.2f}"),
     ("Liver VOI noise (CoV) of cascade cases; real FDG PET: see next row", "benchmarks/results/realism.json",
