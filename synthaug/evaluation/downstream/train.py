@@ -120,18 +120,16 @@ INSERTION_PROB = 0.5
 
 
 def lesion_insertion_transform(seed: int, spacing_mm: float, prob: float = 0.5) -> tuple[Callable | None, str]:
-    """Arm 7: a ``patch_hook`` that runs ``RandLesionInsertd`` on a training patch, or ``(None, why not)``.
+    """Arm 7: ``(patch_hook, "")``, the hook running ``RandLesionInsertd`` on a training patch (the pair's
+    shape is the one :func:`~synthaug.evaluation.downstream.run` uses for an arm that may not be available).
 
     The patch goes back to HU and SUV (CT beyond the window stays clipped), gets lesions with
     probability ``prob`` (sites from the patch's organ labels, counts and uptake from the case's
     diagnosis, the transform's default appearance) and is normalised again.
     """
-    from ...data import transforms
+    from ...data.lesion_insert import RandLesionInsertd
 
-    insert_cls = getattr(transforms, "RandLesionInsertd", None)
-    if insert_cls is None:
-        return None, "RandLesionInsertd does not exist yet"
-    insert = insert_cls(keys="image", prob=prob, affine=np.diag([spacing_mm] * 3 + [1.0]))
+    insert = RandLesionInsertd(keys="image", prob=prob, affine=np.diag([spacing_mm] * 3 + [1.0]))
     insert.set_random_state(seed=seed)
 
     def hook(patch: dict, item: Mapping, rng: np.random.Generator) -> dict:
