@@ -33,6 +33,7 @@ from scipy import ndimage
 from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import erfc
 
+from ..core.geometry import BODY_HU, spacing_of
 from ..core.labels import ORGAN_IDS
 
 __all__ = [
@@ -56,7 +57,6 @@ FWHM_PER_SD = 2.0 * math.sqrt(2.0 * math.log(2.0))
 EDGE_10_90_PER_SD = 2.0 * 1.2815515655446004
 #: Body outline thresholds.
 BODY_SUV = 0.1
-BODY_HU = -500.0
 #: Connected parts smaller than this (ml) are not body.
 MIN_PART_ML = 100.0
 #: Smoothed SUV a liver candidate must have: normal liver SUVmean 1.85 ± 0.43 (Liu et al., Iran J Radiol 2019).
@@ -74,10 +74,6 @@ def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarra
     arr = np.asarray(array)
     ornt = io_orientation(np.asarray(affine, dtype=np.float64))
     return apply_orientation(arr, ornt), np.asarray(affine, np.float64) @ inv_ornt_aff(ornt, arr.shape)
-
-
-def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
 
 
 def _sigma(fwhm_mm: float, spacing: Sequence[float]) -> list[float]:
@@ -312,7 +308,7 @@ def _as_ras(pet, affine, ct, organs, lesions) -> _Ras:
             raise ValueError(f"{name}: shape {np.asarray(arr).shape} differs from the PET's {pet.shape}")
         parts[name] = None if arr is None else to_ras(arr, affine)[0]
     pet_ras, aff = to_ras(pet.astype(np.float32, copy=False), affine)
-    return _Ras(pet_ras, parts["ct"], parts["organs"], parts["lesions"], _spacing(aff))
+    return _Ras(pet_ras, parts["ct"], parts["organs"], parts["lesions"], spacing_of(aff))
 
 
 def measure(pet: np.ndarray, affine: np.ndarray, *, ct: np.ndarray | None = None, organs: np.ndarray | None = None,

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..core.case import Case
 from ..core.demographics import DIAGNOSES, RANGES, SEXES, Demographics
+from ..core.seeds import check_seed
 
 if TYPE_CHECKING:
     from .generator import CaseGenerator
@@ -161,8 +162,7 @@ def sample_twins(generator: CaseGenerator, base: Demographics, vary: Mapping[str
         The cases in grid order, each with ``meta["twin"] = {"base": base as a dict, "varied":
         {field: value}, "index": i, "n": number of twins}`` (Demographics field names).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ValueError(f"`seed`: expected a non-negative integer, got {seed!r}")
+    check_seed(seed, "`seed`")
     settings = twin_settings(base, vary)
     demos = [replace(base, **setting) for setting in settings]
     cases = generator.sample(demos, seed=[int(seed)] * len(demos), progress=progress)

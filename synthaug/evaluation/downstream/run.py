@@ -211,8 +211,7 @@ def run_downstream(config: DownstreamConfig, log: Callable[[str], None] = print)
     phantom = None
     if "real_phantom" in cfg.arms:
         first = data.real.load(data.pool[0])
-        spacing = np.linalg.norm(np.asarray(first.affine)[:3, :3], axis=0)
-        grid = Grid(first.ct.shape, tuple(float(s) for s in spacing))
+        grid = Grid(first.ct.shape, first.spacing)
         like = {c: data.real.demographics[c] for c in data.pool}
         phantom = make_phantom_cohort(out / "phantom", like, max(cfg.n_real), grid, cfg.synth_seed + 2, cfg.progress)
     runs = plan_runs(cfg, n_shift)
