@@ -26,6 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", type=int, choices=(1, 2), default=2, dest="phantom_version",
                         help="phantom anatomy version: 2 (default: arms, FDG-visible structures, the scanner model) or "
                              "1 (the cohort the shipped demo weights were trained on)")
+    parser.add_argument("--scanner", default="default",
+                        help="how the PET is imaged: 'default' (version 2: the scanner model's default preset; "
+                             "version 1: its own PSF and noise), a scanner preset name, or 'off' (the activity "
+                             "without blur or noise, e.g. as a training target when the cascade images it)")
 
 
 def case_seed(seed: int, index: int) -> int:
@@ -42,33 +46,21 @@ def _work(job: tuple) -> str:
     from synthaug.core.io import write_case
     from synthaug.phantom.body import make_phantom
 
-    out, case_id, demo, grid, seed, version = job
-    case = make_phantom(Demographics(**demo), grid=Grid.from_dict(grid), seed=seed, version=version)
+    out, case_id, demo, grid, seed, version, scanner = job
+    case = make_phantom(Demographics(**demo), grid=Grid.from_dict(grid), seed=seed, version=version, scanner=scanner)
     case.meta["case_seed"] = seed
     write_case(out, case_id, case)
     return case_id
 
 
-def run(args: argparse.Namespace) -> int:
-    """Generate (or resume) the cohort; returns the exit code."""
-    import json
+def _validate(args: argparse.Namespace) -> tuple:
+    """Every option checked before any work: returns (grid, like CSV or None, n, scanner setting)."""
     from pathlib import Path
 
-    from synthaug import __version__
-    from synthaug.core.demographics import demographics_rows, read_demographics_csv, sample_population
+    from synthaug.core.demographics import read_demographics_csv
     from synthaug.core.grid import Grid, get_preset
-    from synthaug.core.io import (
-        CT_FILE,
-        DEMOGRAPHICS_FILE,
-        atomic_write_json,
-        remove_stale_temporaries,
-        write_demographics_csv,
-    )
-    from synthaug.core.progress import progress_bar
-    from synthaug.evaluation.preview import preview_png
-    from synthaug.phantom.body import PHANTOM_VERSIONS, impute_demographics
+    from synthaug.phantom.scanner import get_scanner
 
-    # Validate everything before any work.
     if args.workers < 1:
         raise ValueError(f"--workers={args.workers} must be >= 1")
     if args.seed < 0:
@@ -89,13 +81,39 @@ def run(args: argparse.Namespace) -> int:
         n = args.n
     if n < 1:
         raise ValueError(f"--n={n} must be >= 1")
+    scanner = str(args.scanner)
+    if scanner != "default":
+        get_scanner(scanner)  # one clear line for an unknown preset
+        if scanner.lower() in ("off", "none"):
+            scanner = "off"
     if args.preview and not str(args.preview).lower().endswith(".png"):
         raise ValueError(f"--preview {args.preview}: expected a .png path")
-
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a folder")
+    return grid, like, n, scanner
 
+
+def run(args: argparse.Namespace) -> int:
+    """Generate (or resume) the cohort; returns the exit code."""
+    import json
+    from pathlib import Path
+
+    from synthaug import __version__
+    from synthaug.core.demographics import demographics_rows, read_demographics_csv, sample_population
+    from synthaug.core.io import (
+        CT_FILE,
+        DEMOGRAPHICS_FILE,
+        atomic_write_json,
+        remove_stale_temporaries,
+        write_demographics_csv,
+    )
+    from synthaug.core.progress import progress_bar
+    from synthaug.evaluation.preview import preview_png
+    from synthaug.phantom.body import PHANTOM_VERSIONS, impute_demographics
+
+    grid, like, n, scanner = _validate(args)
+    out = Path(args.out)
     demos = sample_population(n, args.seed, like=like)
     ids = [f"phantom_{i:05d}" for i in range(n)]
     seeds = [case_seed(args.seed, i) for i in range(n)]
@@ -107,14 +125,15 @@ def run(args: argparse.Namespace) -> int:
     cohort = dict(zip(ids, demos))
     settings = {"generator": "phantom", "phantom_version": PHANTOM_VERSIONS[args.phantom_version],
                 "synthaug_version": __version__, "seed": args.seed, "n": n, "grid": grid.to_dict(),
-                "demographics_like": str(like) if like else None}
+                "demographics_like": str(like) if like else None, "scanner": scanner}
 
     out.mkdir(parents=True, exist_ok=True)
     settings_path = out / SETTINGS_FILE
     demo_path = out / DEMOGRAPHICS_FILE
     if settings_path.is_file():
         old = json.loads(settings_path.read_text())
-        keys = ("phantom_version", "seed", "grid", "demographics_like")
+        old.setdefault("scanner", "default")  # cohorts written before the option existed
+        keys = ("phantom_version", "seed", "grid", "demographics_like", "scanner")
         diff = [k for k in keys if old.get(k) != settings.get(k)]
         if diff:
             raise ValueError(f"{out} holds a phantom cohort made with different settings ({', '.join(diff)}); "
@@ -138,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"removed {len(removed)} stale temporary file(s) from an interrupted run")
     if imputed:
         print(f"imputed missing age/sex/height/weight for {imputed} case(s) (see demographics.csv)")
-    jobs = [(str(out), ids[i], demos[i].to_dict(), grid.to_dict(), seeds[i], args.phantom_version) for i in todo]
+    jobs = [(str(out), ids[i], demos[i].to_dict(), grid.to_dict(), seeds[i], args.phantom_version, scanner)
+            for i in todo]
     bar = progress_bar(total=n, initial=done, desc="phantom", unit="case")
     try:
         if args.workers == 1 or len(jobs) <= 1:

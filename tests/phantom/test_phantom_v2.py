@@ -12,6 +12,7 @@ import pytest
 from synthaug.cli import main
 from synthaug.core.demographics import Demographics
 from synthaug.core.grid import Grid
+from synthaug.core.io import Cohort
 from synthaug.core.labels import ORGAN_IDS
 from synthaug.evaluation.realism import measure
 from synthaug.phantom.body import PHANTOM_VERSIONS, make_phantom
@@ -159,3 +160,24 @@ def test_cli_version_option_and_cohort_version(tmp_path: Path):
     gen = PhantomGenerator(grid=TINY, version=1)
     assert gen.sample([PERSON], seed=0)[0].meta["phantom_version"] == PHANTOM_VERSIONS[1]
     assert gen.sha256 != PhantomGenerator(grid=TINY).sha256
+
+
+def test_cli_scanner_option_writes_the_activity_and_refuses_a_mixed_resume(tmp_path: Path, capsys):
+    args = ["phantom", "--n", "1", "--seed", "2", "--shape", "32", "32", "64", "--spacing", "16", "16", "16"]
+    off, on = tmp_path / "off", tmp_path / "on"
+    assert main(args + ["--out", str(off), "--scanner", "OFF"]) == 0
+    assert main(args + ["--out", str(on)]) == 0
+    assert json.loads((off / "phantom_settings.json").read_text())["scanner"] == "off"
+    assert json.loads((off / "phantom_00000" / "meta.json").read_text())["scanner"] is None
+    assert json.loads((on / "phantom_00000" / "meta.json").read_text())["scanner"] is not None
+    # same person and seed: the activity equals the phantom made with scanner=None
+    direct = make_phantom(Demographics(**json.loads((off / "phantom_00000" / "meta.json").read_text())["demographics"]),
+                          grid=Grid((32, 32, 64), (16.0, 16.0, 16.0)),
+                          seed=json.loads((off / "phantom_00000" / "meta.json").read_text())["case_seed"], scanner=None)
+    assert np.array_equal(Cohort(off).load("phantom_00000").pet, direct.pet)
+    capsys.readouterr()
+    assert main(args + ["--out", str(off)]) == 2  # resuming a scanner-off cohort with the scanner is refused
+    assert "scanner" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "bad"), "--scanner", "no-such-scanner"]) == 2
+    assert "no-such-scanner" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
