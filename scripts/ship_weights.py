@@ -20,6 +20,7 @@ from synthaug.core.checkpoint import load_checkpoint, sha256_file
 from synthaug.core.io import atomic_path, atomic_write_json, atomic_write_text
 from synthaug.model.diffusion import SAMPLERS
 from synthaug.model.stages import load_stage
+from synthaug.phantom.scanner import get_scanner
 
 
 def main() -> None:
@@ -35,7 +36,11 @@ def main() -> None:
     ap.add_argument("--sr-overlap", type=int, help="SR sampling patch overlap in voxels (chosen by the seams benchmark)")
     ap.add_argument("--sr-patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"),
                     help="SR sampling patch size in voxels (the whole output grid: one patch, no blending)")
+    ap.add_argument("--scanner", help="scanner preset ('default' or a synthaug.phantom.scanner preset name) that "
+                    "images the cascade's PET by default: for stages trained on the activity (synthaug phantom "
+                    "--scanner off); recorded in both stages' JSON")
     args = ap.parse_args()
+    scanner = get_scanner(args.scanner) if args.scanner else None
     runs = {stage: getattr(args, f"{stage}_run") or args.run for stage in ("global", "sr")}
     missing = [stage for stage, run in runs.items() if run is None]
     if missing:
@@ -60,6 +65,8 @@ def main() -> None:
             config["sample_overlap"] = args.sr_overlap
         if stage == "sr" and args.sr_patch_size is not None:
             config["sample_patch_size"] = args.sr_patch_size
+        if scanner is not None:
+            config["scanner"] = scanner.to_dict()
         guidance = getattr(args, f"{stage}_guidance")
         if guidance is not None:
             diff["guidance"] = guidance

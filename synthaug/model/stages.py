@@ -24,6 +24,7 @@ from ..core.checkpoint import CheckpointError, load_checkpoint, load_state, save
 from ..core.demographics import PopulationRanges
 from ..core.grid import Grid, get_preset
 from ..core.labels import NUM_ORGAN_CLASSES
+from ..phantom.scanner import ScannerModel
 from .channels import (
     CT_CHANNEL,
     ENCODING,
@@ -74,6 +75,10 @@ class StageConfig:
     # The demographics the stage's training cohort spans (JSON "training_population"; metadata: not part
     # of the generator's identity): sampling outside it warns. None (configs written before it) = unknown.
     population: PopulationRanges | None = None
+    # The scanner that images this stage's PET when the cascade samples (JSON "scanner"): set when the
+    # stage learned the activity without one (a cohort made with ``synthaug phantom --scanner off``).
+    # None (the demo weights before it, trained on PET already imaged) = no scanner by default.
+    scanner: ScannerModel | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -83,6 +88,8 @@ class StageConfig:
         check_rules(self.lesion_rule, self.organ_rule)
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample={self.upsample!r}; choose one of {UPSAMPLE_MODES}")
+        if self.scanner is not None and not isinstance(self.scanner, ScannerModel):
+            raise ValueError(f"scanner: expected a ScannerModel or None, got {type(self.scanner).__name__}")
         if not isinstance(self.calibration, Calibration):
             raise ValueError(f"calibration: expected a Calibration, got {type(self.calibration).__name__}")
         for name in ("channel_weights", "positive_weights"):
@@ -116,6 +123,7 @@ class StageConfig:
             "lesion_rule": self.lesion_rule, "organ_rule": self.organ_rule, "upsample": self.upsample,
             **self.calibration.to_dict(),
             **({"training_population": self.population.to_dict()} if self.population is not None else {}),
+            **({"scanner": self.scanner.to_dict()} if self.scanner is not None else {}),
         }
 
     @classmethod
@@ -131,6 +139,7 @@ class StageConfig:
                 cond_aug_max=float(d["cond_aug_max"]), encoding=d["encoding"], lesion_rule=d["lesion_rule"],
                 organ_rule=d["organ_rule"], upsample=d["upsample"], calibration=Calibration.from_dict(d),
                 population=PopulationRanges.from_dict(d["training_population"]) if d.get("training_population") else None,
+                scanner=ScannerModel.from_dict(d["scanner"]) if d.get("scanner") else None,
             )
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"stage config is incomplete or malformed: {err}") from None

@@ -102,9 +102,10 @@ class CascadedSampler:
         # The demo networks draw no lesions (docs/training.md, "Lesion channel"): by default the
         # lesion model adds them (synthaug.phantom.lesions).
         self.lesions = "prior"
-        # The PET as a scanner images it (synthaug.phantom.scanner); off by default: the demo networks
-        # learned the phantom's own resolution and noise (docs/realism.md).
-        self.scanner: ScannerModel | None = None
+        # The PET as a scanner images it (synthaug.phantom.scanner), the last step. By default what the
+        # output stage's weights record: a stage trained on the activity images it with the scanner it
+        # names; weights trained on PET already imaged (the phantom's own resolution and noise) name none.
+        self.scanner: ScannerModel | None = (sr_config or global_config).scanner
 
     # -- construction --
     @classmethod
