@@ -7,8 +7,10 @@ Columns (two cases each for the synthetic ones, shown as "min - max"):
   phantom v1       make_phantom(version=1): the anatomy the demo weights were trained on, its own 6 mm PSF and noise
   phantom v1+scan  make_phantom(version=1, scanner=DEFAULT_SCANNER): the same anatomy through the scanner model
   phantom v2       make_phantom() (version 2: arms, more structures, the default scanner)
-  cascade          CascadedSampler.from_pretrained() (the shipped demo weights)
-  cascade+scan     the same cases with the default scanner applied
+  cascade          CascadedSampler.from_pretrained(--weights) (default: the shipped demo weights) with
+                   the scanner off: what the networks and calibration produce
+  cascade+scan     the same cases with the default scanner applied (what weights that name the default
+                   scanner give by default)
 Every image is measured as the real one is (body and liver from the PET alone); the liver VOI from the
 organ labels is stored too. Lesion rows pool the 51 real tumour crops and the lesions of phantoms drawn
 with a lesion-bearing diagnosis.
@@ -129,6 +131,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=2, help="synthetic cases per column")
     ap.add_argument("--lesion-phantoms", type=int, default=4, help="phantoms drawn for the lesion rows")
     ap.add_argument("--no-cascade", action="store_true")
+    ap.add_argument("--weights", default=None, help="weights folder of the cascade columns (default: the shipped)")
     args = ap.parse_args()
     t0 = time.time()
     groups: dict[str, list[dict]] = {g: [] for g in GROUPS}
@@ -158,7 +161,7 @@ def main() -> None:
     if not args.no_cascade:
         from synthaug.sampling.cascade import CascadedSampler
 
-        sampler = CascadedSampler.from_pretrained()
+        sampler = CascadedSampler.from_pretrained(args.weights).configure(scanner="off")
         sha = sampler.sha256
         for seed in range(args.cases):
             case = sampler.sample(DEMO, seed=seed)[0]
@@ -168,7 +171,7 @@ def main() -> None:
     lesions = {k: _lesion_summary(v) for k, v in lesion_rows.items()}
     md = table(groups, lesions)
     result = {"command": "python scripts/realism_table.py " + " ".join(
-                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k == "cases")
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("cases", "weights") and v)
                   + (" --no-cascade" if args.no_cascade else ""),
               "demographics": DEMO.to_dict(), "scanner": DEFAULT_SCANNER.to_dict(), "weights_sha256": sha,
               "groups": groups, "lesions": lesions, "seconds": round(time.time() - t0, 1), "table_md": md}
