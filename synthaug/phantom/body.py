@@ -32,9 +32,10 @@ from ..core.grid import Grid, get_preset
 from ..core.labels import ORGAN_IDS
 from ..core.seeds import check_seed
 from .arms import ArmLandmarks, paint_arms
+from .bodyplan import SCAN_END_S, TRUNK_P, TRUNK_S, BodyPlan, diaphragm_landmarks, place_body, spine_landmarks
 from .lesion_paint import lesion_shape, lesion_tissue
 from .scanner import PHANTOM_V1_IMAGING, ScannerModel, apply_scanner, get_scanner, phantom_ct, phantom_v1_pet
-from .shapes import Field, Vol, capsule, ellipsoid, rot_y, rot_z, rotation, superellipse_area, superellipse_term
+from .shapes import Field, Vol, capsule, ellipsoid, rot_y, rot_z, rotation, superellipse_term
 from .structures import HeadLandmarks, UrinaryLandmarks, paint_head_structures, paint_ureters, ureter_path
 from .tables import (
     LESION_DIAMETER_MM,
@@ -53,32 +54,8 @@ PHANTOM_VERSIONS = {1: "1.0", 2: "2.0"}
 DEFAULT_PHANTOM_VERSION = 2
 PHANTOM_VERSION = PHANTOM_VERSIONS[DEFAULT_PHANTOM_VERSION]
 
-# Reference adult (male, 178 cm, 78 kg) knot tables along s = depth below vertex / height.
-_TS = np.array([0.145, 0.155, 0.170, 0.188, 0.21, 0.25, 0.30, 0.35, 0.40, 0.44, 0.47, 0.50, 0.52, 0.535])
-_TRUNK_A = np.array([0, 62, 128, 165, 162, 155, 152, 147, 140, 148, 160, 155, 130, 0.0])
-_TRUNK_BA = np.array([0, 45, 75, 93, 100, 108, 108, 102, 95, 92, 90, 85, 60, 0.0])
-_TRUNK_BP = np.array([0, 62, 84, 96, 100, 102, 100, 98, 95, 100, 108, 105, 85, 0.0])
-_FEMALE_A = np.array([1, .9, .88, .88, .9, .93, .93, .92, .92, .98, 1.03, 1.04, 1.02, 1.0])
-_FEMALE_B = np.array([1, .95, .94, .94, .94, .94, .94, .94, .94, .96, 1.0, 1.02, 1.0, 1.0])
-_WS = np.array([0.16, 0.185, 0.21, 0.25, 0.30, 0.36, 0.40, 0.44, 0.47, 0.50, 0.52])
-_WALL_LAT = np.array([80, 65, 38, 26, 22, 24, 28, 40, 60, 80, 85.0])
-_WALL_ANT = np.array([45, 40, 30, 25, 20, 14, 14, 15, 18, 25, 30.0])
-_WALL_POST = np.array([55, 45, 38, 35, 35, 38, 42, 55, 70, 70, 70.0])
-_SATS = np.array([0.14, 0.17, 0.22, 0.30, 0.36, 0.40, 0.44, 0.48, 0.53])
-_SAT_W = {
-    "M": {"ant": [0.5, 0.6, 0.7, 0.9, 1.5, 1.7, 1.4, 1.0, 0.9], "post": [0.6, 0.7, 0.8, 0.9, 1.1, 1.2, 1.1, 1.0, 0.9],
-          "lat": [0.4, 0.5, 0.6, 0.8, 1.3, 1.5, 1.2, 0.9, 0.8], "thigh": 0.9},
-    "F": {"ant": [0.5, 0.6, 0.8, 0.9, 1.3, 1.5, 1.4, 1.2, 1.2], "post": [0.6, 0.7, 0.9, 1.0, 1.1, 1.3, 1.6, 1.8, 1.4],
-          "lat": [0.4, 0.5, 0.7, 0.9, 1.1, 1.3, 1.6, 1.8, 1.5], "thigh": 1.5},
-}
-_SPINE_S = np.array([0.075, 0.10, 0.13, 0.15, 0.20, 0.25, 0.30, 0.36, 0.40, 0.435, 0.46, 0.50])
-_SPINE_Y = np.array([-25, -22, -26, -38, -50, -50, -45, -28, -18, -22, -45, -62.0])
-_VERT_S = np.array([0.08, 0.15, 0.22, 0.30, 0.36, 0.40, 0.435])
-_VERT_A = np.array([10, 13, 15, 18, 21, 24, 25.0])
-_VERT_B = np.array([8, 11, 13, 14, 15, 16, 17.0])
-_TRUNK_P = 2.4  # superellipse exponent of the trunk cross-section
-SCAN_END_S = 0.545  # scan ends at the upper thigh (~0.545 x height below the vertex)
-
+__all__ = ["ANATOMY_FOV_MM", "DEFAULT_PHANTOM_VERSION", "PHANTOM_VERSION", "PHANTOM_VERSIONS", "SCAN_END_S",
+           "draw_diagnosis", "impute_demographics", "lesion_plan", "lesion_rng", "lesion_uptake", "make_phantom"]
 
 # --- demographics ------------------------------------------------------------------------------
 
@@ -124,215 +101,23 @@ def impute_demographics(demographics: Demographics, seed: int) -> Demographics:
     return Demographics(round(age, 1), sex, round(height, 1), round(weight, 1), d.diagnosis)
 
 
-# --- anatomy parameters (grid-free, in mm) -------------------------------------------------------
-
-
-class _Body:
-    """All anatomical parameters of one person, in mm, drawn before any rasterisation."""
-
-    def __init__(self, d: Demographics, rng: np.random.Generator) -> None:
-        self.d = d
-        male = d.sex == "M"
-        self.male = male
-        H = d.height_cm * 10.0
-        W = d.weight_kg
-        age = float(d.age)
-        self.H, self.W, self.age = H, W, age
-        self.bmi = W / (H / 1000.0) ** 2
-        # Body composition: Deurenberg (1991) body-fat %, visceral share by sex and age.
-        bf = (1.2 * self.bmi + 0.23 * age - 10.8 * male - 5.4) / 100.0
-        self.body_fat = float(np.clip(bf * math.exp(rng.normal(0, 0.06)), 0.05, 0.60))
-        fm = W * self.body_fat
-        vat_frac = (0.13 + 0.0025 * (age - 45)) if male else (0.06 + 0.002 * (age - 45))
-        vat_frac = float(np.clip(vat_frac * math.exp(rng.normal(0, 0.25)), 0.02, 0.35))
-        self.vat_l = fm * vat_frac / 0.9
-        self.sat_l = fm * (1 - vat_frac) / 0.9
-        density = 1.0 / (self.body_fat / 0.9 + (1 - self.body_fat) / 1.1)
-        self.target_volume_l = 0.62 * W / density  # head..upper thigh, no arms (~62 % of mass)
-        self.bsa = math.sqrt(d.height_cm * W / 3600.0)  # Mosteller
-        self.k_len = H / 1780.0
-        self.k_bone = (H / 1780.0) ** 0.8 * (1.0 if male else 0.93)
-        self.muscle_f = (1.0 if male else 0.85) * float(np.clip(1 - 0.004 * max(age - 40, 0), 0.75, 1.0))
-        self.sat_w = _SAT_W["M" if male else "F"]
-
-        # Random shape jitter of the trunk profile: smooth functions of s.
-        self._jit = [self._smooth_1d(rng, 0.035) for _ in range(3)]
-        self.trunk_scale = (math.exp(rng.normal(0, 0.03)), math.exp(rng.normal(0, 0.04)))  # (a, b)
-        self.asym = rng.normal(0, 0.015)
-
-        # Placement: vertex near the top of the field of view, scan ends at the upper thigh.
-        self.vertex_margin = float(rng.uniform(8.0, 24.0))
-        self.s_end = SCAN_END_S + float(rng.uniform(-0.01, 0.01))
-
-        # Head (sizes in mm, weakly dependent on height).
-        hs = (H / 1780.0) ** 0.3 * (1.0 if male else 0.94) * math.exp(rng.normal(0, 0.03))
-        self.hs = hs
-        atrophy = 1.0 - 0.0012 * max(age - 30.0, 0.0)
-        self.brain_base = np.array([69.0, 85.0, 58.0]) * hs
-        self.brain_semi = self.brain_base * atrophy
-        self.t_brain = float(self.brain_base[2] + 15.0)
-        self.y_brain = -10.0 * hs
-        self.face_c = np.array([0.0, self.y_brain + 45 * hs, self.t_brain + 85 * hs])
-        self.face_semi = np.array([60.0, 58.0, 68.0]) * hs
-        self.t_chin = float(self.face_c[2] + self.face_semi[2])
-        self.ventricle_scale = 1.0 + 0.012 * max(age - 30.0, 0.0)
-
-        # Organ scales (linear): body size via BSA, sex, individual variation.
-        bs = (self.bsa / 1.96) ** (1 / 3)
-        self.os = {
-            "liver": bs * math.exp(rng.normal(0, 0.05)),
-            "spleen": bs * math.exp(rng.normal(0, 0.08)),
-            "kidney": bs * math.exp(rng.normal(0, 0.05)),
-            "heart": bs * (1.0 if male else 0.92) * math.exp(rng.normal(0, 0.05)),
-            "stomach": bs * math.exp(rng.normal(0, 0.1)),
-        }
-        self.bladder_ml = float(np.clip(np.exp(rng.normal(math.log(180.0), 0.5)), 60.0, 600.0))
-        self.aorta_r = (10.5 + 0.06 * (age - 50)) * (H / 1780.0) ** 0.5 * (1.0 if male else 0.92)
-        self.aorta_r *= math.exp(rng.normal(0, 0.06))
-        self.dome_jitter = rng.normal(0, 0.006)
-        self.organ_jitter = rng.normal(0, 1.0, size=(8, 3))  # small position jitter (x 6 mm)
-        self.heart_axis = np.array([-0.6, 0.55, -0.45]) + rng.normal(0, 0.08, 3)
-        self.breast_ml = 0.0
-        if not male:
-            self.breast_ml = float(np.clip((150 + 35 * (self.bmi - 20)) * math.exp(rng.normal(0, 0.3)), 80, 1500))
-        self.gland_frac = float(np.clip(0.45 - 0.006 * (age - 40) + rng.normal(0, 0.05), 0.1, 0.6))
-        self.med_fat = float(np.clip(0.15 + 0.025 * (self.bmi - 20) + 0.003 * (age - 40), 0.05, 0.75))
-        self.gas_frac = float(rng.uniform(0.03, 0.10))
-        self.scoliosis = rng.normal(0, 3.0, 2)
-
-        self._calibrate()
-
-    @staticmethod
-    def _smooth_1d(rng: np.random.Generator, amp: float):
-        k = rng.uniform(4.0, 14.0, 3)
-        ph = rng.uniform(0, 2 * np.pi, 3)
-        a = rng.normal(0, amp / math.sqrt(3), 3)
-
-        def f(s):
-            s = np.asarray(s, dtype=np.float64)
-            return sum(a[i] * np.sin(2 * np.pi * k[i] * s + ph[i]) for i in range(3))
-
-        return f
-
-    # Trunk profiles ---------------------------------------------------------------------
-    def trunk_lean(self, s: np.ndarray, k: float | None = None, vat_mm: float | None = None):
-        """Lean trunk half-axes (a_left, a_right, b_ant, b_post) at depths ``s``."""
-        k = self.k if k is None else k
-        vat_mm = self.vat_mm if vat_mm is None else vat_mm
-        sa = np.interp(s, _TS, _FEMALE_A) if not self.male else 1.0
-        sb = np.interp(s, _TS, _FEMALE_B) if not self.male else 1.0
-        a = np.interp(s, _TS, _TRUNK_A) * sa * k * self.trunk_scale[0] * (1 + self._jit[0](s))
-        ba = np.interp(s, _TS, _TRUNK_BA) * sb * k * self.trunk_scale[1] * (1 + self._jit[1](s))
-        bp = np.interp(s, _TS, _TRUNK_BP) * sb * k * self.trunk_scale[1] * (1 + self._jit[2](s))
-        w = np.exp(-(((np.asarray(s) - 0.40) / 0.055) ** 2)) * (a > 0)
-        ka = 0.5 if self.male else 0.8
-        a = a + ka * vat_mm * w
-        ba = ba + vat_mm * w
-        return a * (1 - self.asym), a * (1 + self.asym), ba, bp
-
-    def sat(self, s: np.ndarray, t0: float | None = None):
-        """Subcutaneous fat thickness (lateral, anterior, posterior) in mm."""
-        t0 = self.t0 if t0 is None else t0
-        return (np.interp(s, _SATS, self.sat_w["lat"]) * t0, np.interp(s, _SATS, self.sat_w["ant"]) * t0,
-                np.interp(s, _SATS, self.sat_w["post"]) * t0)
-
-    def walls(self, s: np.ndarray, k: float | None = None):
-        k = (self.k if k is None else k) * self.muscle_f
-        return (np.interp(s, _WS, _WALL_LAT) * k, np.interp(s, _WS, _WALL_ANT) * k, np.interp(s, _WS, _WALL_POST) * k)
-
-    def cavity(self, s: np.ndarray, vat: bool = True):
-        """Body-cavity half-axes (a_left, a_right, b_ant, b_post) with dome-shaped ends.
-
-        ``vat=False`` gives the cavity without the visceral-fat expansion (organ frame).
-        """
-        al, ar, ba, bp = self.trunk_lean(s, vat_mm=None if vat else 0.0)
-        wl, wa, wp = self.walls(s)
-        s = np.asarray(s)
-        cap = np.sqrt(np.clip((s - 0.163) / 0.025, 0, 1) * np.clip((0.517 - s) / 0.03, 0, 1))
-        return (np.maximum(al - wl, 0) * cap, np.maximum(ar - wl, 0) * cap, np.maximum(ba - wa, 0) * cap,
-                np.maximum(bp - wp, 0) * cap)
-
-    def thigh(self, s: np.ndarray, k: float | None = None):
-        """Lean thigh half-axes (a, b) and centre |x| for s past the hips."""
-        k = self.k if k is None else k
-        taper = 1.0 - 0.08 * np.clip((np.asarray(s) - 0.50) / 0.06, 0, 1)
-        return 62.0 * k * taper * self.muscle_f ** 0.5, 66.0 * k * taper * self.muscle_f ** 0.5
-
-    def neck(self, k: float | None = None):
-        k = self.k if k is None else k
-        f = (1.0 if self.male else 0.88) * math.sqrt(k)
-        return 56.0 * f, 58.0 * f
-
-    def _volume_l(self, k: float, t0: float, vat_mm: float) -> tuple[float, float, float]:
-        """(total, SAT, VAT) modelled volumes in litres for the given scale parameters."""
-        s = self._s_lattice
-        ds = (s[1] - s[0]) * self.H
-        al, ar, ba, bp = self.trunk_lean(s, k, vat_mm)
-        al0, ar0, ba0, bp0 = self.trunk_lean(s, k, 0.0)
-        sl, sa, sp = self.sat(s, t0)
-        lean = superellipse_area(al, ar, ba, bp, _TRUNK_P)
-        lean0 = superellipse_area(al0, ar0, ba0, bp0, _TRUNK_P)
-        outer = superellipse_area(al + sl, ar + sl, ba + sa, bp + sp, _TRUNK_P) * (al > 0)
-        na, nb = self.neck(k)
-        tn = 0.45 * t0
-        neck_in = (s * self.H > self.t_chin - 40) & (s < 0.17)
-        neck_area = np.pi * (na + tn) * (nb + tn) * neck_in
-        ta, tb = self.thigh(s, k)
-        tt = self.sat_w["thigh"] * t0
-        legs = (s > 0.50) & (s < self.s_end)
-        leg_area = 2 * np.pi * (ta + tt) * (tb + tt) * legs
-        leg_lean = 2 * np.pi * ta * tb * legs
-        total = np.maximum(outer, neck_area) + leg_area * (outer < leg_area)
-        head = 4.0 / 3.0 * np.pi * np.prod(self.brain_base + 15.0) * 0.8 + 4.0 / 3.0 * np.pi * np.prod(self.face_semi) * 0.5
-        v_total = (total.sum() * ds + head) / 1e6
-        v_sat = ((outer - lean).sum() + (leg_area - leg_lean).sum()) * ds / 1e6
-        v_vat = (lean - lean0).sum() * ds / 1e6
-        return float(v_total), float(v_sat), float(v_vat)
-
-    def _calibrate(self) -> None:
-        """Solve lean scale, SAT thickness and VAT expansion so the volumes match the weight."""
-        self._s_lattice = np.arange(0.13, self.s_end, 0.002)
-        k_lo, k_hi = 0.55, 1.8
-        for _ in range(30):
-            k = 0.5 * (k_lo + k_hi)
-            t0, vat = 10.0, 10.0
-            for _ in range(4):
-                _, v_sat, v_vat = self._volume_l(k, t0, vat)
-                t0 = float(np.clip(t0 * (0.6 * self.sat_l) / max(v_sat, 1e-3), 1.0, 120.0))
-                vat = float(np.clip(vat * self.vat_l / max(v_vat, 1e-3), 0.0, 150.0))
-            v, _, _ = self._volume_l(k, t0, vat)
-            if v > self.target_volume_l:
-                k_hi = k
-            else:
-                k_lo = k
-        self.k, self.t0, self.vat_mm = k, t0, vat
-
-
 # --- rasterisation -----------------------------------------------------------------------------
 
 
 class _Phantom:
-    """Rasterises a :class:`_Body` on a grid (organ map, tissue map)."""
+    """Rasterises a :class:`BodyPlan` on a grid (organ map, tissue map)."""
 
-    def __init__(self, body: _Body, grid: Grid, rng: np.random.Generator) -> None:
+    def __init__(self, body: BodyPlan, grid: Grid, rng: np.random.Generator) -> None:
         self.b = body
         self.v = Vol(grid)
         self.rng = rng
-        v = self.v
-        H = body.H
-        z_top = v.z[-1] + v.spacing[2] / 2.0
-        self.z_vertex = z_top - body.vertex_margin
-        self.t = (self.z_vertex - v.z).astype(np.float64)  # depth below the vertex per slice (mm)
-        self.s = self.t / H
-        self.sat_mask = np.zeros(v.shape, bool)
-
-    def zw(self, t_mm: float) -> float:
-        """World z of a depth below the vertex."""
-        return self.z_vertex - t_mm
-
-    def zrange(self, s0: float, s1: float) -> slice | None:
-        idx = np.nonzero((self.s >= s0) & (self.s <= s1))[0]
-        return slice(int(idx[0]), int(idx[-1]) + 1) if idx.size else None
+        self.place = place_body(self.v, body)
+        self.z_vertex, self.t, self.s = self.place.z_vertex, self.place.t, self.place.s
+        self.zw, self.zrange = self.place.zw, self.place.zrange
+        self.spine = spine_landmarks(body)
+        self.spine_y, self.spine_x, self.vert_a, self.vert_b = self.spine.y, self.spine.x, self.spine.vert_a, self.spine.vert_b
+        self.diaphragm = diaphragm_landmarks(body)
+        self.sat_mask = np.zeros(self.v.shape, bool)
 
     # ---- body outline and layers ----
     def body(self) -> None:
@@ -349,7 +134,7 @@ class _Phantom:
         inscan = (s >= 0) & (s <= b.s_end)
 
         # Trunk.
-        zs = self.zrange(_TS[0], _TS[-1])
+        zs = self.zrange(*TRUNK_S)
         if zs is not None:
             ss = s[zs]
             al, ar, ba, bp = b.trunk_lean(ss)
@@ -357,9 +142,9 @@ class _Phantom:
             ok = inscan[zs]
             al, ar, ba, bp = (q * ok for q in (al, ar, ba, bp))
             xw, yw = self.xw[:, zs], self.yw[:, zs]
-            outer = (superellipse_term(xw, 0, al + sl_ * ok, ar + sl_ * ok, _TRUNK_P)[:, None, :]
-                     + superellipse_term(yw, 0, bp + sp_ * ok, ba + sa_ * ok, _TRUNK_P)[None, :, :]) < 1
-            lean = (superellipse_term(xw, 0, al, ar, _TRUNK_P)[:, None, :] + superellipse_term(yw, 0, bp, ba, _TRUNK_P)[None, :, :]) < 1
+            outer = (superellipse_term(xw, 0, al + sl_ * ok, ar + sl_ * ok, TRUNK_P)[:, None, :]
+                     + superellipse_term(yw, 0, bp + sp_ * ok, ba + sa_ * ok, TRUNK_P)[None, :, :]) < 1
+            lean = (superellipse_term(xw, 0, al, ar, TRUNK_P)[:, None, :] + superellipse_term(yw, 0, bp, ba, TRUNK_P)[None, :, :]) < 1
             sl = (slice(None), slice(None), zs)
             v.paint(sl, outer, ORGAN_IDS["body_fat"], "fat")
             v.paint(sl, lean, ORGAN_IDS["soft_tissue"], "muscle")
@@ -430,13 +215,6 @@ class _Phantom:
         s = self.s
         # Diaphragm: two domes, lungs above (smaller depth), abdomen below. Computed even when
         # the field of view misses the trunk, because the abdominal organs are placed under it.
-        s0 = np.array([0.30])
-        a0 = float(b.cavity(s0)[0][0])
-        bp0 = float(b.cavity(s0)[3][0])
-        tR = (0.293 + b.dome_jitter) * H
-        tL = tR + 0.012 * H
-        c = 0.05 * H / (0.6 * a0) ** 2 / 2.0
-        self.dome = (tR, tL, 0.4 * a0, -0.45 * a0, 0.1 * bp0, c)
         zs = self.zrange(0.16, 0.52)
         if zs is None:
             return
@@ -444,27 +222,17 @@ class _Phantom:
         cal, car, cba, cbp = b.cavity(ss)
         xw, yw = self.xw[:, zs], self.yw[:, zs]
         sl = (slice(None), slice(None), zs)
-        cav = (superellipse_term(xw, 0, cal, car, _TRUNK_P)[:, None, :] + superellipse_term(yw, 0, cbp, cba, _TRUNK_P)[None, :, :]) < 1
+        cav = (superellipse_term(xw, 0, cal, car, TRUNK_P)[:, None, :] + superellipse_term(yw, 0, cbp, cba, TRUNK_P)[None, :, :]) < 1
         self.cav_zs = zs
 
         X = v.x[:, None].astype(np.float32)
         Y = v.y[None, :].astype(np.float32)
-        td = np.minimum(tR + c * ((X - 0.4 * a0) ** 2 + (Y - 0.1 * bp0) ** 2),
-                        tL + c * ((X + 0.45 * a0) ** 2 + (Y - 0.1 * bp0) ** 2))
-        self.td = td
+        td = self.diaphragm.depth(X, Y)
         above = self.t[zs][None, None, :] < td[:, :, None]
         thor = cav & above
         abd = cav & ~above
-        self.abd = abd
         v.paint(sl, thor, ORGAN_IDS["soft_tissue"], "soft_tissue")
         v.paint(sl, abd, ORGAN_IDS["soft_tissue"], "bowel")
-
-        # Spine centreline and vertebral body size along s.
-        self.k = b.k
-        self.spine_y = lambda s_: np.interp(s_, _SPINE_S, _SPINE_Y) * b.k
-        self.spine_x = lambda s_: b.scoliosis[0] * np.sin(np.pi * np.clip((np.asarray(s_) - 0.15) / 0.29, 0, 1))
-        self.vert_a = lambda s_: np.interp(s_, _VERT_S, _VERT_A) * b.k_bone
-        self.vert_b = lambda s_: np.interp(s_, _VERT_S, _VERT_B) * b.k_bone
 
         # Paraspinal muscle block (carves the cavity behind the vertebral bodies).
         zs2 = self.zrange(0.15, 0.45)
@@ -505,12 +273,11 @@ class _Phantom:
         H = b.H
         j = b.organ_jitter * 6.0
         cav = lambda s_: [float(q[0]) for q in b.cavity(np.array([s_]), vat=False)]  # noqa: E731
-        tR, tL, xR, xL, yD, cD = self.dome
+        tR, tL = self.diaphragm.t_right, self.diaphragm.t_left
 
         def below_diaphragm(sl, margin=2.0):
             xs, ys, zs = v.coords(sl)
-            tdd = np.minimum(tR + cD * ((xs[:, None] - xR) ** 2 + (ys[None, :] - yD) ** 2),
-                             tL + cD * ((xs[:, None] - xL) ** 2 + (ys[None, :] - yD) ** 2))
+            tdd = self.diaphragm.depth(xs[:, None], ys[None, :])
             return (self.zw(0) - zs)[None, None, :] > tdd[:, :, None] + margin
 
         def in_cavity(sl):
@@ -825,10 +592,10 @@ class _Phantom:
             box = v.box((-260, -250, -1e9), (260, 250, 1e9))
             if box is not None:
                 sub = (box[0], box[1], zs)
-                tx1 = superellipse_term(self.xw[box[0], zs], 0, cal * o1, car * o1, _TRUNK_P)
-                ty1 = superellipse_term(self.yw[box[1], zs], 0, cbp * o1, cba * o1, _TRUNK_P)
-                tx2 = superellipse_term(self.xw[box[0], zs], 0, cal * o2, car * o2, _TRUNK_P)
-                ty2 = superellipse_term(self.yw[box[1], zs], 0, cbp * o2, cba * o2, _TRUNK_P)
+                tx1 = superellipse_term(self.xw[box[0], zs], 0, cal * o1, car * o1, TRUNK_P)
+                ty1 = superellipse_term(self.yw[box[1], zs], 0, cbp * o1, cba * o1, TRUNK_P)
+                tx2 = superellipse_term(self.xw[box[0], zs], 0, cal * o2, car * o2, TRUNK_P)
+                ty2 = superellipse_term(self.yw[box[1], zs], 0, cbp * o2, cba * o2, TRUNK_P)
                 shell = ((tx2[:, None, :] + ty2[None, :, :]) < 1) & ((tx1[:, None, :] + ty1[None, :, :]) >= 1)
                 shell &= v.org[sub] != 0
                 ii, jj, kk = np.nonzero(shell)
@@ -1236,7 +1003,7 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
         diagnosis = draw_diagnosis(r_lesion)
     assert diagnosis in DIAGNOSES
 
-    body = _Body(d, r_anat)
+    body = BodyPlan(d, r_anat)
     build_grid = _anatomy_grid(out_grid)
     ph = _Phantom(body, build_grid, r_anat)
     for step in (ph.body, ph.trunk_contents, ph.organs, ph.airways, ph.head, ph.skeleton, ph.visceral):
@@ -1309,7 +1076,7 @@ def _arm_landmarks(ph: _Phantom) -> ArmLandmarks:
     t = s * b.H
     al, ar, _, bp = b.trunk_lean(s)
     sl, _, sp = b.sat(s)
-    trunk = (s >= _TS[0]) & (s <= min(_TS[-1], b.s_end))
+    trunk = (s >= TRUNK_S[0]) & (s <= min(TRUNK_S[1], b.s_end))
     neck = np.where((t >= b.t_chin - 45) & (s <= 0.175), b.neck()[0] + 0.45 * b.t0, 0.0)
     head = (b.brain_base[0] + 15) * np.sqrt(np.clip(1 - ((t - b.t_brain) / (b.brain_base[2] + 15)) ** 2, 0, 1))
     face = b.face_semi[0] * np.sqrt(np.clip(1 - ((t - b.face_c[2]) / b.face_semi[2]) ** 2, 0, 1))
