@@ -172,30 +172,25 @@ def default_stage_config(stage: str, preset: str = "demo", objective: str = "x0"
     if stage == "global":
         net = NetConfig(in_channels=NUM_CHANNELS, out_channels=NUM_CHANNELS, channels=(16, 32, 64),
                         attention_levels=(False, False, True), norm_num_groups=8)
-        # dpmpp_2m x 32: the smallest setting within 1 point of the converged ODE (the floor of the comparison
-        # with the 1000-step ancestral reference); measured on early weights, see benchmarks/RESULTS.md.
-        # Training noise levels log-normal around sigma 1.5 (EDM's images: 0.3), wide enough to reach the
-        # sampler's start: a whole-body volume keeps its layout visible up to sigma ~80, so the anatomy is
-        # placed there. With EDM's image setting (-1.2, 1.2) 0.2 % of training examples lay above sigma 10,
-        # and samples lost the heart, liver and kidneys (benchmarks: "Organ volumes in global-stage samples").
+        # dpmpp_2m x 32: chosen by the sampler-fidelity benchmark (benchmarks/RESULTS.md). Training noise levels
+        # log-normal around sigma 1.5, wide enough to reach the sampler's start, where a whole-body volume's
+        # layout is placed; EDM's image setting rarely draws them (docs/training.md, "Noise levels").
         diff = DiffusionConfig(objective=objective, sigma_data=0.5, sampler="dpmpp_2m", steps=32, p_mean=0.4, p_std=1.6)
     elif stage == "sr":
         net = NetConfig(in_channels=NUM_CHANNELS, out_channels=NUM_CHANNELS,
                         cond_channels=NUM_CHANNELS + COORD_CHANNELS, channels=(16, 32, 48),
                         attention_levels=(False, False, False), mid_attention=False, norm_num_groups=8)
         # The same wide noise levels as stage 1: few-step sampling starts at sigma_max (one Euler step evaluates
-        # only there), where EDM's image setting drew 0.2 % of training examples. On phantom inputs 1,300 steps
-        # with these levels took CT MAE vs the truth from 56.4 to 35.8 HU (scripts/compare_sr_settings.py).
-        # Equal channel weights: CT x8 and PET x32 (docs/training.md "SR loss weights") made things worse.
+        # only there; docs/training.md, "Noise levels"). Equal channel weights (docs/training.md, "SR loss weights").
         diff = DiffusionConfig(objective=objective, sigma_data=0.25, sigma_max=10.0, sampler="heun", steps=3,
                                p_mean=0.4, p_std=1.6)
-        # Label-guided upsampling of the partial-volume-corrected global volume: on phantom inputs it alone took
-        # the organ means' deviation from the truth from 13.7 (trilinear) over 6.5 (label) to 4.0 pp SUV and
-        # 17.6 over 9.5 to 6.4 pp HU (scripts/compare_sr_settings.py, docs/training.md).
+        # Label-guided upsampling of the partial-volume-corrected global volume (docs/training.md,
+        # "Label-guided upsampling" and "Partial-volume correction", with the comparison behind the choice).
         overrides = {"upsample": "label_pvc", **overrides}
     else:
         raise ValueError(f"stage={stage!r}; choose one of {STAGES}")
-    # Every lesion reaches the global grid (74 % of the phantom cohort's vanish there by majority at 16 mm).
+    # Every lesion reaches the global grid: by majority most phantom lesions vanish at 16 mm
+    # (docs/training.md, "Lesions on the global grid").
     cfg = dict(stage=stage, preset=preset, global_grid=p.global_grid, output_grid=p.output_grid, net=net, diffusion=diff,
                lesion_rule="every")
     cfg.update(overrides)
