@@ -11,17 +11,16 @@ for the organ map, linear + threshold for the lesion mask, with a Gaussian
 anti-aliasing filter when the target grid is coarser.
 
 Lesions on a coarse grid: a target voxel is lesion when at least half of it is
-(``lesion_rule="majority"``), which loses most small lesions at 16 mm (74 % of the
-phantom cohort's, median 1.9 ml); ``"every"`` also marks each lesion that the majority
+(``lesion_rule="majority"``), which loses most small lesions at 16 mm (docs/training.md,
+"Lesions on the global grid"); ``"every"`` also marks each lesion that the majority
 rule loses at the target voxel holding most of it, so every lesion reaches the coarse
 grid as at least one voxel and a model trained there can learn to place it.
 
 Thin organs on a coarse grid: per-class fraction and argmax (``organ_rule="argmax"``)
-break a tube narrower than two target voxels into pieces (the phantom aorta, 25 mm wide,
-keeps 64.5 % of its 16 mm voxels in its largest piece over 60 training cases); ``"thin"``
+break a tube narrower than two target voxels into pieces (the phantom aorta at 16 mm); ``"thin"``
 also marks each organ of :data:`THIN_ORGANS` wherever it fills at least
-:data:`THIN_ORGAN_FRACTION` of a target voxel, which keeps it whole (96.6 %, whole in 53 of
-the 60) at about twice its argmax voxels, taken from its neighbours
+:data:`THIN_ORGAN_FRACTION` of a target voxel, which keeps it whole at about twice its argmax
+voxels (docs/training.md, "Thin organs on the global grid", has the measurement), taken from its neighbours
 (``scripts/thin_organ_check.py``).
 """
 

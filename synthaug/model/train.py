@@ -151,8 +151,9 @@ def compute_dtype(device: str | torch.device, precision: str = "auto") -> torch.
     """The dtype the forward and backward passes autocast to, or None for plain fp32.
 
     ``auto`` picks bf16 where the hardware computes it natively: CUDA, and CPUs whose
-    oneDNN has bf16 kernels (AVX512-BF16 or AMX), where a demo global-stage training
-    step runs ~2.5x faster than in fp32 (``python -m benchmarks --only train_speed``).
+    oneDNN has bf16 kernels (AVX512-BF16 or AMX), where a demo training step is markedly
+    faster than in fp32 (benchmarks/RESULTS.md, "Training step time", from ``python -m benchmarks
+    --only train_speed``).
     Weights, optimiser state and the loss stay fp32 (mixed precision).
     """
     if precision not in PRECISIONS:
