@@ -47,6 +47,7 @@ from .tables import (
     TISSUES,
 )
 from .tissues import tissue_values, version2_values
+from .torso import paint_cavity, paint_torso, paint_visceral
 
 #: Anatomy versions (``make_phantom(version=...)``) and the string their cases record: 1 is the phantom the
 #: shipped demo weights were trained on (bit for bit), 2 adds arms, structures, the liver re-check and the scanner.
@@ -117,155 +118,15 @@ class _Phantom:
         self.spine = spine_landmarks(body)
         self.spine_y, self.spine_x, self.vert_a, self.vert_b = self.spine.y, self.spine.x, self.spine.vert_a, self.spine.vert_b
         self.diaphragm = diaphragm_landmarks(body)
-        self.sat_mask = np.zeros(self.v.shape, bool)
 
     # ---- body outline and layers ----
     def body(self) -> None:
-        b, v, rng = self.b, self.v, self.rng
-        H = b.H
-        # Low-frequency in-plane warps x' = x + u(x, z), y' = y + v(y, z).
-        lo2 = (-300.0, self.zw(b.s_end * H) - 50)
-        hi2 = (300.0, self.z_vertex + 50)
-        fx = Field(rng, lo2, hi2, 80.0)
-        fy = Field(rng, lo2, hi2, 80.0)
-        self.xw = (v.x[:, None] + 5.0 * fx(v.x, v.z)).astype(np.float32)
-        self.yw = (v.y[:, None] + 5.0 * fy(v.y, v.z)).astype(np.float32)
-        s = self.s
-        inscan = (s >= 0) & (s <= b.s_end)
+        self.torso = paint_torso(self.v, self.place, self.b, self.rng)
+        self.xw, self.yw, self.sat_mask = self.torso.xw, self.torso.yw, self.torso.sat_mask
+        self.x_hip, self.t_hip = self.torso.x_hip, self.torso.t_hip
 
-        # Trunk.
-        zs = self.zrange(*TRUNK_S)
-        if zs is not None:
-            ss = s[zs]
-            al, ar, ba, bp = b.trunk_lean(ss)
-            sl_, sa_, sp_ = b.sat(ss)
-            ok = inscan[zs]
-            al, ar, ba, bp = (q * ok for q in (al, ar, ba, bp))
-            xw, yw = self.xw[:, zs], self.yw[:, zs]
-            outer = (superellipse_term(xw, 0, al + sl_ * ok, ar + sl_ * ok, TRUNK_P)[:, None, :]
-                     + superellipse_term(yw, 0, bp + sp_ * ok, ba + sa_ * ok, TRUNK_P)[None, :, :]) < 1
-            lean = (superellipse_term(xw, 0, al, ar, TRUNK_P)[:, None, :] + superellipse_term(yw, 0, bp, ba, TRUNK_P)[None, :, :]) < 1
-            sl = (slice(None), slice(None), zs)
-            v.paint(sl, outer, ORGAN_IDS["body_fat"], "fat")
-            v.paint(sl, lean, ORGAN_IDS["soft_tissue"], "muscle")
-            self.sat_mask[sl] |= outer & ~lean
-        # Neck.
-        na, nb = b.neck()
-        tn = 0.45 * b.t0
-        yn = -18.0 * b.hs
-        zs = self.zrange((b.t_chin - 45) / H, 0.175)
-        if zs is not None:
-            xw, yw = self.xw[:, zs], self.yw[:, zs]
-            sl = (slice(None), slice(None), zs)
-            outer = (superellipse_term(xw, 0, na + tn, na + tn, 2.2)[:, None, :] + superellipse_term(yw, yn, nb + tn, nb + tn, 2.2)[None, :, :]) < 1
-            lean = (superellipse_term(xw, 0, na, na, 2.2)[:, None, :] + superellipse_term(yw, yn, nb, nb, 2.2)[None, :, :]) < 1
-            cur = v.org[sl]
-            add_fat = outer & (cur == 0)
-            v.paint(sl, add_fat, ORGAN_IDS["body_fat"], "fat")
-            self.sat_mask[sl] |= add_fat
-            v.paint(sl, lean, ORGAN_IDS["soft_tissue"], "muscle")
-            self.sat_mask[sl] &= ~lean
-        # Thighs.
-        self.x_hip = (88.0 if b.male else 91.0) * b.k_bone
-        self.t_hip = 0.478 * H
-        zs = self.zrange(0.46, b.s_end)
-        if zs is not None:
-            ss = s[zs]
-            ta, tb = b.thigh(ss)
-            tt = b.sat_w["thigh"] * b.t0
-            xc = self.x_hip + 10.0 * b.k
-            yc = -12.0 * b.k
-            xw, yw = self.xw[:, zs], self.yw[:, zs]
-            sl = (slice(None), slice(None), zs)
-            for sign in (1, -1):
-                ty_o = superellipse_term(yw, yc, tb + tt, tb + tt, 2.1)
-                ty_l = superellipse_term(yw, yc, tb, tb, 2.1)
-                outer = (superellipse_term(xw, sign * xc, ta + tt, ta + tt, 2.1)[:, None, :] + ty_o[None, :, :]) < 1
-                lean = (superellipse_term(xw, sign * xc, ta, ta, 2.1)[:, None, :] + ty_l[None, :, :]) < 1
-                cur = v.org[sl]
-                add_fat = outer & (cur == 0)
-                v.paint(sl, add_fat, ORGAN_IDS["body_fat"], "fat")
-                self.sat_mask[sl] |= add_fat
-                newl = lean & (v.tis[sl] != TISSUE_IDS["muscle"])
-                v.paint(sl, newl, ORGAN_IDS["soft_tissue"], "muscle")
-                self.sat_mask[sl] &= ~lean
-        # Breasts (female): fat with glandular tissue, on the anterior chest.
-        if b.breast_ml > 0:
-            r = (b.breast_ml * 1000.0 * 3 / (4 * np.pi * 1.1 * 0.8)) ** (1 / 3)
-            s_b = 0.262
-            al, ar, ba, bp = b.trunk_lean(np.array([s_b]))
-            _, sa_, _ = b.sat(np.array([s_b]))
-            gfield = Field(rng, (-250, -50, self.zw(0.32 * H)), (250, 300, self.zw(0.2 * H)), 14.0)
-            for sign in (1, -1):
-                c = (sign * 0.5 * float(al[0]), float(ba[0] + sa_[0]) + 0.15 * r, self.zw(s_b * H))
-                sl, r2 = ellipsoid(v, rng, c, (1.1 * r, 0.8 * r, 1.0 * r), deform=0.08 * r)
-                if sl is None:
-                    continue
-                m = (r2 < 1) & (v.org[sl] != ORGAN_IDS["soft_tissue"])
-                v.paint(sl, m & (v.org[sl] == 0), ORGAN_IDS["body_fat"], "fat")
-                g = gfield(*v.coords(sl)) > _norm_ppf(1 - b.gland_frac)
-                gl = m & g & (r2 < 0.7)
-                v.paint(sl, gl, ORGAN_IDS["soft_tissue"], "soft_tissue")
-                self.sat_mask[sl] |= m & ~gl
-
-    # ---- cavity, diaphragm, lungs, mediastinum ----
     def trunk_contents(self) -> None:
-        b, v, rng = self.b, self.v, self.rng
-        H = b.H
-        s = self.s
-        # Diaphragm: two domes, lungs above (smaller depth), abdomen below. Computed even when
-        # the field of view misses the trunk, because the abdominal organs are placed under it.
-        zs = self.zrange(0.16, 0.52)
-        if zs is None:
-            return
-        ss = s[zs]
-        cal, car, cba, cbp = b.cavity(ss)
-        xw, yw = self.xw[:, zs], self.yw[:, zs]
-        sl = (slice(None), slice(None), zs)
-        cav = (superellipse_term(xw, 0, cal, car, TRUNK_P)[:, None, :] + superellipse_term(yw, 0, cbp, cba, TRUNK_P)[None, :, :]) < 1
-        self.cav_zs = zs
-
-        X = v.x[:, None].astype(np.float32)
-        Y = v.y[None, :].astype(np.float32)
-        td = self.diaphragm.depth(X, Y)
-        above = self.t[zs][None, None, :] < td[:, :, None]
-        thor = cav & above
-        abd = cav & ~above
-        v.paint(sl, thor, ORGAN_IDS["soft_tissue"], "soft_tissue")
-        v.paint(sl, abd, ORGAN_IDS["soft_tissue"], "bowel")
-
-        # Paraspinal muscle block (carves the cavity behind the vertebral bodies).
-        zs2 = self.zrange(0.15, 0.45)
-        if zs2 is not None:
-            s2 = s[zs2]
-            ysp = self.spine_y(s2)
-            vb = self.vert_b(s2)
-            pa = np.interp(s2, [0.15, 0.30, 0.40, 0.45], [40, 42, 55, 55]) * b.k * b.muscle_f
-            pc = ysp - vb - 28 * b.k
-            m = (superellipse_term(self.xw[:, zs2], self.spine_x(s2), pa, pa, 2.2)[:, None, :]
-                 + superellipse_term(self.yw[:, zs2], pc, 35 * b.k, 35 * b.k + vb + 5, 2.2)[None, :, :]) < 1
-            sl2 = (slice(None), slice(None), zs2)
-            inside = v.org[sl2] > 0
-            v.paint(sl2, m & inside & ~self.sat_mask[sl2], ORGAN_IDS["soft_tissue"], "muscle")
-
-        # Mediastinum: column between the spine and the sternum, lungs lateral to it.
-        ysp = self.spine_y(ss)
-        front = cba
-        yc = 0.5 * (ysp + front)
-        bm = 0.5 * (front - ysp) + 8
-        am = np.interp(ss, [0.16, 0.20, 0.25, 0.30], [16, 20, 26, 26]) * b.k
-        med = (superellipse_term(xw, self.spine_x(ss), am, am, 4.0)[:, None, :] + superellipse_term(yw, yc, bm, bm, 4.0)[None, :, :]) < 1
-        lungs = thor & ~med & (v.tis[sl] == TISSUE_IDS["soft_tissue"])
-        v.paint(sl, lungs, ORGAN_IDS["lungs"], "lung")
-        self.med = med & thor
-        # Mediastinal fat.
-        box = v.box((-150, -150, v.z[zs][0]), (150, 200, v.z[zs][-1]))
-        self.fat_field = Field(rng, (-300, -250, self.zw(0.56 * H)), (300, 300, self.zw(0.15 * H)), 22.0, ncomp=3)
-        if box is not None:
-            sub = (box[0], box[1], zs)
-            fat = self.fat_field(*v.coords(sub), comp=1) < _norm_ppf(b.med_fat)
-            medm = self.med[box[0], box[1], :] & (v.tis[sub] == TISSUE_IDS["soft_tissue"])
-            v.paint(sub, medm & fat, ORGAN_IDS["body_fat"], "fat")
+        self.cavity = paint_cavity(self.v, self.place, self.b, self.torso, self.spine, self.diaphragm, self.rng)
 
     # ---- organs ----
     def organs(self) -> None:
@@ -724,43 +585,8 @@ class _Phantom:
                 inner_t = "yellow_marrow" if kind == "shaft" else "trabecular_bone"
                 v.paint(sl, m & (d2 < 0.33 if kind == "shaft" else d2 < 0.6), bone, inner_t)
 
-    # ---- visceral fat and bowel gas ----
     def visceral(self) -> None:
-        b, v = self.b, self.v
-        zs = getattr(self, "cav_zs", None)
-        if zs is None:
-            return
-        box = v.box((-260, -250, -1e9), (260, 300, 1e9))
-        if box is None:
-            return
-        sub = (box[0], box[1], zs)
-        free = v.tis[sub] == TISSUE_IDS["bowel"]
-        free &= v.org[sub] == ORGAN_IDS["soft_tissue"]
-        n_free = int(free.sum())
-        if n_free == 0:
-            return
-        vox_ml = float(np.prod(v.spacing)) / 1000.0
-        frac = float(np.clip(b.vat_l * 1000.0 / (n_free * vox_ml), 0.0, 0.92))
-        xs, ys, zz = v.coords(sub)
-        f0 = self.fat_field(xs, ys, zz, comp=0)
-        # VAT gathers anteriorly (omentum) and around the kidneys; bias the field.
-        f0 = f0 - 0.6 * np.clip((ys[None, :, None] - 0.0) / 80.0, -1, 1)
-        vals = f0[free]
-        if frac > 0:
-            thr = np.partition(vals, min(int(frac * vals.size), vals.size - 1))[min(int(frac * vals.size), vals.size - 1)]
-            fat = free & (f0 < thr)
-            v.paint(sub, fat, ORGAN_IDS["body_fat"], "fat")
-            free &= ~fat
-        g = self.fat_field(xs, ys, zz, comp=2)
-        gas = free & (g > _norm_ppf(1 - b.gas_frac))
-        v.paint(sub, gas, None, "gas")
-
-
-def _norm_ppf(p: float) -> float:
-    """Standard normal quantile."""
-    from scipy.special import ndtri
-
-    return float(ndtri(float(np.clip(p, 1e-6, 1 - 1e-6))))
+        paint_visceral(self.v, self.b, self.cavity)
 
 
 # --- lesions -------------------------------------------------------------------------------------
