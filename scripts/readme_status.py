@@ -12,29 +12,29 @@ the results files say.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # results_tables.py, shared with model_card.py
+
+from results_tables import (  # noqa: E402
+    REPO,
+    get,
+    load,
+    measured_on,
+    replace_block,
+    shipped_digest,
+    value_range,
+    weights_cell,
+)
+
 README = REPO / "README.md"
 BEGIN, END = "<!-- status:begin (scripts/readme_status.py) -->", "<!-- status:end -->"
 
 
-def _get(data: dict, *path):
-    for key in path:
-        data = data[key]
-    return data
-
-
-def _range(values: list[float], fmt: str) -> str:
-    lo, hi = min(values), max(values)
-    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{lo:{fmt}}-{hi:{fmt}}"
-
-
 def _liver_cov(group: str, key: str = "liver_from_labels") -> Callable[[dict], str]:
-    return lambda d: _range([c[key]["cov"] for c in d["groups"][group] if c.get(key, {}).get("found")], ".2f")
+    return lambda d: value_range([c[key]["cov"] for c in d["groups"][group] if c.get(key, {}).get("found")], ".2f")
 
 
 #: (what, results file relative to the repository, how to read the value from it).
@@ -58,9 +58,9 @@ ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("Liver VOI noise (CoV) of cascade cases with the default scanner model", "benchmarks/results/realism.json",
      _liver_cov("cascade+scan")),
     ("Inserted lesions' SUVmean / SUVmax, median (51 real sarcomas: next row)", "benchmarks/results/lesion_insertion.json",
-     lambda d: f"{_get(d, 'insertion', 'mean_over_max', 'median'):.2f}"),
+     lambda d: f"{get(d, 'insertion', 'mean_over_max', 'median'):.2f}"),
     ("Real sarcomas' SUVmean / SUVmax, median", "benchmarks/results/lesion_insertion.json",
-     lambda d: f"{_get(d, 'real_crops', 'mean_over_max', 'median'):.2f}"),
+     lambda d: f"{get(d, 'real_crops', 'mean_over_max', 'median'):.2f}"),
     ("Downstream lesion Dice, 4 real cases: real only / + synthaug 1:2 / + copy-paste / + phantom (3 seeds)",
      "benchmarks/results/downstream.json", lambda d: " / ".join(
          f"{_summary(d, arm, 4)['lesion_dice']['mean']:.3f}"
@@ -70,9 +70,9 @@ ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("Downstream shift scenario (no BMI >= 30 in training): + synthaug for the missing group minus real only",
      "benchmarks/results/downstream.json", lambda d: _paired(_summary(d, "shift_synth", 8), "shift_real_only")),
     ("Seconds per demo case, whole cascade, one CPU thread", "benchmarks/results/speed.json",
-     lambda d: f"{_get(d, 'results', 'timing', 'cascade', 'seconds_per_case'):.1f} s"),
+     lambda d: f"{get(d, 'results', 'timing', 'cascade', 'seconds_per_case'):.1f} s"),
     ("Cache reads (.npy) vs the same cases as .nii.gz", "benchmarks/results/io.json",
-     lambda d: f"{_get(d, 'results', 'read_speedup_vs_nii_gz', 'npy'):.1f}x faster"),
+     lambda d: f"{get(d, 'results', 'read_speedup_vs_nii_gz', 'npy'):.1f}x faster"),
 ]
 
 
@@ -85,47 +85,18 @@ def _paired(row: dict, baseline: str = "real_only") -> str:
     return f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
 
 
-def measured_on(data: dict) -> str | None:
-    """The generator digest a results file records, or ``None`` when it ran no trained weights."""
-    for path in (("weights", "generator_sha256"), ("weights_sha256",), ("generator", "sha256"), ("settings", "model_sha256"),
-                 ("results", "settings", "model_sha256")):
-        try:
-            value = _get(data, *path)
-        except (KeyError, TypeError):
-            continue
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def shipped_digest() -> str:
-    from synthaug.sampling.cascade import CascadedSampler
-
-    return CascadedSampler.from_pretrained().sha256
-
-
 def table(shipped: str) -> str:
     lines = ["| measured | value | results file | weights |", "|---|---|---|---|"]
     for what, rel, read in ROWS:
-        data = json.loads((REPO / rel).read_text())
-        sha = measured_on(data)
-        if data.get("stale"):
-            weights = "**stale**: " + data["stale"].split(", not the shipped")[0]
-        elif sha is None:
-            weights = "no trained weights"
-        else:
-            weights = f"`{sha[:8]}`" + ("" if sha == shipped else " (**not the shipped weights**)")
+        data = load(rel)
+        weights = weights_cell(measured_on(data), shipped, data.get("stale"))
         lines.append(f"| {what} | {read(data)} | [{Path(rel).name}]({rel}) | {weights} |")
     return "\n".join(lines) + "\n"
 
 
 def render(readme: str, shipped: str) -> str:
     """``readme`` with its status block regenerated."""
-    if BEGIN not in readme or END not in readme:
-        raise ValueError(f"README.md has no status block ({BEGIN} ... {END})")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{table(shipped)}{END}{tail}"
+    return replace_block(readme, BEGIN, END, table(shipped), f"README.md has no status block ({BEGIN} ... {END})")
 
 
 def main(argv: list[str] | None = None) -> int:
