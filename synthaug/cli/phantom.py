@@ -94,40 +94,15 @@ def _validate(args: argparse.Namespace) -> tuple:
     return grid, like, n, scanner
 
 
-def run(args: argparse.Namespace) -> int:
-    """Generate (or resume) the cohort; returns the exit code."""
+def _check_resume(out, settings: dict, cohort: dict) -> None:
+    """Refuse, before anything is written, a folder that holds another cohort or other files; a
+    resumed (or grown) cohort must have the same settings and start with the same people."""
     import json
-    from pathlib import Path
 
-    from synthaug import __version__
-    from synthaug.core.demographics import demographics_rows, read_demographics_csv, sample_population
-    from synthaug.core.io import (
-        CT_FILE,
-        DEMOGRAPHICS_FILE,
-        atomic_write_json,
-        remove_stale_temporaries,
-        write_demographics_csv,
-    )
-    from synthaug.core.progress import progress_bar
-    from synthaug.evaluation.preview import preview_png
-    from synthaug.phantom.body import PHANTOM_VERSIONS, impute_demographics
+    from synthaug.core.demographics import demographics_rows, read_demographics_csv
+    from synthaug.core.io import DEMOGRAPHICS_FILE
 
-    grid, like, n, scanner = _validate(args)
-    out = Path(args.out)
-    demos = sample_population(n, args.seed, like=like)
-    ids = [f"phantom_{i:05d}" for i in range(n)]
-    seeds = [case_seed(args.seed, i) for i in range(n)]
-    imputed = 0
-    for i, d in enumerate(demos):
-        if not d.is_complete:
-            demos[i] = impute_demographics(d, seeds[i])
-            imputed += 1
-    cohort = dict(zip(ids, demos))
-    settings = {"generator": "phantom", "phantom_version": PHANTOM_VERSIONS[args.phantom_version],
-                "synthaug_version": __version__, "seed": args.seed, "n": n, "grid": grid.to_dict(),
-                "demographics_like": str(like) if like else None, "scanner": scanner}
-
-    out.mkdir(parents=True, exist_ok=True)
+    n = settings["n"]
     settings_path = out / SETTINGS_FILE
     demo_path = out / DEMOGRAPHICS_FILE
     if settings_path.is_file():
@@ -147,9 +122,64 @@ def run(args: argparse.Namespace) -> int:
         old_rows = demographics_rows(read_demographics_csv(demo_path))
         if old_rows != demographics_rows(cohort)[: len(old_rows)]:
             raise ValueError(f"{demo_path} does not match this run's demographics; use a new --out")
+
+
+def _run_jobs(jobs: list, workers: int, *, total: int, done: int) -> None:
+    """Make and write the cases of ``jobs``, in ``workers`` processes, with a progress bar."""
+    from synthaug.core.progress import progress_bar
+
+    bar = progress_bar(total=total, initial=done, desc="phantom", unit="case")
+    try:
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                _work(job)
+                bar.update(1)
+        else:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+                for _ in pool.imap_unordered(_work, jobs):
+                    bar.update(1)
+    finally:
+        bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate (or resume) the cohort; returns the exit code."""
+    from pathlib import Path
+
+    from synthaug import __version__
+    from synthaug.core.demographics import sample_population
+    from synthaug.core.io import (
+        CT_FILE,
+        DEMOGRAPHICS_FILE,
+        atomic_write_json,
+        remove_stale_temporaries,
+        write_demographics_csv,
+    )
+    from synthaug.evaluation.preview import preview_png
+    from synthaug.phantom.body import PHANTOM_VERSIONS, impute_demographics
+
+    grid, like, n, scanner = _validate(args)
+    out = Path(args.out)
+    demos = sample_population(n, args.seed, like=like)
+    ids = [f"phantom_{i:05d}" for i in range(n)]
+    seeds = [case_seed(args.seed, i) for i in range(n)]
+    imputed = 0
+    for i, d in enumerate(demos):
+        if not d.is_complete:
+            demos[i] = impute_demographics(d, seeds[i])
+            imputed += 1
+    cohort = dict(zip(ids, demos))
+    settings = {"generator": "phantom", "phantom_version": PHANTOM_VERSIONS[args.phantom_version],
+                "synthaug_version": __version__, "seed": args.seed, "n": n, "grid": grid.to_dict(),
+                "demographics_like": str(like) if like else None, "scanner": scanner}
+
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(out, settings, cohort)
     removed = remove_stale_temporaries(out)
-    atomic_write_json(settings_path, settings)
-    write_demographics_csv(demo_path, cohort)
+    atomic_write_json(out / SETTINGS_FILE, settings)
+    write_demographics_csv(out / DEMOGRAPHICS_FILE, cohort)
 
     todo = [i for i, cid in enumerate(ids) if not (out / cid / CT_FILE).is_file()]
     done = n - len(todo)
@@ -159,20 +189,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"imputed missing age/sex/height/weight for {imputed} case(s) (see demographics.csv)")
     jobs = [(str(out), ids[i], demos[i].to_dict(), grid.to_dict(), seeds[i], args.phantom_version, scanner)
             for i in todo]
-    bar = progress_bar(total=n, initial=done, desc="phantom", unit="case")
-    try:
-        if args.workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                _work(job)
-                bar.update(1)
-        else:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(min(args.workers, len(jobs))) as pool:
-                for _ in pool.imap_unordered(_work, jobs):
-                    bar.update(1)
-    finally:
-        bar.close()
+    _run_jobs(jobs, args.workers, total=n, done=done)
     print(f"{out}: {len(jobs)} case(s) written, {done} already finished, {n} in the cohort")
 
     if args.preview:

@@ -59,7 +59,7 @@ _CENTRE_LABEL = {"subcutaneous": _FAT, "muscle": _SOFT, "lung": _LUNGS, "liver":
 _SUBCUTANEOUS_MM = 30.0
 #: Node chains: two points (fraction of height below the vertex, lateral offset as a fraction of
 #: the body's half-width at that height, position front to back as a fraction of its depth, 0 =
-#: back) of each chain, after the phantom's chains (:func:`synthaug.phantom.body._node_chains`).
+#: back) of each chain, after the phantom's chains (:func:`synthaug.phantom.lesion_plan.node_chains`).
 #: Sided chains are mirrored; "para_aortic" is placed beside the aorta instead.
 _CHAINS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "cervical": ((0.118, 0.54, 0.50), (0.155, 0.59, 0.50)),
