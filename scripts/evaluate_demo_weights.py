@@ -7,7 +7,11 @@ match the images); brain > liver > muscle/soft tissue > fat SUV ordering; condit
 correlations. Writes ``acceptance.json`` and ``acceptance.md`` next to the report. The
 volume and SUV checks are also made for the report's phantom baseline (fresh phantoms for
 the test cohort's demographics, other seeds): how often the phantom generator itself passes
-them against its own test cohort is the noise floor of the 10 % check.
+them against its own test cohort is the noise floor of the 10 % check. Beside the means, the
+distribution-level agreement (``distribution``): how many of the report's subgroup x organ x metric
+comparisons (two-sample KS) differ after the Benjamini-Hochberg correction, in all and per metric,
+for the synthetic cases and the phantom baseline, and per organ the deviation of the mean SUVmax and
+SUVpeak over all cases, with the organs whose mean peak is off by more than 10 %.
 
     python scripts/evaluate_demo_weights.py --weights synthaug/weights \
         --reference data/phantom_test --training data/phantom_train --out synthaug/weights/evaluation
@@ -124,6 +128,73 @@ def _lesion_rows(ref, syn) -> list[dict]:
     return rows
 
 
+PEAK_METRICS = ("suv_max", "suv_peak")
+
+
+def _finite(v) -> bool:
+    return v is not None and np.isfinite(v)
+
+
+def _comparison_counts(cmp: dict | None, alpha: float) -> dict | None:
+    """How many of the report's subgroup x organ x metric comparisons were tested (a finite BH q) and
+    how many differ (q < ``alpha``), in all and per metric (the report's metric names, in its order);
+    ``None`` without a comparison."""
+    if not cmp:
+        return None
+    tested = [r for r in cmp["rows"] if _finite(r.get("q"))]
+    by_metric: dict[str, dict] = {}
+    for r in tested:
+        entry = by_metric.setdefault(r["metric"], {"comparisons": 0, "differ": 0})
+        entry["comparisons"] += 1
+        entry["differ"] += int(r["q"] < alpha)
+    return {"comparisons": len(tested), "differ": sum(e["differ"] for e in by_metric.values()), "by_metric": by_metric}
+
+
+def _peak_rows(ref, syn, base, cmp: dict | None) -> list[dict]:
+    """Per organ, all cases pooled: mean SUVmax and SUVpeak of ``ref`` and ``syn``, the deviation
+    with its sampling interval, the phantom baseline's deviation where there is one, and the
+    report's 1-Wasserstein distance, KS statistic and BH q of the cell "all" where it has them."""
+    stats = {(r["organ"], r["metric"]): r for r in (cmp or {}).get("rows", []) if r["cell"] == "all"}
+    rows = []
+    for organ in ORGANS:
+        row = {"organ": organ}
+        for metric in PEAK_METRICS:
+            rv, sv = _values(ref, organ, metric), _values(syn, organ, metric)
+            r, s = _mean_of(rv), _mean_of(sv)
+            entry = {"reference": r, "synthetic": s, "deviation_pct": 100.0 * (s - r) / r if r else float("nan"),
+                     "interval95_pct": _interval_pct(rv, sv, r)}
+            if base:
+                b = _mean(base, organ, metric)
+                entry["baseline_deviation_pct"] = 100.0 * (b - r) / r if r else float("nan")
+            if (organ, metric) in stats:
+                entry.update({k: stats[(organ, metric)].get(k) for k in ("wasserstein", "ks", "q")})
+            row[metric] = entry
+        rows.append(row)
+    return rows
+
+
+def _out_of(rows, metric: str, key: str = "deviation_pct", pct: float = 10.0) -> list[str]:
+    """The organs whose ``key`` of ``metric`` is more than ``pct`` % off."""
+    return [r["organ"] for r in rows if _finite(r[metric].get(key)) and abs(r[metric][key]) > pct]
+
+
+def distribution(result: dict) -> dict:
+    """The distribution-level agreement next to the means: comparisons that differ (BH q < alpha) for
+    the synthetic cases and the phantom baseline, and the per-organ SUVmax / SUVpeak deviations."""
+    cmp = result.get("comparison")
+    alpha = float(((cmp or {}).get("summary") or {}).get("alpha", 0.05))
+    base = result["cases"].get("baseline") or []
+    peaks = _peak_rows(result["cases"]["reference"], result["cases"]["synthetic"], base, cmp)
+    out = {"alpha": alpha, "synthetic": _comparison_counts(cmp, alpha),
+           "baseline": _comparison_counts((result.get("baseline") or {}).get("comparison"), alpha),
+           "peaks": peaks}
+    for metric in PEAK_METRICS:
+        out[f"{metric}_out_10pct"] = _out_of(peaks, metric)
+        if base:
+            out[f"baseline_{metric}_out_10pct"] = _out_of(peaks, metric, "baseline_deviation_pct")
+    return out
+
+
 def acceptance(result: dict) -> dict:
     ref, syn = result["cases"]["reference"], result["cases"]["synthetic"]
     rows = _organ_sex_rows(ref, syn)
@@ -167,6 +238,7 @@ def acceptance(result: dict) -> dict:
         "weight_r": fid["weight"]["synthetic"]["pearson_r"] if fid.get("weight", {}).get("synthetic") else None,
         "n_synthetic": len(syn), "n_reference": len(ref),
         "lesions": _lesion_rows(ref, syn),
+        "distribution": distribution(result),
     }
 
 
@@ -235,7 +307,62 @@ def render(acc: dict, header: str) -> str:
                          f"{_num(a['lesion_count'])} / {_num(b['lesion_count'])} | {_num(a['lesion_volume_ml'])} / "
                          f"{_num(b['lesion_volume_ml'])} | {_num(a['lesion_suv_max'])} / {_num(b['lesion_suv_max'])} | "
                          f"{_num(a['lesion_suv_mean'])} / {_num(b['lesion_suv_mean'])} |")
+    lines += _render_distribution(acc.get("distribution"))
     return "\n".join(lines) + "\n"
+
+
+def _opt(v, fmt: str) -> str:
+    """``v`` in ``fmt``, ``n/a`` where missing or not finite."""
+    return format(v, fmt) if _finite(v) else "n/a"
+
+
+def _q(q) -> str:
+    return "n/a" if not _finite(q) else ("<0.001" if q < 1e-3 else f"{q:.2g}")
+
+
+def _counted(c: dict | None) -> str:
+    return "not recorded" if c is None else f"{c['differ']} of {c['comparisons']}"
+
+
+def _render_distribution(dist: dict | None) -> list[str]:
+    """The distribution-level section of ``acceptance.md`` (nothing for files made before it existed)."""
+    if not dist:
+        return []
+    syn, base = dist["synthetic"], dist["baseline"]
+    has_base = any("baseline_deviation_pct" in r[m] for r in dist["peaks"] for m in PEAK_METRICS)
+    lines = ["", "Distribution-level agreement: subgroup x organ x metric comparisons of the report (two-sample KS, "
+             f"Benjamini-Hochberg q < {dist['alpha']:g}) that differ, synthetic: {_counted(syn)}"
+             + (f"; phantom baseline: {_counted(base)}" if base else "") + "."]
+    if syn:
+        lines += ["", "| metric | comparisons | differ |" + (" phantom baseline differ |" if base else ""),
+                  "|---|---|---|" + ("---|" if base else "")]
+        for metric, c in syn["by_metric"].items():
+            b = (base or {}).get("by_metric", {}).get(metric)
+            lines.append(f"| {metric} | {c['comparisons']} | {c['differ']} |"
+                         + (f" {b['differ'] if b else 'n/a'} |" if base else ""))
+    lines += ["", "SUVmax and SUVpeak per organ, all cases: mean reference / synthetic, deviation of the synthetic "
+              "mean in % ± the half-width of its 95 % interval (Welch)" + (", the phantom baseline's deviation" if has_base else "")
+              + "; 1-Wasserstein distance (W1, SUV), KS statistic and BH q of the report's cell \"all\".", ""]
+    head = " mean ref / syn | dev % |" + (" phantom dev % |" if has_base else "") + " W1 | KS | q |"
+    lines += ["| organ |" + head.replace(" mean", " SUVmax").replace(" dev %", " SUVmax dev %", 1)
+              + head.replace(" mean", " SUVpeak").replace(" dev %", " SUVpeak dev %", 1),
+              "|---|" + "---|" * (2 * head.count("|"))]
+    for r in dist["peaks"]:
+        cells = []
+        for m in PEAK_METRICS:
+            e = r[m]
+            cells.append(f" {_opt(e['reference'], '.2f')} / {_opt(e['synthetic'], '.2f')} | "
+                         + (_dev(e) if _finite(e["deviation_pct"]) else "n/a") + " |"
+                         + (f" {_opt(e.get('baseline_deviation_pct'), '+.1f')} |" if has_base else "")
+                         + f" {_opt(e.get('wasserstein'), '.2f')} | {_opt(e.get('ks'), '.2f')} | {_q(e.get('q'))} |")
+        lines.append(f"| {r['organ']} |" + "".join(cells))
+    lines.append("")
+    for m, name in (("suv_peak", "SUVpeak"), ("suv_max", "SUVmax")):
+        lines.append(f"- organs whose mean {name} is more than 10 % off: "
+                     f"{', '.join(dist[f'{m}_out_10pct']) or 'none'}"
+                     + (f" (phantom baseline: {', '.join(dist[f'baseline_{m}_out_10pct']) or 'none'})"
+                        if f"baseline_{m}_out_10pct" in dist else ""))
+    return lines
 
 
 def main() -> None:

@@ -126,3 +126,83 @@ def test_deviation_interval_and_cells_out_beyond_the_sampling_noise(script):
     text = script.render(acc, "## t")
     assert f"| liver | M | 100 | 140 | +40.0 ± {1.96 * se_m:.1f} |" in text
     assert "beyond the sampling noise" in text and "SUV none" in text
+
+
+def _row(metric: str, q: float | None, cell: str = "all", organ: str = "liver") -> dict:
+    return {"cell": cell, "organ": organ, "metric": metric, "q": q}
+
+
+def _with_peaks(report: dict, syn_peak: dict[str, float], base_peak: dict[str, float] | None = None) -> dict:
+    """Every case's SUVpeak 2.0 and SUVmax 4.0, except the synthetic (and baseline) cases' SUVpeak of the
+    organs named."""
+    for side, cases in report["cases"].items():
+        for case in cases:
+            for organ, values in case["values"].items():
+                peak = {"synthetic": syn_peak, "baseline": base_peak or {}}.get(side, {}).get(organ, 2.0)
+                values.update({"suv_max": 4.0, "suv_peak": peak})
+    return report
+
+
+def test_distribution_counts_the_comparisons_that_differ_per_metric(script):
+    """Tested comparisons are those with a BH q; they differ when q < alpha (q == alpha does not)."""
+    report = _report(1.0, 1.0)
+    report["comparison"] = {"summary": {"alpha": 0.05}, "rows": [
+        _row("volume_ml", 0.01), _row("volume_ml", 0.05), _row("volume_ml", 0.5, cell="M"),
+        _row("suv_peak", 0.001), _row("suv_peak", 0.049, organ="heart"), _row("suv_max", 0.2),
+        _row("main_part_pct", None), _row("main_part_pct", float("nan"), organ="aorta"),
+        _row("lesion_count", 0.0001, organ="body")]}
+    report["baseline"] = {"comparison": {"summary": {"alpha": 0.05}, "rows": [
+        _row("volume_ml", 0.9), _row("suv_peak", 0.02), _row("suv_max", 0.3)]}}
+    dist = script.acceptance(report)["distribution"]
+    assert dist["alpha"] == 0.05
+    assert dist["synthetic"] == {"comparisons": 7, "differ": 4, "by_metric": {
+        "volume_ml": {"comparisons": 3, "differ": 1}, "suv_peak": {"comparisons": 2, "differ": 2},
+        "suv_max": {"comparisons": 1, "differ": 0}, "lesion_count": {"comparisons": 1, "differ": 1}}}
+    assert dist["baseline"] == {"comparisons": 3, "differ": 1, "by_metric": {
+        "volume_ml": {"comparisons": 1, "differ": 0}, "suv_peak": {"comparisons": 1, "differ": 1},
+        "suv_max": {"comparisons": 1, "differ": 0}}}
+    text = script.render(script.acceptance(report), "## t")
+    assert "synthetic: 4 of 7; phantom baseline: 1 of 3." in text
+    assert "| volume_ml | 3 | 1 | 0 |" in text and "| lesion_count | 1 | 1 | n/a |" in text
+
+
+def test_distribution_peak_deviations_and_the_organs_off_by_more_than_ten_percent(script):
+    report = _with_peaks(_report(1.0, 1.0), {"liver": 2.5, "brain": 1.9, "lungs": 2.19, "heart": 2.21, "spleen": 1.5},
+                         {"liver": 2.1, "kidneys": 2.4})
+    report["comparison"] = {"summary": {"alpha": 0.05}, "rows": [
+        {**_row("suv_peak", 0.03), "wasserstein": 0.5, "ks": 1.0},
+        {**_row("suv_peak", 0.01, cell="M"), "wasserstein": 9.0, "ks": 0.1}]}  # a subgroup's: not the pooled one
+    dist = script.acceptance(report)["distribution"]
+    peaks = {r["organ"]: r for r in dist["peaks"]}
+    assert peaks["liver"]["suv_peak"]["deviation_pct"] == pytest.approx(25.0)
+    assert peaks["brain"]["suv_peak"]["deviation_pct"] == pytest.approx(-5.0)
+    assert peaks["liver"]["suv_peak"]["baseline_deviation_pct"] == pytest.approx(5.0)
+    assert peaks["liver"]["suv_peak"]["reference"] == 2.0 and peaks["liver"]["suv_peak"]["synthetic"] == 2.5
+    assert peaks["liver"]["suv_peak"]["wasserstein"] == 0.5 and peaks["liver"]["suv_peak"]["q"] == 0.03
+    assert "q" not in peaks["brain"]["suv_peak"]  # no pooled comparison for it in the report
+    assert peaks["liver"]["suv_max"]["deviation_pct"] == 0.0
+    assert peaks["lungs"]["suv_peak"]["deviation_pct"] == pytest.approx(9.5)
+    assert dist["suv_peak_out_10pct"] == ["heart", "liver", "spleen"]  # lungs +9.5 % is not out; ORGANS order
+    assert dist["suv_max_out_10pct"] == []
+    assert dist["baseline_suv_peak_out_10pct"] == ["kidneys"] and dist["baseline_suv_max_out_10pct"] == []
+    text = script.render(script.acceptance(report), "## t")
+    assert ("| liver | 4.00 / 4.00 | +0.0 ± 0.0 | +0.0 | n/a | n/a | n/a | 2.00 / 2.50 | +25.0 ± 0.0 | +5.0 | 0.50 | 1.00 "
+            "| 0.03 |") in text  # identical cases per side: a zero interval
+    assert ("- organs whose mean SUVpeak is more than 10 % off: heart, liver, spleen "
+            "(phantom baseline: kidneys)") in text
+    assert "- organs whose mean SUVmax is more than 10 % off: none (phantom baseline: none)" in text
+
+
+def test_distribution_without_a_comparison_or_baseline(script):
+    """A report without comparisons (or baseline) leaves the counts unrecorded; the peaks come from the cases."""
+    report = _with_peaks(_report(1.0, None), {"liver": 1.7})
+    acc = script.acceptance(report)
+    dist = acc["distribution"]
+    assert dist["synthetic"] is None and dist["baseline"] is None
+    assert dist["suv_peak_out_10pct"] == ["liver"] and "baseline_suv_peak_out_10pct" not in dist
+    text = script.render(acc, "## t")
+    assert "that differ, synthetic: not recorded." in text
+    assert "phantom baseline" not in text and "phantom dev" not in text
+    assert "- organs whose mean SUVpeak is more than 10 % off: liver\n" in text
+    del acc["distribution"]  # acceptance files made before it: no section
+    assert "Distribution-level" not in script.render(acc, "## t")
