@@ -59,8 +59,10 @@ def _link(rel: str) -> str:
 
 def _caption(rel: str, data: dict, sha: str | None, shipped: str, what: str = "") -> str:
     command = data.get("command")
+    redone = data.get("checks_redone_with")
     return (f"*Results file {_link(rel)}{what}; measured on: {weights_cell(sha, shipped, data.get('stale'))}"
-            + (f"; made with `{command}`" if command else "") + ".*")
+            + (f"; made with `{command}`" if command else "")
+            + (f"; checks recomputed from its metrics.json with `{redone}`" if redone else "") + ".*")
 
 
 def _num(x: float | None, fmt: str = ".2f") -> str:
@@ -143,6 +145,7 @@ def acceptance(d: dict) -> str:
         lines.append(f"| cases of a lesion diagnosis with lesions (lesion prior) | – | "
                      f"{round(b['with_lesions'] * b['n'])} of {b['n']} (cohort {round(a['with_lesions'] * a['n'])} "
                      f"of {a['n']}) | – |")
+    lines += _distribution_rows(d.get("distribution"))
     lines += ["", "Deviation of the synthetic mean from the cohort's, % ± the half-width of its 95 % interval "
               "(Welch); **bold**: outside 10 %.", "",
               "| organ | volume, M | volume, F | SUVmean, M | SUVmean, F |", "|---|---|---|---|---|"]
@@ -160,7 +163,71 @@ def acceptance(d: dict) -> str:
             pairs = " | ".join(f"{_num(a[k], '.1f')} / {_num(b[k], '.1f')}"
                                for k in ("lesion_count", "lesion_volume_ml", "lesion_suv_max", "lesion_suv_mean"))
             lines.append(f"| {r['diagnosis'].lower().replace('_', ' ')} | {a['n']} / {b['n']} | {pairs} |")
+    lines += _distribution_tables(d.get("distribution"))
     return "\n".join(lines) + "\n"
+
+
+# -- distribution-level agreement (acceptance files from when evaluate_demo_weights.py records it) ---
+
+#: The report's metrics in its order; others (none today) follow alphabetically.
+METRIC_ORDER = ("volume_ml", "suv_mean", "suv_max", "suv_peak", "ct_median_hu", "main_part_pct", "body_volume_ml",
+                "body_extent_mm", "body_mass_kg", "lesion_volume_ml", "lesion_count", "lesion_suv_max", "lesion_suv_mean")
+NOT_RECORDED = "not recorded for this evaluation"
+
+
+def _differ(counts: dict | None) -> str:
+    return f"{counts['differ']} of {counts['comparisons']}" if counts else "–"
+
+
+def _organs(dist: dict, key: str) -> str:
+    return (", ".join(dist[key]) or "none") if key in dist else "–"
+
+
+def _distribution_rows(dist: dict | None) -> list[str]:
+    """The distribution-level rows of the checks table."""
+    if not dist:
+        return ["| subgroup x organ x metric comparisons that differ (two-sample KS, Benjamini-Hochberg) | – | "
+                f"{NOT_RECORDED} | – |",
+                f"| organs whose mean SUVpeak / SUVmax, all cases, is more than 10 % off | – | {NOT_RECORDED} | – |"]
+    return [f"| subgroup x organ x metric comparisons that differ (two-sample KS, Benjamini-Hochberg q < {dist['alpha']:g}) "
+            f"| – | {_differ(dist['synthetic'])} | {_differ(dist['baseline'])} |",
+            f"| organs whose mean SUVpeak, all cases, is more than 10 % off | – | {_organs(dist, 'suv_peak_out_10pct')} | "
+            f"{_organs(dist, 'baseline_suv_peak_out_10pct')} |",
+            f"| organs whose mean SUVmax, all cases, is more than 10 % off | – | {_organs(dist, 'suv_max_out_10pct')} | "
+            f"{_organs(dist, 'baseline_suv_max_out_10pct')} |"]
+
+
+def _peak_dev(e: dict, key: str = "deviation_pct") -> str:
+    """A peak deviation in % (with its interval for the synthetic cases), bold when outside 10 %; – when missing."""
+    v = e.get(key)
+    if v is None or not math.isfinite(v):
+        return "–"
+    return _dev({"deviation_pct": v, **({"interval95_pct": e["interval95_pct"]} if key == "deviation_pct" else {})})
+
+
+def _distribution_tables(dist: dict | None) -> list[str]:
+    """Per metric, the comparisons that differ; per organ, the SUVmax and SUVpeak deviations."""
+    if not dist:  # the checks table says it was not recorded
+        return []
+    lines = []
+    syn, base = dist["synthetic"], dist["baseline"] or {}
+    if syn:
+        metrics = [m for m in METRIC_ORDER if m in syn["by_metric"]] + sorted(set(syn["by_metric"]) - set(METRIC_ORDER))
+        lines += ["", "Subgroup x organ x metric comparisons of the report (two-sample KS) that differ after the "
+                  f"Benjamini-Hochberg correction (q < {dist['alpha']:g}), per metric.", "",
+                  "| metric | synthetic | fresh phantoms |", "|---|---|---|"]
+        lines += [f"| {m} | {_differ(syn['by_metric'][m])} | {_differ(base.get('by_metric', {}).get(m))} |"
+                  for m in metrics]
+    lines += ["", "SUVmax and SUVpeak per organ, all cases: deviation of the synthetic mean from the cohort's, % ± the "
+              "half-width of its 95 % interval (Welch), **bold**: outside 10 %; the fresh phantoms' deviation; "
+              "1-Wasserstein distance (SUV) and KS statistic of the synthetic cases.", "",
+              "| organ | SUVmax | SUVmax, fresh phantoms | SUVmax W1 / KS | SUVpeak | SUVpeak, fresh phantoms | "
+              "SUVpeak W1 / KS |", "|---|---|---|---|---|---|---|"]
+    for r in dist["peaks"]:
+        cells = [f"{_peak_dev(r[m])} | {_peak_dev(r[m], 'baseline_deviation_pct')} | "
+                 f"{_num(r[m].get('wasserstein'))} / {_num(r[m].get('ks'))}" for m in ("suv_max", "suv_peak")]
+        lines.append(f"| {r['organ']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # -- calibration: what the networks produce, what calibration adds -----------------------------------
