@@ -44,106 +44,53 @@ order of the cases; it is a second moment matched, not a value imposed.
 
 ``synthaug calibrate`` (:func:`calibrate`) runs the whole procedure on a weights folder:
 the global stage first, then the SR stage on the calibrated stage 1.
+
+The fitting steps themselves (reducing samples, the offsets, intensities and level spread) are
+:mod:`synthaug.sampling.calibration_fit`'s; this module samples the stage, reads the training
+cohort's targets, and reads and writes the files. Every public name of the fit is importable
+from here too.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..core.io import atomic_path, atomic_write_json
-from ..core.labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
+from ..core.labels import NUM_ORGAN_CLASSES
 from ..core.progress import progress_bar
-from ..model.channels import (
-    CT_CHANNEL,
-    CT_LEVEL_RANGE,
-    LABEL_BIAS_SIZE,
-    LESION_CHANNEL,
-    MAX_CT_SHIFT,
-    ORGAN_CHANNELS,
-    PET_CHANNEL,
-    PET_GAIN_RANGE,
-    channel_to_ct,
-    channel_to_pet,
+from ..model.channels import LABEL_BIAS_SIZE
+from .calibration_fit import (
+    CLASS_NAMES,
+    HU_BINS,
+    HU_LOW,
+    MIN_SPREAD_CASES,
+    CompactLabels,
+    class_intensities,
+    compact,
+    fit_intensities,
+    fit_label_bias,
+    fit_level_spread,
+    histogram_medians,
+    hu_histograms,
+    level_spread_fit,
+    mean_counts,
+    merge,
 )
+
+__all__ = [
+    "CASES_PER_FEATURE", "CLASS_NAMES", "HU_BINS", "HU_LOW", "MIN_SPREAD_CASES", "SEED0", "CompactLabels",
+    "TrainingStats", "calibrate", "class_intensities", "compact", "demographic_features", "expected_means",
+    "fit_intensities", "fit_label_bias", "fit_level_spread", "histogram_medians", "hu_histograms", "level_spread_fit",
+    "load_compact", "mean_counts", "merge", "save_compact", "training_cohort_stats", "training_stats",
+]
 
 #: Sample i of a calibration uses seed SEED0 + i (apart from the seeds evaluations use, 0..n-1).
 SEED0 = 50_000
-#: HU histograms for the class medians: 1-HU bins centred on HU_LOW .. HU_LOW + HU_BINS - 1, clipped.
-HU_LOW, HU_BINS = int(CT_LEVEL_RANGE[0]), int(CT_LEVEL_RANGE[1] - CT_LEVEL_RANGE[0]) + 1  # -1024, 4096
-
-
-def hu_histograms(classes: np.ndarray, hu: np.ndarray) -> np.ndarray:
-    """(NUM_ORGAN_CLASSES, HU_BINS) counts of each class's voxels per 1-HU bin."""
-    bins = np.clip(np.rint(np.asarray(hu, np.float64)) - HU_LOW, 0, HU_BINS - 1).astype(np.int64)
-    flat = np.asarray(classes, np.int64) * HU_BINS + bins
-    return np.bincount(flat.ravel(), minlength=NUM_ORGAN_CLASSES * HU_BINS).reshape(NUM_ORGAN_CLASSES, HU_BINS)
-
-
-def histogram_medians(hist: np.ndarray) -> np.ndarray:
-    """Median HU of each row of :func:`hu_histograms` counts; NaN for an empty row."""
-    cum = np.cumsum(hist, axis=1)
-    total = cum[:, -1]
-    idx = np.array([np.searchsorted(c, t / 2) for c, t in zip(cum, total)])
-    return np.where(total > 0, HU_LOW + idx, np.nan).astype(np.float64)
-
-
-#: Row names of the calibration table: the organ classes, then the lesion channel.
-CLASS_NAMES = tuple(ORGAN_LABELS[c] for c in range(NUM_ORGAN_CLASSES)) + ("lesion",)
-
-
-@dataclass
-class CompactLabels:
-    """The label channels of generated samples, reduced to what offsets within ``max_abs`` can change."""
-
-    fixed: np.ndarray          # (NUM_ORGAN_CLASSES,) voxels whose class no admissible offset changes, summed
-    free: np.ndarray           # (V, NUM_ORGAN_CLASSES) organ channels of the other voxels
-    lesion: np.ndarray         # (W,) lesion-channel values within 2 * max_abs of the threshold
-    lesion_fixed: int          # voxels with lesion channel >= 2 * max_abs
-    cases: int
-    max_abs: float
-    fixed_suv: np.ndarray      # (NUM_ORGAN_CLASSES,) SUV of the fixed voxels, summed per class
-    fixed_hu_hist: np.ndarray  # (NUM_ORGAN_CLASSES, HU_BINS) HU histogram of the fixed voxels per class
-    free_values: np.ndarray    # (2, V) HU and SUV of the other voxels
-
-
-def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
-    """Reduce one sample ((NUM_CHANNELS, ...) encoded channels, label channels as generated)."""
-    if not max_abs > 0:
-        raise ValueError(f"max_abs={max_abs} must be > 0")
-    x = np.asarray(x)
-    organs = x[ORGAN_CHANNELS].reshape(NUM_ORGAN_CLASSES, -1).T.astype(np.float32)
-    top2 = np.partition(organs, NUM_ORGAN_CLASSES - 2, axis=1)[:, -2:]
-    sure = top2[:, 1] - top2[:, 0] >= 2 * max_abs
-    les = x[LESION_CHANNEL].ravel().astype(np.float32)
-    values = np.stack([channel_to_ct(x[CT_CHANNEL].astype(np.float64)).ravel(),
-                       channel_to_pet(x[PET_CHANNEL].astype(np.float64)).ravel()])
-    sure_class = organs[sure].argmax(1)
-    return CompactLabels(fixed=np.bincount(sure_class, minlength=NUM_ORGAN_CLASSES),
-                         free=organs[~sure], lesion=les[np.abs(les) < 2 * max_abs],
-                         lesion_fixed=int((les >= 2 * max_abs).sum()), cases=1, max_abs=float(max_abs),
-                         fixed_suv=np.bincount(sure_class, weights=values[1, sure], minlength=NUM_ORGAN_CLASSES),
-                         fixed_hu_hist=hu_histograms(sure_class, values[0, sure]),
-                         free_values=values[:, ~sure].astype(np.float32))
-
-
-def merge(parts: Iterable[CompactLabels]) -> CompactLabels:
-    """One :class:`CompactLabels` of several (all reduced with the same ``max_abs``)."""
-    parts = list(parts)
-    if not parts:
-        raise ValueError("no samples to calibrate on")
-    if len({p.max_abs for p in parts}) > 1:
-        raise ValueError(f"samples were reduced with different max_abs: {sorted({p.max_abs for p in parts})}")
-    return CompactLabels(fixed=np.sum([p.fixed for p in parts], axis=0), free=np.concatenate([p.free for p in parts]),
-                         lesion=np.concatenate([p.lesion for p in parts]),
-                         lesion_fixed=sum(p.lesion_fixed for p in parts), cases=sum(p.cases for p in parts),
-                         max_abs=parts[0].max_abs, fixed_suv=np.sum([p.fixed_suv for p in parts], axis=0),
-                         fixed_hu_hist=np.sum([p.fixed_hu_hist for p in parts], axis=0),
-                         free_values=np.concatenate([p.free_values for p in parts], axis=1))
 
 
 def save_compact(path, data: CompactLabels) -> None:
@@ -164,82 +111,7 @@ def load_compact(path) -> CompactLabels:
                              z["fixed_suv"], z["fixed_hu_hist"], z["free_values"])
 
 
-def mean_counts(data: CompactLabels, bias: np.ndarray) -> np.ndarray:
-    """Mean voxels per case of each organ class and of lesion under ``bias`` (LABEL_BIAS_SIZE,)."""
-    organs = data.fixed + np.bincount((data.free + bias[:NUM_ORGAN_CLASSES]).argmax(1), minlength=NUM_ORGAN_CLASSES)
-    lesion = data.lesion_fixed + int((data.lesion + bias[NUM_ORGAN_CLASSES] > 0).sum())
-    return np.append(organs, lesion) / data.cases
-
-
-def class_intensities(data: CompactLabels, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Median HU and mean SUV (each (NUM_ORGAN_CLASSES,), NaN where a class is empty) of each
-    organ class's voxels, pooled over the cases, under ``bias`` (LABEL_BIAS_SIZE,)."""
-    cls = (data.free + bias[:NUM_ORGAN_CLASSES]).argmax(1)
-    n = data.fixed + np.bincount(cls, minlength=NUM_ORGAN_CLASSES)
-    suv_sums = data.fixed_suv + np.bincount(cls, weights=data.free_values[1].astype(np.float64),
-                                                minlength=NUM_ORGAN_CLASSES)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        suv = suv_sums / n
-    return histogram_medians(data.fixed_hu_hist + hu_histograms(cls, data.free_values[0])), suv
-
-
-def fit_intensities(sample_hu: np.ndarray, sample_suv: np.ndarray, target_hu: np.ndarray,
-                    target_suv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per organ class the HU shift and SUV gain that take the samples' class median HU and mean
-    SUV to the targets, within :data:`~synthaug.model.channels.MAX_CT_SHIFT` and :data:`~synthaug.model.channels.PET_GAIN_RANGE`;
-    identity for the background and for classes empty on either side."""
-    ok = np.isfinite(sample_hu) & np.isfinite(target_hu) & (sample_suv > 0) & (target_suv > 0)
-    ok[0] = False
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shift = np.where(ok, np.clip(target_hu - sample_hu, -MAX_CT_SHIFT, MAX_CT_SHIFT), 0.0)
-        gain = np.where(ok, np.clip(target_suv / sample_suv, *PET_GAIN_RANGE), 1.0)
-    return shift, gain
-
-
-#: Fewest cases with a class, in the samples and in the training cohort, to fit its spread.
-MIN_SPREAD_CASES = 10
-
-
-def fit_level_spread(sample_levels: np.ndarray, training_levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per organ class, from the per-case median HU of the (shifted) samples and of training cases
-    ((cases, NUM_ORGAN_CLASSES) each, NaN where a case lacks the class): the centre (the training
-    cases' median) and the scale (training sd / samples' sd, at most 1) that
-    :func:`~synthaug.model.channels.spread_organ_levels` narrows the samples' spread with; scale 1 for
-    the background and for classes in fewer than :data:`MIN_SPREAD_CASES` cases on either side."""
-    level, scale = np.zeros(NUM_ORGAN_CLASSES), np.ones(NUM_ORGAN_CLASSES)
-    for c in range(1, NUM_ORGAN_CLASSES):
-        g, t = (v[np.isfinite(v)] for v in (sample_levels[:, c], training_levels[:, c]))
-        if len(t):
-            level[c] = float(np.median(t))
-        if min(len(g), len(t)) >= MIN_SPREAD_CASES and g.std() > 0:
-            scale[c] = min(1.0, float(t.std() / g.std()))
-    return np.clip(level, *CT_LEVEL_RANGE), scale
-
-
-def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool = False, iterations: int = 400,
-                   rate: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (LABEL_BIAS_SIZE,) whose mean counts match ``target`` (LABEL_BIAS_SIZE,: mean voxels per
-    case per organ class, then lesion); returns ``(bias, counts)``. The background's offset stays 0
-    (only differences matter); the lesion's stays 0 unless ``fit_lesion``."""
-    target = np.asarray(target, dtype=np.float64)
-    if target.shape != (LABEL_BIAS_SIZE,) or np.any(target < 0):
-        raise ValueError(f"target needs {LABEL_BIAS_SIZE} non-negative mean counts, got shape {target.shape}")
-    fit = np.ones(LABEL_BIAS_SIZE, bool)
-    fit[0] = False
-    fit[NUM_ORGAN_CLASSES] = fit_lesion
-    bias = np.zeros(LABEL_BIAS_SIZE)
-    best, best_err = bias.copy(), np.inf
-    for _ in range(iterations):
-        counts = mean_counts(data, bias)
-        # Summed, not the largest: a class no offset within max_abs can reach must not freeze the others.
-        err = np.square(np.log((counts[fit] + 1) / (target[fit] + 1))).sum()
-        if err < best_err:
-            best, best_err = bias.copy(), err
-        bias = np.where(fit, np.clip(bias + rate * np.log((target + 1) / (counts + 1)), -data.max_abs, data.max_abs), 0.0)
-    return best, mean_counts(data, best)
-
-
-# --- the procedure on a weights folder -----------------------------------------------------------
+# --- the training cohort's targets ---------------------------------------------------------------
 
 
 #: Fewer cases than this per demographic feature (plus intercept) and volume targets fall back to the
@@ -355,6 +227,9 @@ def training_cohort_stats(data: str | Path, cases: int, config, cache: str | Pat
                          np.asarray(case_medians, np.float64).reshape(-1, NUM_ORGAN_CLASSES))
 
 
+# --- the procedure on a weights folder -----------------------------------------------------------
+
+
 def _volume_table(target: np.ndarray, uncalibrated: np.ndarray, calibrated: np.ndarray) -> dict:
     return {n: {"training": round(float(t), 1), "uncalibrated": round(float(b), 1), "calibrated": round(float(a), 1)}
             for n, t, b, a in zip(CLASS_NAMES, target, uncalibrated, calibrated)}
@@ -372,12 +247,6 @@ def _volumes_by_sex(parts: list[CompactLabels], stats: TrainingStats, bias: np.n
             out[sex] = {"cases": len(rows), "mean_voxels": _volume_table(stats.volume_target(rows),
                                                                          *per_case[rows].mean(0))}
     return out
-
-
-def _sd(values: np.ndarray) -> float | None:
-    """The sd of the finite values, rounded to 0.1 HU; ``None`` for fewer than two."""
-    v = values[np.isfinite(values)]
-    return round(float(v.std()), 1) if len(v) > 1 else None
 
 
 def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path, max_abs: float,
@@ -420,24 +289,11 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     from ..core.io import Cohort
     from .cascade import CascadedSampler
 
-    if stage not in ("global", "sr"):
-        raise ValueError(f"stage={stage!r}; choose 'global' or 'sr'")
-    if not max_abs > 0:
-        raise ValueError(f"max_abs={max_abs} must be > 0")
-    if spread_only and not intensities:
-        raise ValueError("spread_only fits an intensity calibration: it cannot go with intensities=False")
+    _check_settings(stage, max_abs, spread_only, intensities)
     stages = "global" if stage == "global" else "cascade"
     sampler = CascadedSampler.from_pretrained(weights, stages=stages)
     cohort = Cohort(data)
-    if not 1 <= cases <= len(cohort):
-        raise ValueError(f"cases={cases}: the training cohort {data} has {len(cohort)}")
-    intensity_cases = len(cohort) if intensity_cases is None else intensity_cases
-    if not 1 <= intensity_cases <= len(cohort):
-        raise ValueError(f"intensity_cases={intensity_cases}: the training cohort {data} has {len(cohort)}")
-    volume_cases = len(cohort) if volume_cases is None else volume_cases
-    if not cases <= volume_cases <= len(cohort):
-        raise ValueError(f"volume_cases={volume_cases}: must be at least cases={cases} and at most the "
-                         f"{len(cohort)} of the training cohort {data}")
+    intensity_cases, volume_cases = _case_counts(data, len(cohort), cases, intensity_cases, volume_cases)
     config = sampler.global_config if stage == "global" else sampler.sr_config  # sampled uncalibrated (soft labels)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -450,51 +306,76 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
         raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
     stats = training_cohort_stats(data, cases, config, cache, volume_cases=volume_cases,
                                   intensity_cases=intensity_cases if intensities else None)
-    target, target_hu, target_suv = stats.volume_target(cases), stats.median_hu, stats.mean_suv
     if spread_only:  # on top of the stage's own offsets and shift, which stay as they are
         bias = np.asarray(config.calibration.label_bias or np.zeros(LABEL_BIAS_SIZE), np.float64)
         shift = np.asarray(config.calibration.ct_shift or np.zeros(NUM_ORGAN_CLASSES), np.float64)
-        result = _level_spread_fit(parts, bias, shift, stats)
-        if write:
-            _write(weights, stage, stages, result)
-        return result
-    before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
-    bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
-    result = {"label_bias": [round(float(b), 4) for b in bias],
-              "label_calibration": {
-                  "data": str(data), "cases": cases, "seeds": f"{SEED0} + case index", "max_abs": max_abs,
-                  "volume_cases": volume_cases,
-                  "mean_voxels": _volume_table(target, before, after),
-                  "by_sex": _volumes_by_sex(parts, stats, bias)}}
-    hu, suv = class_intensities(samples, bias)
-    shift, gain = fit_intensities(hu, suv, target_hu, target_suv) if intensities else (None, None)
-    result["ct_shift"] = [] if shift is None else [round(float(v), 2) for v in shift]
-    result["pet_gain"] = [] if gain is None else [round(float(v), 4) for v in gain]
-    result.update(_level_spread_fit(parts, bias, shift, stats) if intensities else {"ct_level": [], "ct_level_scale": []})
-    del parts
-    if intensities:
-        def table(t, generated, calibrated, digits):
-            return {k: round(float(v), digits) if np.isfinite(v) else None
-                    for k, v in (("training", t), ("generated", generated), ("calibrated", calibrated))}
-        result["intensity_calibration"] = {
-            "target_cases": intensity_cases,
-            "median_hu": {n: table(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, target_hu, hu, shift)},
-            "mean_suv": {n: table(t, g, g * k, 3) for n, t, g, k in zip(CLASS_NAMES, target_suv, suv, gain)}}
+        # MIN_SPREAD_CASES as this module holds it when called (both paths): it is the procedure's setting
+        result = level_spread_fit(parts, bias, shift, stats.case_median_hu, min_cases=MIN_SPREAD_CASES)
+    else:
+        label_info = {"data": str(data), "cases": cases, "seeds": f"{SEED0} + case index", "max_abs": max_abs,
+                      "volume_cases": volume_cases}
+        result = _fit(parts, samples, stats, label_info, fit_lesion=fit_lesion,
+                      intensity_cases=intensity_cases if intensities else None)
+    del parts, samples
     if write:
         _write(weights, stage, stages, result)
     return result
 
 
-def _level_spread_fit(parts: list[CompactLabels], bias: np.ndarray, shift: np.ndarray, stats: TrainingStats) -> dict:
-    """``ct_level``, ``ct_level_scale`` and their table, from the samples' per-case median HU
-    under ``bias`` after ``shift`` against the training cases' (:func:`fit_level_spread`)."""
-    levels = np.stack([class_intensities(p, bias)[0] for p in parts]) + shift
-    centre, scale = fit_level_spread(levels, stats.case_median_hu)
-    return {"ct_level": [round(float(v), 1) for v in centre],
-            "ct_level_scale": [round(float(v), 4) for v in scale],
-            "level_spread": {n: {"training_sd": _sd(stats.case_median_hu[:, c]), "generated_sd": _sd(levels[:, c]),
-                                 "calibrated_sd": _sd(centre[c] + scale[c] * (levels[:, c] - centre[c]))}
-                             for c, n in enumerate(CLASS_NAMES[:NUM_ORGAN_CLASSES])}}
+def _check_settings(stage: str, max_abs: float, spread_only: bool, intensities: bool) -> None:
+    """The checks of :func:`calibrate` that need nothing read."""
+    if stage not in ("global", "sr"):
+        raise ValueError(f"stage={stage!r}; choose 'global' or 'sr'")
+    if not max_abs > 0:
+        raise ValueError(f"max_abs={max_abs} must be > 0")
+    if spread_only and not intensities:
+        raise ValueError("spread_only fits an intensity calibration: it cannot go with intensities=False")
+
+
+def _case_counts(data: str | Path, available: int, cases: int, intensity_cases: int | None,
+                 volume_cases: int | None) -> tuple[int, int]:
+    """``(intensity_cases, volume_cases)``, each defaulting to the whole training cohort (``available``
+    cases), checked with ``cases`` against it."""
+    if not 1 <= cases <= available:
+        raise ValueError(f"cases={cases}: the training cohort {data} has {available}")
+    intensity_cases = available if intensity_cases is None else intensity_cases
+    if not 1 <= intensity_cases <= available:
+        raise ValueError(f"intensity_cases={intensity_cases}: the training cohort {data} has {available}")
+    volume_cases = available if volume_cases is None else volume_cases
+    if not cases <= volume_cases <= available:
+        raise ValueError(f"volume_cases={volume_cases}: must be at least cases={cases} and at most the "
+                         f"{available} of the training cohort {data}")
+    return intensity_cases, volume_cases
+
+
+def _fit(parts: list[CompactLabels], samples: CompactLabels, stats: TrainingStats, label_info: dict, *,
+         fit_lesion: bool, intensity_cases: int | None) -> dict:
+    """The label offsets (matched to ``stats``'s volume target for the sampled cases), then, unless
+    ``intensity_cases`` is ``None``, the CT shift, PET gain and level spread under them, each with
+    the table behind it; ``label_info`` opens the offsets' table."""
+    target = stats.volume_target(label_info["cases"])
+    before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
+    bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
+    result = {"label_bias": [round(float(b), 4) for b in bias],
+              "label_calibration": {**label_info, "mean_voxels": _volume_table(target, before, after),
+                                    "by_sex": _volumes_by_sex(parts, stats, bias)}}
+    if intensity_cases is None:
+        return {**result, "ct_shift": [], "pet_gain": [], "ct_level": [], "ct_level_scale": []}
+    hu, suv = class_intensities(samples, bias)
+    shift, gain = fit_intensities(hu, suv, stats.median_hu, stats.mean_suv)
+    result["ct_shift"] = [round(float(v), 2) for v in shift]
+    result["pet_gain"] = [round(float(v), 4) for v in gain]
+    result.update(level_spread_fit(parts, bias, shift, stats.case_median_hu, min_cases=MIN_SPREAD_CASES))
+    result["intensity_calibration"] = {
+        "target_cases": intensity_cases,
+        "median_hu": {n: _intensity_row(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, stats.median_hu, hu, shift)},
+        "mean_suv": {n: _intensity_row(t, g, g * k, 3) for n, t, g, k in zip(CLASS_NAMES, stats.mean_suv, suv, gain)}}
+    return result
+
+
+def _intensity_row(training: float, generated: float, calibrated: float, digits: int) -> dict:
+    return {k: round(float(v), digits) if np.isfinite(v) else None
+            for k, v in (("training", training), ("generated", generated), ("calibrated", calibrated))}
 
 
 def _write(weights: str | Path, stage: str, stages: str, result: dict) -> None:
