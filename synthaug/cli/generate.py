@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import dataclass
 
 from .arguments import add_lesions_argument, add_scanner_argument
 
@@ -109,10 +110,30 @@ def _init_distributed(world: int) -> bool:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..data.cache import generate_cache, merge_manifest, parse_shard, plan_cases
-    from ..sampling.generator import CaseGenerator
-
+    share = _validate(args)
+    plan, source = _plan(args)
+    generator, preset = _make_generator(args)
     out = Path(args.out)
+    barrier = _init_distributed(share.world)
+    result, merged = _generate_and_merge(args, out, generator, plan, preset, source, share, barrier)
+    return _report(out, share, barrier, result, merged)
+
+
+@dataclass(frozen=True)
+class _Share:
+    """This process's part of the work: torchrun ``rank`` of ``world`` inside ``--shard``; it owns
+    the cases with index % ``parts`` == ``part``."""
+
+    rank: int
+    world: int
+    part: int
+    parts: int
+
+
+def _validate(args: argparse.Namespace) -> _Share:
+    """Every check that needs nothing loaded, before any work."""
+    from ..data.cache import parse_shard
+
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n={args.n} must be >= 1")
     if args.seed < 0:
@@ -124,17 +145,25 @@ def run(args: argparse.Namespace) -> int:
     shard_i, shard_n = parse_shard(args.shard) if args.shard else (0, 1)
     rank, world = _rank_world()
     # torchrun ranks inside a shard: index % (shards * world) == shard * world + rank
-    part, parts = shard_i * world + rank, shard_n * world
+    return _Share(rank, world, shard_i * world + rank, shard_n * world)
+
+
+def _plan(args: argparse.Namespace) -> tuple[list, str]:
+    """The planned cases and where their demographics come from (the cache header's ``demographics_source``)."""
+    from pathlib import Path
+
+    from ..data.cache import plan_cases
 
     if args.demographics:
-        plan = plan_cases(args.n, args.seed, demographics=args.demographics)
-        source = f"csv:{Path(args.demographics).name}"
-    elif args.like:
-        plan = plan_cases(args.n, args.seed, like=args.like)
-        source = f"like:{Path(args.like).name}"
-    else:
-        plan = plan_cases(args.n, args.seed)
-        source = "population"
+        return plan_cases(args.n, args.seed, demographics=args.demographics), f"csv:{Path(args.demographics).name}"
+    if args.like:
+        return plan_cases(args.n, args.seed, like=args.like), f"like:{Path(args.like).name}"
+    return plan_cases(args.n, args.seed), "population"
+
+
+def _make_generator(args: argparse.Namespace):
+    """``(generator, preset)``: your own factory's, the phantom, or the cascade from ``--weights``."""
+    from ..sampling.generator import CaseGenerator
 
     if args.generator:
         generator = _load_factory(args.generator)()
@@ -156,23 +185,31 @@ def run(args: argparse.Namespace) -> int:
         preset = generator.settings.get("preset")
         if args.preset is not None and args.preset != preset:
             raise ValueError(f"--preset {args.preset}: the weights are for preset {preset!r}")
-
     if not isinstance(generator, CaseGenerator):
         raise ValueError(f"the generator ({type(generator).__name__}) lacks the CaseGenerator interface "
                          "(output_grid, sha256, settings, sample)")
-    barrier = _init_distributed(world)
+    return generator, preset
+
+
+def _generate_and_merge(args: argparse.Namespace, out, generator, plan: list, preset, source: str, share: _Share,
+                        barrier: bool):
+    """Generate this share, then merge the manifest where this process can tell every case is done:
+    rank 0 after the barrier, or the independent shard that finds them all. ``(result, merged or None)``."""
+    from ..data.cache import generate_cache, merge_manifest
+
     try:
         result = generate_cache(out, generator, plan, fmt=args.fmt, preset=preset, seed=args.seed,
-                                demographics_source=source, rank=part, world=parts, batch_size=args.batch_size,
-                                progress=not args.no_progress and (rank == 0 or not barrier))
+                                demographics_source=source, rank=share.part, world=share.parts,
+                                batch_size=args.batch_size,
+                                progress=not args.no_progress and (share.rank == 0 or not barrier))
         if barrier:
             import torch.distributed as dist
 
             dist.barrier()
         merged = None
-        if rank == 0 and (barrier or parts == 1):
+        if share.rank == 0 and (barrier or share.parts == 1):
             merged = merge_manifest(out, n=len(plan))
-        elif parts > 1 and not barrier:
+        elif share.parts > 1 and not barrier:
             # independent shards: the shard that finds every case done writes the manifest
             done = sum(1 for p in plan if (out / p.case_id / "meta.json").is_file())
             if done == len(plan):
@@ -182,14 +219,18 @@ def run(args: argparse.Namespace) -> int:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    return result, merged
 
-    who = f"shard {part}/{parts}: " if parts > 1 else ""
+
+def _report(out, share: _Share, barrier: bool, result, merged: dict | None) -> int:
+    """Print what this process did and the manifest's state; the exit code (1: merged but incomplete)."""
+    who = f"shard {share.part}/{share.parts}: " if share.parts > 1 else ""
     print(f"{who}{len(result.generated)} generated, {len(result.repaired)} repaired, "
           f"{result.already_done} already done ({result.owned} cases in this share) -> {out.resolve()}")
     if merged is not None:
         state = "complete" if merged["complete"] else "INCOMPLETE"
         print(f"manifest: {len(merged['cases'])}/{merged['n']} cases, {state} ({out.resolve() / 'manifest.json'})")
         return 0 if merged["complete"] else 1
-    if rank == 0 or not barrier:
+    if share.rank == 0 or not barrier:
         print(f"manifest not merged yet: run `synthaug cache merge {out}` when all shards are done")
     return 0
