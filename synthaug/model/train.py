@@ -293,12 +293,14 @@ class Trainer:
         name = f"state_{self.step:08d}"
         save_checkpoint(state_dir / name, self._state_tensors(),
                         {"step": self.step, "stage": self.stage.to_dict(), "train": asdict(self.cfg)})
+        # The EMA weights before latest.json: a run stopped in between resumes from the previous state
+        # (bit for bit) instead of reporting a step its exported weights have not reached.
+        save_stage(self.out / self.stage.stage, self.ema, self.stage,
+                   extra={"step": self.step, "train": asdict(self.cfg), "world_size": self.world})
         atomic_write_json(state_dir / "latest.json", {"step": self.step, "file": name})
         for old in sorted(state_dir.glob("state_*.json"))[: -self.cfg.keep_checkpoints]:
             old.with_suffix(".safetensors").unlink(missing_ok=True)
             old.unlink(missing_ok=True)
-        save_stage(self.out / self.stage.stage, self.ema, self.stage,
-                   extra={"step": self.step, "train": asdict(self.cfg), "world_size": self.world})
 
     def resume(self) -> None:
         """Load the latest training state of the run folder."""

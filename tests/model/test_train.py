@@ -124,6 +124,26 @@ def test_resume_after_kill_gives_identical_weights(cohort, config_file, tmp_path
     assert log[-1] == steps
 
 
+def test_the_exported_weights_never_lag_the_step_a_run_records(cohort, config_file, tmp_path, monkeypatch):
+    """A run stopped between writing its weights and its ``latest.json`` must not record a step
+    its exported weights have not reached (a recipe would then ship older weights as finished)."""
+    import synthaug.model.train as train_module
+
+    out = tmp_path / "run"
+    real = train_module.save_stage
+
+    def stop_at_step_4(path, *args, extra=None, **kwargs):
+        if extra and extra.get("step") == 4:
+            raise OSError("stopped while the step-4 weights were being written")
+        return real(path, *args, extra=extra, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_stage", stop_at_step_4)
+    assert _train(cohort, out, config_file, "--steps", "6") != 0
+    recorded = json.loads((out / "state_global" / "latest.json").read_text())["step"]
+    exported = json.loads((out / "global.json").read_text())["info"]["step"]
+    assert recorded == 2 and exported >= recorded
+
+
 def test_train_into_an_existing_run_needs_resume(cohort, config_file, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(cohort, out, config_file, "--steps", "1") == 0
