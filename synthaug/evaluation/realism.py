@@ -4,7 +4,7 @@ For one PET (with or without organ labels, CT and lesion mask), :func:`measure` 
 
 * **body**: the outline (CT > -500 HU when a CT is given, else PET > 0.1 SUV; small specks dropped,
   holes filled slice by slice), its SUV median / 90th / 99th percentile, volume (l) and length (m)
-  in the field of view;
+  in the field of view, and the length over which arms are seen apart from it (:func:`arms_length_mm`);
 * **liver VOI**: a 3 cm sphere (PERCIST's reference region; Wahl et al., J Nucl Med 2009) at the
   deepest point of the liver, its SUVmean, sd and CoV. The liver is organ 7 of the synthaug map when
   labels are given; else :func:`find_liver` looks for it (the largest homogeneous region of moderate
@@ -38,6 +38,8 @@ from ..core.labels import ORGAN_IDS
 
 __all__ = [
     "LIVER_SUV_RANGE",
+    "MIN_ARM_CM2",
+    "arms_length_mm",
     "body_outline",
     "edge_profile",
     "edge_width",
@@ -59,6 +61,8 @@ EDGE_10_90_PER_SD = 2.0 * 1.2815515655446004
 BODY_SUV = 0.1
 #: Connected parts smaller than this (ml) are not body.
 MIN_PART_ML = 100.0
+#: Smallest cross-section (cm²) of a separate body part in an axial slice that counts towards the arms.
+MIN_ARM_CM2 = 10.0
 #: Smoothed SUV a liver candidate must have: normal liver SUVmean 1.85 ± 0.43 (Liu et al., Iran J Radiol 2019).
 LIVER_SUV_RANGE = (1.0, 4.0)
 #: Largest local CoV (sd / mean in a 15 mm FWHM window) of a liver candidate.
@@ -97,6 +101,21 @@ def _largest_parts(mask: np.ndarray, spacing: Sequence[float], min_ml: float) ->
     if not keep.any():
         keep[1 + int(np.argmax(ml))] = True
     return keep[lab]
+
+
+def arms_length_mm(body: np.ndarray, spacing: Sequence[float], min_cm2: float = MIN_ARM_CM2) -> float:
+    """Body length (mm) over which an axial slice of the outline holds three or more separate parts of at
+    least ``min_cm2`` each: a torso or head with an arm on each side (arms down beside the trunk, or up
+    beside the head). Legs alone give two parts, an arm that touches the trunk joins it, so this is a
+    lower bound on the arms' length in the field; 0 means no arms seen apart from the body."""
+    voxel_cm2 = float(spacing[0]) * float(spacing[1]) / 100.0
+    slices = 0
+    for k in range(body.shape[2]):
+        lab, n = ndimage.label(body[:, :, k])
+        if n >= 3:
+            sizes = ndimage.sum(body[:, :, k], lab, np.arange(1, n + 1)) * voxel_cm2
+            slices += int((sizes >= min_cm2).sum() >= 3)
+    return slices * float(spacing[2])
 
 
 def body_outline(pet: np.ndarray | None, spacing: Sequence[float], ct: np.ndarray | None = None) -> np.ndarray:
@@ -332,6 +351,7 @@ def measure(pet: np.ndarray, affine: np.ndarray, *, ct: np.ndarray | None = None
             "suv_p99": float(np.percentile(vals, 99)) if vals.size else None,
             "volume_l": float(body.sum()) * float(np.prod(sp)) / 1e6,
             "length_m": float(z_in[-1] - z_in[0] + 1) * sp[2] / 1000.0 if z_in.size else 0.0,
+            "arms_mm": arms_length_mm(body, sp),
         },
     }
     if r.organs is not None and (r.organs == LIVER_ID).any():
@@ -382,6 +402,7 @@ TABLE_ROWS = (
     ("body SUV p99", ("body", "suv_p99"), "{:.2f}"),
     ("body volume (l)", ("body", "volume_l"), "{:.1f}"),
     ("body length in FOV (m)", ("body", "length_m"), "{:.2f}"),
+    ("arms seen apart from the body over (mm)", ("body", "arms_mm"), "{:.0f}"),
     ("liver VOI SUVmean", ("liver", "suv_mean"), "{:.2f}"),
     ("liver VOI CoV", ("liver", "cov"), "{:.3f}"),
     ("liver found by", ("liver", "method"), "{}"),

@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from synthaug.evaluation.realism import (
+    arms_length_mm,
     body_outline,
     edge_width,
     markdown_table,
@@ -56,6 +57,20 @@ def test_known_body_volume_length_and_quantiles():
     assert body["volume_l"] == pytest.approx(30 * 20 * 40 * 4 * 4 * 5 / 1e6)
     assert body["length_m"] == pytest.approx(40 * 5 / 1000)
     assert body["suv_median"] == pytest.approx(1.0) and body["suv_p90"] == pytest.approx(3.0)
+
+
+def test_arms_are_seen_where_a_slice_holds_a_part_on_each_side_of_the_body_and_legs_do_not_count():
+    spacing = (4.0, 4.0, 5.0)
+    pet = np.zeros((60, 40, 60), np.float32)
+    pet[20:40, 10:30, 20:58] = 1.0                            # trunk, slices 20-57
+    pet[12:18, 16:24, 5:20] = pet[42:48, 16:24, 5:20] = 1.0   # legs below it: two parts per slice
+    assert measure(pet, _affine(spacing))["body"]["arms_mm"] == 0.0
+    pet[6:14, 16:24, 25:55] = pet[46:54, 16:24, 25:55] = 1.0  # arms down beside it: 30 slices of 8 x 8 voxels
+    assert measure(pet, _affine(spacing))["body"]["arms_mm"] == pytest.approx(30 * 5.0)
+    body = body_outline(pet, spacing)
+    assert arms_length_mm(body, spacing, min_cm2=8 * 8 * 0.16 + 0.01) == 0.0  # thinner than the minimum: not arms
+    pet[14:20, 16:24, 25:55] = 1.0                            # the right arm touches the trunk: joined, not seen
+    assert measure(pet, _affine(spacing))["body"]["arms_mm"] == 0.0
 
 
 def test_body_from_ct_when_given_and_specks_are_not_body():
@@ -135,6 +150,7 @@ def test_real_whole_body_pet_comes_out_near_the_readme_numbers():
     assert body["suv_p99"] == pytest.approx(3.5, abs=0.15)
     assert body["volume_l"] == pytest.approx(58.0, rel=0.05)
     assert body["length_m"] == pytest.approx(0.87, abs=0.02)
+    assert body["arms_mm"] >= 50.0  # the arms lie in the field, apart from the trunk in part of it
     # Without labels the heuristic VOI sits elsewhere in the liver than the README's: within 10 % of 2.05.
     assert liver["method"] == "heuristic" and liver["voi_fits"]
     assert liver["suv_mean"] == pytest.approx(2.05, rel=0.10)
