@@ -274,7 +274,10 @@ def calibration(d: dict) -> str:
 # -- benchmarks ------------------------------------------------------------------------------------
 
 def realism(d: dict) -> str:
-    groups = ("real", "phantom", "phantom+scan", "cascade", "cascade+scan")
+    # The columns the file has (scripts/realism_table.py: phantom v1 and v2, the cascade with and without the scanner).
+    order = ("real", "phantom", "cascade")
+    groups = tuple(sorted((g for g in d["groups"] if d["groups"][g]),
+                          key=lambda g: (next((i for i, o in enumerate(order) if g.startswith(o)), len(order)), g)))
     demo = d["demographics"]
 
     def row(what: str, read: Callable[[dict], float | None], fmt: str) -> str:
@@ -299,6 +302,7 @@ def realism(d: dict) -> str:
              row("body SUV median", lambda c: c["body"]["suv_median"], ".2f"),
              row("body SUV 90th percentile", lambda c: c["body"]["suv_p90"], ".2f"),
              row("body volume in the field of view (l)", lambda c: c["body"]["volume_l"], ".1f"),
+             row("arms seen apart from the body (mm)", lambda c: c["body"].get("arms_mm"), ".0f"),
              row("liver VOI SUVmean (from the labels; real: found without)", liver("suv_mean", True), ".2f"),
              row("liver VOI noise, CoV (from the labels; real: found without)", liver("cov", True), ".2f"),
              row("liver VOI noise, CoV (found without labels)", liver("cov", False), ".2f")]
