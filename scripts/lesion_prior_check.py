@@ -29,7 +29,8 @@ from synthaug.core.io import Cohort
 from synthaug.core.labels import ORGAN_LABELS
 from synthaug.evaluation.metrics import lesion_measurements
 from synthaug.phantom.body import lesion_rng, make_phantom
-from synthaug.phantom.lesions import _Anatomy, add_lesions
+from synthaug.phantom.lesions import CaseAnatomy, add_lesions
+from synthaug.phantom.node_chains import split_node_site
 
 
 def _stats(case) -> dict:
@@ -42,17 +43,15 @@ def _stats(case) -> dict:
             "suvmean": float(case.pet[mask].mean()) if n else np.nan, "where": where}
 
 
-def _chain_offset(body: _Anatomy, site: str, centre) -> tuple[str, float, float, float]:
+def _chain_offset(body: CaseAnatomy, site: str, centre) -> tuple[str, float, float, float]:
     """A node lesion's chain, its distance (mm) to the prior's chain, and its offset from the
     nearest chain point across (towards the body's side) and front to back, as fractions of the
     body's width and depth at that height."""
-    name = site.removeprefix("node:")
-    side = -1 if name.endswith("_L") else 1
+    chain, side = split_node_site(site)
     p = body.nearest_on_chain(site, centre)
     c = np.asarray(centre, dtype=float)
     ix, iy = np.nonzero(body.body[:, :, body.index(p)[2]])
     width, depth = body.vol.x[ix.max()] - body.vol.x[ix.min()], body.vol.y[iy.max()] - body.vol.y[iy.min()]
-    chain = name[:-2] if name[-2:] in ("_R", "_L") else name
     return chain, float(np.linalg.norm(c - p)), float(side * (c - p)[0] / width), float((c - p)[1] / depth)
 
 
@@ -85,7 +84,7 @@ def main() -> None:
         prior = add_lesions(clean, seed=int(meta["seed"]), rng=lesion_rng(int(meta["seed"])) if args.same_plan else None)
         rows[demo.diagnosis]["phantom"].append(_stats(case))
         rows[demo.diagnosis]["prior"].append(_stats(prior))
-        body = _Anatomy(clean, demo.height_cm)
+        body = CaseAnatomy(clean, demo.height_cm)
         for les in meta["lesions"]:
             if les["site"].startswith("node:"):
                 chain, *d = _chain_offset(body, les["site"], les["centre_mm"])

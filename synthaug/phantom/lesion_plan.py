@@ -15,6 +15,7 @@ from ..core.demographics import DIAGNOSIS_MIX
 from ..core.labels import ORGAN_IDS
 from .bodyplan import BodyPlan, Placement, SpineLandmarks
 from .lesion_paint import lesion_shape, lesion_tissue
+from .node_chains import NODE_CHAINS
 from .organs import AortaLandmarks
 from .shapes import Vol
 from .tables import LESION_DIAMETER_MM, LESION_MODEL, LESION_SUVMAX, TISSUE_IDS, TISSUES
@@ -33,7 +34,8 @@ _ALLOWED = {
 
 def node_chains(place: Placement, body: BodyPlan, torso: TorsoLandmarks, spine: SpineLandmarks,
                 aorta: AortaLandmarks) -> dict[str, list[tuple[float, float, float]]]:
-    """Lymph-node chains as polylines in world mm."""
+    """Lymph-node chains as polylines in world mm: each point at its level of
+    :data:`~synthaug.phantom.node_chains.NODE_CHAINS`, placed across the slice on the phantom's landmarks."""
     b = body
     H = b.H
     zw = place.zw
@@ -42,19 +44,26 @@ def node_chains(place: Placement, body: BodyPlan, torso: TorsoLandmarks, spine: 
     def ysp(s_):
         return float(spine.y(s_))
 
+    def z(chain: str) -> list[float]:
+        return [zw(s * H) for s in NODE_CHAINS[chain].levels]
+
     a20 = float(b.cavity(np.array([0.21]))[0][0])
     ch: dict[str, list[tuple[float, float, float]]] = {}
+    zc, zs, za, zh, zi, zg = (z(c) for c in ("cervical", "supraclavicular", "axillary", "hilar", "iliac", "inguinal"))
     for name, sign in (("R", 1), ("L", -1)):
-        ch[f"cervical_{name}"] = [(sign * 32 * k, -5.0, zw(b.t_chin + 5)), (sign * 40 * k, -15.0, zw(0.155 * H))]
-        ch[f"supraclavicular_{name}"] = [(sign * 40 * k, 0.0, zw(0.158 * H)), (sign * 70 * k, -5.0, zw(0.168 * H))]
-        ch[f"axillary_{name}"] = [(sign * (a20 + 12), -10.0, zw(0.19 * H)), (sign * (a20 + 8), 5.0, zw(0.235 * H))]
-        ch[f"hilar_{name}"] = [(sign * 42 * k, ysp(0.24) + 40, zw(0.235 * H)), (sign * 48 * k, ysp(0.26) + 45, zw(0.26 * H))]
-        ch[f"iliac_{name}"] = [(sign * 15.0, ysp(0.41) + 25, zw(0.41 * H)), (sign * 70 * k, ysp(0.45) + 40, zw(0.465 * H))]
-        ch[f"inguinal_{name}"] = [(sign * (torso.x_hip - 5), -12 + 75 * k, zw(0.49 * H)), (sign * (torso.x_hip - 15), -12 + 70 * k, zw(0.52 * H))]
-    ch["mediastinal"] = [(8.0, ysp(0.19) + 35, zw(0.19 * H)), (5.0, ysp(0.23) + 35, zw(0.23 * H)), (0.0, ysp(0.25) + 30, zw(0.25 * H))]
-    ch["para_aortic"] = [(float(aorta.x(0.34)) + 22, float(aorta.y(0.34)), zw(0.34 * H)),
-                         (float(aorta.x(0.40)) + 22, float(aorta.y(0.40)), zw(0.40 * H))]
-    ch["mesenteric"] = [(-30.0, 20.0 * k, zw(0.37 * H)), (30.0, 30.0 * k, zw(0.41 * H))]
+        ch[f"cervical_{name}"] = [(sign * 32 * k, -5.0, zw(b.t_chin + 5)), (sign * 40 * k, -15.0, zc[1])]
+        ch[f"supraclavicular_{name}"] = [(sign * 40 * k, 0.0, zs[0]), (sign * 70 * k, -5.0, zs[1])]
+        ch[f"axillary_{name}"] = [(sign * (a20 + 12), -10.0, za[0]), (sign * (a20 + 8), 5.0, za[1])]
+        ch[f"hilar_{name}"] = [(sign * 42 * k, ysp(0.24) + 40, zh[0]), (sign * 48 * k, ysp(0.26) + 45, zh[1])]
+        ch[f"iliac_{name}"] = [(sign * 15.0, ysp(0.41) + 25, zi[0]), (sign * 70 * k, ysp(0.45) + 40, zi[1])]
+        ch[f"inguinal_{name}"] = [(sign * (torso.x_hip - 5), -12 + 75 * k, zg[0]), (sign * (torso.x_hip - 15), -12 + 70 * k, zg[1])]
+    zm = z("mediastinal")
+    ch["mediastinal"] = [(8.0, ysp(0.19) + 35, zm[0]), (5.0, ysp(0.23) + 35, zm[1]), (0.0, ysp(0.25) + 30, zm[2])]
+    zp = z("para_aortic")
+    ch["para_aortic"] = [(float(aorta.x(0.34)) + 22, float(aorta.y(0.34)), zp[0]),
+                         (float(aorta.x(0.40)) + 22, float(aorta.y(0.40)), zp[1])]
+    zn = z("mesenteric")
+    ch["mesenteric"] = [(-30.0, 20.0 * k, zn[0]), (30.0, 30.0 * k, zn[1])]
     return ch
 
 

@@ -31,6 +31,7 @@ from ..core.labels import ORGAN_IDS
 from ..core.seeds import check_seed
 from .body import SCAN_END_S, draw_diagnosis, lesion_plan, lesion_uptake
 from .lesion_paint import LesionAppearance, lesion_ct, lesion_shape, lesion_tissue, paint_uptake, psf_reach_voxels
+from .node_chains import NODE_CHAINS, split_node_site
 from .scanner import ct_noise_sd, pet_noise_factor, psf_sigma_voxels
 from .shapes import Vol
 from .tables import CT_HU
@@ -57,21 +58,6 @@ _CENTRE_LABEL = {"subcutaneous": _FAT, "muscle": _SOFT, "lung": _LUNGS, "liver":
                  "bone": _BONE}
 #: Depth below the skin (mm) that separates subcutaneous fat from the rest of the body.
 _SUBCUTANEOUS_MM = 30.0
-#: Node chains: two points (fraction of height below the vertex, lateral offset as a fraction of
-#: the body's half-width at that height, position front to back as a fraction of its depth, 0 =
-#: back) of each chain, after the phantom's chains (:func:`synthaug.phantom.lesion_plan.node_chains`).
-#: Sided chains are mirrored; "para_aortic" is placed beside the aorta instead.
-_CHAINS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "cervical": ((0.118, 0.54, 0.50), (0.155, 0.59, 0.50)),
-    "supraclavicular": ((0.155, 0.31, 0.54), (0.165, 0.51, 0.54)),
-    "axillary": ((0.190, 0.80, 0.45), (0.235, 0.80, 0.50)),
-    "hilar": ((0.235, 0.08, 0.55), (0.260, 0.12, 0.55)),
-    "iliac": ((0.410, 0.05, 0.45), (0.465, 0.37, 0.55)),
-    "inguinal": ((0.490, 0.46, 0.82), (0.520, 0.41, 0.82)),
-    "mediastinal": ((0.190, 0.04, 0.44), (0.250, 0.04, 0.44)),
-    "mesenteric": ((0.370, -0.20, 0.51), (0.410, 0.20, 0.51)),
-    "para_aortic": ((0.340, 0.12, 0.40), (0.400, 0.12, 0.40)),
-}
 #: Para-aortic nodes lie this far to the side of the aorta where the slice shows it (at least
 #: :data:`_MIN_AORTA_VOXELS` voxels of it); elsewhere the chain's fractions place them.
 _PARA_AORTIC_MM = 22.0
@@ -81,7 +67,7 @@ _CENTRE_TRIES = 24
 _RAS = axcodes2ornt("RAS")
 
 
-class _Anatomy:
+class CaseAnatomy:
     """What the sites are found from: the case's labels, body outline and heights, in world mm."""
 
     def __init__(self, case: Case, height_cm: float | None) -> None:
@@ -137,23 +123,27 @@ class _Anatomy:
         y0, y1 = self.vol.y[iy.min()], self.vol.y[iy.max()]
         return np.array([(x0 + x1) / 2 + side * lateral * (x1 - x0) / 2, y0 + ap * (y1 - y0), self.vol.z[k]])
 
-    def chain_segment(self, site: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The two ends (world mm) of a ``node:<chain>[_R|_L]`` site's chain; ``None`` where
-        :meth:`chain_point` finds none."""
-        name = site.removeprefix("node:")
-        chain, side = (name[:-2], 1 if name.endswith("_R") else -1) if name[-2:] in ("_R", "_L") else (name, 1)
-        ends = [self.chain_point(chain, *p, side) for p in _CHAINS[chain]]
-        return None if any(e is None for e in ends) else (ends[0], ends[1])
+    def chain_points(self, site: str) -> np.ndarray | None:
+        """The points (world mm, one row each) of a ``node:<chain>[_R|_L]`` site's chain
+        (:data:`~synthaug.phantom.node_chains.NODE_CHAINS`); ``None`` where :meth:`chain_point` finds none."""
+        chain, side = split_node_site(site)
+        c = NODE_CHAINS[chain]
+        pts = [self.chain_point(chain, s, lateral, ap, side) for s, (lateral, ap) in zip(c.levels, c.across)]
+        return None if any(p is None for p in pts) else np.array(pts)
 
     def nearest_on_chain(self, site: str, centre) -> np.ndarray | None:
         """The point of a node site's chain nearest to ``centre`` (world mm)."""
-        ends = self.chain_segment(site)
-        if ends is None:
+        pts = self.chain_points(site)
+        if pts is None:
             return None
-        a, b = ends
         c = np.asarray(centre, dtype=float)
-        t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
-        return a + t * (b - a)
+        best = None
+        for a, b in zip(pts[:-1], pts[1:]):
+            t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
+            p = a + t * (b - a)
+            if best is None or np.linalg.norm(c - p) < np.linalg.norm(c - best):
+                best = p
+        return best
 
     def voxels(self, label: int) -> np.ndarray:
         if label not in self._flat:
@@ -177,7 +167,7 @@ class _Anatomy:
         return np.array([self.vol.x[ijk[0]], self.vol.y[ijk[1]], self.vol.z[ijk[2]]])
 
 
-def _accepts(body: _Anatomy, kind: str, ijk) -> bool:
+def _accepts(body: CaseAnatomy, kind: str, ijk) -> bool:
     """Whether a lesion of ``kind`` may be centred at voxel ``ijk``."""
     if body.organs[ijk] not in _ALLOWED[kind]:
         return False
@@ -188,16 +178,16 @@ def _accepts(body: _Anatomy, kind: str, ijk) -> bool:
     return True
 
 
-def _centre(body: _Anatomy, site: str, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple] | None:
+def _centre(body: CaseAnatomy, site: str, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple] | None:
     """A lesion centre (world mm, voxel) for ``site``, or ``None`` if no try found an allowed voxel."""
     for _ in range(_CENTRE_TRIES):
         if site.startswith("node:"):
-            u = rng.random()
-            ends = body.chain_segment(site)
-            if ends is None:
+            u = rng.random() * (len(NODE_CHAINS[split_node_site(site)[0]].levels) - 1)
+            pts = body.chain_points(site)
+            if pts is None:
                 return None
-            a, b = ends
-            c = a + u * (b - a) + rng.normal(0, 8.0, 3)
+            i = min(int(u), len(pts) - 2)
+            c = pts[i] + (u - i) * (pts[i + 1] - pts[i]) + rng.normal(0, 8.0, 3)
         else:
             idx = body.voxels(_CENTRE_LABEL[kind])
             if idx.size == 0:
@@ -231,11 +221,12 @@ def check_plan(plan) -> list[tuple[str, float, float]]:
             diam, suv = float(diam), float(suv)
         except (TypeError, ValueError):
             raise ValueError(f"plan[{i}]: expected (site, diameter_mm, suvmax), got {entry!r}") from None
-        chain = str(site).removeprefix("node:")
-        chain = chain[:-2] if chain[-2:] in ("_R", "_L") else chain
-        if site not in SITES and not (str(site).startswith("node:") and chain in _CHAINS):
-            raise ValueError(f"plan[{i}]: site {site!r} is not known; use one of {SITES} or node:<chain> "
-                             f"with a chain of {sorted(_CHAINS)}")
+        if site not in SITES:
+            try:
+                split_node_site(site)
+            except ValueError:
+                raise ValueError(f"plan[{i}]: site {site!r} is not known; use one of {SITES} or node:<chain> "
+                                 f"with a chain of {sorted(NODE_CHAINS)}") from None
         if not (0.0 < diam <= 300.0 and 0.0 < suv <= 100.0):
             raise ValueError(f"plan[{i}]: diameter_mm must be in (0, 300] and suvmax in (0, 100], got {diam}, {suv}")
         out.append((str(site), diam, suv))
@@ -247,7 +238,7 @@ def _kind(site: str) -> str:
     return "lung" if kind == "lung_primary" else kind
 
 
-def _paint_prior(body: _Anatomy, plan, arrays: SimpleNamespace, weight: float, rng: np.random.Generator) -> list[dict]:
+def _paint_prior(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float, rng: np.random.Generator) -> list[dict]:
     """The lesion prior's painting (the phantom's rules): uptake with Poisson-like noise blurred by the
     phantom's PSF, lesion CT with texture and quantum noise. ``arrays`` (ct, pet, organs, lesions) change in place."""
     ct, pet, organs, lesions = arrays.ct, arrays.pet, arrays.organs, arrays.lesions
@@ -290,7 +281,7 @@ def _paint_prior(body: _Anatomy, plan, arrays: SimpleNamespace, weight: float, r
     return info
 
 
-def _place_real(body: _Anatomy, site: str, diam: float, arrays: SimpleNamespace, appearance: LesionAppearance,
+def _place_real(body: CaseAnatomy, site: str, diam: float, arrays: SimpleNamespace, appearance: LesionAppearance,
                 reach: int, rng: np.random.Generator):
     """Where a lesion goes in a real scan: ``(centre, slices of its box, mask, r2)`` over a box that holds the
     lesion and the PSF's reach, or ``None`` when no try finds a place inside the body, on its site's labels,
@@ -332,7 +323,7 @@ def _place_real(body: _Anatomy, site: str, diam: float, arrays: SimpleNamespace,
     return None
 
 
-def _paint_real(body: _Anatomy, plan, arrays: SimpleNamespace, weight: float, appearance: LesionAppearance,
+def _paint_real(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float, appearance: LesionAppearance,
                 rng: np.random.Generator) -> list[dict]:
     """Lesion insertion into a real scan (:class:`~synthaug.phantom.lesion_paint.LesionAppearance`);
     ``arrays`` (ct, pet, organs, lesions) change in place."""
@@ -411,7 +402,7 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.
                              lesions=existing.astype(np.uint8), existing=existing.copy())
     info: list[dict] = []
     if plan:
-        body = _Anatomy(case, demo.height_cm if demo is not None else None)
+        body = CaseAnatomy(case, demo.height_cm if demo is not None else None)
         info = (_paint_prior(body, plan, arrays, weight, rng) if appearance is None
                 else _paint_real(body, plan, arrays, weight, appearance, rng))
     meta = dict(case.meta)

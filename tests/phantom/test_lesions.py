@@ -15,7 +15,7 @@ from synthaug.core.io import read_nifti
 from synthaug.core.labels import ORGAN_IDS
 from synthaug.data.totalseg import totalseg_to_synthaug
 from synthaug.phantom.body import lesion_plan, lesion_rng, make_phantom
-from synthaug.phantom.lesions import _ALLOWED, _Anatomy, _centre, add_lesions
+from synthaug.phantom.lesions import _ALLOWED, CaseAnatomy, _centre, add_lesions
 
 GRID = Grid((64, 64, 128), (8.0, 8.0, 8.0))
 DEMO = Demographics(age=55, sex="M", height_cm=178, weight_kg=80, diagnosis="LYMPHOMA")
@@ -95,7 +95,7 @@ def test_node_chains_meet_the_phantoms_node_lesions():
     case = make_phantom(DEMO, grid=Grid((128, 128, 256), (4.0, 4.0, 4.0)), seed=5)
     nodes = [les for les in case.meta["lesions"] if les["site"].startswith("node:")]
     assert nodes, "the phantom case should have node lesions"
-    body = _Anatomy(case, DEMO.height_cm)
+    body = CaseAnatomy(case, DEMO.height_cm)
     for les in nodes:
         nearest = body.nearest_on_chain(les["site"], les["centre_mm"])
         assert np.linalg.norm(np.array(les["centre_mm"]) - nearest) < 30.0, (les, nearest)
@@ -122,7 +122,7 @@ def test_sites_missing_from_the_case_are_counted_not_placed(clean_case):
     organs = clean_case.organs.copy()
     organs[organs == ORGAN_IDS["liver"]] = ORGAN_IDS["soft_tissue"]
     case = replace(clean_case, organs=organs)
-    assert _centre(_Anatomy(case, 178), "liver", "liver", np.random.default_rng(0)) is None
+    assert _centre(CaseAnatomy(case, 178), "liver", "liver", np.random.default_rng(0)) is None
     for seed in range(20):
         out = add_lesions(case, seed=seed, diagnosis="MELANOMA")
         info = out.meta["lesion_prior"]
@@ -151,7 +151,7 @@ def test_without_demographics_the_body_extent_stands_in_for_height(clean_case):
     """No demographics: the diagnosis must be given, the height comes from the body's extent,
     and the node chains still land in the body (most planned lesions are placed)."""
     anonymous = replace(clean_case, demographics=None)
-    height_mm = _Anatomy(anonymous, None).height_mm
+    height_mm = CaseAnatomy(anonymous, None).height_mm
     assert abs(height_mm - 1780) < 150, height_mm
     placed = planned = 0
     for seed in range(5):
