@@ -12,12 +12,13 @@ run would (the optimizer and EMA states are checkpointed too).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ..core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ..core.demographics import FIELDS, drop_fields
-from ..core.io import atomic_write_json
+from ..core.demographics import FIELDS, PopulationRanges, drop_fields
+from ..core.io import Cohort, atomic_write_json
 from ..core.progress import progress_bar
 from .channels import NUM_CHANNELS, encode
 from .preprocess import GridArrays, preprocess_cohort
@@ -121,6 +122,28 @@ class StageData:
         concat = sr_concat(lowres, out_shape, region, self.stage.upsample, pvc)
         residual = hr - concat[:, :NUM_CHANNELS]  # the upsampled low-res channels
         return {"x0": residual, "cond": cond, "concat": concat}
+
+
+@dataclass(frozen=True)
+class TrainingCohort:
+    """What a run trains on, recorded in the weights it exports (JSON ``info.training_data``, and the
+    demographics it spans as ``training_population``), so shipped weights name their training cases."""
+
+    path: str
+    case_ids: tuple[str, ...]
+    population: PopulationRanges | None
+
+    @classmethod
+    def of(cls, data: str | Path) -> TrainingCohort:
+        cohort = Cohort(data)
+        demos = [cohort.demographics[c] for c in cohort.case_ids if c in cohort.demographics]
+        population = PopulationRanges.of(demos, source=f"{data} ({len(demos)} cases)") if demos else None
+        return cls(str(data), tuple(cohort.case_ids), population)
+
+    def to_dict(self) -> dict:
+        ids = "\n".join(self.case_ids).encode()
+        return {"path": self.path, "cases": len(self.case_ids), "case_ids": list(self.case_ids),
+                "case_ids_sha256": hashlib.sha256(ids).hexdigest()}
 
 
 def load_stage_data(stage: StageConfig, data: str | Path, cache_root: str | Path) -> StageData:
@@ -257,8 +280,8 @@ class Trainer:
     """
 
     def __init__(self, stage: StageConfig, train: TrainConfig, data: StageData, out: str | Path,
-                 device: str = "cpu", precision: str = "auto") -> None:
-        self.stage, self.cfg, self.data = stage, train, data
+                 device: str = "cpu", precision: str = "auto", cohort: TrainingCohort | None = None) -> None:
+        self.stage, self.cfg, self.data, self.cohort = stage, train, data, cohort
         self.out = Path(out)
         self.device = torch.device(device)
         self.autocast = compute_dtype(self.device, precision)
@@ -295,8 +318,12 @@ class Trainer:
                         {"step": self.step, "stage": self.stage.to_dict(), "train": asdict(self.cfg)})
         # The EMA weights before latest.json: a run stopped in between resumes from the previous state
         # (bit for bit) instead of reporting a step its exported weights have not reached.
-        save_stage(self.out / self.stage.stage, self.ema, self.stage,
-                   extra={"step": self.step, "train": asdict(self.cfg), "world_size": self.world})
+        exported, extra = self.stage, {"step": self.step, "train": asdict(self.cfg), "world_size": self.world}
+        if self.cohort is not None:
+            extra["training_data"] = self.cohort.to_dict()
+            if self.cohort.population is not None:
+                exported = replace(self.stage, population=self.cohort.population)
+        save_stage(self.out / self.stage.stage, self.ema, exported, extra=extra)
         atomic_write_json(state_dir / "latest.json", {"step": self.step, "file": name})
         for old in sorted(state_dir.glob("state_*.json"))[: -self.cfg.keep_checkpoints]:
             old.with_suffix(".safetensors").unlink(missing_ok=True)
@@ -452,7 +479,8 @@ def train_stage(stage: str, data: str | Path, out: str | Path, *, preset: str = 
         dist.barrier()  # rank 0 built the cache; the others now read it
         if rank != 0:
             data_obj = load_stage_data(stage_cfg, data, Path(out) / "cache")
-    trainer = Trainer(stage_cfg, train, data_obj, out, device=device, precision=precision)
+    trainer = Trainer(stage_cfg, train, data_obj, out, device=device, precision=precision,
+                      cohort=TrainingCohort.of(data) if rank == 0 else None)
     # Written once the trainer stands (its precision check may stop the run), so a refused start leaves no run file.
     if rank == 0 and not (resume and run_file.is_file()):
         atomic_write_json(run_file, {"stage": stage_cfg.to_dict(), "train": asdict(train), "data": str(data),

@@ -4,6 +4,7 @@ feeds training keeps world positions, integer labels and organ volumes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -256,6 +257,24 @@ def test_init_from_starts_a_new_run_from_other_weights(cohort, config_file, tmp_
     assert _train(cohort, fresh, config_file, "--steps", "1", "--seed", "1", "--objective", "x0") == 0
     other, _ = load_checkpoint(fresh / "state_global" / "state_00000001")
     assert max(float((other[f"model.{k}"] - v).abs().max()) for k, v in src.items()) > 100 * lr
+
+
+def test_exported_weights_name_their_training_cases_and_population(cohort, config_file, tmp_path):
+    """The weights a run exports record the cohort it trained on (folder, case ids and their
+    digest) and the demographics it spans, so the cascade warns outside them; the resumable state
+    keeps the run's own settings."""
+    out = tmp_path / "run"
+    assert _train(cohort, out, config_file, "--steps", "2") == 0
+    _, weights = load_checkpoint(out / "global")
+    ids = sorted(p.name for p in cohort.iterdir() if p.is_dir())
+    data = weights["info"]["training_data"]
+    assert data["path"] == str(cohort) and data["cases"] == len(ids) and sorted(data["case_ids"]) == ids
+    assert data["case_ids_sha256"] == hashlib.sha256("\n".join(data["case_ids"]).encode()).hexdigest()
+    population = weights["training_population"]
+    assert population["height_cm"] == [150.0, 190.0] and str(cohort) in population["source"]
+    _, state = load_checkpoint(out / "state_global" / "state_00000002")
+    assert "training_population" not in state["stage"]
+    assert _train(cohort, out, config_file, "--steps", "3", "--resume") == 0  # resumes against its own settings
 
 
 @pytest.mark.parametrize("problem", ["network", "missing"])
