@@ -13,6 +13,11 @@ seed=0)``; this regenerates them (no phantom is drawn):
 or reads a cohort's own ``demographics.csv``:
 
     python scripts/record_population.py --weights runs/mine --demographics data/phantom_train/demographics.csv
+
+or reads the cohort folder itself and also records its case ids (``info.training_data``, as
+``synthaug train`` now writes them), for weights whose run predates that:
+
+    python scripts/record_population.py --weights runs/w_v2 --cohort data/phantom_v2_train
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from synthaug.core.checkpoint import read_config
 from synthaug.core.demographics import PopulationRanges, read_demographics_csv, sample_population
 from synthaug.core.io import atomic_write_json
+from synthaug.model.train import TrainingCohort
 
 
 def population(n: int | None, seed: int, demographics: str | None) -> PopulationRanges:
@@ -37,29 +43,39 @@ def population(n: int | None, seed: int, demographics: str | None) -> Population
                                       f"`synthaug phantom --n {n} --seed {seed}`, the training cohort")
 
 
-def record(weights: str | Path, ranges: PopulationRanges) -> list[Path]:
-    """Write ``ranges`` into each stage JSON of ``weights`` as ``training_population``; returns the files."""
+def record(weights: str | Path, ranges: PopulationRanges, training_data: dict | None = None) -> list[Path]:
+    """Write ``ranges`` into each stage JSON of ``weights`` as ``training_population`` (and
+    ``training_data``, a :class:`TrainingCohort` record, into its ``info``); returns the files."""
     written = []
     for stage in ("global", "sr"):
         path = Path(weights) / f"{stage}.json"
         if path.is_file():
             config = read_config(path)
             config["training_population"] = ranges.to_dict()
+            if training_data is not None:
+                config.setdefault("info", {})["training_data"] = training_data
             atomic_write_json(path, config)
             written.append(path)
     return written
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights", required=True, help="weights folder holding global.json and sr.json")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--n", type=int, help="cohort size given to `synthaug phantom --n`")
     src.add_argument("--demographics", help="the training cohort's demographics.csv")
+    src.add_argument("--cohort", help="the training cohort's folder: its demographics and case ids")
     ap.add_argument("--seed", type=int, default=0, help="cohort seed given to `synthaug phantom --seed`")
-    args = ap.parse_args()
-    ranges = population(args.n, args.seed, args.demographics)
-    for path in record(args.weights, ranges):
+    args = ap.parse_args(argv)
+    if args.cohort is not None:
+        cohort = TrainingCohort.of(args.cohort)
+        if cohort.population is None:
+            ap.error(f"--cohort {args.cohort}: its demographics.csv lists no demographics")
+        ranges, training_data = cohort.population, cohort.to_dict()
+    else:
+        ranges, training_data = population(args.n, args.seed, args.demographics), None
+    for path in record(args.weights, ranges, training_data):
         print(f"{path}: training_population {ranges.to_dict()}")
 
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import load_script, randomised_tiny_weights
+from helpers import load_script, randomised_tiny_weights, write_tiny_cohort
 
 from synthaug.core.checkpoint import read_config, sha256_file
 from synthaug.core.demographics import Demographics, OutOfDistributionWarning, PopulationRanges, sample_population
@@ -71,3 +71,25 @@ def test_the_shipped_weights_record_their_training_cohort_without_changing_their
     sums = dict(reversed(line.split()) for line in (DEMO_WEIGHTS / "SHA256SUMS").read_text().splitlines())
     assert sums == {f"{s}.safetensors": configs[s]["sha256"] for s in configs}
     assert all(sha256_file(DEMO_WEIGHTS / name) == sha for name, sha in sums.items())
+
+
+def test_a_cohort_folder_records_its_case_ids_and_population_without_changing_identity(tiny, tmp_path):
+    """``record_population.py --cohort`` writes the cohort's case ids (as ``synthaug train`` records
+    them) and the demographics they span; the generator digest stays that of the weights."""
+    cohort = tmp_path / "cohort"
+    ids = write_tiny_cohort(cohort, heights=(150.0, 190.0))
+    folder = tmp_path / "w"
+    folder.mkdir()
+    for f in tiny.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    before = generator_digest([(read_config(folder / s)["sha256"], StageConfig.from_dict(read_config(folder / s)))
+                               for s in ("global", "sr")])
+    script = load_script("record_population")
+    script.main(["--weights", str(folder), "--cohort", str(cohort)])
+    for stage in ("global", "sr"):
+        raw = read_config(folder / stage)
+        assert raw["info"]["training_data"]["case_ids"] == list(ids)
+        assert StageConfig.from_dict(raw).population.height_cm == (150.0, 190.0)
+    after = generator_digest([(read_config(folder / s)["sha256"], StageConfig.from_dict(read_config(folder / s)))
+                              for s in ("global", "sr")])
+    assert after == before
