@@ -16,7 +16,7 @@ Steps (each a JSON object with one of these keys, and an optional "name"):
   resumes from its latest checkpoint.
 - ``ship``: ``scripts/ship_weights.py`` into ``dest`` (skipped when ``dest`` holds these runs' weights).
 - ``calibrate``: ``synthaug calibrate`` of one stage, its samples in ``shards`` processes of one thread,
-  then the fit (``--write``); skipped when the stage's JSON in ``weights`` is calibrated.
+  then the fit (``--write``; ``max_abs`` sets ``--max-abs``); skipped when the stage's JSON in ``weights`` is calibrated.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ COHORT_KEYS = {"out", "n", "seed", "version", "scanner"}
 RUN_KEYS = {"stage", "out", "steps", "batch_size", "checkpoint_every", "config", "objective", "init_from", "lr"}
 RUN_REQUIRED = {"stage", "out", "steps", "batch_size", "checkpoint_every", "config"}
 SHIP_KEYS = {"global_run", "sr_run", "dest", "args"}
-CALIBRATE_KEYS = {"weights", "stage", "work", "cases", "shards", "cache"}
+CALIBRATE_KEYS = {"weights", "stage", "work", "cases", "shards", "cache", "max_abs"}
 
 
 class RecipeError(ValueError):
@@ -75,7 +75,7 @@ def load_recipe(path: str | Path, root: Path = REPO) -> dict:
         elif kinds[0] == "ship":
             _check_keys(where, body, SHIP_KEYS, SHIP_KEYS - {"args"})
         elif kinds[0] == "calibrate":
-            _check_keys(where, body, CALIBRATE_KEYS, CALIBRATE_KEYS - {"cache"})
+            _check_keys(where, body, CALIBRATE_KEYS, CALIBRATE_KEYS - {"cache", "max_abs"})
             if body["stage"] not in ("global", "sr") or int(body["shards"]) < 1:
                 raise RecipeError(f"{where}: stage must be 'global' or 'sr' and shards >= 1")
         else:
@@ -150,6 +150,7 @@ def calibrate_commands(c: dict, data: str) -> tuple[list[list[str]], list[str]]:
     base = ["synthaug", "calibrate", "--weights", c["weights"], "--stage", c["stage"], "--data", data,
             "--work", c["work"], "--cases", str(c["cases"]), "--no-progress"]
     base += ["--cache", c["cache"]] if c.get("cache") else []
+    base += ["--max-abs", str(c["max_abs"])] if c.get("max_abs") is not None else []
     shards = [base + ["--shard", f"{i}/{c['shards']}"] for i in range(c["shards"])] if c["shards"] > 1 else []
     return shards, base + ["--write"]
 

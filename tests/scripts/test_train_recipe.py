@@ -114,3 +114,6 @@ def test_ship_and_calibrate_are_skipped_once_done(tmp_path):
     assert recipe.calibrated(cal, tmp_path)
     shards, fit = recipe.calibrate_commands(cal, "data/x")
     assert [a[-1] for a in shards] == ["0/2", "1/2"] and fit[-1] == "--write"
+    assert "--max-abs" not in fit  # the calibration's own default
+    shards, fit = recipe.calibrate_commands({**cal, "max_abs": 1.0}, "data/x")
+    assert all(argv[argv.index("--max-abs") + 1] == "1.0" for argv in (*shards, fit))
