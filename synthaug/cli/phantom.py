@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), help="custom grid shape (with --spacing)")
     parser.add_argument("--spacing", type=float, nargs=3, metavar=("A", "B", "C"), help="custom voxel size in mm (with --shape)")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--demographics", metavar="CSV",
                         help="draw a cohort matched to this demographics.csv (sample_population(..., like=CSV))")
     parser.add_argument("--preview", metavar="PNG", help="also write a preview PNG of the first cases")
@@ -124,11 +125,11 @@ def _check_resume(out, settings: dict, cohort: dict) -> None:
             raise ValueError(f"{demo_path} does not match this run's demographics; use a new --out")
 
 
-def _run_jobs(jobs: list, workers: int, *, total: int, done: int) -> None:
-    """Make and write the cases of ``jobs``, in ``workers`` processes, with a progress bar."""
+def _run_jobs(jobs: list, workers: int, *, total: int, done: int, progress: bool = True) -> None:
+    """Make and write the cases of ``jobs``, in ``workers`` processes, with a progress bar unless not ``progress``."""
     from synthaug.core.progress import progress_bar
 
-    bar = progress_bar(total=total, initial=done, desc="phantom", unit="case")
+    bar = progress_bar(total=total, initial=done, desc="phantom", unit="case", disable=not progress)
     try:
         if workers == 1 or len(jobs) <= 1:
             for job in jobs:
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"imputed missing age/sex/height/weight for {imputed} case(s) (see demographics.csv)")
     jobs = [(str(out), ids[i], demos[i].to_dict(), grid.to_dict(), seeds[i], args.phantom_version, scanner)
             for i in todo]
-    _run_jobs(jobs, args.workers, total=n, done=done)
+    _run_jobs(jobs, args.workers, total=n, done=done, progress=not args.no_progress)
     print(f"{out}: {len(jobs)} case(s) written, {done} already finished, {n} in the cohort")
 
     if args.preview:

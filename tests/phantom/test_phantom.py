@@ -211,6 +211,14 @@ def test_cli_writes_readable_cohort_and_resumes(tmp_path: Path):
     assert main(args[:6] + ["8"] + args[7:]) == 2  # different seed into the same folder
 
 
+def test_cli_no_progress_writes_no_bar(tmp_path: Path, capsys):
+    args = ["phantom", "--n", "1", "--out", str(tmp_path / "c"), "--shape", "16", "16", "32", "--spacing", "32", "32", "32"]
+    assert main(args + ["--no-progress"]) == 0
+    assert "phantom:" not in capsys.readouterr().err
+    assert main(args[:4] + [str(tmp_path / "d")] + args[5:]) == 0
+    assert "phantom:" in capsys.readouterr().err
+
+
 def test_cli_bad_options(tmp_path: Path):
     assert main(["phantom", "--out", str(tmp_path / "x")]) == 2  # no --n
     assert main(["phantom", "--n", "2", "--out", str(tmp_path / "x"), "--shape", "8", "8", "8"]) == 2
