@@ -70,8 +70,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.cohort is not None:
         cohort = TrainingCohort.of(args.cohort)
-        if cohort.population is None:
-            ap.error(f"--cohort {args.cohort}: its demographics.csv lists no demographics")
         ranges, training_data = cohort.population, cohort.to_dict()
     else:
         ranges, training_data = population(args.n, args.seed, args.demographics), None

@@ -126,7 +126,7 @@ def _check_resume(out, settings: dict, cohort: dict) -> None:
 
 
 def _run_jobs(jobs: list, workers: int, *, total: int, done: int, progress: bool = True) -> None:
-    """Make and write the cases of ``jobs``, in ``workers`` processes, with a progress bar unless not ``progress``."""
+    """Make and write the cases of ``jobs``, in ``workers`` processes, with a progress bar when ``progress``."""
     from synthaug.core.progress import progress_bar
 
     bar = progress_bar(total=total, initial=done, desc="phantom", unit="case", disable=not progress)

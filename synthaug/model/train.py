@@ -131,14 +131,13 @@ class TrainingCohort:
 
     path: str
     case_ids: tuple[str, ...]
-    population: PopulationRanges | None
+    population: PopulationRanges
 
     @classmethod
     def of(cls, data: str | Path) -> TrainingCohort:
-        cohort = Cohort(data)
-        demos = [cohort.demographics[c] for c in cohort.case_ids if c in cohort.demographics]
-        population = PopulationRanges.of(demos, source=f"{data} ({len(demos)} cases)") if demos else None
-        return cls(str(data), tuple(cohort.case_ids), population)
+        cohort = Cohort(data)  # as training reads it: its demographics.csv lists every case
+        demos = list(cohort.demographics.values())
+        return cls(str(data), tuple(cohort.case_ids), PopulationRanges.of(demos, source=f"{data} ({len(demos)} cases)"))
 
     def to_dict(self) -> dict:
         ids = "\n".join(self.case_ids).encode()
@@ -321,8 +320,7 @@ class Trainer:
         exported, extra = self.stage, {"step": self.step, "train": asdict(self.cfg), "world_size": self.world}
         if self.cohort is not None:
             extra["training_data"] = self.cohort.to_dict()
-            if self.cohort.population is not None:
-                exported = replace(self.stage, population=self.cohort.population)
+            exported = replace(self.stage, population=self.cohort.population)
         save_stage(self.out / self.stage.stage, self.ema, exported, extra=extra)
         atomic_write_json(state_dir / "latest.json", {"step": self.step, "file": name})
         for old in sorted(state_dir.glob("state_*.json"))[: -self.cfg.keep_checkpoints]:

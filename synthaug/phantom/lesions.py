@@ -137,13 +137,9 @@ class CaseAnatomy:
         if pts is None:
             return None
         c = np.asarray(centre, dtype=float)
-        best = None
-        for a, b in zip(pts[:-1], pts[1:]):
-            t = np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1)
-            p = a + t * (b - a)
-            if best is None or np.linalg.norm(c - p) < np.linalg.norm(c - best):
-                best = p
-        return best
+        nearest = [a + np.clip(np.dot(c - a, b - a) / max(float(np.dot(b - a, b - a)), 1e-9), 0, 1) * (b - a)
+                   for a, b in zip(pts[:-1], pts[1:])]  # on each segment
+        return min(nearest, key=lambda p: float(np.linalg.norm(c - p)))
 
     def voxels(self, label: int) -> np.ndarray:
         if label not in self._flat:
@@ -180,12 +176,13 @@ def _accepts(body: CaseAnatomy, kind: str, ijk) -> bool:
 
 def _centre(body: CaseAnatomy, site: str, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple] | None:
     """A lesion centre (world mm, voxel) for ``site``, or ``None`` if no try found an allowed voxel."""
+    pts = body.chain_points(site) if site.startswith("node:") else None  # the same on every try
     for _ in range(_CENTRE_TRIES):
         if site.startswith("node:"):
-            u = rng.random() * (len(NODE_CHAINS[split_node_site(site)[0]].levels) - 1)
-            pts = body.chain_points(site)
+            u = rng.random()  # drawn before giving up, so that the lesions after this one draw as before
             if pts is None:
                 return None
+            u *= len(pts) - 1
             i = min(int(u), len(pts) - 2)
             c = pts[i] + (u - i) * (pts[i + 1] - pts[i]) + rng.normal(0, 8.0, 3)
         else:
