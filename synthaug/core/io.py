@@ -356,3 +356,22 @@ class Cohort:
     def has_organs(self) -> bool:
         """True if every case has an ``ORGANS.nii.gz``."""
         return all((self.path(c) / ORGANS_FILE).exists() for c in self.case_ids)
+
+
+def case_identity(cohort: Cohort, case_id: str) -> str:
+    """What makes two cases the same person, so that training and test sets can be kept apart across
+    cohorts whose case ids repeat: a phantom's own seed (``phantom-seed:<seed>``), else the case id
+    (real studies: AutoPET ids are unique). ``cohort`` may also be a cache read as a cohort (its
+    manifest ``entries`` hold each case's metadata)."""
+    entries = getattr(cohort, "entries", None)
+    meta = entries.get(case_id, {}) if entries is not None else {}
+    if entries is None:
+        path = cohort.path(case_id) / META_FILE
+        if path.is_file():
+            try:
+                meta = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                meta = {}
+    if meta.get("source") == "phantom" and meta.get("case_seed") is not None:
+        return f"phantom-seed:{int(meta['case_seed'])}"
+    return case_id

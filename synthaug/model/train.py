@@ -28,7 +28,7 @@ from torch import nn
 
 from ..core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..core.demographics import FIELDS, PopulationRanges, drop_fields
-from ..core.io import Cohort, atomic_write_json
+from ..core.io import Cohort, atomic_write_json, case_identity
 from ..core.progress import progress_bar
 from .channels import NUM_CHANNELS, encode
 from .preprocess import GridArrays, preprocess_cohort
@@ -132,17 +132,21 @@ class TrainingCohort:
     path: str
     case_ids: tuple[str, ...]
     population: PopulationRanges
+    #: each case's :func:`~synthaug.core.io.case_identity` (a phantom's seed), so that a test cohort whose
+    #: ids repeat these (phantom cohorts all count from ``phantom_00000``) is not taken for them
+    case_identities: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, data: str | Path) -> TrainingCohort:
         cohort = Cohort(data)  # as training reads it: its demographics.csv lists every case
         demos = list(cohort.demographics.values())
-        return cls(str(data), tuple(cohort.case_ids), PopulationRanges.of(demos, source=f"{data} ({len(demos)} cases)"))
+        return cls(str(data), tuple(cohort.case_ids), PopulationRanges.of(demos, source=f"{data} ({len(demos)} cases)"),
+                   tuple(case_identity(cohort, c) for c in cohort.case_ids))
 
     def to_dict(self) -> dict:
         ids = "\n".join(self.case_ids).encode()
         return {"path": self.path, "cases": len(self.case_ids), "case_ids": list(self.case_ids),
-                "case_ids_sha256": hashlib.sha256(ids).hexdigest()}
+                "case_ids_sha256": hashlib.sha256(ids).hexdigest(), "case_identities": list(self.case_identities)}
 
 
 def load_stage_data(stage: StageConfig, data: str | Path, cache_root: str | Path) -> StageData:

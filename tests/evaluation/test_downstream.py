@@ -27,6 +27,7 @@ from synthaug.evaluation.downstream import (
 )
 from synthaug.evaluation.downstream import run as downstream_run
 from synthaug.evaluation.downstream import train as downstream_train
+from synthaug.model.train import TrainingCohort
 
 REAL_HEIGHTS = (150.0, 160.0, 170.0, 180.0, 195.0, 200.0, 155.0, 165.0)
 #: Tiny recipe: the tiny cohorts (32 x 32 x 64 at 16 mm) on a 32 mm working grid, 2 iterations.
@@ -175,6 +176,33 @@ def test_test_cases_the_generator_was_trained_on_are_refused(cohorts, tmp_path):
     (weights / "global.json").write_text(json.dumps({"training_cohort": {"case_ids": ["test_case002", "x"]}}))
     message = _refused({"synthetic": None, "weights": str(weights)}, cohorts, tmp_path / "out")
     assert message == "`test`: 1 test case(s) are also generator (global stage) training cases: test_case002"
+
+
+def test_the_generators_training_cases_are_told_apart_by_identity_not_by_id(cohorts, tmp_path):
+    """Weights record their training cases as ``synthaug train`` writes them (``info.training_data``, with
+    each case's identity). Phantom cohorts all count from phantom_00000: a test cohort that repeats the
+    training ids with other phantoms is not refused; the same phantoms under any ids are."""
+    test = tmp_path / "test"
+    shutil.copytree(cohorts["test"], test)
+    ids = sorted(p.name for p in test.iterdir() if p.is_dir())
+    for i, cid in enumerate(ids):  # make the test cases phantoms with their own seeds
+        meta = json.loads((test / cid / "meta.json").read_text())
+        (test / cid / "meta.json").write_text(json.dumps({**meta, "source": "phantom", "case_seed": 900 + i}))
+    weights = tmp_path / "weights"
+    weights.mkdir()
+
+    def record(identities: list[str]) -> None:
+        data = {**TrainingCohort.of(cohorts["real"]).to_dict(), "case_ids": ids, "case_identities": identities}
+        (weights / "global.json").write_text(json.dumps({"info": {"training_data": data}}))
+
+    record(["phantom-seed:5", "phantom-seed:901", "phantom-seed:6", "phantom-seed:7"])
+    message = _refused({"test": str(test), "synthetic": None, "weights": str(weights)}, cohorts, tmp_path / "out")
+    assert message == f"`test`: 1 test case(s) are also generator (global stage) training cases: {ids[1]}"
+    record([f"phantom-seed:{i}" for i in range(len(ids))])  # the same ids, other people: the check passes
+    with pytest.raises(Exception) as info:  # and the run goes on until it loads the weights, which hold no tensors
+        run_downstream(tiny_config(cohorts, tmp_path / "out2", test=str(test), synthetic=None, weights=str(weights),
+                                   arms=["synth_only"]), log=lambda _msg: None)
+    assert "training cases" not in str(info.value)
 
 
 def test_a_case_without_suv_is_refused(cohorts, tmp_path):

@@ -270,6 +270,7 @@ def test_exported_weights_name_their_training_cases_and_population(cohort, confi
     data = weights["info"]["training_data"]
     assert data["path"] == str(cohort) and data["cases"] == len(ids) and sorted(data["case_ids"]) == ids
     assert data["case_ids_sha256"] == hashlib.sha256("\n".join(data["case_ids"]).encode()).hexdigest()
+    assert data["case_identities"] == data["case_ids"]  # not phantoms: a case is its id (downstream's overlap check)
     population = weights["training_population"]
     assert population["height_cm"] == [150.0, 190.0] and str(cohort) in population["source"]
     _, state = load_checkpoint(out / "state_global" / "state_00000002")

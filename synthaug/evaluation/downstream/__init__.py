@@ -24,7 +24,8 @@ finished arm x n_real x seed run under ``runs/``: a re-run skips finished runs.
 
 from __future__ import annotations
 
-from .cohorts import case_identity, check_cohort, check_disjoint, match_cases, open_cohort
+from ...core.io import case_identity
+from .cohorts import check_cohort, check_disjoint, match_cases, open_cohort
 from .config import ARMS, SYNTH_RATIO, SYNTHETIC_ARMS, TASKS, DownstreamConfig, Run, parse_subgroup, plan_runs
 from .report import interval95, report_markdown, summarise, write_report
 from .run import refresh_results, run_downstream

@@ -3,7 +3,6 @@ the phantom and synthetic cases generated for the arms."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -61,23 +60,6 @@ def has_organ_labels(cohort: Cohort) -> bool:
                else (cohort.path(c) / ORGANS_FILE).is_file() for c in cohort.case_ids)
 
 
-def case_identity(cohort: Cohort, case_id: str) -> str:
-    """What makes two cases the same person: a phantom's own seed, a synthetic case's generator and seed,
-    else the case id (real studies: AutoPET ids are unique)."""
-    entries = getattr(cohort, "entries", None)
-    meta = entries.get(case_id, {}) if entries is not None else {}
-    if entries is None:
-        path = cohort.path(case_id) / META_FILE
-        if path.is_file():
-            try:
-                meta = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                meta = {}
-    if meta.get("source") == "phantom" and meta.get("case_seed") is not None:
-        return f"phantom-seed:{int(meta['case_seed'])}"
-    return case_id
-
-
 def check_disjoint(test: Mapping[str, str], train: Mapping[str, str], what: str = "training") -> None:
     """Refuse test cases whose identity (see :func:`case_identity`) is also a training case; one line naming them."""
     by_identity = {ident: cid for cid, ident in train.items()}
@@ -87,13 +69,19 @@ def check_disjoint(test: Mapping[str, str], train: Mapping[str, str], what: str 
         raise ValueError(f"`test`: {len(clash)} test case(s) are also {what} cases: {', '.join(clash)}")
 
 
-def generator_training_ids(raw: Mapping | None) -> list[str] | None:
-    """The case ids of the generator's training cohort where its weights JSON records them
-    (``training_cohort.case_ids``, at the top level or under ``info``); ``None`` where it does not."""
+def generator_training_cases(raw: Mapping | None) -> dict[str, str] | None:
+    """The generator's training cases where its weights JSON records them, as case id -> identity
+    (:func:`case_identity`): ``info.training_data`` as ``synthaug train`` writes it (``case_identities``
+    beside ``case_ids``; without them a case is its id), or a ``training_cohort.case_ids`` list; ``None``
+    where it records none."""
     raw = raw or {}
-    for cohort in (raw.get("training_cohort"), (raw.get("info") or {}).get("training_cohort")):
+    info = raw.get("info") or {}
+    for cohort in (info.get("training_data"), raw.get("training_cohort"), info.get("training_cohort")):
         if isinstance(cohort, Mapping) and isinstance(cohort.get("case_ids"), list):
-            return [str(c) for c in cohort["case_ids"]]
+            ids = [str(c) for c in cohort["case_ids"]]
+            idents = cohort.get("case_identities")
+            same_length = isinstance(idents, list) and len(idents) == len(ids)
+            return dict(zip(ids, (str(i) for i in idents) if same_length else ids, strict=True))
     return None
 
 

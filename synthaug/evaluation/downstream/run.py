@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from ...core.grid import Grid
-from ...core.io import Cohort, atomic_write_json, remove_stale_temporaries
+from ...core.io import Cohort, atomic_write_json, case_identity, remove_stale_temporaries
 from ...core.progress import progress_bar
 from .cohorts import (
-    case_identity,
     check_cohort,
     check_disjoint,
-    generator_training_ids,
+    generator_training_cases,
     has_organ_labels,
     make_phantom_cohort,
     make_synthetic_cache,
@@ -113,11 +112,13 @@ def weights_info(cfg: DownstreamConfig) -> dict[str, dict]:
 
 
 def check_generator_overlap(cfg: DownstreamConfig, data: BenchmarkData) -> None:
-    """Refuse test cases that the generator was trained on, where its weights JSON records the case ids."""
+    """Refuse test cases that the generator was trained on, where its weights JSON records its training cases
+    (compared by :func:`case_identity`: a phantom by its seed, so cohorts whose ids repeat are told apart)."""
+    test = {c: case_identity(data.test, c) for c in data.test_ids}
     for stage, raw in weights_info(cfg).items():
-        ids = generator_training_ids(raw)
-        if ids:
-            check_disjoint({c: c for c in data.test_ids}, {c: c for c in ids}, f"generator ({stage} stage) training")
+        cases = generator_training_cases(raw)
+        if cases:
+            check_disjoint(test, cases, f"generator ({stage} stage) training")
 
 
 def _synthetic_sources(cfg: DownstreamConfig, data: BenchmarkData) -> tuple[Cohort | None, Cohort | None, dict]:
@@ -150,7 +151,7 @@ def _synthetic_sources(cfg: DownstreamConfig, data: BenchmarkData) -> tuple[Coho
     record = {"source": f"weights:{cfg.weights or 'shipped demo weights'}", "sha256": generator.sha256,
               "settings": dict(generator.settings),
               "weights_sha256": {s: v.get("sha256") for s, v in info.items()},
-              "training_cohort": {s: generator_training_ids(v) for s, v in info.items()},
+              "training_cohort": {s: list(generator_training_cases(v) or []) or None for s, v in info.items()},
               "training_population": {s: v.get("training_population") for s, v in info.items()}}
     root = Path(cfg.out) / "synthetic"
     like = make_synthetic_cache(root / "like_real", generator, real_demos, n_like, cfg.synth_seed,
