@@ -38,9 +38,14 @@ GLOBAL_JSON, SR_JSON = "synthaug/weights/global.json", "synthaug/weights/sr.json
 
 #: Each evaluation of shipped weights on a phantom cohort: (date, cohort, acceptance file). The date is
 #: the one thing the acceptance files do not record; weights and results come from the file.
+#: Earlier snapshots' evaluations stay in the log: their files move to benchmarks/results/ (marked stale)
+#: when a new snapshot ships.
 EVALUATIONS: list[tuple[str, str, str]] = [
-    ("2026-12-06", "development, seed 1000", DEV),
-    ("2026-12-06", "**final test, seed 4711, its one evaluation**", FINAL),
+    ("2026-12-06", "development, phantom version 1, seed 1000", "benchmarks/results/acceptance_3456cb89_development.json"),
+    ("2026-12-06", "**final test, phantom version 1, seed 4711, its one evaluation**",
+     "benchmarks/results/acceptance_3456cb89_final_test.json"),
+    ("2026-12-07", "development, phantom version 2, seed 1000", DEV),
+    ("2026-12-07", "**final test, phantom version 2, seed 4711, its one evaluation**", FINAL),
 ]
 
 

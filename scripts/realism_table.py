@@ -4,7 +4,7 @@ crops' lesion measures against the phantom's lesions.
 
 Columns (two cases each for the synthetic ones, shown as "min - max"):
   real             ../shared/reference/real_pet/sts001_wholebody/PET_SUV.nii.gz (M, 59 y, 163 cm, 71 kg)
-  phantom v1       make_phantom(version=1): the anatomy the demo weights were trained on, its own 6 mm PSF and noise
+  phantom v1       make_phantom(version=1): the anatomy of the demo weights' first six phases, its own 6 mm PSF and noise
   phantom v1+scan  make_phantom(version=1, scanner=DEFAULT_SCANNER): the same anatomy through the scanner model
   phantom v2       make_phantom() (version 2: arms, more structures, the default scanner)
   cascade          CascadedSampler.from_pretrained(--weights) (default: the shipped demo weights) with

@@ -4,11 +4,10 @@
 ``training_population`` entry changes: the weights files, their sha256 and ``SHA256SUMS`` do
 not, and neither does the generator's identity (``generator_digest``: weights + calibration).
 
-The shipped demo weights were trained on ``synthaug phantom --n 300 --out data/phantom_train
---seed 0`` (model card, "Training data"), whose demographics are ``sample_population(300,
-seed=0)``; this regenerates them (no phantom is drawn):
+Cohorts drawn by ``synthaug phantom --n 300 --seed 0`` (either version) have the demographics
+``sample_population(300, seed=0)``; this regenerates them (no phantom is drawn):
 
-    python scripts/record_population.py --weights synthaug/weights --n 300 --seed 0
+    python scripts/record_population.py --weights runs/mine --n 300 --seed 0
 
 or reads a cohort's own ``demographics.csv``:
 

@@ -56,7 +56,8 @@ def _tiny_case(tmp: Path):
 
 
 def _phantom_case(version: int = 1):
-    """Version 1: the phantom the shipped weights were trained on; version 2: arms, more structures, the scanner."""
+    """Version 1: the phantom of the demo weights' first six phases; version 2 (their fine-tune): arms, more
+    structures, the scanner."""
     return make_phantom(PERSON, grid=Grid((64, 64, 128), (8.0, 8.0, 8.0)), seed=11, version=version)
 
 

@@ -22,8 +22,8 @@ def add_scanner_argument(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--scanner", choices=("off", "default", *sorted(SCANNER_PRESETS)),
                    help="image the PET as this scanner would (resolution and count noise) as the last step; "
-                        "default: what the weights name (weights trained on the activity name a scanner; the "
-                        "demo weights trained on imaged phantom PET name none), off: the networks' PET as it is")
+                        "default: what the weights name (weights trained on the activity name a scanner, as the "
+                        "demo weights do; weights trained on imaged PET name none), off: the networks' PET as it is")
 
 
 def refuse_existing(paths: Iterable[str | Path], force: bool) -> None:

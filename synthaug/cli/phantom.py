@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preview", metavar="PNG", help="also write a preview PNG of the first cases")
     parser.add_argument("--version", type=int, choices=(1, 2), default=2, dest="phantom_version",
                         help="phantom anatomy version: 2 (default: arms, FDG-visible structures, the scanner model) or "
-                             "1 (the cohort the shipped demo weights were trained on)")
+                             "1 (the cohort the demo weights' first six training phases used)")
     parser.add_argument("--scanner", default="default",
                         help="how the PET is imaged: 'default' (version 2: the scanner model's default preset; "
                              "version 1: its own PSF and noise), a scanner preset name, or 'off' (the activity "

@@ -59,7 +59,8 @@ from .tissues import tissue_values, version2_values
 from .torso import TorsoLandmarks, paint_cavity, paint_torso, paint_visceral
 
 #: Anatomy versions (``make_phantom(version=...)``) and the string their cases record: 1 is the phantom the
-#: shipped demo weights were trained on (bit for bit), 2 adds arms, structures, the liver re-check and the scanner.
+#: demo weights' first six phases were trained on (bit for bit), 2 adds arms, structures, the liver re-check and
+#: the scanner (the demo weights were fine-tuned on it, its PET without the scanner).
 PHANTOM_VERSIONS = {1: "1.0", 2: "2.0"}
 DEFAULT_PHANTOM_VERSION = 2
 PHANTOM_VERSION = PHANTOM_VERSIONS[DEFAULT_PHANTOM_VERSION]
@@ -138,7 +139,8 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
         grid: any output grid; the body is placed in mm (vertex near the top of the FOV).
         seed: all randomness comes from ``np.random.default_rng(seed)``.
         version: the anatomy (:data:`PHANTOM_VERSIONS`): 2 (default) adds arms, FDG-visible structures and
-            the re-checked tissue values; 1 is what the shipped demo weights were trained on, bit for bit.
+            the re-checked tissue values (the demo weights' fine-tune); 1 is what their first six phases were
+            trained on, bit for bit.
         scanner: how the PET is imaged: ``"default"`` (version 2: the scanner model's default preset;
             version 1: its own 6 mm PSF and noise), a preset name or :class:`~synthaug.phantom.scanner.ScannerModel`,
             or ``None`` / ``"off"`` (the activity, no blur or noise). Recorded in ``meta["scanner"]``.

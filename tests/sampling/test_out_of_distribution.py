@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import replace
@@ -58,12 +59,17 @@ def test_weights_that_record_no_population_load_and_do_not_warn(tiny):
 
 def test_the_shipped_weights_record_their_training_cohort_without_changing_their_identity():
     configs = {s: read_config(DEMO_WEIGHTS / s) for s in ("global", "sr")}
-    # the training cohort: `synthaug phantom --n 300 --seed 0` (model card), i.e. sample_population(300, seed=0)
+    # the training cohort: `synthaug phantom --n 300 --seed 0 --version 2` (model card), whose demographics
+    # are sample_population(300, seed=0), its cases phantom_00000 ... phantom_00299
     cohort = PopulationRanges.of(sample_population(300, seed=0))
+    ids = [f"phantom_{i:05d}" for i in range(300)]
     for raw in configs.values():
         recorded = StageConfig.from_dict(raw).population
         assert recorded is not None and replace(recorded, source="") == cohort
-        assert "seed=0" in recorded.source
+        data = raw["info"]["training_data"]
+        assert data["path"] in recorded.source and data["case_ids"] == ids
+        assert data["case_ids_sha256"] == hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        assert len(set(data["case_identities"])) == 300 and all(i.startswith("phantom-seed:") for i in data["case_identities"])
     # metadata only: the generator digest is that of the same configs without it, and SHA256SUMS holds
     loaded = [(raw["sha256"], StageConfig.from_dict(raw)) for raw in configs.values()]
     bare = [(sha, replace(cfg, population=None)) for sha, cfg in loaded]
