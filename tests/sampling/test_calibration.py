@@ -34,6 +34,7 @@ from synthaug.model.channels import (
     spread_organ_levels,
 )
 from synthaug.model.stages import STAGE_FORMAT_VERSION, StageConfig, build_stage_model, load_stage, save_stage
+from synthaug.sampling import calibration
 from synthaug.sampling.calibration import (
     CASES_PER_FEATURE,
     CLASS_NAMES,
@@ -462,8 +463,6 @@ def test_calibrate_spread_only_keeps_the_rest_of_the_calibration(tiny, tmp_path,
     count here, to judge a spread on the tiny cohort), and the weights load with them."""
     import shutil
 
-    from synthaug.sampling import calibration
-
     root = tmp_path / "root"
     shutil.copytree(tiny / "weights", root / "weights")
     (root / "cohort").symlink_to(tiny / "cohort")
@@ -503,6 +502,30 @@ def test_calibrate_cli_rejects_bad_input(tiny, tmp_path, capsys, args, match):
     code, _, err = _calibrate(capsys, tiny, tmp_path / "w", *args)
     assert code == 2 and match in err and len(err.strip().splitlines()) == 1
     assert not list((tmp_path / "w").glob("*.npz"))
+
+
+def test_a_fit_that_would_not_fit_in_memory_is_refused_after_the_first_sample(tiny, tmp_path, capsys, monkeypatch):
+    """A large ``max_abs`` leaves most voxels to the fit; the projected need is checked after one sample,
+    not after sampling every case (the SR stage at 1.0 ran out of 24 GiB only at the fit)."""
+    monkeypatch.setattr(calibration, "available_memory", lambda: 1024)
+    code, _, err = _calibrate(capsys, tiny, tmp_path / "w", "--stage", "global", "--cases", "3", "--max-abs", "1.0")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "max_abs=1.0: the fit of 3 cases would need about" in err and "use a smaller max_abs or fewer cases" in err
+    assert [p.name for p in (tmp_path / "w").glob("*.npz")] == ["00000.npz"]  # one sample, kept for a resumed run
+    monkeypatch.setattr(calibration, "available_memory", lambda: None)  # a system that does not say: no check
+    code, _, _ = _calibrate(capsys, tiny, tmp_path / "w", "--stage", "global", "--cases", "3", "--max-abs", "1.0")
+    assert code == 0 and len(list((tmp_path / "w").glob("*.npz"))) == 3
+
+
+def test_the_fit_memory_check_scales_with_sample_size_and_cases():
+    per_case = 100 * 2**20
+    need = calibration.FIT_MEMORY_PER_SAMPLE_BYTE * per_case * 40
+    calibration.check_fit_memory(per_case, 40, 0.5, int(need) + 1)  # just enough: passes
+    with pytest.raises(ValueError, match=r"max_abs=0.5: the fit of 40 cases would need about .*\(100 MiB of reduced samples per case\)"):
+        calibration.check_fit_memory(per_case, 40, 0.5, int(need) - 1)
+    with pytest.raises(ValueError, match="80 cases"):
+        calibration.check_fit_memory(per_case, 80, 0.5, int(need) + 1)
+    assert calibration.available_memory() is None or calibration.available_memory() > 0
 
 
 def test_calibrate_cli_missing_weights_or_cohort(tmp_path, capsys, tiny):
