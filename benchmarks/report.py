@@ -676,12 +676,26 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+#: The section ``scripts/downstream_report.py`` writes into RESULTS.md from a downstream run folder (its
+#: results.json holds more than ``results/downstream.json`` renders); :func:`write` keeps it.
+DOWNSTREAM_START, DOWNSTREAM_END = "<!-- downstream:start -->", "<!-- downstream:end -->"
+
+
+def downstream_section(text: str) -> str:
+    """The downstream section of a RESULTS.md text, markers included ("" when it has none)."""
+    if DOWNSTREAM_START in text and DOWNSTREAM_END in text:
+        return text[text.index(DOWNSTREAM_START): text.index(DOWNSTREAM_END) + len(DOWNSTREAM_END)] + "\n"
+    return ""
+
+
 def write(results_dir: Path = RESULTS_DIR, target: Path | None = None) -> Path:
-    """Write RESULTS.md (default: ``benchmarks/RESULTS.md`` for the main results folder)."""
+    """Write RESULTS.md (default: ``benchmarks/RESULTS.md`` for the main results folder), keeping the
+    downstream section that ``scripts/downstream_report.py`` wrote into it."""
     from synthaug.core.io import atomic_write_text
 
     target = target or (RESULTS_MD if Path(results_dir).resolve() == RESULTS_DIR.resolve() else Path(results_dir) / "RESULTS.md")
-    atomic_write_text(target, render(results_dir))
+    kept = downstream_section(target.read_text()) if target.is_file() else ""
+    atomic_write_text(target, render(results_dir) + ("\n" + kept if kept else ""))
     return target
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .common import Context, has_stage, load_average, now, weights_info, write_result
@@ -43,7 +44,9 @@ def run(ctx: Context) -> dict:
     started, load0, t0 = now(), load_average(), time.perf_counter()
     io_out = Path(ctx.out_dir) / "io.json"
     io = bench_io.main(["--n", str(n), "--repeats", str(repeats), "--out", str(io_out)])
-    write_result(ctx, "io", io, started=started, load_start=load0, seconds=time.perf_counter() - t0)
+    # reads and writes phantom cases only: no network runs, so the record names no weights
+    write_result(replace(ctx, weights=[]), "io", io, started=started, load_start=load0,
+                 seconds=time.perf_counter() - t0)
 
     # 2. SyntheticPETCTDataset on the fly with the phantom generator.
     result: dict = {"cases": n, "repeats": repeats, "io": {k: v for k, v in io.items() if k != "machine"}}

@@ -15,11 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-from synthaug.core.io import atomic_write_json, atomic_write_text
-from synthaug.evaluation.downstream.report import format_cell, plot_results, report_table
-
 REPO = Path(__file__).resolve().parents[1]
-START, END = "<!-- downstream:start -->", "<!-- downstream:end -->"
+sys.path.insert(0, str(REPO))
+
+from benchmarks.report import DOWNSTREAM_END as END  # noqa: E402
+from benchmarks.report import DOWNSTREAM_START as START  # noqa: E402
+from synthaug.core.io import atomic_write_json, atomic_write_text  # noqa: E402
+from synthaug.evaluation.downstream.report import format_cell, plot_results, report_table  # noqa: E402
 
 
 def shipped_weights_sha256() -> dict[str, str]:

@@ -395,3 +395,22 @@ def test_denoiser_lesion_value_tells_a_recovered_lesion_from_an_erased_one():
     none = x0.clone()
     none[:, LESION_CHANNEL] = -1.0
     assert denoising_errors(lambda x, sigma, cond: none, none, cond, sigmas=(0.1,))["lesion_value"] == [None]
+
+
+def test_regenerating_results_md_keeps_the_downstream_section(tmp_path):
+    """``python -m benchmarks.report`` rewrote RESULTS.md from the benchmark files alone and dropped the
+    section that ``scripts/downstream_report.py`` writes from a run folder; it keeps it now."""
+    from benchmarks.report import DOWNSTREAM_END, DOWNSTREAM_START, write
+
+    target = tmp_path / "RESULTS.md"
+    section = f"{DOWNSTREAM_START}\n## Downstream segmentation\n\n| arm | Dice |\n{DOWNSTREAM_END}"
+    target.write_text(f"# old\n\nstale text\n\n{section}\n\nafter\n")
+    write(tmp_path, target)
+    text = target.read_text()
+    assert section in text and "stale text" not in text and "after" not in text
+    assert text.startswith("# synthaug benchmark results")
+    write(tmp_path, target)  # idempotent
+    assert target.read_text() == text
+    target.write_text("# no section\n")
+    write(tmp_path, target)
+    assert DOWNSTREAM_START not in target.read_text()
