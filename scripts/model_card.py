@@ -99,7 +99,8 @@ def evaluation_log(shipped: str) -> str:
     lines = ["| date | weights | cohort | result | results file |", "|---|---|---|---|---|"]
     for date, cohort, rel in EVALUATIONS:
         d = load(rel)
-        lines.append(f"| {date} | {weights_cell(measured_on(d), shipped, d.get('stale'))} | {cohort}, "
+        # a log names the weights each evaluation measured, the shipped ones or an earlier snapshot (no stale note)
+        lines.append(f"| {date} | {weights_cell(measured_on(d), shipped)} | {cohort}, "
                      f"{d['n_reference']} cases | {_result(d)} | {_link(rel)} |")
     return "\n".join(lines) + "\n"
 

@@ -51,12 +51,16 @@ ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
                           for k in ("suv_within_10pct", "volume_within_10pct"))),
     ("Requested vs generated body weight / height, Pearson r", "synthaug/weights/evaluation/acceptance.json",
      lambda d: f"{d['weight_r']:.2f} / {d['height_r']:.2f}"),
-    ("Liver VOI noise (CoV) of cascade cases; real FDG PET: see next row", "benchmarks/results/realism.json",
-     _liver_cov("cascade")),
+    ("Liver VOI noise (CoV) of cascade cases without the scanner model (the networks' own PET); real FDG PET: "
+     "see next row", "benchmarks/results/realism.json", _liver_cov("cascade")),
     ("Liver VOI noise (CoV) of the real whole-body PET (liver found without labels)", "benchmarks/results/realism.json",
      _liver_cov("real", "liver")),
     ("Liver VOI noise (CoV) of cascade cases with the default scanner model", "benchmarks/results/realism.json",
      _liver_cov("cascade+scan")),
+    ("Body volume in the field of view (l), same demographics: cascade cases with the default scanner model / "
+     "the real whole-body PET", "benchmarks/results/realism.json",
+     lambda d: " / ".join(value_range([c["body"]["volume_l"] for c in d["groups"][g]], ".1f")
+                          for g in ("cascade+scan", "real"))),
     ("Inserted lesions' SUVmean / SUVmax, median (51 real sarcomas: next row)", "benchmarks/results/lesion_insertion.json",
      lambda d: f"{get(d, 'insertion', 'mean_over_max', 'median'):.2f}"),
     ("Real sarcomas' SUVmean / SUVmax, median", "benchmarks/results/lesion_insertion.json",
