@@ -6,6 +6,11 @@ writes ``benchmarks/results/downstream.json`` (the run's ``results.json`` plus t
 weights), ``benchmarks/results/downstream.png`` (Dice vs number of real cases per arm) and the section
 between ``<!-- downstream:start -->`` and ``<!-- downstream:end -->`` of ``benchmarks/RESULTS.md``
 (appended when the markers are missing). An unfinished run is refused unless ``--allow-incomplete``.
+
+    python scripts/downstream_report.py --compare benchmarks/results/downstream_3456cb89.json benchmarks/results/downstream.json
+
+prints, per synthetic arm and number of real cases, the two records' means and their paired difference
+(same arm, real cases and seed) with its 95 % interval: two generators on the same cohorts and seeds.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.report import DOWNSTREAM_END as END  # noqa: E402
 from benchmarks.report import DOWNSTREAM_START as START  # noqa: E402
 from synthaug.core.io import atomic_write_json, atomic_write_text  # noqa: E402
-from synthaug.evaluation.downstream.report import format_cell, plot_results, report_table  # noqa: E402
+from synthaug.evaluation.downstream.config import SYNTHETIC_ARMS  # noqa: E402
+from synthaug.evaluation.downstream.report import format_cell, interval95, plot_results, report_table  # noqa: E402
 
 
 def shipped_weights_sha256() -> dict[str, str]:
@@ -70,15 +76,44 @@ def section(results: dict, plot: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare(old: dict, new: dict, metrics: tuple[str, ...] = ("lesion_dice", "organ_dice_mean")) -> list[str]:
+    """A markdown table of the synthetic arms of two downstream records: per arm and number of real cases,
+    each metric's mean over seeds in ``old`` -> ``new`` and the paired difference (same seed) with its
+    95 % interval, over the runs both records finished."""
+    def done(results: dict) -> dict:
+        return {(r["arm"], r["n_real"], r["seed"]): r["test"]["aggregate"] for r in results["runs"]
+                if r.get("status") == "done" and r["arm"] in SYNTHETIC_ARMS}
+
+    a, b = done(old), done(new)
+    lines = ["| arm | real cases | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for arm, n in sorted({(k[0], k[1]) for k in a.keys() & b.keys()}, key=lambda k: (SYNTHETIC_ARMS.index(k[0]), k[1])):
+        keys = sorted(k for k in a.keys() & b.keys() if k[:2] == (arm, n))
+        cells = []
+        for m in metrics:
+            x, y = [a[k][m] for k in keys], [b[k][m] for k in keys]
+            mean, low, high = interval95([v - u for u, v in zip(x, y)])
+            cells.append(f"{sum(x) / len(x):.3f} -> {sum(y) / len(y):.3f}, "
+                         + format_cell({"mean": mean, "low": low, "high": high}, signed=True))
+        lines.append(f"| `{arm}` | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", type=Path, help="the --out folder of a synthaug downstream run")
+    p.add_argument("run", type=Path, nargs="?", help="the --out folder of a synthaug downstream run")
+    p.add_argument("--compare", type=Path, nargs=2, metavar=("OLD", "NEW"),
+                   help="print the synthetic arms of two downstream records side by side (writes nothing)")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "downstream.json")
     p.add_argument("--plot", type=Path, default=REPO / "benchmarks" / "results" / "downstream.png")
     p.add_argument("--results-md", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     p.add_argument("--command", help="the command that made the run (recorded with the results)")
     p.add_argument("--allow-incomplete", action="store_true", help="write the record of an unfinished run")
     args = p.parse_args(argv)
+    if args.compare:
+        print("\n".join(compare(*(json.loads(f.read_text()) for f in args.compare))))
+        return 0
+    if args.run is None:
+        p.error("give a run folder, or --compare OLD NEW")
     path = args.run / "results.json"
     if not path.is_file():
         print(f"downstream_report: error: no results.json in {args.run}", file=sys.stderr)

@@ -85,8 +85,9 @@ from .calibration_fit import (
 __all__ = [
     "CASES_PER_FEATURE", "CLASS_NAMES", "HU_BINS", "HU_LOW", "MIN_SPREAD_CASES", "SEED0", "CompactLabels",
     "TrainingStats", "available_memory", "calibrate", "check_fit_memory", "class_intensities", "compact",
-    "demographic_features", "expected_means", "fit_intensities", "fit_label_bias", "fit_level_spread", "histogram_medians", "hu_histograms", "level_spread_fit",
-    "load_compact", "mean_counts", "merge", "save_compact", "training_cohort_stats", "training_stats",
+    "demographic_features", "expected_means", "fit_intensities", "fit_label_bias", "fit_level_spread",
+    "histogram_medians", "hu_histograms", "level_spread_fit", "load_compact", "mean_counts", "merge", "save_compact",
+    "training_cohort_stats", "training_stats",
 ]
 
 #: Sample i of a calibration uses seed SEED0 + i (apart from the seeds evaluations use, 0..n-1).
