@@ -280,7 +280,7 @@ def calibration(d: dict) -> str:
 # -- benchmarks ------------------------------------------------------------------------------------
 
 def realism(d: dict) -> str:
-    # The columns the file has (scripts/realism_table.py: phantom v1 and v2, the cascade with and without the scanner).
+    # The columns the file has (scripts/realism_table.py: phantom v1 to v3, the cascade with and without the scanner).
     order = ("real", "phantom", "cascade")
     groups = tuple(sorted((g for g in d["groups"] if d["groups"][g]),
                           key=lambda g: (next((i for i, o in enumerate(order) if g.startswith(o)), len(order)), g)))

@@ -6,7 +6,9 @@ Columns (two cases each for the synthetic ones, shown as "min - max"):
   real             ../shared/reference/real_pet/sts001_wholebody/PET_SUV.nii.gz (M, 59 y, 163 cm, 71 kg)
   phantom v1       make_phantom(version=1): the anatomy of the demo weights' first six phases, its own 6 mm PSF and noise
   phantom v1+scan  make_phantom(version=1, scanner=DEFAULT_SCANNER): the same anatomy through the scanner model
-  phantom v2       make_phantom() (version 2: arms, more structures, the default scanner)
+  phantom v2       make_phantom(version=2): arms, more structures, the default scanner
+  phantom v3       make_phantom() (version 3: version 2 sized to the mass and lung air its field of view holds,
+                   the scan to mid-thigh)
   cascade          CascadedSampler.from_pretrained(--weights) (default: the shipped demo weights) with
                    the scanner off: what the networks and calibration produce
   cascade+scan     the same cases with the default scanner applied (what weights that name the default
@@ -36,9 +38,10 @@ from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "real_pet"
 DEMO = Demographics(age=59, sex="M", height_cm=163, weight_kg=71)
-GROUPS = ("real", "phantom v1", "phantom v1+scan", "phantom v2", "cascade", "cascade+scan")
+GROUPS = ("real", "phantom v1", "phantom v1+scan", "phantom v2", "phantom v3", "cascade", "cascade+scan")
 #: How each phantom column is made: make_phantom's (version, scanner).
-PHANTOMS = {"phantom v1": (1, "default"), "phantom v1+scan": (1, DEFAULT_SCANNER), "phantom v2": (2, "default")}
+PHANTOMS = {"phantom v1": (1, "default"), "phantom v1+scan": (1, DEFAULT_SCANNER), "phantom v2": (2, "default"),
+            "phantom v3": (3, "default")}
 
 
 def _measure_case(case, pet=None) -> dict:

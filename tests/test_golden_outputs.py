@@ -57,7 +57,7 @@ def _tiny_case(tmp: Path):
 
 def _phantom_case(version: int = 1):
     """Version 1: the phantom of the demo weights' first six phases; version 2 (their fine-tune): arms, more
-    structures, the scanner."""
+    structures, the scanner; version 3: version 2 sized to what its field of view holds."""
     return make_phantom(PERSON, grid=Grid((64, 64, 128), (8.0, 8.0, 8.0)), seed=11, version=version)
 
 
@@ -72,7 +72,8 @@ def _recorded_threads():
 
 def _current(tmp: Path) -> dict:
     return {"shipped_cascade": _digest(_shipped_case()), "tiny_cascade": _digest(_tiny_case(tmp)),
-            "phantom": _digest(_phantom_case()), "phantom_v2": _digest(_phantom_case(2))}
+            "phantom": _digest(_phantom_case()), "phantom_v2": _digest(_phantom_case(2)),
+            "phantom_v3": _digest(_phantom_case(3))}
 
 
 def _check(name: str, got: dict) -> None:
@@ -105,6 +106,10 @@ def test_the_phantom_draws_the_stored_case_bit_for_bit():
 
 def test_the_version_2_phantom_draws_the_stored_case_bit_for_bit():
     _check("phantom_v2", _digest(_phantom_case(2)))
+
+
+def test_the_version_3_phantom_draws_the_stored_case_bit_for_bit():
+    _check("phantom_v3", _digest(_phantom_case(3)))
 
 
 if __name__ == "__main__" and "--write" in sys.argv:

@@ -24,11 +24,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demographics", metavar="CSV",
                         help="draw a cohort matched to this demographics.csv (sample_population(..., like=CSV))")
     parser.add_argument("--preview", metavar="PNG", help="also write a preview PNG of the first cases")
-    parser.add_argument("--version", type=int, choices=(1, 2), default=2, dest="phantom_version",
-                        help="phantom anatomy version: 2 (default: arms, FDG-visible structures, the scanner model) or "
+    parser.add_argument("--version", type=int, choices=(1, 2, 3), default=3, dest="phantom_version",
+                        help="phantom anatomy version: 3 (default: version 2 sized to the volume its field of view "
+                             "holds, scan to mid-thigh), 2 (arms, FDG-visible structures, the scanner model) or "
                              "1 (the cohort the demo weights' first six training phases used)")
     parser.add_argument("--scanner", default="default",
-                        help="how the PET is imaged: 'default' (version 2: the scanner model's default preset; "
+                        help="how the PET is imaged: 'default' (versions 2 and 3: the scanner model's default preset; "
                              "version 1: its own PSF and noise), a scanner preset name, or 'off' (the activity "
                              "without blur or noise, e.g. as a training target when the cascade images it)")
 

@@ -60,9 +60,10 @@ from .torso import TorsoLandmarks, paint_cavity, paint_torso, paint_visceral
 
 #: Anatomy versions (``make_phantom(version=...)``) and the string their cases record: 1 is the phantom the
 #: demo weights' first six phases were trained on (bit for bit), 2 adds arms, structures, the liver re-check and
-#: the scanner (the demo weights were fine-tuned on it, its PET without the scanner).
-PHANTOM_VERSIONS = {1: "1.0", 2: "2.0"}
-DEFAULT_PHANTOM_VERSION = 2
+#: the scanner (the demo weights' phase 7 was fine-tuned on it, its PET without the scanner), 3 sizes version 2's
+#: body to the mass and air its field of view holds and ends the scan between upper and mid-thigh.
+PHANTOM_VERSIONS = {1: "1.0", 2: "2.0", 3: "3.0"}
+DEFAULT_PHANTOM_VERSION = 3
 PHANTOM_VERSION = PHANTOM_VERSIONS[DEFAULT_PHANTOM_VERSION]
 
 __all__ = ["ANATOMY_FOV_MM", "DEFAULT_PHANTOM_VERSION", "PHANTOM_VERSION", "PHANTOM_VERSIONS", "SCAN_END_S",
@@ -164,7 +165,7 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
     assert diagnosis in DIAGNOSES
 
     # The anatomy, part by part: each paints into the volume and returns the landmarks later parts need.
-    body = BodyPlan(d, r_anat)
+    body = BodyPlan(d, r_anat, version=version)
     vol = Vol(_anatomy_grid(out_grid))
     place, spine, diaphragm = place_body(vol, body), spine_landmarks(body), diaphragm_landmarks(body)
     torso = paint_torso(vol, place, body, r_anat)

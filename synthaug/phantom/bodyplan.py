@@ -44,12 +44,51 @@ TRUNK_P = 2.4
 #: The trunk's extent along s (its profile is zero at both ends).
 TRUNK_S = (_TS[0], _TS[-1])
 SCAN_END_S = 0.545  # scan ends at the upper thigh (~0.545 x height below the vertex)
+#: Phantom version 3's scan end (fraction of height below the vertex): drawn per case in
+#: ``SCAN_END_S_V3 +- SCAN_END_JITTER_V3``, from the upper to the middle of the thigh, as whole-body
+#: protocols ("skull base or vertex to mid-thigh") end.
+SCAN_END_S_V3 = 0.575
+SCAN_END_JITTER_V3 = 0.02
+#: Segment masses as fractions of body mass (de Leva, J Biomech 1996): head with neck plus trunk, and
+#: one thigh (hip to knee joint centre).
+HEAD_TRUNK_MASS = {"M": 0.0694 + 0.4346, "F": 0.0668 + 0.4257}
+THIGH_MASS = {"M": 0.1416, "F": 0.1478}
+#: Hip and knee joint centres below the vertex as fractions of height (Drillis & Contini 1966: 0.530 H
+#: and 0.285 H above the floor), and the thigh's distal over proximal radius (a frustum).
+HIP_S, KNEE_S, THIGH_TAPER = 0.470, 0.715, 0.6
+#: Functional residual capacity (l) by sex: (per cm of height, per year of age, intercept) (Crapo et al.,
+#: Bull Eur Physiopathol Respir 1982, upright); supine it is about a fifth smaller, and breathing freely
+#: the lungs hold on average half a tidal volume (0.5 l) more.
+FRC_L = {"M": (0.0472, 0.009, -5.29), "F": (0.0360, 0.0031, -3.182)}
+SUPINE_FRC, HALF_TIDAL_L = 0.8, 0.25
+
+
+def fov_mass_fraction(s_end: float, male: bool) -> float:
+    """Share of body mass from the vertex down to ``s_end`` x height, arms excluded: head, neck and
+    trunk, and both thighs' proximal part (each a frustum tapering to :data:`THIGH_TAPER` at the knee).
+    At version 1 and 2's scan end (0.545) it is 0.62 for men, the constant those versions use."""
+    sex = "M" if male else "F"
+    u = float(np.clip((s_end - HIP_S) / (KNEE_S - HIP_S), 0.0, 1.0))
+    q = 1.0 - (1.0 - THIGH_TAPER) * u
+    thigh_share = (1.0 - q ** 3) / (1.0 - THIGH_TAPER ** 3)
+    return HEAD_TRUNK_MASS[sex] + 2.0 * THIGH_MASS[sex] * thigh_share
+
+
+def lung_air_l(height_cm: float, age: float, male: bool) -> float:
+    """Air in the lungs of a person lying on a scanner's table, breathing freely (l): the supine
+    functional residual capacity plus half a tidal volume. Air has volume but no mass, so a body
+    sized from its weight alone lacks it."""
+    a, b, c = FRC_L["M" if male else "F"]
+    return max(a * height_cm + b * age + c, 1.0) * SUPINE_FRC + HALF_TIDAL_L
 
 
 class BodyPlan:
     """All anatomical parameters of one person, in mm, drawn before any rasterisation."""
 
-    def __init__(self, d: Demographics, rng: np.random.Generator) -> None:
+    def __init__(self, d: Demographics, rng: np.random.Generator, *, version: int = 1) -> None:
+        """``version``: the phantom version whose sizing to use; 3 sizes the body to what lies in its
+        field of view (:func:`fov_mass_fraction`, :func:`lung_air_l`) and ends the scan at mid-thigh;
+        1 and 2 share the original plan, bit for bit."""
         self.d = d
         male = d.sex == "M"
         self.male = male
@@ -67,7 +106,6 @@ class BodyPlan:
         self.vat_l = fm * vat_frac / 0.9
         self.sat_l = fm * (1 - vat_frac) / 0.9
         density = 1.0 / (self.body_fat / 0.9 + (1 - self.body_fat) / 1.1)
-        self.target_volume_l = 0.62 * W / density  # head..upper thigh, no arms (~62 % of mass)
         self.bsa = math.sqrt(d.height_cm * W / 3600.0)  # Mosteller
         self.k_len = H / 1780.0
         self.k_bone = (H / 1780.0) ** 0.8 * (1.0 if male else 0.93)
@@ -79,9 +117,16 @@ class BodyPlan:
         self.trunk_scale = (math.exp(rng.normal(0, 0.03)), math.exp(rng.normal(0, 0.04)))  # (a, b)
         self.asym = rng.normal(0, 0.015)
 
-        # Placement: vertex near the top of the field of view, scan ends at the upper thigh.
+        # Placement: vertex near the top of the field of view, scan ends at the upper (version 3: to mid-) thigh.
         self.vertex_margin = float(rng.uniform(8.0, 24.0))
-        self.s_end = SCAN_END_S + float(rng.uniform(-0.01, 0.01))
+        jitter = float(rng.uniform(-0.01, 0.01))
+        if version >= 3:
+            self.s_end = SCAN_END_S_V3 + jitter * (SCAN_END_JITTER_V3 / 0.01)
+            self.target_volume_l = (fov_mass_fraction(self.s_end, male) * W / density
+                                    + lung_air_l(d.height_cm, age, male))
+        else:
+            self.s_end = SCAN_END_S + jitter
+            self.target_volume_l = 0.62 * W / density  # head..upper thigh, no arms (~62 % of mass)
 
         # Head (sizes in mm, weakly dependent on height).
         hs = (H / 1780.0) ** 0.3 * (1.0 if male else 0.94) * math.exp(rng.normal(0, 0.03))

@@ -60,8 +60,8 @@ def test_arms_are_bone_and_soft_tissue_beside_the_trunk_or_the_head(pose):
 
 
 def test_body_volume_follows_weight():
-    light = make_phantom(Demographics(50, "M", 175, 60, "NEGATIVE"), grid=WIDE, seed=4, scanner="off")
-    heavy = make_phantom(Demographics(50, "M", 175, 95, "NEGATIVE"), grid=WIDE, seed=4, scanner="off")
+    light = make_phantom(Demographics(50, "M", 175, 60, "NEGATIVE"), grid=WIDE, seed=4, version=2, scanner="off")
+    heavy = make_phantom(Demographics(50, "M", 175, 95, "NEGATIVE"), grid=WIDE, seed=4, version=2, scanner="off")
     assert light.meta["body"]["arms"]["pose"] == heavy.meta["body"]["arms"]["pose"]  # same seed, same pose
     litres = [(c.organs > 0).sum() * c.voxel_volume_ml / 1000.0 for c in (light, heavy)]
     assert 1.35 < litres[1] / litres[0] < 1.75  # 95 / 60 = 1.58
@@ -73,7 +73,7 @@ def test_body_volume_follows_weight():
 
 def test_version_2_adds_arms_to_version_1_and_keeps_it_apart():
     v1 = make_phantom(PERSON, grid=TINY, seed=3, version=1)
-    v2 = make_phantom(PERSON, grid=TINY, seed=3)
+    v2 = make_phantom(PERSON, grid=TINY, seed=3, version=2)
     assert v1.meta["phantom_version"] == PHANTOM_VERSIONS[1] and v2.meta["phantom_version"] == PHANTOM_VERSIONS[2]
     assert "arms" not in v1.meta["body"] and v1.meta["scanner"]["name"] == "phantom_v1"
     assert v2.meta["scanner"] == DEFAULT_SCANNER.to_dict()
@@ -89,7 +89,7 @@ def test_same_seed_same_case_and_bad_version_refused():
     for key in ("ct", "pet", "organs", "lesions"):
         np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
     assert a.meta == b.meta and not np.array_equal(a.pet, c.pet)
-    for bad in (0, 3, "2", True):
+    for bad in (0, 4, "2", True):
         with pytest.raises(ValueError, match="version"):
             make_phantom(PERSON, grid=TINY, seed=0, version=bad)
 
