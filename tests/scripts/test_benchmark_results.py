@@ -28,9 +28,19 @@ def _recorded_shas(text: str) -> set[str]:
     return set(re.findall(r'"[a-z_]*sha256": "([0-9a-f]{64})"', text))
 
 
-def _shipped() -> set[str]:
-    shas = {json.loads((SHIPPED / f"{s}.json").read_text())["sha256"] for s in ("global", "sr")}
-    return shas | {CascadedSampler.from_pretrained().sha256}
+def _shipped() -> tuple[set[str], set[str]]:
+    """The shipped weights' shas: (the cascade's and the global stage's, which change with every snapshot;
+    all of them, the SR stage's too, which a snapshot may keep)."""
+    stages = {s: json.loads((SHIPPED / f"{s}.json").read_text())["sha256"] for s in ("global", "sr")}
+    defining = {CascadedSampler.from_pretrained().sha256, stages["global"]}
+    return defining, defining | {stages["sr"]}
+
+
+def measured_on_shipped(shas: set[str], defining: set[str], shipped: set[str]) -> bool:
+    """A file measured the shipped weights when it records their cascade's or global stage's sha, or
+    when every sha it records is theirs (a measurement of the SR stage alone). An SR stage that a new
+    snapshot keeps does not make an older snapshot's results current."""
+    return bool(shas & defining) or bool(shas) and shas <= shipped
 
 
 @pytest.mark.parametrize("path", sorted(RESULTS_DIR.glob("*.json")), ids=lambda p: p.name)
@@ -42,10 +52,19 @@ def test_every_results_file_records_its_weights_or_says_why_not(path):
         return
     assert path.name not in NO_WEIGHTS, f"{path.name} records its weights now: remove it from NO_WEIGHTS"
     stale = json.loads(text).get("stale")
-    if shas & _shipped():
+    if measured_on_shipped(shas, *_shipped()):
         assert stale is None, f"{path.name} was measured on the shipped weights but is marked stale"
     else:
         assert stale and "not the shipped" in stale, f"{path.name} was measured on other weights and is not marked stale"
+
+
+def test_a_snapshot_that_keeps_the_sr_stage_does_not_make_older_results_current():
+    defining, shipped = {"gen_new", "global_new"}, {"gen_new", "global_new", "sr_kept"}
+    assert not measured_on_shipped({"gen_old", "global_old", "sr_kept"}, defining, shipped)
+    assert measured_on_shipped({"gen_new", "global_new", "sr_kept"}, defining, shipped)
+    assert measured_on_shipped({"global_new"}, defining, shipped)  # the global stage alone
+    assert measured_on_shipped({"sr_kept"}, defining, shipped)  # the SR stage alone
+    assert not measured_on_shipped(set(), defining, shipped)
 
 
 def test_a_new_results_file_records_the_weights_and_settings_it_ran_on(tmp_path):
