@@ -87,7 +87,8 @@ class BodyPlan:
 
     def __init__(self, d: Demographics, rng: np.random.Generator, *, version: int = 1) -> None:
         """``version``: the phantom version whose sizing to use; 3 sizes the body to what lies in its
-        field of view (:func:`fov_mass_fraction`, :func:`lung_air_l`) and ends the scan at mid-thigh;
+        field of view (:func:`fov_mass_fraction`, :func:`lung_air_l`) and ends the scan between upper and
+        mid-thigh;
         1 and 2 share the original plan, bit for bit."""
         self.d = d
         male = d.sex == "M"
