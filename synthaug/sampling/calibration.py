@@ -53,6 +53,7 @@ from here too.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,11 +84,11 @@ from .calibration_fit import (
 )
 
 __all__ = [
-    "CASES_PER_FEATURE", "CLASS_NAMES", "HU_BINS", "HU_LOW", "MIN_SPREAD_CASES", "SEED0", "CompactLabels",
-    "TrainingStats", "available_memory", "calibrate", "check_fit_memory", "class_intensities", "compact",
-    "demographic_features", "expected_means", "fit_intensities", "fit_label_bias", "fit_level_spread",
-    "histogram_medians", "hu_histograms", "level_spread_fit", "load_compact", "mean_counts", "merge", "save_compact",
-    "training_cohort_stats", "training_stats",
+    "CASES_PER_FEATURE", "CLASS_NAMES", "HU_BINS", "HU_LOW", "MIN_SPREAD_CASES", "ORIGIN_FILE", "SEED0",
+    "CompactLabels", "TrainingStats", "available_memory", "calibrate", "check_fit_memory", "check_sample_origin",
+    "class_intensities", "compact", "demographic_features", "expected_means", "fit_intensities", "fit_label_bias",
+    "fit_level_spread", "histogram_medians", "hu_histograms", "level_spread_fit", "load_compact", "mean_counts",
+    "merge", "sample_origin", "save_compact", "training_cohort_stats", "training_stats",
 ]
 
 #: Sample i of a calibration uses seed SEED0 + i (apart from the seeds evaluations use, 0..n-1).
@@ -300,6 +301,58 @@ def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path
             checked = True
 
 
+#: The file in a calibration's ``work`` folder that records what made its samples (:func:`sample_origin`).
+ORIGIN_FILE = "origin.json"
+
+
+def sample_origin(weights: str | Path, stage: str, sampler, cohort, max_abs: float) -> dict:
+    """What a calibration sample of ``stage`` depends on, recorded beside the samples so that a ``work``
+    folder is never fitted for weights other than those that made it: the stage's weights (sha256) and
+    sampling settings, the demographics of the cohort it samples for, and ``max_abs``. The SR stage also
+    depends on stage 1 as the cascade samples it (its weights, settings and calibration,
+    :func:`~synthaug.sampling.cascade.generator_digest`); the stage being fitted is sampled uncalibrated, so
+    its own calibration is left out (``--spread-only`` reuses the samples of the full fit)."""
+    from .cascade import generator_digest
+
+    sha = {s: json.loads((Path(weights) / f"{s}.json").read_text()).get("sha256") for s in ("global", stage)}
+    settings = sampler.settings
+    keys = ("sampler", "steps", "guidance", "sigma_min")
+    if stage == "sr":
+        keys += ("sr_sampler", "sr_steps", "patch_size", "overlap")
+    demographics = [cohort.demographics[c].to_dict() for c in cohort.case_ids]
+    origin = {"stage": stage, "weights_sha256": sha[stage], "settings": {k: settings[k] for k in keys},
+              "demographics_sha256": hashlib.sha256(json.dumps(demographics, sort_keys=True).encode()).hexdigest(),
+              "max_abs": float(max_abs)}
+    if stage == "sr":
+        origin["global_stage"] = generator_digest([(sha["global"], sampler.global_config)])
+    return origin
+
+
+def check_sample_origin(work: Path, origin: dict) -> None:
+    """Record ``origin`` in a new ``work`` folder, or refuse, in one line naming what differs, a folder whose
+    samples something else made (other weights, settings, cohort or ``max_abs``) or whose origin is unknown
+    (samples written before synthaug recorded one)."""
+    path = work / ORIGIN_FILE
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        differ = [f"{k} {_short(recorded.get(k))}, not {_short(v)}" for k, v in origin.items() if recorded.get(k) != v]
+        if differ:
+            raise ValueError(f"{work} holds calibration samples made otherwise ({'; '.join(differ)}): "
+                             "use another work folder")
+    elif any(work.glob("*.npz")):
+        raise ValueError(f"{work} holds calibration samples that do not record what made them "
+                         f"(no {ORIGIN_FILE}): use another work folder")
+    else:
+        atomic_write_json(path, origin)
+
+
+def _short(value: object) -> str:
+    """A recorded value for a one-line message: digests cut to 8 characters."""
+    if isinstance(value, str) and len(value) == 64:
+        return value[:8]
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+
+
 def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Path, *, cases: int = 40,
               max_abs: float = 0.5, shard: tuple[int, int] = (0, 1), fit_lesion: bool = False, write: bool = False,
               cache: str | Path | None = None, progress: bool = True, intensities: bool = True,
@@ -332,6 +385,7 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     config = sampler.global_config if stage == "global" else sampler.sr_config  # sampled uncalibrated (soft labels)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
+    check_sample_origin(work, sample_origin(weights, stage, sampler, cohort, max_abs))
     _reduced_samples(sampler, stage, cohort, list(range(shard[0], cases, shard[1])), work, max_abs, cases, progress)
     if shard[1] > 1:
         return None
@@ -339,8 +393,6 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     check_fit_memory(sum(f.stat().st_size for f in files) / cases, cases, max_abs, available_memory())
     parts = [load_compact(f) for f in files]
     samples = merge(parts)
-    if samples.max_abs != max_abs:
-        raise ValueError(f"{work} holds samples reduced with max_abs {samples.max_abs}, not {max_abs}: use another folder")
     stats = training_cohort_stats(data, cases, config, cache, volume_cases=volume_cases,
                                   intensity_cases=intensity_cases if intensities else None)
     if spread_only:  # on top of the stage's own offsets and shift, which stay as they are

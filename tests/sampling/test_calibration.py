@@ -4,6 +4,7 @@ and the offsets' place in stage configs and the sampler."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from synthaug.sampling.calibration import (
     CLASS_NAMES,
     HU_LOW,
     MIN_SPREAD_CASES,
+    ORIGIN_FILE,
     class_intensities,
     compact,
     demographic_features,
@@ -540,7 +542,79 @@ def test_calibrate_cli_missing_weights_or_cohort(tmp_path, capsys, tiny):
 def test_calibrate_refuses_samples_reduced_otherwise(tiny, tmp_path, capsys):
     assert _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "1")[0] == 0
     code, _, err = _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "1", "--max-abs", "0.3")
-    assert code == 2 and "reduced with max_abs 0.5" in err
+    assert code == 2 and "max_abs 0.5, not 0.3" in err and len(err.strip().splitlines()) == 1
+
+
+def _copy_weights(src: Path, dest: Path, *, retrain: str | None = None, global_bias: float | None = None) -> Path:
+    """A copy of the weights in ``src`` (replacing ``dest``) whose ``retrain`` stage network differs by one
+    weight, or whose stage 1 has the label offsets ``global_bias``."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(src, dest)
+    if retrain is not None:
+        model, cfg, _ = load_stage(dest / retrain)
+        with torch.no_grad():
+            next(model.parameters()).add_(0.01)
+        save_stage(dest / retrain, model, cfg)
+    if global_bias is not None:
+        raw = json.loads((dest / "global.json").read_text())
+        raw["label_bias"] = [global_bias] * LABEL_BIAS_SIZE
+        (dest / "global.json").write_text(json.dumps(raw))
+    return dest
+
+
+@pytest.mark.parametrize(("stage", "change", "differs"), [
+    ("global", {"retrain": "global"}, "weights_sha256"),
+    ("sr", {"retrain": "sr"}, "weights_sha256"),
+    ("sr", {"retrain": "global"}, "global_stage"),
+    ("sr", {"global_bias": 0.1}, "global_stage"),
+])
+def test_calibrate_refuses_samples_that_other_weights_made(tiny, tmp_path, capsys, stage, change, differs):
+    """A work folder records what made its samples: other weights of the stage (a retrained stage shipped
+    into the same weights folder), or for the SR stage another stage 1 or stage-1 calibration under it, are
+    refused in one line before any sampling, and nothing in the folder changes."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cohort").symlink_to(tiny / "cohort")
+    _copy_weights(tiny / "weights", root / "weights")
+    work = tmp_path / "w"
+    assert _calibrate(capsys, root, work, "--stage", stage, "--cases", "1", "--shard", "0/2")[0] == 0
+    before = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    assert set(before) == {ORIGIN_FILE, "00000.npz"}
+    _copy_weights(tiny / "weights", root / "weights", **change)
+    code, _, err = _calibrate(capsys, root, work, "--stage", stage, "--cases", "2")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "use another work folder" in err
+    other = ({"weights_sha256", "global_stage"} - {differs}).pop()
+    assert differs in err and other not in err
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir()} == before  # nothing sampled or written
+
+
+def test_stage_one_calibration_does_not_make_its_own_samples_stale(tiny, tmp_path, capsys):
+    """Stage 1 is sampled uncalibrated for its own fit, so its samples stay valid after the fit is
+    written (``--spread-only`` is fitted on them afterwards)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cohort").symlink_to(tiny / "cohort")
+    _copy_weights(tiny / "weights", root / "weights")
+    work = tmp_path / "w"
+    assert _calibrate(capsys, root, work, "--stage", "global", "--cases", "1", "--shard", "0/2")[0] == 0
+    _copy_weights(tiny / "weights", root / "weights", global_bias=0.1)
+    assert _calibrate(capsys, root, work, "--stage", "global", "--cases", "1")[0] == 0
+
+
+def test_calibrate_refuses_samples_of_unknown_origin_and_another_cohort(tiny, tmp_path, capsys):
+    work = tmp_path / "w"
+    assert _calibrate(capsys, tiny, work, "--stage", "global", "--cases", "1")[0] == 0
+    (work / ORIGIN_FILE).unlink()  # samples written before the origin was recorded
+    code, _, err = _calibrate(capsys, tiny, work, "--stage", "global", "--cases", "1")
+    assert code == 2 and f"no {ORIGIN_FILE}" in err and len(err.strip().splitlines()) == 1
+    other = tmp_path / "other"
+    write_tiny_cohort(other, heights=(150.0, 181.0, 200.0))
+    code = cli.main(["calibrate", "--weights", str(tiny / "weights"), "--data", str(other), "--work",
+                     str(tmp_path / "w2"), "--no-progress", "--stage", "global", "--cases", "1"])
+    assert code == 0
+    capsys.readouterr()
+    code, _, err = _calibrate(capsys, tiny, tmp_path / "w2", "--stage", "global", "--cases", "1")
+    assert code == 2 and "demographics_sha256" in err
 
 
 @pytest.mark.parametrize("stage", ["global", "sr"])
