@@ -235,6 +235,8 @@ def acceptance(result: dict) -> dict:
         "ranges": ranges,
         "suv_ordering_fraction": float(np.mean(ordered)),
         "height_r": fid["height"]["synthetic"]["pearson_r"] if fid.get("height", {}).get("synthetic") else None,
+        "height_landmarks_r": (fid["height_landmarks"]["synthetic"]["pearson_r"]
+                               if fid.get("height_landmarks", {}).get("synthetic") else None),
         "weight_r": fid["weight"]["synthetic"]["pearson_r"] if fid.get("weight", {}).get("synthetic") else None,
         "n_synthetic": len(syn), "n_reference": len(ref),
         "lesions": _lesion_rows(ref, syn),
@@ -283,7 +285,10 @@ def render(acc: dict, header: str) -> str:
               "- cells out of 10 % beyond the sampling noise (the ± 95 % interval of the deviation, Welch, lies wholly "
               f"outside 10 %): {_flagged(acc)}" + (f" (phantom baseline: {_flagged(base)})" if base else ""),
               f"- brain > liver > soft tissue > fat SUVmean ordering: {100 * acc['suv_ordering_fraction']:.0f} % of cases (floor: 95 %)",
-              f"- requested height vs body extent, Pearson r: {acc['height_r']:.2f} (floor: 0.8)" if acc["height_r"] is not None else "- height r: n/a",
+              f"- requested height vs brain-to-bladder distance, Pearson r: {acc['height_landmarks_r']:.2f} (floor: 0.8)"
+              if acc.get("height_landmarks_r") is not None else "- height (landmarks) r: n/a",
+              f"- requested height vs body extent, which the field of view cuts, Pearson r: {acc['height_r']:.2f}"
+              if acc["height_r"] is not None else "- height (extent) r: n/a",
               f"- requested weight vs body mass, Pearson r: {acc['weight_r']:.2f} (floor: 0.8)" if acc["weight_r"] is not None else "- weight r: n/a",
               "", "Labels vs images: share of synthetic cases whose organ median HU / mean SUV, measured inside the "
               "generated label, falls in the phantom's documented range (`synthaug.phantom.tables.ORGAN_HU_RANGE`, `ORGAN_SUV_RANGE`); "

@@ -24,23 +24,17 @@ from pathlib import Path
 import numpy as np
 
 from synthaug.core.io import ORGANS_FILE, Cohort, atomic_write_json, read_nifti
-from synthaug.core.labels import ORGAN_IDS
+from synthaug.evaluation.metrics import landmark_distance_mm
 
 MEASURES = ("body_extent_mm", "brain_to_bladder_mm")
 
 
 def landmarks(organs: np.ndarray, affine: np.ndarray) -> dict[str, float]:
     """The body's extent along z (mm; voxels with any label) and the z distance between the brain's and
-    the urinary bladder's centroids (mm; NaN when either is missing)."""
+    the urinary bladder's centroids (mm; NaN when either is missing; ``synthaug evaluate``'s measure)."""
     dz = float(abs(affine[2, 2]))
-    z = float(affine[2, 3]) + float(affine[2, 2]) * np.arange(organs.shape[2])
-    out = {"body_extent_mm": float((organs > 0).any(axis=(0, 1)).sum()) * dz}
-    centres = []
-    for name in ("brain", "urinary_bladder"):
-        per_slice = (organs == ORGAN_IDS[name]).sum(axis=(0, 1))
-        centres.append(float((per_slice * z).sum() / per_slice.sum()) if per_slice.sum() else np.nan)
-    out["brain_to_bladder_mm"] = abs(centres[0] - centres[1])
-    return out
+    return {"body_extent_mm": float((organs > 0).any(axis=(0, 1)).sum()) * dz,
+            "brain_to_bladder_mm": landmark_distance_mm(organs, 2, dz)}
 
 
 def cohort_landmarks(root: str | Path) -> tuple[list[float], list[dict[str, float]]]:

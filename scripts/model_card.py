@@ -91,8 +91,25 @@ def _result(d: dict) -> str:
              f"{_cells(base, 'volume_within_10pct', n)})") if base else ""
     return (f"SUVs {_cells(d, 'suv_within_10pct', n)}, volumes {_cells(d, 'volume_within_10pct', n)} organ x sex cells "
             f"within 10 %{fresh}; out of 10 % beyond their 95 % sampling interval (volume / SUV): {_flagged(d)}; "
-            f"weight r {d['weight_r']:.2f}, height r {d['height_r']:.2f}; brain > liver > soft tissue > fat in "
+            f"weight r {d['weight_r']:.2f}, height r {d['height_r']:.2f}{landmarks_note(d)}; brain > liver > soft tissue > fat in "
             f"{100 * d['suv_ordering_fraction']:.0f} % of cases")
+
+
+def landmarks_note(d: dict) -> str:
+    """The landmark-based height r where the evaluation measured it (from 2026-12-07 on)."""
+    r = d.get("height_landmarks_r")
+    return "" if r is None else f" (brain to bladder {r:.2f})"
+
+
+def height_rows(d: dict) -> list[str]:
+    """The height checks: the floor is on the brain-to-bladder distance where it was measured; the body
+    extent, which the field of view cuts, is shown beside it without one. Evaluations from before carry
+    the floor on the extent, as they were judged."""
+    extent = "requested height vs body extent, Pearson r"
+    if d.get("height_landmarks_r") is None:
+        return [f"| {extent} | 0.8 | {d['height_r']:.2f} | – |"]
+    return [f"| requested height vs brain-to-bladder distance, Pearson r | 0.8 | {d['height_landmarks_r']:.2f} | – |",
+            f"| {extent} (the field of view cuts it) | – | {d['height_r']:.2f} | – |"]
 
 
 def evaluation_log(shipped: str) -> str:
@@ -142,7 +159,7 @@ def acceptance(d: dict) -> str:
              f"{in_range('baseline_hu_in_range')} of {len(ranges)} (HU) |",
              f"| brain > liver > soft tissue > fat SUVmean, share of cases | 95 % | "
              f"{100 * d['suv_ordering_fraction']:.0f} % | – |",
-             f"| requested height vs body extent, Pearson r | 0.8 | {d['height_r']:.2f} | – |",
+             *height_rows(d),
              f"| requested weight vs body mass, Pearson r | 0.8 | {d['weight_r']:.2f} | – |",
              f"| organ label in one piece: lowest mean share of an organ's volume in its largest part | – | "
              f"{worst} {parts[worst]['synthetic']:.1f} % (cohort {parts[worst]['reference']:.1f} %) | – |"]

@@ -28,7 +28,7 @@ FACTOR_SETS: tuple[tuple[str, ...], ...] = (
 #: Metrics whose deviation is reported in percent (CT HU are reported as a difference: HU have an arbitrary zero;
 #: ``main_part_pct`` is a percentage already and differs in points).
 PERCENT_METRICS = ("volume_ml", "suv_mean", "suv_max", "suv_peak", "body_volume_ml", "body_extent_mm",
-                   "body_mass_kg", "lesion_volume_ml", "lesion_count", "lesion_suv_max", "lesion_suv_mean")
+                   "brain_to_bladder_mm", "body_mass_kg", "lesion_volume_ml", "lesion_count", "lesion_suv_max", "lesion_suv_mean")
 
 
 # --- subgroups ---------------------------------------------------------------------------------
@@ -182,9 +182,13 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-#: quantity -> (demographics field, measurement, factor from measurement to the requested unit for the raw MAE)
+#: quantity -> (demographics field, measurement, factor from measurement to the requested unit for the raw MAE,
+#: ``None`` where the measurement is not the requested quantity itself and no raw MAE is meant). Height is
+#: measured twice: by the body's extent, which the field of view cuts (on whole-body scans it follows the
+#: protocol more than the person), and by the brain-to-bladder distance, which lies inside every such scan.
 FIDELITY_QUANTITIES = {
     "height": ("height_cm", "body_extent_mm", 0.1),
+    "height_landmarks": ("height_cm", "brain_to_bladder_mm", None),
     "weight": ("weight_kg", "body_mass_kg", 1.0),
 }
 
@@ -202,7 +206,7 @@ def _pairs(summaries: Sequence[CaseSummary], field_name: str, measure: str) -> t
 
 
 def conditioning_fidelity(ref: Sequence[CaseSummary], syn: Sequence[CaseSummary]) -> dict:
-    """Requested vs measured height (body extent) and weight (estimated body mass).
+    """Requested vs measured height (body extent; brain-to-bladder distance) and weight (estimated body mass).
 
     A linear calibration ``measured = a * requested + b`` is fitted on the reference
     cohort (the field of view covers only part of the body); reported per cohort:
@@ -218,7 +222,7 @@ def conditioning_fidelity(ref: Sequence[CaseSummary], syn: Sequence[CaseSummary]
         for name, group in (("reference", ref), ("synthetic", syn)):
             x, y, ids = _pairs(group, field_name, measure)
             res: dict = {"n": int(x.size), "pearson_r": _pearson(x, y),
-                         "mae_raw": float(np.mean(np.abs(y * to_requested - x))) if x.size else math.nan,
+                         "mae_raw": float(np.mean(np.abs(y * to_requested - x))) if x.size and to_requested else math.nan,
                          "mae_calibrated": math.nan, "mae_calibrated_requested_units": math.nan}
             if fit is not None and x.size:
                 pred = fit[0] * x + fit[1]

@@ -20,8 +20,11 @@ ORGANS: tuple[str, ...] = tuple(name for i, name in sorted(ORGAN_LABELS.items())
 #: Measurements per organ.
 ORGAN_METRICS: tuple[str, ...] = ("volume_ml", "suv_mean", "suv_max", "suv_peak", "ct_median_hu", "main_part_pct")
 #: Whole-body measurements (reported under the pseudo-organ ``"body"``).
-BODY_METRICS: tuple[str, ...] = ("body_volume_ml", "body_extent_mm", "body_mass_kg", "lesion_volume_ml",
-                                 "lesion_count", "lesion_suv_max", "lesion_suv_mean")
+BODY_METRICS: tuple[str, ...] = ("body_volume_ml", "body_extent_mm", "brain_to_bladder_mm", "body_mass_kg",
+                                 "lesion_volume_ml", "lesion_count", "lesion_suv_max", "lesion_suv_mean")
+#: The two organs whose centroids' distance along the body axis measures stature where the field of view
+#: cannot cut it (:func:`landmark_distance_mm`): both lie inside every whole-body scan, head to thigh.
+STATURE_LANDMARKS: tuple[str, str] = ("brain", "urinary_bladder")
 
 #: Volume of the SUVpeak sphere (ml).
 SUV_PEAK_VOLUME_ML = 1.0
@@ -186,6 +189,28 @@ def lesion_measurements(lesions: np.ndarray | None, voxel_ml: float) -> tuple[fl
     return float(mask.sum()) * voxel_ml, float(count)
 
 
+def landmark_distance_mm(organs: np.ndarray | None, axis: int, spacing_mm: float,
+                         landmarks: tuple[str, str] = STATURE_LANDMARKS) -> float:
+    """Distance (mm) along array axis ``axis`` (voxels ``spacing_mm`` apart) between the centroids of two
+    labelled organs; NaN without labels or with either organ missing.
+
+    A body's extent ends where the field of view ends, so on whole-body scans it follows the protocol more
+    than the person; the brain-to-bladder distance lies inside every such scan and grows with height."""
+    if organs is None:
+        return math.nan
+    organs = np.asarray(organs)
+    other = tuple(a for a in range(organs.ndim) if a != axis)
+    index = np.arange(organs.shape[axis], dtype=np.float64)
+    centres = []
+    for name in landmarks:
+        per_slice = (organs == ORGAN_IDS[name]).sum(axis=other)
+        total = per_slice.sum()
+        if total == 0:
+            return math.nan
+        centres.append(float((per_slice * index).sum() / total))
+    return abs(centres[0] - centres[1]) * float(spacing_mm)
+
+
 def measure_case(case: Case) -> dict[str, dict[str, float]]:
     """All measurements of one case: ``{organ: {metric: value}, ..., "body": {metric: value}}``."""
     out = organ_measurements(case)
@@ -199,6 +224,7 @@ def measure_case(case: Case) -> dict[str, dict[str, float]]:
     out["body"] = {
         "body_volume_ml": float(mask.sum()) * case.voxel_volume_ml,
         "body_extent_mm": extent,
+        "brain_to_bladder_mm": landmark_distance_mm(case.organs, z, case.spacing[z]),
         "body_mass_kg": body_mass_kg(case.ct, case.organs, mask, case.voxel_volume_ml),
         "lesion_volume_ml": lesion_ml,
         "lesion_count": lesion_n,

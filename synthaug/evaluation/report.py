@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.io import atomic_write_json, atomic_write_text
+from .compare import FIDELITY_QUANTITIES
 from .metrics import BODY_METRICS, ORGAN_METRICS, ORGANS
 
 
@@ -152,10 +153,12 @@ def _summary(result: dict) -> list[str]:
         f"Benjamini-Hochberg correction (q < {s['alpha']}).",
     ]
     fid = result["fidelity"]
-    for quantity in ("height", "weight"):
-        syn = fid[quantity]["synthetic"]
-        lines.append(f"- Conditioning, {quantity}: Pearson r {fmt(syn['pearson_r'], 2)}, calibrated MAE "
-                     f"{fmt(syn['mae_calibrated_requested_units'])} {'cm' if quantity == 'height' else 'kg'} "
+    for quantity, (_, measure, _) in FIDELITY_QUANTITIES.items():
+        if quantity not in fid:  # results written before the quantity was measured
+            continue
+        syn, unit = fid[quantity]["synthetic"], "kg" if quantity == "weight" else "cm"
+        lines.append(f"- Conditioning, {quantity} ({measure}): Pearson r {fmt(syn['pearson_r'], 2)}, calibrated MAE "
+                     f"{fmt(syn['mae_calibrated_requested_units'])} {unit} "
                      f"(reference itself: {fmt(fid[quantity]['reference']['mae_calibrated_requested_units'])}).")
     memo = result.get("memorisation")
     if memo:
@@ -184,11 +187,16 @@ def _baseline_section(base: dict | None) -> list[str]:
 
 def _fidelity_section(fid: dict) -> list[str]:
     lines = ["", "## Conditioning fidelity", "",
-             "Measured height: head-foot extent of the body mask; measured weight: body mass from tissue "
-             "densities. Calibration `measured = a * requested + b` fitted on the reference cohort.", "",
+             "Measured height: head-foot extent of the body mask (`height`), which the field of view cuts, and the "
+             "distance along the body axis between the brain's and the bladder's centroids (`height_landmarks`), "
+             "which it does not; measured weight: body mass from tissue densities. Calibration "
+             "`measured = a * requested + b` fitted on the reference cohort.", "",
              "| quantity | cohort | n | Pearson r | raw MAE | calibration a, b | calibrated MAE | "
              "calibrated MAE (requested units) |", "|---|---|---|---|---|---|---|---|"]
-    for quantity, unit, munit in (("height", "cm", "mm"), ("weight", "kg", "kg")):
+    for quantity in FIDELITY_QUANTITIES:
+        if quantity not in fid:
+            continue
+        unit, munit = ("kg", "kg") if quantity == "weight" else ("cm", "mm")
         cal = fid[quantity]["calibration"]
         cal_s = "–" if cal is None else f"{cal['a']:.3g}, {cal['b']:.3g}"
         for name in ("reference", "synthetic"):

@@ -24,7 +24,7 @@ from synthaug.evaluation.evaluate import (
     memorisation_check,
     subgroup_cells,
 )
-from synthaug.evaluation.metrics import measure_case, sphere_kernel
+from synthaug.evaluation.metrics import landmark_distance_mm, measure_case, sphere_kernel
 
 GRID = Grid((32, 32, 64), (16.0, 16.0, 16.0))
 
@@ -185,6 +185,26 @@ def test_measure_case_matches_hand_computed_values():
     assert np.isnan(no_lesions["body"]["lesion_suv_max"]) and no_lesions["body"]["lesion_count"] == 0
 
 
+def test_the_landmark_distance_is_the_centroid_distance_and_the_field_of_view_does_not_cut_it():
+    """Brain and bladder centroids 60 slices apart at 3 mm: 180 mm, whichever array axis is the body's and
+    however much of the body lies outside the field of view; NaN without either organ or without labels."""
+    organs = np.zeros((8, 8, 100), np.uint8)
+    organs[2:6, 2:6, 0:100] = ORGAN_IDS["soft_tissue"]
+    organs[3:5, 3:5, 80:90] = ORGAN_IDS["brain"]  # centroid 84.5
+    organs[2:6, 2:6, 22:28] = ORGAN_IDS["urinary_bladder"]  # centroid 24.5
+    assert landmark_distance_mm(organs, 2, 3.0) == pytest.approx(180.0)
+    assert landmark_distance_mm(np.moveaxis(organs, 2, 0), 0, 3.0) == pytest.approx(180.0)
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    whole = Case(np.zeros(organs.shape, np.float32), np.zeros(organs.shape, np.float32), organs, None, affine)
+    cut = Case(whole.ct[..., 15:], whole.pet[..., 15:], organs[..., 15:], None, affine)  # the legs out of the field
+    full, part = measure_case(whole)["body"], measure_case(cut)["body"]
+    assert part["body_extent_mm"] < full["body_extent_mm"]
+    assert part["brain_to_bladder_mm"] == full["brain_to_bladder_mm"] == pytest.approx(180.0)
+    no_bladder = np.where(organs == ORGAN_IDS["urinary_bladder"], ORGAN_IDS["soft_tissue"], organs)
+    assert math.isnan(landmark_distance_mm(no_bladder, 2, 3.0))
+    assert math.isnan(landmark_distance_mm(None, 2, 3.0))
+
+
 def test_suv_peak_is_max_of_1ml_sphere_mean():
     k = sphere_kernel((1.0, 1.0, 1.0))
     assert (k > 0).sum() == pytest.approx(1000, rel=0.03)  # 1 ml at 1 mm voxels
@@ -326,6 +346,11 @@ def test_generator_matches_reference_demographics_and_reports_fidelity(cohort, t
     assert height["synthetic"]["pearson_r"] > 0.9 and height["calibration"]["a"] > 0
     assert height["synthetic"]["mae_calibrated_requested_units"] < 10  # cm
     assert result["fidelity"]["weight"]["synthetic"]["pearson_r"] > 0.8
+    landmarks = result["fidelity"]["height_landmarks"]  # the toy places the organs along a body that follows height
+    assert landmarks["measured"] == "brain_to_bladder_mm" and landmarks["synthetic"]["n"] == 20
+    assert landmarks["synthetic"]["pearson_r"] > 0.9 and landmarks["synthetic"]["mae_raw"] is None  # NaN: not a height
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "| height_landmarks | synthetic | 20 |" in report and "Conditioning, height_landmarks" in report
     assert result["baseline"]["comparison"]["cells"][0]["n_syn"] == 10
     assert "## Baseline: parametric phantom vs reference" in (tmp_path / "rep" / "report.md").read_text()
     again = evaluate_cohorts(cohort, ToyGenerator(), tmp_path / "rep2", baseline=None, n_per_case=2, min_cell=3,

@@ -28,7 +28,8 @@ def _report(syn_scale: float, baseline_scale: float | None) -> dict:
              "synthetic": [_case("M", syn_scale), _case("F", syn_scale, hu=-500.0)]}
     if baseline_scale is not None:
         cases["baseline"] = [_case("M", baseline_scale), _case("F", baseline_scale)]
-    return {"cases": cases, "fidelity": {"height": {"synthetic": {"pearson_r": 0.9}}, "weight": {"synthetic": None}}}
+    return {"cases": cases, "fidelity": {"height": {"synthetic": {"pearson_r": 0.9}},
+                                         "height_landmarks": {"synthetic": {"pearson_r": 0.95}}, "weight": {"synthetic": None}}}
 
 
 def test_checks_count_cells_within_ten_percent_for_synthetic_and_baseline(script):
@@ -42,7 +43,10 @@ def test_checks_count_cells_within_ten_percent_for_synthetic_and_baseline(script
     assert acc["ranges"]["liver"]["hu_in_range"] == 0.5  # the female synthetic case's -500 HU is out
     assert acc["ranges"]["liver"]["baseline_hu_in_range"] == 1.0
     assert acc["suv_ordering_fraction"] == 1.0 and acc["height_r"] == 0.9 and acc["weight_r"] is None
+    assert acc["height_landmarks_r"] == 0.95
     text = script.render(acc, "## t")
+    assert "brain-to-bladder distance, Pearson r: 0.95 (floor: 0.8)" in text
+    assert "body extent, which the field of view cuts, Pearson r: 0.90\n" in text  # shown, without a floor
     assert "phantom dev %" in text and "(phantom baseline: 100 %)" in text
     assert "(phantom baseline: volume none; SUV none)" in text  # one case per sex: no interval, nothing flagged
 

@@ -58,3 +58,14 @@ def test_the_check_finds_a_number_outside_the_blocks():
     assert not tables.measured_numbers(tables.outside_blocks(text, card.markers()))
     text = text.replace("## Intended use and limitations", "## Intended use and limitations\n\nSUVs within 7.5 %.")
     assert tables.measured_numbers(tables.outside_blocks(text, card.markers())) == ["7.5 %"]
+
+
+def test_the_height_floor_is_on_the_landmarks_where_they_were_measured():
+    """An evaluation with the brain-to-bladder r carries the floor there and shows the extent without
+    one; an older evaluation keeps its floor on the extent, as it was judged."""
+    old = {"height_r": 0.74}
+    assert card.height_rows(old) == ["| requested height vs body extent, Pearson r | 0.8 | 0.74 | – |"]
+    rows = card.height_rows({**old, "height_landmarks_r": 0.86})
+    assert rows[0] == "| requested height vs brain-to-bladder distance, Pearson r | 0.8 | 0.86 | – |"
+    assert rows[1].endswith("(the field of view cuts it) | – | 0.74 | – |")
+    assert card.landmarks_note(old) == "" and card.landmarks_note({"height_landmarks_r": 0.86}) == " (brain to bladder 0.86)"
