@@ -17,6 +17,8 @@ or reads the cohort folder itself and also records its case ids (``info.training
 ``synthaug train`` now writes them), for weights whose run predates that:
 
     python scripts/record_population.py --weights runs/w_v2 --cohort data/phantom_v2_train
+
+``--stages sr`` records one stage only, for a snapshot whose stages trained on different cohorts.
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ def population(n: int | None, seed: int, demographics: str | None) -> Population
                                       f"`synthaug phantom --n {n} --seed {seed}`, the training cohort")
 
 
-def record(weights: str | Path, ranges: PopulationRanges, training_data: dict | None = None) -> list[Path]:
-    """Write ``ranges`` into each stage JSON of ``weights`` as ``training_population`` (and
+def record(weights: str | Path, ranges: PopulationRanges, training_data: dict | None = None,
+           stages: tuple[str, ...] = ("global", "sr")) -> list[Path]:
+    """Write ``ranges`` into the JSON of each of ``stages`` in ``weights`` as ``training_population`` (and
     ``training_data``, a :class:`TrainingCohort` record, into its ``info``); returns the files."""
     written = []
-    for stage in ("global", "sr"):
+    for stage in stages:
         path = Path(weights) / f"{stage}.json"
         if path.is_file():
             config = read_config(path)
@@ -66,13 +69,16 @@ def main(argv: list[str] | None = None) -> None:
     src.add_argument("--demographics", help="the training cohort's demographics.csv")
     src.add_argument("--cohort", help="the training cohort's folder: its demographics and case ids")
     ap.add_argument("--seed", type=int, default=0, help="cohort seed given to `synthaug phantom --seed`")
+    ap.add_argument("--stages", nargs="+", choices=("global", "sr"), default=("global", "sr"),
+                    help="the stages this cohort trained (default: both; a snapshot whose stages trained on "
+                         "different cohorts records each with its own)")
     args = ap.parse_args(argv)
     if args.cohort is not None:
         cohort = TrainingCohort.of(args.cohort)
         ranges, training_data = cohort.population, cohort.to_dict()
     else:
         ranges, training_data = population(args.n, args.seed, args.demographics), None
-    for path in record(args.weights, ranges, training_data):
+    for path in record(args.weights, ranges, training_data, tuple(args.stages)):
         print(f"{path}: training_population {ranges.to_dict()}")
 
 

@@ -99,3 +99,8 @@ def test_a_cohort_folder_records_its_case_ids_and_population_without_changing_id
     after = generator_digest([(read_config(folder / s)["sha256"], StageConfig.from_dict(read_config(folder / s)))
                               for s in ("global", "sr")])
     assert after == before
+    other = tmp_path / "other"  # the SR stage trained on another cohort: recorded on its own
+    write_tiny_cohort(other, heights=(160.0, 170.0))
+    script.main(["--weights", str(folder), "--cohort", str(other), "--stages", "sr"])
+    assert StageConfig.from_dict(read_config(folder / "global")).population.height_cm == (150.0, 190.0)
+    assert StageConfig.from_dict(read_config(folder / "sr")).population.height_cm == (160.0, 170.0)
