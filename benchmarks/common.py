@@ -234,8 +234,9 @@ def phantom_lowres(stage, demo, seed: int):
     from synthaug.model.preprocess import to_grid
     from synthaug.phantom.body import make_phantom
 
-    # the shipped weights' training phantom: version 2 with its PET as the activity (model card, "Training data")
-    raw = make_phantom(demo, grid=stage.output_grid, seed=seed, version=2, scanner="off")
+    # the shipped global stage's training phantom: version 3 with its PET as the activity (model card, "Training
+    # data"); the SR stage trained on version 2, whose tissues version 3 keeps on a larger body, as the cascade feeds it
+    raw = make_phantom(demo, grid=stage.output_grid, seed=seed, version=3, scanner="off")
     lo = to_grid(raw, stage.global_grid, **stage.resampling(stage.global_grid))
     lowres = torch.from_numpy(encode(lo.ct, lo.pet, lo.organs, lo.lesions))[None].double()
     return lowres, to_grid(raw, stage.output_grid, **stage.resampling(stage.output_grid))

@@ -44,8 +44,11 @@ EVALUATIONS: list[tuple[str, str, str]] = [
     ("2026-12-06", "development, phantom version 1, seed 1000", "benchmarks/results/acceptance_3456cb89_development.json"),
     ("2026-12-06", "**final test, phantom version 1, seed 4711, its one evaluation**",
      "benchmarks/results/acceptance_3456cb89_final_test.json"),
-    ("2026-12-07", "development, phantom version 2, seed 1000", DEV),
-    ("2026-12-07", "**final test, phantom version 2, seed 4711, its one evaluation**", FINAL),
+    ("2026-12-07", "development, phantom version 2, seed 1000", "benchmarks/results/acceptance_f4c44e48_development.json"),
+    ("2026-12-07", "**final test, phantom version 2, seed 4711, its one evaluation**",
+     "benchmarks/results/acceptance_f4c44e48_final_test.json"),
+    ("2026-12-07", "development, phantom version 3, seed 1000", DEV),
+    ("2026-12-07", "**final test, phantom version 3, seed 5000, its one evaluation**", FINAL),
 ]
 
 
@@ -98,7 +101,7 @@ def _result(d: dict) -> str:
 def landmarks_note(d: dict) -> str:
     """The landmark-based height r where the evaluation measured it (from 2026-12-07 on)."""
     r = d.get("height_landmarks_r")
-    return "" if r is None else f" (brain to bladder {r:.2f})"
+    return "" if r is None else f" by the body's extent, {r:.2f} by the brain-to-bladder distance (the floor's)"
 
 
 def height_rows(d: dict) -> list[str]:

@@ -39,18 +39,18 @@ def _liver_cov(group: str, key: str = "liver_from_labels") -> Callable[[dict], s
 
 #: (what, results file relative to the repository, how to read the value from it).
 ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
-    ("Organ x sex mean SUVs within 10 % of the development phantom cohort (version 2, seed 1000)",
+    ("Organ x sex mean SUVs within 10 % of the development phantom cohort (version 3, seed 1000)",
      "synthaug/weights/evaluation/acceptance.json",
      lambda d: f"{round(d['suv_within_10pct'] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"),
-    ("Organ x sex mean volumes within 10 % of the development phantom cohort (version 2, seed 1000)",
+    ("Organ x sex mean volumes within 10 % of the development phantom cohort (version 3, seed 1000)",
      "synthaug/weights/evaluation/acceptance.json",
      lambda d: f"{round(d['volume_within_10pct'] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"),
-    ("Organ x sex mean SUVs / volumes within 10 % of the final test cohort (phantom version 2, seed 4711, evaluated once)",
+    ("Organ x sex mean SUVs / volumes within 10 % of the final test cohort (phantom version 3, seed 5000, evaluated once)",
      "synthaug/weights/evaluation/final_test/acceptance.json",
      lambda d: " / ".join(f"{round(d[k] * len(d['organ_sex_rows']))} of {len(d['organ_sex_rows'])}"
                           for k in ("suv_within_10pct", "volume_within_10pct"))),
-    ("Requested vs generated body weight / height, Pearson r", "synthaug/weights/evaluation/acceptance.json",
-     lambda d: f"{d['weight_r']:.2f} / {d['height_r']:.2f}"),
+    ("Requested vs generated body weight / height (brain-to-bladder distance), Pearson r",
+     "synthaug/weights/evaluation/acceptance.json", lambda d: f"{d['weight_r']:.2f} / {d['height_landmarks_r']:.2f}"),
     ("Liver VOI noise (CoV) of cascade cases without the scanner model (the networks' own PET); real FDG PET: "
      "see next row", "benchmarks/results/realism.json", _liver_cov("cascade")),
     ("Liver VOI noise (CoV) of the real whole-body PET (liver found without labels)", "benchmarks/results/realism.json",

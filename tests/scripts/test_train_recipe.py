@@ -47,10 +47,14 @@ def test_every_recipe_reads_and_its_commands_parse_as_synthaug_commands(path, tm
 
 def test_the_recipes_name_the_stage_settings_the_shipped_stages_were_trained_with():
     shipped = {s: json.loads((recipe.REPO / "synthaug" / "weights" / f"{s}.json").read_text()) for s in ("global", "sr")}
-    # phase 7, the fine-tune on phantom version 2, made the shipped weights from demo_weights.json's phase 6
-    r = recipe.load_recipe(recipe.REPO / "configs" / "recipes" / "phantom_v2_finetune.json")
-    last = {run["stage"]: run for step in r["steps"] if "train" in step for run in step["train"]}
-    assert set(last) == {"global", "sr"}
+    # phase 8 (phantom_v3_finetune.json) made the shipped global stage; the SR stage is phase 7's
+    # (phantom_v2_finetune.json), both from demo_weights.json's phase 6
+    last = {}
+    for name in ("phantom_v2_finetune.json", "phantom_v3_finetune.json"):  # the later recipe wins
+        r = recipe.load_recipe(recipe.REPO / "configs" / "recipes" / name)
+        last.update({run["stage"]: run for step in r["steps"] if "train" in step for run in step["train"]})
+    assert set(last) == {"global", "sr"} and last["global"]["out"] == "runs/ft_v3_global"
+    assert last["sr"]["out"] == "runs/ft_v2_sr" and shipped["global"]["info"]["step"] == last["global"]["steps"]
     for stage, run in last.items():
         overrides = json.loads((recipe.REPO / run["config"]).read_text())["stage"]
         for key in ("lesion_rule", "organ_rule", "upsample"):
