@@ -15,7 +15,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stage", choices=("global", "sr"), required=True,
                    help="the stage to calibrate: global first, then sr (sampled on the calibrated global stage)")
     p.add_argument("--data", required=True, help="the training cohort the weights were trained on")
-    p.add_argument("--work", required=True, help="folder for the reduced samples (resumable; one per stage and weights: it records what made its samples and refuses other weights, settings or cohorts)")
+    p.add_argument("--work", required=True,
+                   help="folder for the reduced samples (resumable; one per stage and weights: it records what "
+                        "made its samples and refuses other weights, settings or cohorts)")
     p.add_argument("--cases", type=int, default=40, help="samples, for training cases 0..N-1 (default 40)")
     p.add_argument("--intensity-cases", type=int,
                    help="training cases 0..M-1 whose organ median HU and mean SUV are the targets (default: all)")

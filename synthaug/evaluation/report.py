@@ -153,10 +153,10 @@ def _summary(result: dict) -> list[str]:
         f"Benjamini-Hochberg correction (q < {s['alpha']}).",
     ]
     fid = result["fidelity"]
-    for quantity, (_, measure, _) in FIDELITY_QUANTITIES.items():
+    for quantity, (field_name, measure, _) in FIDELITY_QUANTITIES.items():
         if quantity not in fid:  # results written before the quantity was measured
             continue
-        syn, unit = fid[quantity]["synthetic"], "kg" if quantity == "weight" else "cm"
+        syn, unit = fid[quantity]["synthetic"], _units(field_name, measure)[0]
         lines.append(f"- Conditioning, {quantity} ({measure}): Pearson r {fmt(syn['pearson_r'], 2)}, calibrated MAE "
                      f"{fmt(syn['mae_calibrated_requested_units'])} {unit} "
                      f"(reference itself: {fmt(fid[quantity]['reference']['mae_calibrated_requested_units'])}).")
@@ -185,6 +185,12 @@ def _baseline_section(base: dict | None) -> list[str]:
     return lines
 
 
+def _units(field_name: str, measure: str) -> tuple[str, str]:
+    """The units of a fidelity quantity's requested field and measurement, as their names end
+    (``height_cm``, ``body_extent_mm``)."""
+    return field_name.rsplit("_", 1)[1], measure.rsplit("_", 1)[1]
+
+
 def _fidelity_section(fid: dict) -> list[str]:
     lines = ["", "## Conditioning fidelity", "",
              "Measured height: head-foot extent of the body mask (`height`), which the field of view cuts, and the "
@@ -193,10 +199,10 @@ def _fidelity_section(fid: dict) -> list[str]:
              "`measured = a * requested + b` fitted on the reference cohort.", "",
              "| quantity | cohort | n | Pearson r | raw MAE | calibration a, b | calibrated MAE | "
              "calibrated MAE (requested units) |", "|---|---|---|---|---|---|---|---|"]
-    for quantity in FIDELITY_QUANTITIES:
+    for quantity, (field_name, measure, _) in FIDELITY_QUANTITIES.items():
         if quantity not in fid:
             continue
-        unit, munit = ("kg", "kg") if quantity == "weight" else ("cm", "mm")
+        unit, munit = _units(field_name, measure)
         cal = fid[quantity]["calibration"]
         cal_s = "–" if cal is None else f"{cal['a']:.3g}, {cal['b']:.3g}"
         for name in ("reference", "synthetic"):
