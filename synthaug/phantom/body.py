@@ -139,10 +139,10 @@ def make_phantom(demographics: Demographics, *, preset: str = "demo", grid: Grid
         preset: grid preset used when ``grid`` is not given (``"demo"``: 128x128x256 at 4 mm).
         grid: any output grid; the body is placed in mm (vertex near the top of the FOV).
         seed: all randomness comes from ``np.random.default_rng(seed)``.
-        version: the anatomy (:data:`PHANTOM_VERSIONS`): 2 (default) adds arms, FDG-visible structures and
-            the re-checked tissue values (the demo weights' fine-tune); 1 is what their first six phases were
-            trained on, bit for bit.
-        scanner: how the PET is imaged: ``"default"`` (version 2: the scanner model's default preset;
+        version: the anatomy (:data:`PHANTOM_VERSIONS`): 3 (default) is version 2 sized to what a
+            whole-body scan's field of view holds; 2 adds arms, FDG-visible structures and the re-checked
+            tissue values; 1 is what the demo weights' first six phases were trained on, bit for bit.
+        scanner: how the PET is imaged: ``"default"`` (versions 2-3: the scanner model's default preset;
             version 1: its own 6 mm PSF and noise), a preset name or :class:`~synthaug.phantom.scanner.ScannerModel`,
             or ``None`` / ``"off"`` (the activity, no blur or noise). Recorded in ``meta["scanner"]``.
 

@@ -121,6 +121,21 @@ def test_a_resumed_run_with_another_recipe_is_refused(finished, cohorts):
         run_downstream(tiny_config(cohorts, out, iterations=3), log=lambda _msg: None)
 
 
+def test_phantom_arm_cases_of_another_phantom_version_are_refused_not_mixed_in(finished, cohorts, tmp_path):
+    out, _ = finished
+    copy = tmp_path / "downstream"
+    shutil.copytree(out, copy)
+    meta_path = sorted((copy / "phantom").glob("*/meta.json"))[-1]
+    meta = json.loads(meta_path.read_text())
+    meta["phantom_version"] = "1.0"
+    meta_path.write_text(json.dumps(meta))
+    (copy / "runs" / "real_phantom__n2__s0.json").unlink()
+    with pytest.raises(ValueError, match=r"version 1\.0, this synthaug makes version") as info:
+        run_downstream(tiny_config(cohorts, copy), log=lambda _msg: None)
+    assert "\n" not in str(info.value) and meta_path.parent.name in str(info.value)
+    assert not (copy / "runs" / "real_phantom__n2__s0.json").exists()
+
+
 def test_a_run_leaves_the_callers_thread_count_as_it_was(cohorts, tmp_path):
     import torch
 

@@ -113,12 +113,22 @@ def _case_seed(seed: int, index: int, stream: int) -> int:
 
 def make_phantom_cohort(root: Path, like: Mapping[str, Demographics], n: int, grid: Grid, seed: int,
                         progress: bool = True) -> Cohort:
-    """``n`` fresh phantom cases with demographics drawn like ``like`` on ``grid`` (resumable)."""
+    """``n`` fresh phantom cases with demographics drawn like ``like`` on ``grid`` (resumable: cases of
+    another phantom version already there are refused, not mixed in)."""
+    import json
+
     from ...core.progress import progress_bar
     from ...phantom import impute_demographics, make_phantom
+    from ...phantom.body import PHANTOM_VERSION
 
     demos = sample_population(n, seed, like=like)
     ids = [f"phantom_arm_{i:05d}" for i in range(n)]
+    for cid in ids:
+        meta = root / cid / META_FILE
+        version = json.loads(meta.read_text()).get("phantom_version") if meta.is_file() else PHANTOM_VERSION
+        if version != PHANTOM_VERSION:
+            raise ValueError(f"{root / cid} is a phantom of version {version}, this synthaug makes version "
+                             f"{PHANTOM_VERSION}: use a new output folder for the phantom arm")
     root.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(root)
     todo = [i for i, cid in enumerate(ids) if not (root / cid / META_FILE).is_file()]
