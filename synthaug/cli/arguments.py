@@ -26,6 +26,14 @@ def add_scanner_argument(p: argparse.ArgumentParser) -> None:
                         "demo weights do; weights trained on imaged PET name none), off: the networks' PET as it is")
 
 
+def add_clean_labels_argument(p: argparse.ArgumentParser) -> None:
+    """``--raw-labels``, shared by the commands that sample the cascade (``synthaug.core.labels.clean_organ_map``)."""
+    p.add_argument("--raw-labels", dest="clean_labels", action="store_false",
+                   help="keep the organ labels as the networks draw them; by default stray pieces of an organ's "
+                        "label far from the organ (a few voxels of spleen label on the heart's rim) get the label "
+                        "around them")
+
+
 def refuse_existing(paths: Iterable[str | Path], force: bool) -> None:
     """Stop before any work when a command would overwrite what a previous run wrote: the first of
     ``paths`` that exists, unless ``--force``."""

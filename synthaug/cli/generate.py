@@ -8,7 +8,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from .arguments import add_lesions_argument, add_scanner_argument
+from .arguments import add_clean_labels_argument, add_lesions_argument, add_scanner_argument
 
 HELP = "pre-generate a resumable, checksummed cache of synthetic cases for training"
 #: Library parameters whose flag is not ``--`` + their name (see ``synthaug.cli.cli_message``).
@@ -42,6 +42,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
     add_lesions_argument(p)
     add_scanner_argument(p)
+    add_clean_labels_argument(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     # For tests and quick looks: the phantom on a coarser grid with the preset's field of view.
     p.add_argument("--grid", help=argparse.SUPPRESS)
@@ -181,7 +182,7 @@ def _make_generator(args: argparse.Namespace):
         device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if torch.cuda.is_available() else "cpu")
         generator = CascadedSampler.from_pretrained(args.weights, device=device, stages=args.stage)
         generator.configure(steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, lesions=args.lesions,
-                            scanner=args.scanner)
+                            scanner=args.scanner, clean_labels=args.clean_labels)
         preset = generator.settings.get("preset")
         if args.preset is not None and args.preset != preset:
             raise ValueError(f"--preset {args.preset}: the weights are for preset {preset!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_lesions_argument, add_scanner_argument, refuse_existing
+from .arguments import add_clean_labels_argument, add_lesions_argument, add_scanner_argument, refuse_existing
 from .twins import add_twin_arguments, run_twins
 
 HELP = "generate a case from demographics with the cascade (default: the shipped demo weights)"
@@ -28,6 +28,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     add_lesions_argument(p)
     add_scanner_argument(p)
+    add_clean_labels_argument(p)
     p.add_argument("--sigma-min", type=float, help="stage-1 noise level the sampler ends at (default: from the weights)")
     p.add_argument("--patch-size", type=int, nargs=3, metavar=("X", "Y", "Z"), help="SR sampling patch size")
     p.add_argument("--overlap", type=int, help="SR sampling patch overlap (voxels)")
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     sampler = CascadedSampler.from_pretrained(args.weights, device=args.device, stages=args.stage)
     sampler.configure(steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance, patch_size=args.patch_size,
                       overlap=args.overlap, sigma_min=args.sigma_min, patch_batch=args.patch_batch,
-                      lesions=args.lesions, scanner=args.scanner)
+                      lesions=args.lesions, scanner=args.scanner,
+                      clean_labels=args.clean_labels)
     t0 = time.time()
     cases = sampler.sample([demo] * args.n, seed=args.seed, progress=True)
     seconds = time.time() - t0

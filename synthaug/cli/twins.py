@@ -62,7 +62,8 @@ def run_twins(args: argparse.Namespace, base) -> int:
         generator = CascadedSampler.from_pretrained(args.weights, device=args.device, stages=args.stage)
         generator.configure(steps=args.steps, sr_steps=args.sr_steps, guidance=args.guidance,
                             patch_size=args.patch_size, overlap=args.overlap, sigma_min=args.sigma_min,
-                            patch_batch=args.patch_batch, lesions=args.lesions)
+                            patch_batch=args.patch_batch, lesions=args.lesions,
+                            clean_labels=args.clean_labels)
     cases = generator.sample_twins(base, vary=vary, seed=args.seed, progress=True)
     for cid, case in zip(ids, cases):
         write_case(out, cid, case, overwrite=args.force)

@@ -16,6 +16,7 @@ from ..core.case import Case
 from ..core.checkpoint import CheckpointError
 from ..core.demographics import Demographics, OutOfDistributionWarning
 from ..core.grid import Grid
+from ..core.labels import clean_organ_map
 from ..model.channels import decode
 from ..model.diffusion import cfg_denoiser, sample
 from ..model.stages import PatchwiseDenoiser, StageConfig, check_patching, load_stage
@@ -106,6 +107,9 @@ class CascadedSampler:
         # output stage's weights record: a stage trained on the activity images it with the scanner it
         # names; weights trained on PET already imaged (the phantom's own resolution and noise) name none.
         self.scanner: ScannerModel | None = (sr_config or global_config).scanner
+        # Stray pieces of an organ's label far from the organ get their surroundings' label
+        # (synthaug.core.labels.clean_organ_map), before lesions are placed on the organs.
+        self.clean_labels = True
 
     # -- construction --
     @classmethod
@@ -147,7 +151,7 @@ class CascadedSampler:
         g = self.global_config.diffusion
         s = {"stages": "cascade" if self.sr_model is not None else "global", "preset": self.global_config.preset,
              "sampler": g.sampler, "steps": self.steps or g.steps, "guidance": self.guidance if self.guidance is not None else g.guidance,
-             "sigma_min": g.sigma_min, "lesions": self.lesions,
+             "sigma_min": g.sigma_min, "lesions": self.lesions, "clean_labels": self.clean_labels,
              **({"scanner": self.scanner.to_dict()} if self.scanner is not None else {})}
         if self.sr_config is not None:
             s.update({"sr_sampler": self.sr_config.diffusion.sampler, "sr_steps": self.sr_steps or self.sr_config.diffusion.steps,
@@ -157,7 +161,7 @@ class CascadedSampler:
     def configure(self, *, steps: int | None = None, sr_steps: int | None = None, guidance: float | None = None,
                   patch_size: Sequence[int] | None = None, overlap: int | None = None, patch_batch: int | None = None,
                   sigma_min: float | None = None, lesions: str | None = None,
-                  scanner: ScannerModel | str | None = None) -> CascadedSampler:
+                  scanner: ScannerModel | str | None = None, clean_labels: bool | None = None) -> CascadedSampler:
         """Change the sampling settings (checked before any work); returns ``self``.
 
         ``lesions``: "prior" (default) adds lesions from the diagnosis-conditioned lesion model
@@ -166,6 +170,9 @@ class CascadedSampler:
 
         ``scanner``: a :class:`~synthaug.phantom.scanner.ScannerModel` or preset name images the PET
         as that scanner would (resolution and count noise, the last step); ``"off"`` turns it off.
+
+        ``clean_labels`` (default on): relabel the stray pieces of organ labels
+        (:func:`synthaug.core.labels.clean_organ_map`); off: the organ map as the networks draw it.
 
         ``sigma_min`` is the stage-1 noise level the sampler jumps to zero from (the
         schedule's end): a larger value returns a smoother, less noisy denoised estimate,
@@ -197,6 +204,7 @@ class CascadedSampler:
         self.guidance = guidance if guidance is not None else self.guidance
         self.patch_batch = patch_batch or self.patch_batch
         self.lesions = lesions or self.lesions
+        self.clean_labels = self.clean_labels if clean_labels is None else bool(clean_labels)
         self.scanner = scanner_model
         return self
 
@@ -256,6 +264,8 @@ class CascadedSampler:
                 grid = self.sr_config.output_grid
             for j in range(x.shape[0]):
                 arrays = decode(x[j])
+                if self.clean_labels:
+                    arrays["organs"] = clean_organ_map(arrays["organs"], grid.spacing)[0]
                 meta = {"source": "synthetic", "seed": s[j], "model_sha256": self.sha256, **self.settings}
                 case = Case(ct=arrays["ct"], pet=arrays["pet"], organs=arrays["organs"], lesions=arrays["lesions"],
                             affine=grid.affine, demographics=d[j], meta=meta)

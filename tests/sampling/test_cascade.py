@@ -479,6 +479,25 @@ def test_lesion_prior_is_added_to_what_the_networks_draw(weights):
     assert sampler.lesions == "model"
 
 
+def test_stray_label_pieces_are_relabelled_by_default_and_only_the_labels_change(weights):
+    """By default the sampler gives stray pieces of organ labels the label around them
+    (``clean_organ_map`` on the networks' organ map, before lesions are placed); ``clean_labels=False``
+    keeps the map as drawn. Images are the same either way; the setting is recorded."""
+    from synthaug.core.labels import clean_organ_map, stray_label_pieces
+
+    sampler = CascadedSampler.from_pretrained(weights, stages="global").configure(steps=4, lesions="model")
+    assert sampler.settings["clean_labels"] is True
+    clean = sampler.sample(DEMO, seed=2)[0]
+    raw = sampler.configure(clean_labels=False).sample(DEMO, seed=2)[0]
+    assert raw.meta["clean_labels"] is False and clean.meta["clean_labels"] is True
+    assert stray_label_pieces(raw.organs, raw.spacing).any()  # random weights draw scattered labels
+    assert np.array_equal(clean.organs, clean_organ_map(raw.organs, raw.spacing)[0])
+    assert not np.array_equal(clean.organs, raw.organs)
+    for name in ("ct", "pet", "lesions"):
+        assert np.array_equal(getattr(clean, name), getattr(raw, name)), name
+    assert sampler.configure(steps=4).clean_labels is False  # unchanged by a call that does not name it
+
+
 def test_guidance_zero_is_the_unconditional_model(weights):
     """Classifier-free guidance is wired through the sampler: scale 0 gives the samples of the
     all-unknown condition, and the metadata records the scale used. Guidance evaluates the
@@ -561,9 +580,11 @@ def test_sample_cli_writes_cases(weights, tmp_path, capsys):
     meta = json.loads((case_dir / "meta.json").read_text())
     assert meta["seed"] == 3 and meta["model_sha256"] == json.loads((weights / "global.json").read_text())["sha256"]
     assert meta["lesions"] == "prior" and meta["lesion_prior"]["diagnosis"] == "MELANOMA"
+    assert meta["clean_labels"] is True
     code = cli.main(["sample", "--out", str(tmp_path / "model"), "--weights", str(weights), "--stage", "global",
-                     "--age", "50", "--steps", "4", "--lesions", "model"])
+                     "--age", "50", "--steps", "4", "--lesions", "model", "--raw-labels"])
     assert code == 0 and "drawn by the networks" in capsys.readouterr().out
+    assert json.loads((tmp_path / "model" / "sample_00000" / "meta.json").read_text())["clean_labels"] is False
     # A second run into the same folder refuses to overwrite without --force.
     code, err = _sample_cli(capsys, out, "--weights", str(weights), "--stage", "global", "--age", "50", "--seed", "3")
     assert code == 2 and "--force" in err[0]
