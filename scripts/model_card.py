@@ -47,8 +47,13 @@ EVALUATIONS: list[tuple[str, str, str]] = [
     ("2026-12-07", "development, phantom version 2, seed 1000", "benchmarks/results/acceptance_f4c44e48_development.json"),
     ("2026-12-07", "**final test, phantom version 2, seed 4711, its one evaluation**",
      "benchmarks/results/acceptance_f4c44e48_final_test.json"),
-    ("2026-12-07", "development, phantom version 3, seed 1000", DEV),
-    ("2026-12-07", "**final test, phantom version 3, seed 5000, its one evaluation**", FINAL),
+    ("2026-12-07", "development, phantom version 3, seed 1000, organ labels as drawn",
+     "benchmarks/results/acceptance_08a48e61_raw_labels_development.json"),
+    ("2026-12-07", "**final test, phantom version 3, seed 5000, organ labels as drawn, its one evaluation**",
+     "benchmarks/results/acceptance_08a48e61_raw_labels_final_test.json"),
+    ("2026-12-07", "development, phantom version 3, seed 1000, stray label pieces relabelled (the default)", DEV),
+    ("2026-12-07", "**final test, phantom version 3, seed 5000, stray label pieces relabelled, its one evaluation**",
+     FINAL),
 ]
 
 
