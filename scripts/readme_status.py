@@ -65,10 +65,11 @@ ROWS: list[tuple[str, str, Callable[[dict], str]]] = [
      lambda d: f"{get(d, 'insertion', 'mean_over_max', 'median'):.2f}"),
     ("Real sarcomas' SUVmean / SUVmax, median", "benchmarks/results/lesion_insertion.json",
      lambda d: f"{get(d, 'real_crops', 'mean_over_max', 'median'):.2f}"),
-    ("Downstream lesion Dice, 4 real cases: real only / + synthaug 1:2 / + copy-paste / + phantom (3 seeds)",
+    ("Downstream lesion Dice, 4 real cases: real only / + synthaug 1:2 / + copy-paste / + phantom, mean over seeds",
      "benchmarks/results/downstream.json", lambda d: " / ".join(
          f"{_summary(d, arm, 4)['lesion_dice']['mean']:.3f}"
-         for arm in ("real_only", "real_synth_1to2", "real_copypaste", "real_phantom"))),
+         for arm in ("real_only", "real_synth_1to2", "real_copypaste", "real_phantom"))
+     + f" ({len(d['arguments']['seeds'])} seeds)"),
     ("Downstream: lesion Dice of + synthaug 1:2 minus real only, 4 real cases, paired, 95 % interval",
      "benchmarks/results/downstream.json", lambda d: _paired(_summary(d, "real_synth_1to2", 4))),
     ("Downstream shift scenario (no BMI >= 30 in training): + synthaug for the missing group minus real only",
