@@ -38,11 +38,14 @@ def case_pieces(organs: np.ndarray, spacing) -> tuple[list[dict], dict[str, int]
     pieces, n = ndimage.label(stray, structure=np.ones((3, 3, 3), dtype=bool))
     voxel_ml = float(np.prod(spacing)) / 1000.0
     rows = []
+    distance_to_kept: dict[int, np.ndarray | None] = {}  # per organ: mm to its kept pieces, one transform each
     for i in range(1, n + 1):
         piece = pieces == i
         organ = int(np.bincount(organs[piece]).argmax())
-        kept = (organs == organ) & ~stray
-        gap = float(ndimage.distance_transform_edt(~kept, sampling=spacing)[piece].min()) if kept.any() else None
+        if organ not in distance_to_kept:
+            kept = (organs == organ) & ~stray
+            distance_to_kept[organ] = ndimage.distance_transform_edt(~kept, sampling=spacing) if kept.any() else None
+        gap = None if distance_to_kept[organ] is None else float(distance_to_kept[organ][piece].min())
         becomes = np.bincount(cleaned[piece], minlength=len(ORGAN_LABELS))
         rows.append({"organ": ORGAN_LABELS[organ], "voxels": int(piece.sum()), "ml": round(piece.sum() * voxel_ml, 2),
                      "gap_mm": None if gap is None else round(gap, 1),

@@ -85,7 +85,7 @@ def stray_label_pieces(organs: np.ndarray, spacing: Sequence[float], *, max_frac
         raise ValueError(f"max_fraction={max_fraction} must be in [0, 1] and min_gap_mm={min_gap_mm} >= 0")
     stray = np.zeros(organs.shape, dtype=bool)
     pad = np.ceil(min_gap_mm / spacing).astype(int) + 1
-    organ_boxes = ndimage.find_objects(organs.astype(np.int64, copy=False))
+    organ_boxes = ndimage.find_objects(organs)
     for name, parts in ORGAN_PARTS.items():
         label = ORGAN_IDS[name]
         if label > len(organ_boxes) or organ_boxes[label - 1] is None:
