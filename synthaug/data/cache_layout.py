@@ -31,6 +31,9 @@ NIFTI_NAMES = {"ct": CT_FILE, "pet": PET_FILE, "lesions": SEG_FILE, "organs": OR
 NPZ_FILE = "case.npz"
 #: Header fields that must agree between a cache and a run that adds to it.
 HEADER_KEYS = ("generator_sha256", "settings", "preset", "grid", "format")
+#: Sampler settings that caches written before synthaug recorded them do not name, with the value they were
+#: made with (organ labels were kept as drawn before the label clean-up existed).
+SETTINGS_BEFORE_RECORDED = {"clean_labels": False}
 #: The name of a case folder; group 1 is the case's index.
 CASE_RE = re.compile(rf"^{CASE_PREFIX}(\d+)$")
 

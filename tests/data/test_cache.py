@@ -222,6 +222,38 @@ def test_refuses_other_generator_format_or_seed_and_changes_nothing(tmp_path):
         generate_cache(other, FakeGenerator(), plan_cases(1), progress=False)
 
 
+class CleaningGenerator(FakeGenerator):
+    """A FakeGenerator with the cascade's ``clean_labels`` setting; the setting leaves the generator digest
+    (the networks and their calibration) as it is, as the cascade's does."""
+
+    def __init__(self, clean_labels: bool):
+        super().__init__()
+        self.clean_labels = clean_labels
+
+    @property
+    def settings(self) -> dict:
+        return {**super().settings, "clean_labels": self.clean_labels}
+
+    @property
+    def sha256(self) -> str:
+        return "c" * 64
+
+
+def test_a_cache_from_before_the_label_clean_up_resumes_with_raw_labels_only(tmp_path):
+    """A cache whose header does not record ``clean_labels`` was made with the labels as drawn: a run with
+    raw labels resumes it, the default (cleaned) run is refused naming that one setting."""
+    root = tmp_path / "cache"
+    generate_cache(root, CleaningGenerator(False), plan_cases(2, seed=0), fmt="npy", progress=False)
+    manifest = json.loads((root / "manifest.json").read_text())
+    del manifest["settings"]["clean_labels"]  # as written before synthaug recorded the setting
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"different sampler settings: \{'clean_labels': False\} there, "
+                                         r"\{'clean_labels': True\} requested"):
+        generate_cache(root, CleaningGenerator(True), plan_cases(3, seed=0), fmt="npy", progress=False)
+    generate_cache(root, CleaningGenerator(False), plan_cases(3, seed=0), fmt="npy", progress=False)
+    assert merge_manifest(root)["complete"] is True and len(verify_cache(root, progress=False).problems) == 0
+
+
 def test_manifest_not_matching_files_is_a_clear_error(tmp_path):
     from synthaug.data.dataset import SyntheticPETCTDataset
 
