@@ -16,7 +16,9 @@ Steps (each a JSON object with one of these keys, and an optional "name"):
   resumes from its latest checkpoint.
 - ``ship``: ``scripts/ship_weights.py`` into ``dest`` (skipped when ``dest`` holds these runs' weights).
 - ``calibrate``: ``synthaug calibrate`` of one stage, its samples in ``shards`` processes of one thread,
-  then the fit (``--write``; ``max_abs`` sets ``--max-abs``); skipped when the stage's JSON in ``weights`` is calibrated.
+  then the fit (``--write``; ``max_abs`` sets ``--max-abs``, ``labels`` ``"raw"`` / ``"clean"`` sets
+  ``--raw-labels`` / ``--clean-labels``: the snapshots fitted before the fit on cleaned labels existed say
+  ``"raw"``); skipped when the stage's JSON in ``weights`` is calibrated.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ COHORT_KEYS = {"out", "n", "seed", "version", "scanner"}
 RUN_KEYS = {"stage", "out", "steps", "batch_size", "checkpoint_every", "config", "objective", "init_from", "lr"}
 RUN_REQUIRED = {"stage", "out", "steps", "batch_size", "checkpoint_every", "config"}
 SHIP_KEYS = {"global_run", "sr_run", "dest", "args"}
-CALIBRATE_KEYS = {"weights", "stage", "work", "cases", "shards", "cache", "max_abs"}
+CALIBRATE_KEYS = {"weights", "stage", "work", "cases", "shards", "cache", "max_abs", "labels"}
 
 
 class RecipeError(ValueError):
@@ -75,9 +77,11 @@ def load_recipe(path: str | Path, root: Path = REPO) -> dict:
         elif kinds[0] == "ship":
             _check_keys(where, body, SHIP_KEYS, SHIP_KEYS - {"args"})
         elif kinds[0] == "calibrate":
-            _check_keys(where, body, CALIBRATE_KEYS, CALIBRATE_KEYS - {"cache", "max_abs"})
+            _check_keys(where, body, CALIBRATE_KEYS, CALIBRATE_KEYS - {"cache", "max_abs", "labels"})
             if body["stage"] not in ("global", "sr") or int(body["shards"]) < 1:
                 raise RecipeError(f"{where}: stage must be 'global' or 'sr' and shards >= 1")
+            if body.get("labels", "clean") not in ("clean", "raw"):
+                raise RecipeError(f"{where}: labels must be 'clean' or 'raw', not {body['labels']!r}")
         else:
             for run in body:
                 _check_keys(where, run, RUN_KEYS, RUN_REQUIRED)
@@ -151,6 +155,7 @@ def calibrate_commands(c: dict, data: str) -> tuple[list[list[str]], list[str]]:
             "--work", c["work"], "--cases", str(c["cases"]), "--no-progress"]
     base += ["--cache", c["cache"]] if c.get("cache") else []
     base += ["--max-abs", str(c["max_abs"])] if c.get("max_abs") is not None else []
+    base += {"raw": ["--raw-labels"], "clean": ["--clean-labels"]}.get(c.get("labels"), [])
     shards = [base + ["--shard", f"{i}/{c['shards']}"] for i in range(c["shards"])] if c["shards"] > 1 else []
     return shards, base + ["--write"]
 

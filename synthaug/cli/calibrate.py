@@ -33,6 +33,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spread-only", action="store_true",
                    help="keep the stage's label offsets, CT shift and PET gain; fit only the per-organ scale "
                         "that narrows the organs' HU spread from case to case")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--clean-labels", dest="clean_labels", action="store_true", default=None,
+                        help="fit on organ maps with their stray pieces relabelled, as the sampler outputs them "
+                             "(default for the SR stage, and for a global stage without one)")
+    labels.add_argument("--raw-labels", dest="clean_labels", action="store_false",
+                        help="fit on the organ maps as the network draws them (default for a global stage "
+                             "followed by an SR stage, whose labels go to it as drawn)")
+    p.add_argument("--keep-body", action="store_true",
+                   help="fit each organ's share of the body the samples draw, not its absolute volume: offsets "
+                        "then move borders between organs, not the body's outline")
     p.add_argument("--write", action="store_true", help="store the offsets in WEIGHTS/STAGE.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -46,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                        shard=shard, fit_lesion=args.fit_lesion, write=args.write, cache=args.cache,
                        progress=not args.no_progress, intensities=not args.no_intensities,
                        intensity_cases=args.intensity_cases, volume_cases=args.volume_cases,
-                       spread_only=args.spread_only)
+                       spread_only=args.spread_only, clean_labels=args.clean_labels, keep_body=args.keep_body)
     if result is None:
         print(f"shard {shard[0]}/{shard[1]}: samples in {args.work}; run once more without --shard to fit")
         return 0
@@ -61,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_labels(result: dict) -> None:
+    cleaned = result["label_calibration"].get("clean_labels")
+    print("organ maps with stray pieces relabelled, as the sampler outputs them" if cleaned
+          else "organ maps as the network draws them")
+    if "body_scale" in result["label_calibration"]:
+        print(f"organ targets scaled to the body drawn: x {result['label_calibration']['body_scale']:.4f}")
     print(f"{'class':16s} {'training':>10s} {'uncalibrated':>13s} {'calibrated':>11s} {'offset':>8s}  (mean voxels per case)")
     rows = result["label_calibration"]["mean_voxels"]
     for (name, row), offset in zip(rows.items(), result["label_bias"]):

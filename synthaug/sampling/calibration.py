@@ -18,6 +18,17 @@ every offset kept within ``max_abs``. A voxel whose best channel leads the runne
 at least ``2 * max_abs`` cannot change class under any admissible offsets, so only the
 others are kept (:func:`compact`), which keeps full-resolution samples small.
 
+The sampler relabels stray pieces of organ labels in its output (:func:`synthaug.core.labels.clean_organ_map`),
+which takes away voxels a count of the labels as drawn includes: an organ whose offset grows stray pieces
+along with itself reaches its target volume partly with pieces that the output then loses. Where a
+stage's labels are the output (the SR stage), the fit therefore measures the organ maps as the sampler
+leaves them: each sample also keeps where its voxels lie (:class:`LabelMap`), the offsets are fitted
+on the counts as drawn towards a goal, the cleaned counts are measured under them, and the goal is
+scaled by what the clean-up left short of the target, over a few rounds
+(:func:`fit_label_bias_cleaned`); the intensities and level spreads are then read inside the cleaned
+labels. A global stage followed by an SR stage is fitted on its labels as drawn, which is how the SR
+stage receives them.
+
 The same samples then give each class's median HU and mean SUV inside the calibrated
 labels; a per-class CT shift and PET gain (``Calibration.ct_shift``, ``pet_gain``, applied
 by :func:`synthaug.model.channels.calibrate_intensities` after the labels are decided) take them
@@ -46,14 +57,13 @@ order of the cases; it is a second moment matched, not a value imposed.
 the global stage first, then the SR stage on the calibrated stage 1.
 
 The fitting steps themselves (reducing samples, the offsets, intensities and level spread) are
-:mod:`synthaug.sampling.calibration_fit`'s; this module samples the stage, reads the training
-cohort's targets, and reads and writes the files. Every public name of the fit is importable
-from here too.
+:mod:`synthaug.sampling.calibration_fit`'s, the work folder's files and the cleaned measurement
+:mod:`synthaug.sampling.calibration_work`'s; this module samples the stage, reads the training
+cohort's targets, and writes the weights' JSON. Every public name of both is importable from here too.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,50 +77,54 @@ from ..core.progress import progress_bar
 from ..model.channels import LABEL_BIAS_SIZE
 from .calibration_fit import (
     CLASS_NAMES,
+    CLEAN_FIT_ROUNDS,
+    FREE,
     HU_BINS,
     HU_LOW,
     MIN_SPREAD_CASES,
     CompactLabels,
+    LabelMap,
+    body_scaled_target,
     class_intensities,
+    cleaned_stats,
     compact,
     fit_intensities,
     fit_label_bias,
+    fit_label_bias_cleaned,
     fit_level_spread,
     histogram_medians,
     hu_histograms,
+    label_map,
     level_spread_fit,
+    level_spread_from_levels,
     mean_counts,
     merge,
+    organ_map,
+)
+from .calibration_work import (
+    ORIGIN_FILE,
+    CleanedSamples,
+    check_sample_origin,
+    load_compact,
+    load_label_map,
+    map_path,
+    sample_origin,
+    save_compact,
+    save_label_map,
 )
 
 __all__ = [
-    "CASES_PER_FEATURE", "CLASS_NAMES", "HU_BINS", "HU_LOW", "MIN_SPREAD_CASES", "ORIGIN_FILE", "SEED0",
-    "CompactLabels", "TrainingStats", "available_memory", "calibrate", "check_fit_memory", "check_sample_origin",
-    "class_intensities", "compact", "demographic_features", "expected_means", "fit_intensities", "fit_label_bias",
-    "fit_level_spread", "histogram_medians", "hu_histograms", "level_spread_fit", "load_compact", "mean_counts",
-    "merge", "sample_origin", "save_compact", "training_cohort_stats", "training_stats",
+    "CASES_PER_FEATURE", "CLASS_NAMES", "CLEAN_FIT_ROUNDS", "FREE", "HU_BINS", "HU_LOW", "MIN_SPREAD_CASES",
+    "ORIGIN_FILE", "SEED0", "CleanedSamples", "CompactLabels", "LabelMap", "TrainingStats", "available_memory",
+    "body_scaled_target", "calibrate", "check_fit_memory", "check_sample_origin", "class_intensities", "cleaned_stats", "compact",
+    "demographic_features", "expected_means", "fit_intensities", "fit_label_bias", "fit_label_bias_cleaned",
+    "fit_level_spread", "histogram_medians", "hu_histograms", "label_map", "level_spread_fit",
+    "level_spread_from_levels", "load_compact", "load_label_map", "map_path", "mean_counts", "merge", "organ_map",
+    "sample_origin", "save_compact", "save_label_map", "training_cohort_stats", "training_stats",
 ]
 
 #: Sample i of a calibration uses seed SEED0 + i (apart from the seeds evaluations use, 0..n-1).
 SEED0 = 50_000
-
-
-def save_compact(path, data: CompactLabels) -> None:
-    """Write a reduced sample as ``.npz`` (plain arrays, read back without pickle)."""
-    np.savez(path, fixed=data.fixed, free=data.free, lesion=data.lesion, fixed_suv=data.fixed_suv,
-             fixed_hu_hist=data.fixed_hu_hist, free_values=data.free_values,
-             scalars=np.array([data.lesion_fixed, data.cases, data.max_abs], dtype=np.float64))
-
-
-def load_compact(path) -> CompactLabels:
-    """Read a reduced sample written by :func:`save_compact`."""
-    with np.load(path, allow_pickle=False) as z:
-        if "fixed_hu_hist" not in z:
-            raise ValueError(f"{path} was reduced without the CT and PET the intensity fit needs (an older synthaug): "
-                             "sample again into a new `work` folder")
-        lesion_fixed, cases, max_abs = z["scalars"]
-        return CompactLabels(z["fixed"], z["free"], z["lesion"], int(lesion_fixed), int(cases), float(max_abs),
-                             z["fixed_suv"], z["fixed_hu_hist"], z["free_values"])
 
 
 # --- the training cohort's targets ---------------------------------------------------------------
@@ -237,14 +251,13 @@ def _volume_table(target: np.ndarray, uncalibrated: np.ndarray, calibrated: np.n
             for n, t, b, a in zip(CLASS_NAMES, target, uncalibrated, calibrated)}
 
 
-def _volumes_by_sex(parts: list[CompactLabels], stats: TrainingStats, bias: np.ndarray) -> dict:
-    """The fit's mean volumes checked per sex (``parts``: one sample per training case 0, 1, ...):
-    the offsets are one per class, shared by both sexes, so a class can match on average and
-    still be off in each sex in opposite directions."""
-    per_case = np.stack([[mean_counts(p, np.zeros(LABEL_BIAS_SIZE)), mean_counts(p, bias)] for p in parts])
+def _volumes_by_sex(per_case: np.ndarray, stats: TrainingStats) -> dict:
+    """The fit's mean volumes checked per sex (``per_case``: (cases, 2, LABEL_BIAS_SIZE) counts before and
+    after calibration, one row per training case 0, 1, ...): the offsets are one per class, shared by
+    both sexes, so a class can match on average and still be off in each sex in opposite directions."""
     out = {}
     for sex in ("F", "M"):
-        rows = [i for i in range(len(parts)) if stats.sexes[i] == sex]
+        rows = [i for i in range(len(per_case)) if stats.sexes[i] == sex]
         if rows:
             out[sex] = {"cases": len(rows), "mean_voxels": _volume_table(stats.volume_target(rows),
                                                                          *per_case[rows].mean(0))}
@@ -294,70 +307,22 @@ def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path
                 x = sampler.sample_global(demo, seed, soft_labels=True)
             else:
                 x = sampler.sample_sr(sampler.sample_global(demo, seed), demo, seed, soft_labels=True)
+            x = x[0].float().cpu().numpy()
+            # the label map first: a sample counts as done once its reduced file exists
+            with atomic_path(map_path(path)) as tmp, open(tmp, "wb") as fh:
+                save_label_map(fh, label_map(x, max_abs))
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                save_compact(fh, compact(x[0].float().cpu().numpy(), max_abs))
+                save_compact(fh, compact(x, max_abs))
         if not checked:
             check_fit_memory(path.stat().st_size, cases, max_abs, available_memory())
             checked = True
-
-
-#: The file in a calibration's ``work`` folder that records what made its samples (:func:`sample_origin`).
-ORIGIN_FILE = "origin.json"
-
-
-def sample_origin(weights: str | Path, stage: str, sampler, cohort, max_abs: float) -> dict:
-    """What a calibration sample of ``stage`` depends on, recorded beside the samples so that a ``work``
-    folder is never fitted for weights other than those that made it: the stage's weights (sha256) and
-    sampling settings, the demographics of the cohort it samples for, and ``max_abs``. The SR stage also
-    depends on stage 1 as the cascade samples it (its weights, settings and calibration,
-    :func:`~synthaug.sampling.cascade.generator_digest`); the stage being fitted is sampled uncalibrated, so
-    its own calibration is left out (``--spread-only`` reuses the samples of the full fit)."""
-    from .cascade import generator_digest
-
-    sha = {s: json.loads((Path(weights) / f"{s}.json").read_text()).get("sha256") for s in ("global", stage)}
-    settings = sampler.settings
-    keys = ("sampler", "steps", "guidance", "sigma_min")
-    if stage == "sr":
-        keys += ("sr_sampler", "sr_steps", "patch_size", "overlap")
-    demographics = [cohort.demographics[c].to_dict() for c in cohort.case_ids]
-    origin = {"stage": stage, "weights_sha256": sha[stage], "settings": {k: settings[k] for k in keys},
-              "demographics_sha256": hashlib.sha256(json.dumps(demographics, sort_keys=True).encode()).hexdigest(),
-              "max_abs": float(max_abs)}
-    if stage == "sr":
-        origin["global_stage"] = generator_digest([(sha["global"], sampler.global_config)])
-    return origin
-
-
-def check_sample_origin(work: Path, origin: dict) -> None:
-    """Record ``origin`` in a new ``work`` folder, or refuse, in one line naming what differs, a folder whose
-    samples something else made (other weights, settings, cohort or ``max_abs``) or whose origin is unknown
-    (samples written before synthaug recorded one)."""
-    path = work / ORIGIN_FILE
-    if path.is_file():
-        recorded = json.loads(path.read_text())
-        differ = [f"{k} {_short(recorded.get(k))}, not {_short(v)}" for k, v in origin.items() if recorded.get(k) != v]
-        if differ:
-            raise ValueError(f"{work} holds calibration samples made otherwise ({'; '.join(differ)}): "
-                             "use another work folder")
-    elif any(work.glob("*.npz")):
-        raise ValueError(f"{work} holds calibration samples that do not record what made them "
-                         f"(no {ORIGIN_FILE}): use another work folder")
-    else:
-        atomic_write_json(path, origin)
-
-
-def _short(value: object) -> str:
-    """A recorded value for a one-line message: digests cut to 8 characters."""
-    if isinstance(value, str) and len(value) == 64:
-        return value[:8]
-    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
 
 
 def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Path, *, cases: int = 40,
               max_abs: float = 0.5, shard: tuple[int, int] = (0, 1), fit_lesion: bool = False, write: bool = False,
               cache: str | Path | None = None, progress: bool = True, intensities: bool = True,
               intensity_cases: int | None = None, volume_cases: int | None = None,
-              spread_only: bool = False) -> dict | None:
+              spread_only: bool = False, clean_labels: bool | None = None, keep_body: bool = False) -> dict | None:
     """Fit ``stage``'s label offsets of the weights in ``weights`` on samples for the demographics of
     training cases ``0..cases-1`` of ``data`` (kept in ``work``, resumable), so that the labels have
     the mean volumes expected for those demographics, estimated over training cases
@@ -373,7 +338,13 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     else returns the fit (``label_bias``, ``ct_shift``, ``pet_gain``, ``ct_level``, ``ct_level_scale``
     and the tables behind them) and,
     with ``write``, stores it in ``weights/<stage>.json``. With ``spread_only``, keeps the stage's
-    label offsets, CT shift and PET gain and fits (and returns) only the spread on top of them."""
+    label offsets, CT shift and PET gain and fits (and returns) only the spread on top of them.
+
+    ``clean_labels`` fits everything on organ maps cleaned as the sampler cleans its output
+    (:func:`synthaug.core.labels.clean_organ_map`, :func:`fit_label_bias_cleaned`); by default it is on
+    where the stage's labels are the sampler's output (the SR stage, or a global stage without one) and
+    off for a global stage whose labels go to the SR stage as drawn. ``keep_body`` fits each organ's
+    share of the body the samples draw instead of its absolute volume (:func:`body_scaled_target`)."""
     from ..core.io import Cohort
     from .cascade import CascadedSampler
 
@@ -392,6 +363,10 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
     files = [work / f"{i:05d}.npz" for i in range(cases)]
     check_fit_memory(sum(f.stat().st_size for f in files) / cases, cases, max_abs, available_memory())
     parts = [load_compact(f) for f in files]
+    if clean_labels is None:
+        clean_labels = stage == "sr" or not (Path(weights) / "sr.json").is_file()
+    grid = sampler.sr_config.output_grid if stage == "sr" else sampler.global_config.global_grid
+    cleaned = CleanedSamples(parts, files, grid.spacing) if clean_labels else None
     samples = merge(parts)
     stats = training_cohort_stats(data, cases, config, cache, volume_cases=volume_cases,
                                   intensity_cases=intensity_cases if intensities else None)
@@ -399,13 +374,17 @@ def calibrate(weights: str | Path, stage: str, data: str | Path, work: str | Pat
         bias = np.asarray(config.calibration.label_bias or np.zeros(LABEL_BIAS_SIZE), np.float64)
         shift = np.asarray(config.calibration.ct_shift or np.zeros(NUM_ORGAN_CLASSES), np.float64)
         # MIN_SPREAD_CASES as this module holds it when called (both paths): it is the procedure's setting
-        result = level_spread_fit(parts, bias, shift, stats.case_median_hu, min_cases=MIN_SPREAD_CASES)
+        if cleaned is None:
+            result = level_spread_fit(parts, bias, shift, stats.case_median_hu, min_cases=MIN_SPREAD_CASES)
+        else:
+            result = level_spread_from_levels(cleaned.intensities(bias)[2], shift, stats.case_median_hu,
+                                              min_cases=MIN_SPREAD_CASES)
     else:
         label_info = {"data": str(data), "cases": cases, "seeds": f"{SEED0} + case index", "max_abs": max_abs,
-                      "volume_cases": volume_cases}
+                      "volume_cases": volume_cases, "clean_labels": bool(clean_labels), "keep_body": bool(keep_body)}
         result = _fit(parts, samples, stats, label_info, fit_lesion=fit_lesion,
-                      intensity_cases=intensity_cases if intensities else None)
-    del parts, samples
+                      intensity_cases=intensity_cases if intensities else None, cleaned=cleaned)
+    del parts, samples, cleaned
     if write:
         _write(weights, stage, stages, result)
     return result
@@ -438,23 +417,42 @@ def _case_counts(data: str | Path, available: int, cases: int, intensity_cases: 
 
 
 def _fit(parts: list[CompactLabels], samples: CompactLabels, stats: TrainingStats, label_info: dict, *,
-         fit_lesion: bool, intensity_cases: int | None) -> dict:
+         fit_lesion: bool, intensity_cases: int | None, cleaned: CleanedSamples | None = None) -> dict:
     """The label offsets (matched to ``stats``'s volume target for the sampled cases), then, unless
     ``intensity_cases`` is ``None``, the CT shift, PET gain and level spread under them, each with
-    the table behind it; ``label_info`` opens the offsets' table."""
+    the table behind it; ``label_info`` opens the offsets' table. With ``cleaned``, every count and
+    intensity is measured on the cleaned organ maps."""
     target = stats.volume_target(label_info["cases"])
-    before = mean_counts(samples, np.zeros(LABEL_BIAS_SIZE))
-    bias, after = fit_label_bias(samples, target, fit_lesion=fit_lesion)
+    zero = np.zeros(LABEL_BIAS_SIZE)
+    goal = target
+    if label_info.get("keep_body"):
+        goal, label_info["body_scale"] = body_scaled_target(target, mean_counts(samples, zero))
+    if cleaned is None:
+        bias, after = fit_label_bias(samples, goal, fit_lesion=fit_lesion)
+        per_case = np.stack([[mean_counts(p, zero), mean_counts(p, bias)] for p in parts])
+        extra = {}
+    else:
+        bias, after, rounds = fit_label_bias_cleaned(samples, goal, lambda b: cleaned.counts(b).mean(0),
+                                                     fit_lesion=fit_lesion)
+        per_case = np.stack([cleaned.counts(zero), cleaned.counts(bias)], axis=1)
+        drawn = _volume_table(target, mean_counts(samples, zero), mean_counts(samples, bias))
+        extra = {"rounds": rounds, "mean_voxels_as_drawn": drawn}
     result = {"label_bias": [round(float(b), 4) for b in bias],
-              "label_calibration": {**label_info, "mean_voxels": _volume_table(target, before, after),
-                                    "by_sex": _volumes_by_sex(parts, stats, bias)}}
+              "label_calibration": {**label_info, "mean_voxels": _volume_table(target, per_case[:, 0].mean(0), after),
+                                    "by_sex": _volumes_by_sex(per_case, stats), **extra}}
     if intensity_cases is None:
         return {**result, "ct_shift": [], "pet_gain": [], "ct_level": [], "ct_level_scale": []}
-    hu, suv = class_intensities(samples, bias)
+    if cleaned is None:
+        hu, suv = class_intensities(samples, bias)
+    else:
+        hu, suv, levels = cleaned.intensities(bias)
     shift, gain = fit_intensities(hu, suv, stats.median_hu, stats.mean_suv)
     result["ct_shift"] = [round(float(v), 2) for v in shift]
     result["pet_gain"] = [round(float(v), 4) for v in gain]
-    result.update(level_spread_fit(parts, bias, shift, stats.case_median_hu, min_cases=MIN_SPREAD_CASES))
+    if cleaned is None:
+        result.update(level_spread_fit(parts, bias, shift, stats.case_median_hu, min_cases=MIN_SPREAD_CASES))
+    else:
+        result.update(level_spread_from_levels(levels, shift, stats.case_median_hu, min_cases=MIN_SPREAD_CASES))
     result["intensity_calibration"] = {
         "target_cases": intensity_cases,
         "median_hu": {n: _intensity_row(t, g, g + d, 1) for n, t, g, d in zip(CLASS_NAMES, stats.median_hu, hu, shift)},

@@ -1,6 +1,7 @@
 """The fitting steps of the label calibration (:mod:`synthaug.sampling.calibration`, whose docstring
 tells the whole procedure): samples reduced to what admissible offsets can change (:func:`compact`),
-then per class the label offsets (:func:`fit_label_bias`), the CT shift and PET gain
+with where their voxels lie (:func:`label_map`), then per class the label offsets (:func:`fit_label_bias`;
+on cleaned organ maps :func:`fit_label_bias_cleaned`), the CT shift and PET gain
 (:func:`fit_intensities`) and the spread of the organs' levels (:func:`fit_level_spread`,
 :func:`level_spread_fit`).
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.labels import NUM_ORGAN_CLASSES, ORGAN_LABELS
+from ..core.labels import NUM_ORGAN_CLASSES, ORGAN_LABELS, clean_organ_map
 from ..model.channels import (
     CT_CHANNEL,
     CT_LEVEL_RANGE,
@@ -67,17 +68,28 @@ class CompactLabels:
     free_values: np.ndarray    # (2, V) HU and SUV of the other voxels
 
 
-def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
-    """Reduce one sample ((NUM_CHANNELS, ...) encoded channels, label channels as generated)."""
+def _organ_channels(x: np.ndarray, max_abs: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(organs, sure)``: the organ channels as (voxels, NUM_ORGAN_CLASSES) and which voxels keep their
+    class under every offset within ``max_abs`` (their best channel leads by at least ``2 * max_abs``)."""
     if not max_abs > 0:
         raise ValueError(f"max_abs={max_abs} must be > 0")
-    x = np.asarray(x)
-    organs = x[ORGAN_CHANNELS].reshape(NUM_ORGAN_CLASSES, -1).T.astype(np.float32)
+    organs = np.asarray(x)[ORGAN_CHANNELS].reshape(NUM_ORGAN_CLASSES, -1).T.astype(np.float32)
     top2 = np.partition(organs, NUM_ORGAN_CLASSES - 2, axis=1)[:, -2:]
-    sure = top2[:, 1] - top2[:, 0] >= 2 * max_abs
+    return organs, top2[:, 1] - top2[:, 0] >= 2 * max_abs
+
+
+def _values(x: np.ndarray) -> np.ndarray:
+    """(2, voxels) HU and SUV of one sample's CT and PET channels."""
+    return np.stack([channel_to_ct(x[CT_CHANNEL].astype(np.float64)).ravel(),
+                     channel_to_pet(x[PET_CHANNEL].astype(np.float64)).ravel()])
+
+
+def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
+    """Reduce one sample ((NUM_CHANNELS, ...) encoded channels, label channels as generated)."""
+    x = np.asarray(x)
+    organs, sure = _organ_channels(x, max_abs)
     les = x[LESION_CHANNEL].ravel().astype(np.float32)
-    values = np.stack([channel_to_ct(x[CT_CHANNEL].astype(np.float64)).ravel(),
-                       channel_to_pet(x[PET_CHANNEL].astype(np.float64)).ravel()])
+    values = _values(x)
     sure_class = organs[sure].argmax(1)
     return CompactLabels(fixed=np.bincount(sure_class, minlength=NUM_ORGAN_CLASSES),
                          free=organs[~sure], lesion=les[np.abs(les) < 2 * max_abs],
@@ -85,6 +97,44 @@ def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
                          fixed_suv=np.bincount(sure_class, weights=values[1, sure], minlength=NUM_ORGAN_CLASSES),
                          fixed_hu_hist=hu_histograms(sure_class, values[0, sure]),
                          free_values=values[:, ~sure].astype(np.float32))
+
+
+#: The class of a :class:`LabelMap` voxel that offsets can change (its class is decided by ``CompactLabels.free``).
+FREE = 255
+
+
+@dataclass
+class LabelMap:
+    """Where one reduced sample's voxels lie: what :func:`compact` drops, kept so that the organ map under
+    given offsets can be rebuilt whole (the label clean-up works on pieces, not voxel counts)."""
+
+    classes: np.ndarray  # (...) uint8: each voxel's class where no admissible offset changes it, FREE elsewhere
+    hu: np.ndarray       # (...) float32 HU of every voxel
+    suv: np.ndarray      # (...) float32 SUV of every voxel
+
+
+def label_map(x: np.ndarray, max_abs: float) -> LabelMap:
+    """The :class:`LabelMap` of one sample, reduced as :func:`compact` reduces it."""
+    x = np.asarray(x)
+    organs, sure = _organ_channels(x, max_abs)
+    classes = np.full(sure.shape, FREE, np.uint8)
+    classes[sure] = organs[sure].argmax(1)
+    shape = x.shape[1:]
+    hu, suv = _values(x).astype(np.float32)
+    return LabelMap(classes.reshape(shape), hu.reshape(shape), suv.reshape(shape))
+
+
+def organ_map(part: CompactLabels, labels: LabelMap, bias: np.ndarray) -> np.ndarray:
+    """The organ map (uint8, the sample's grid) of one reduced sample under ``bias`` (LABEL_BIAS_SIZE,)."""
+    if part.cases != 1:
+        raise ValueError(f"an organ map is one sample's, not {part.cases} merged")
+    classes = labels.classes.copy()
+    free = classes == FREE
+    if int(free.sum()) != len(part.free):
+        raise ValueError(f"the label map has {int(free.sum())} free voxels, the reduced sample {len(part.free)}: "
+                         "they are not of the same sample")
+    classes[free] = (part.free + bias[:NUM_ORGAN_CLASSES]).argmax(1)
+    return classes
 
 
 def merge(parts: Iterable[CompactLabels]) -> CompactLabels:
@@ -157,27 +207,96 @@ def fit_level_spread(sample_levels: np.ndarray, training_levels: np.ndarray, *,
     return np.clip(level, *CT_LEVEL_RANGE), scale
 
 
-def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool = False, iterations: int = 400,
-                   rate: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (LABEL_BIAS_SIZE,) whose mean counts match ``target`` (LABEL_BIAS_SIZE,: mean voxels per
-    case per organ class, then lesion); returns ``(bias, counts)``. The background's offset stays 0
-    (only differences matter); the lesion's stays 0 unless ``fit_lesion``."""
+def _checked_target(target: np.ndarray) -> np.ndarray:
     target = np.asarray(target, dtype=np.float64)
     if target.shape != (LABEL_BIAS_SIZE,) or np.any(target < 0):
         raise ValueError(f"target needs {LABEL_BIAS_SIZE} non-negative mean counts, got shape {target.shape}")
+    return target
+
+
+def _fitted(fit_lesion: bool) -> np.ndarray:
+    """Which offsets a fit moves: not the background's (only differences matter), the lesion's only if asked."""
     fit = np.ones(LABEL_BIAS_SIZE, bool)
     fit[0] = False
     fit[NUM_ORGAN_CLASSES] = fit_lesion
-    bias = np.zeros(LABEL_BIAS_SIZE)
+    return fit
+
+
+def _count_error(counts: np.ndarray, target: np.ndarray, fit: np.ndarray) -> float:
+    # Summed, not the largest: a class no offset within max_abs can reach must not freeze the others.
+    return float(np.square(np.log((counts[fit] + 1) / (target[fit] + 1))).sum())
+
+
+def body_scaled_target(target: np.ndarray, drawn: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(target, scale)``: ``target`` (LABEL_BIAS_SIZE,) with the background's count set to ``drawn``'s and
+    every organ class's scaled by the body the samples draw over the body the target holds (the lesion's
+    left as it is). Offsets move borders between classes; they cannot make a body the networks draw
+    small larger without labelling air, and absolute targets that ask for it drive every body class's
+    offset up together until the ones at ``max_abs`` lose ground. Scaled, the targets ask only for each
+    organ's share of the body drawn."""
+    target, drawn = _checked_target(target), np.asarray(drawn, np.float64)
+    organs = slice(1, NUM_ORGAN_CLASSES)
+    if not target[organs].sum() > 0:
+        raise ValueError("the target holds no body: nothing to scale")
+    scale = float(drawn[organs].sum() / target[organs].sum())
+    out = target.copy()
+    out[0] = drawn[0]
+    out[organs] *= scale
+    return out, scale
+
+
+def fit_label_bias(data: CompactLabels, target: np.ndarray, *, fit_lesion: bool = False, iterations: int = 400,
+                   rate: float = 0.1, start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (LABEL_BIAS_SIZE,) whose mean counts match ``target`` (LABEL_BIAS_SIZE,: mean voxels per
+    case per organ class, then lesion); returns ``(bias, counts)``. The background's offset stays 0
+    (only differences matter); the lesion's stays 0 unless ``fit_lesion``. The iteration starts from
+    ``start`` (default: no offsets)."""
+    target = _checked_target(target)
+    fit = _fitted(fit_lesion)
+    bias = np.zeros(LABEL_BIAS_SIZE) if start is None else np.where(fit, np.clip(start, -data.max_abs, data.max_abs), 0.0)
     best, best_err = bias.copy(), np.inf
     for _ in range(iterations):
         counts = mean_counts(data, bias)
-        # Summed, not the largest: a class no offset within max_abs can reach must not freeze the others.
-        err = np.square(np.log((counts[fit] + 1) / (target[fit] + 1))).sum()
+        err = _count_error(counts, target, fit)
         if err < best_err:
             best, best_err = bias.copy(), err
         bias = np.where(fit, np.clip(bias + rate * np.log((target + 1) / (counts + 1)), -data.max_abs, data.max_abs), 0.0)
     return best, mean_counts(data, best)
+
+
+#: Rounds of :func:`fit_label_bias_cleaned`: each fits the offsets on the counts as drawn (from the offsets
+#: of the round before), then measures the cleaned counts once.
+CLEAN_FIT_ROUNDS = 4
+
+
+def fit_label_bias_cleaned(data: CompactLabels, target: np.ndarray, cleaned_counts, *, fit_lesion: bool = False,
+                           rounds: int = CLEAN_FIT_ROUNDS) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """Offsets whose mean counts *after the label clean-up* match ``target``; returns ``(bias, counts, rounds)``.
+
+    The clean-up (:func:`synthaug.core.labels.clean_organ_map`) works on pieces, so the cleaned counts
+    do not follow from the voxel counts :func:`fit_label_bias` fits. Each round fits the counts as drawn
+    to a goal, measures the cleaned counts under those offsets (``cleaned_counts(bias)``, mean voxels per
+    case, LABEL_BIAS_SIZE,) and scales the goal by what the clean-up left short of the target (a class
+    whose stray pieces the clean-up takes away gets a goal as much larger). The offsets of the round
+    closest to the target are kept; each round's error, offsets and counts (cleaned and as drawn) are
+    returned beside them. The first round's offsets are those :func:`fit_label_bias` fits on the
+    counts as drawn, so its cleaned counts show what a fit that ignores the clean-up leaves."""
+    target = _checked_target(target)
+    fit = _fitted(fit_lesion)
+    if rounds < 1:
+        raise ValueError(f"rounds={rounds} must be at least 1")
+    goal, best, history, bias = target.copy(), None, [], None
+    for _ in range(rounds):
+        # each round runs fit_label_bias's full iteration, from the offsets of the round before
+        bias, drawn = fit_label_bias(data, goal, fit_lesion=fit_lesion, start=bias)
+        counts = np.asarray(cleaned_counts(bias), np.float64)
+        err = _count_error(counts, target, fit)
+        history.append({"error": round(err, 6), "label_bias": [round(float(b), 4) for b in bias],
+                        "cleaned": [round(float(c), 1) for c in counts], "drawn": [round(float(d), 1) for d in drawn]})
+        if best is None or err < best[0]:
+            best = (err, bias, counts)
+        goal = np.where(fit, goal * (target + 1) / (counts + 1), goal)
+    return best[1], best[2], history
 
 
 def level_spread_fit(parts: list[CompactLabels], bias: np.ndarray, shift: np.ndarray, training_levels: np.ndarray, *,
@@ -185,13 +304,33 @@ def level_spread_fit(parts: list[CompactLabels], bias: np.ndarray, shift: np.nda
     """``ct_level``, ``ct_level_scale`` and their table, from the samples' per-case median HU
     (``parts``: one reduced sample per case) under ``bias`` after ``shift`` against the training
     cases' (``training_levels``: ``TrainingStats.case_median_hu``) by :func:`fit_level_spread`."""
-    levels = np.stack([class_intensities(p, bias)[0] for p in parts]) + shift
+    levels = np.stack([class_intensities(p, bias)[0] for p in parts])
+    return level_spread_from_levels(levels, shift, training_levels, min_cases=min_cases)
+
+
+def level_spread_from_levels(levels: np.ndarray, shift: np.ndarray, training_levels: np.ndarray, *,
+                             min_cases: int | None = None) -> dict:
+    """:func:`level_spread_fit` from the samples' per-case median HU before ``shift`` ((cases,
+    NUM_ORGAN_CLASSES), NaN where a case lacks the class) instead of the reduced samples."""
+    levels = np.asarray(levels, np.float64) + shift
     centre, scale = fit_level_spread(levels, training_levels, min_cases=min_cases)
     return {"ct_level": [round(float(v), 1) for v in centre],
             "ct_level_scale": [round(float(v), 4) for v in scale],
             "level_spread": {n: {"training_sd": _sd(training_levels[:, c]), "generated_sd": _sd(levels[:, c]),
                                  "calibrated_sd": _sd(centre[c] + scale[c] * (levels[:, c] - centre[c]))}
                              for c, n in enumerate(CLASS_NAMES[:NUM_ORGAN_CLASSES])}}
+
+
+def cleaned_stats(part: CompactLabels, labels: LabelMap, bias: np.ndarray,
+                  spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sample's ``(counts (LABEL_BIAS_SIZE,), HU histograms (NUM_ORGAN_CLASSES, HU_BINS), SUV sums
+    (NUM_ORGAN_CLASSES,))`` under ``bias`` with its organ map cleaned as the sampler cleans it
+    (:func:`synthaug.core.labels.clean_organ_map` on a grid of ``spacing`` mm)."""
+    organs = clean_organ_map(organ_map(part, labels, bias), spacing)[0].ravel()
+    counts = np.bincount(organs, minlength=NUM_ORGAN_CLASSES)
+    lesion = part.lesion_fixed + int((part.lesion + bias[NUM_ORGAN_CLASSES] > 0).sum())
+    suv = np.bincount(organs, weights=labels.suv.ravel().astype(np.float64), minlength=NUM_ORGAN_CLASSES)
+    return np.append(counts, lesion).astype(np.float64), hu_histograms(organs, labels.hu.ravel()), suv
 
 
 def _sd(values: np.ndarray) -> float | None:

@@ -419,7 +419,8 @@ def test_calibrate_cli_fits_both_stages_and_writes_loadable_configs(tiny, tmp_pa
     for shard in ("0/2", "1/2"):  # sharded sampling, then the fit
         code, out, _ = _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "3", "--shard", shard)
         assert code == 0 and "without --shard to fit" in out
-    assert sorted(p.name for p in (tmp_path / "g").glob("*.npz")) == ["00000.npz", "00001.npz", "00002.npz"]
+    assert sorted(p.name for p in (tmp_path / "g").glob("?????.npz")) == ["00000.npz", "00001.npz", "00002.npz"]
+    assert sorted(p.name for p in (tmp_path / "g").glob("*_map.npz")) == ["00000_map.npz", "00001_map.npz", "00002_map.npz"]
     code, out, _ = _calibrate(capsys, tiny, tmp_path / "g", "--stage", "global", "--cases", "3", "--write")
     assert code == 0 and "wrote the calibration" in out and "aorta" in out and "SUV train" in out
     after = json.loads((tiny / "weights" / "global.json").read_text())
@@ -513,10 +514,10 @@ def test_a_fit_that_would_not_fit_in_memory_is_refused_after_the_first_sample(ti
     code, _, err = _calibrate(capsys, tiny, tmp_path / "w", "--stage", "global", "--cases", "3", "--max-abs", "1.0")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "max_abs=1.0: the fit of 3 cases would need about" in err and "use a smaller max_abs or fewer cases" in err
-    assert [p.name for p in (tmp_path / "w").glob("*.npz")] == ["00000.npz"]  # one sample, kept for a resumed run
+    assert [p.name for p in (tmp_path / "w").glob("?????.npz")] == ["00000.npz"]  # one sample, kept for a resumed run
     monkeypatch.setattr(calibration, "available_memory", lambda: None)  # a system that does not say: no check
     code, _, _ = _calibrate(capsys, tiny, tmp_path / "w", "--stage", "global", "--cases", "3", "--max-abs", "1.0")
-    assert code == 0 and len(list((tmp_path / "w").glob("*.npz"))) == 3
+    assert code == 0 and len(list((tmp_path / "w").glob("?????.npz"))) == 3
 
 
 def test_the_fit_memory_check_scales_with_sample_size_and_cases():
@@ -579,7 +580,7 @@ def test_calibrate_refuses_samples_that_other_weights_made(tiny, tmp_path, capsy
     work = tmp_path / "w"
     assert _calibrate(capsys, root, work, "--stage", stage, "--cases", "1", "--shard", "0/2")[0] == 0
     before = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
-    assert set(before) == {ORIGIN_FILE, "00000.npz"}
+    assert set(before) == {ORIGIN_FILE, "00000.npz", "00000_map.npz"}
     _copy_weights(tiny / "weights", root / "weights", **change)
     code, _, err = _calibrate(capsys, root, work, "--stage", stage, "--cases", "2")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "use another work folder" in err

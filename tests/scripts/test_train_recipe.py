@@ -69,6 +69,7 @@ def test_the_recipes_name_the_stage_settings_the_shipped_stages_were_trained_wit
     (lambda r: r["steps"][1]["train"][0].pop("steps"), "missing field"),
     (lambda r: r["steps"][1].update(alternate={"global": 5}), "one chunk per run"),
     (lambda r: r.pop("data"), "missing field"),
+    (lambda r: r["steps"][-1]["calibrate"].update(labels="cleaned"), "labels must be 'clean' or 'raw'"),
 ])
 def test_a_bad_recipe_is_refused_with_one_line_before_any_work(tmp_path, capsys, change, message):
     r = json.loads((recipe.REPO / "configs" / "recipes" / "phantom_v2_finetune.json").read_text())
@@ -123,3 +124,7 @@ def test_ship_and_calibrate_are_skipped_once_done(tmp_path):
     assert "--max-abs" not in fit  # the calibration's own default
     shards, fit = recipe.calibrate_commands({**cal, "max_abs": 1.0}, "data/x")
     assert all(argv[argv.index("--max-abs") + 1] == "1.0" for argv in (*shards, fit))
+    assert not any("-labels" in a for a in fit)  # the calibration's own default for the stage
+    for labels, flag in (("raw", "--raw-labels"), ("clean", "--clean-labels")):
+        shards, fit = recipe.calibrate_commands({**cal, "labels": labels}, "data/x")
+        assert all(flag in argv for argv in (*shards, fit))
