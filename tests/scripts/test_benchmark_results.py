@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import randomised_tiny_weights
+from helpers import load_script, randomised_tiny_weights
 
 from benchmarks.common import RESULTS_DIR, Context, write_result
 from synthaug.sampling.cascade import CascadedSampler
@@ -23,6 +23,15 @@ NO_WEIGHTS = {
     "lesion_insertion.json": "lesions inserted into real PET by the lesion model and compared with real tumours: no network runs",
 }
 
+#: Results that measure stage 1 alone: its weights decide whether they are current, not the digest of the
+#: cascade they record (a snapshot that only recalibrates the SR stage leaves them as they were).
+GLOBAL_STAGE_ONLY = {
+    "global_samples.json": "stage 1's samples, without the SR stage",
+    "denoiser.json": "stage 1's denoiser, called directly",
+    "twins.json": "the twin sweeps sample stage 1 only (the cascade's twins are twins_full.json)",
+}
+tables = load_script("results_tables")
+
 
 def _recorded_shas(text: str) -> set[str]:
     return set(re.findall(r'"[a-z_]*sha256": "([0-9a-f]{64})"', text))
@@ -36,10 +45,14 @@ def _shipped() -> tuple[set[str], set[str]]:
     return defining, defining | {stages["sr"]}
 
 
-def measured_on_shipped(shas: set[str], defining: set[str], shipped: set[str]) -> bool:
+def measured_on_shipped(shas: set[str], defining: set[str], shipped: set[str], generator: str | None = None,
+                        cascade: str | None = None) -> bool:
     """A file measured the shipped weights when it records their cascade's or global stage's sha, or
     when every sha it records is theirs (a measurement of the SR stage alone). An SR stage that a new
-    snapshot keeps does not make an older snapshot's results current."""
+    snapshot keeps does not make an older snapshot's results current; nor does a global stage it
+    keeps, for a file that names the cascade it measured (``generator``, not the shipped ``cascade``)."""
+    if generator is not None and cascade is not None:
+        return generator == cascade
     return bool(shas & defining) or bool(shas) and shas <= shipped
 
 
@@ -51,8 +64,11 @@ def test_every_results_file_records_its_weights_or_says_why_not(path):
         assert path.name in NO_WEIGHTS, f"{path.name} records no weights sha256 and is not listed with a reason"
         return
     assert path.name not in NO_WEIGHTS, f"{path.name} records its weights now: remove it from NO_WEIGHTS"
-    stale = json.loads(text).get("stale")
-    if measured_on_shipped(shas, *_shipped()):
+    data = json.loads(text)
+    stale = data.get("stale")
+    defining, shipped = _shipped()
+    generator = None if path.name in GLOBAL_STAGE_ONLY else tables.measured_on(data)
+    if measured_on_shipped(shas, defining, shipped, generator, CascadedSampler.from_pretrained().sha256):
         assert stale is None, f"{path.name} was measured on the shipped weights but is marked stale"
     else:
         assert stale and "not the shipped" in stale, f"{path.name} was measured on other weights and is not marked stale"
@@ -65,6 +81,9 @@ def test_a_snapshot_that_keeps_the_sr_stage_does_not_make_older_results_current(
     assert measured_on_shipped({"global_new"}, defining, shipped)  # the global stage alone
     assert measured_on_shipped({"sr_kept"}, defining, shipped)  # the SR stage alone
     assert not measured_on_shipped(set(), defining, shipped)
+    # a snapshot that recalibrates the SR stage keeps both stages' weights: the cascade's digest decides
+    assert not measured_on_shipped({"gen_old", "global_new", "sr_kept"}, defining, shipped, "gen_old", "gen_new")
+    assert measured_on_shipped({"gen_new", "global_new", "sr_kept"}, defining, shipped, "gen_new", "gen_new")
 
 
 def test_a_new_results_file_records_the_weights_and_settings_it_ran_on(tmp_path):
