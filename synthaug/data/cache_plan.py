@@ -227,14 +227,15 @@ def _is_empty_or_cache(root: Path) -> bool:
 def _check_header(root: Path, existing: dict, wanted: dict) -> None:
     for key in HEADER_KEYS:
         have, want = existing.get(key), wanted.get(key)
-        if key == "settings" and isinstance(have, dict) and isinstance(want, dict):
+        settings = key == "settings" and isinstance(have, dict) and isinstance(want, dict)
+        if settings:
             # a setting the cache's synthaug did not record yet was what that synthaug did
             have = {**{k: v for k, v in SETTINGS_BEFORE_RECORDED.items() if k in want}, **have}
         if have != want:
             what = {"generator_sha256": "generator (sha256)", "settings": "sampler settings"}.get(key, key)
             if key == "generator_sha256":
                 have, want = str(have)[:12] + "...", str(want)[:12] + "..."
-            elif key == "settings" and isinstance(have, dict) and isinstance(want, dict):
+            elif settings:
                 differ = sorted(k for k in have.keys() | want.keys() if have.get(k) != want.get(k))
                 have, want = ({k: d.get(k) for k in differ} for d in (have, want))
             raise ValueError(

@@ -100,6 +100,7 @@ from .calibration_fit import (
     mean_counts,
     merge,
     organ_map,
+    reduce_sample,
 )
 from .calibration_work import (
     ORIGIN_FILE,
@@ -120,7 +121,7 @@ __all__ = [
     "demographic_features", "expected_means", "fit_intensities", "fit_label_bias", "fit_label_bias_cleaned",
     "fit_level_spread", "histogram_medians", "hu_histograms", "label_map", "level_spread_fit",
     "level_spread_from_levels", "load_compact", "load_label_map", "map_path", "mean_counts", "merge", "organ_map",
-    "sample_origin", "save_compact", "save_label_map", "training_cohort_stats", "training_stats",
+    "reduce_sample", "sample_origin", "save_compact", "save_label_map", "training_cohort_stats", "training_stats",
 ]
 
 #: Sample i of a calibration uses seed SEED0 + i (apart from the seeds evaluations use, 0..n-1).
@@ -307,12 +308,12 @@ def _reduced_samples(sampler, stage: str, cohort, indices: list[int], work: Path
                 x = sampler.sample_global(demo, seed, soft_labels=True)
             else:
                 x = sampler.sample_sr(sampler.sample_global(demo, seed), demo, seed, soft_labels=True)
-            x = x[0].float().cpu().numpy()
+            reduced, labels = reduce_sample(x[0].float().cpu().numpy(), max_abs)
             # the label map first: a sample counts as done once its reduced file exists
             with atomic_path(map_path(path)) as tmp, open(tmp, "wb") as fh:
-                save_label_map(fh, label_map(x, max_abs))
+                save_label_map(fh, labels)
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-                save_compact(fh, compact(x, max_abs))
+                save_compact(fh, reduced)
         if not checked:
             check_fit_memory(path.stat().st_size, cases, max_abs, available_memory())
             checked = True
@@ -426,7 +427,8 @@ def _fit(parts: list[CompactLabels], samples: CompactLabels, stats: TrainingStat
     zero = np.zeros(LABEL_BIAS_SIZE)
     goal = target
     if label_info.get("keep_body"):
-        goal, label_info["body_scale"] = body_scaled_target(target, mean_counts(samples, zero))
+        goal, scale = body_scaled_target(target, mean_counts(samples, zero))
+        label_info = {**label_info, "body_scale": scale}
     if cleaned is None:
         bias, after = fit_label_bias(samples, goal, fit_lesion=fit_lesion)
         per_case = np.stack([[mean_counts(p, zero), mean_counts(p, bias)] for p in parts])

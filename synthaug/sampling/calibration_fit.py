@@ -78,25 +78,9 @@ def _organ_channels(x: np.ndarray, max_abs: float) -> tuple[np.ndarray, np.ndarr
     return organs, top2[:, 1] - top2[:, 0] >= 2 * max_abs
 
 
-def _values(x: np.ndarray) -> np.ndarray:
-    """(2, voxels) HU and SUV of one sample's CT and PET channels."""
-    return np.stack([channel_to_ct(x[CT_CHANNEL].astype(np.float64)).ravel(),
-                     channel_to_pet(x[PET_CHANNEL].astype(np.float64)).ravel()])
-
-
 def compact(x: np.ndarray, max_abs: float) -> CompactLabels:
     """Reduce one sample ((NUM_CHANNELS, ...) encoded channels, label channels as generated)."""
-    x = np.asarray(x)
-    organs, sure = _organ_channels(x, max_abs)
-    les = x[LESION_CHANNEL].ravel().astype(np.float32)
-    values = _values(x)
-    sure_class = organs[sure].argmax(1)
-    return CompactLabels(fixed=np.bincount(sure_class, minlength=NUM_ORGAN_CLASSES),
-                         free=organs[~sure], lesion=les[np.abs(les) < 2 * max_abs],
-                         lesion_fixed=int((les >= 2 * max_abs).sum()), cases=1, max_abs=float(max_abs),
-                         fixed_suv=np.bincount(sure_class, weights=values[1, sure], minlength=NUM_ORGAN_CLASSES),
-                         fixed_hu_hist=hu_histograms(sure_class, values[0, sure]),
-                         free_values=values[:, ~sure].astype(np.float32))
+    return reduce_sample(x, max_abs)[0]
 
 
 #: The class of a :class:`LabelMap` voxel that offsets can change (its class is decided by ``CompactLabels.free``).
@@ -115,13 +99,29 @@ class LabelMap:
 
 def label_map(x: np.ndarray, max_abs: float) -> LabelMap:
     """The :class:`LabelMap` of one sample, reduced as :func:`compact` reduces it."""
+    return reduce_sample(x, max_abs)[1]
+
+
+def reduce_sample(x: np.ndarray, max_abs: float) -> tuple[CompactLabels, LabelMap]:
+    """:func:`compact` and :func:`label_map` of one sample from one pass over its channels (a calibration
+    keeps both of every sample)."""
     x = np.asarray(x)
     organs, sure = _organ_channels(x, max_abs)
+    les = x[LESION_CHANNEL].ravel().astype(np.float32)
+    values = np.stack([channel_to_ct(x[CT_CHANNEL].astype(np.float64)).ravel(),
+                       channel_to_pet(x[PET_CHANNEL].astype(np.float64)).ravel()])
+    sure_class = organs[sure].argmax(1)
+    reduced = CompactLabels(fixed=np.bincount(sure_class, minlength=NUM_ORGAN_CLASSES),
+                            free=organs[~sure], lesion=les[np.abs(les) < 2 * max_abs],
+                            lesion_fixed=int((les >= 2 * max_abs).sum()), cases=1, max_abs=float(max_abs),
+                            fixed_suv=np.bincount(sure_class, weights=values[1, sure], minlength=NUM_ORGAN_CLASSES),
+                            fixed_hu_hist=hu_histograms(sure_class, values[0, sure]),
+                            free_values=values[:, ~sure].astype(np.float32))
     classes = np.full(sure.shape, FREE, np.uint8)
-    classes[sure] = organs[sure].argmax(1)
+    classes[sure] = sure_class
     shape = x.shape[1:]
-    hu, suv = _values(x).astype(np.float32)
-    return LabelMap(classes.reshape(shape), hu.reshape(shape), suv.reshape(shape))
+    hu, suv = values.astype(np.float32)
+    return reduced, LabelMap(classes.reshape(shape), hu.reshape(shape), suv.reshape(shape))
 
 
 def organ_map(part: CompactLabels, labels: LabelMap, bias: np.ndarray) -> np.ndarray:

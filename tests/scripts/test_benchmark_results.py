@@ -3,6 +3,7 @@ shipped ones says so (issue 40: numbers traceable to the shipped weights)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -37,12 +38,14 @@ def _recorded_shas(text: str) -> set[str]:
     return set(re.findall(r'"[a-z_]*sha256": "([0-9a-f]{64})"', text))
 
 
-def _shipped() -> tuple[set[str], set[str]]:
+@functools.cache
+def _shipped() -> tuple[set[str], set[str], str]:
     """The shipped weights' shas: (the cascade's and the global stage's, which change with every snapshot;
-    all of them, the SR stage's too, which a snapshot may keep)."""
+    all of them, the SR stage's too, which a snapshot may keep; the cascade's), read once for every file."""
     stages = {s: json.loads((SHIPPED / f"{s}.json").read_text())["sha256"] for s in ("global", "sr")}
-    defining = {CascadedSampler.from_pretrained().sha256, stages["global"]}
-    return defining, defining | {stages["sr"]}
+    cascade = CascadedSampler.from_pretrained().sha256
+    defining = {cascade, stages["global"]}
+    return defining, defining | {stages["sr"]}, cascade
 
 
 def measured_on_shipped(shas: set[str], defining: set[str], shipped: set[str], generator: str | None = None,
@@ -66,9 +69,9 @@ def test_every_results_file_records_its_weights_or_says_why_not(path):
     assert path.name not in NO_WEIGHTS, f"{path.name} records its weights now: remove it from NO_WEIGHTS"
     data = json.loads(text)
     stale = data.get("stale")
-    defining, shipped = _shipped()
+    defining, shipped, cascade = _shipped()
     generator = None if path.name in GLOBAL_STAGE_ONLY else tables.measured_on(data)
-    if measured_on_shipped(shas, defining, shipped, generator, CascadedSampler.from_pretrained().sha256):
+    if measured_on_shipped(shas, defining, shipped, generator, cascade):
         assert stale is None, f"{path.name} was measured on the shipped weights but is marked stale"
     else:
         assert stale and "not the shipped" in stale, f"{path.name} was measured on other weights and is not marked stale"
