@@ -6,22 +6,31 @@ lesion model's lognormal, median 9) is inserted per real crop into the real whol
 outline (synthaug.evaluation.realism.body_outline) is labelled soft tissue, its hot organs (smoothed SUV
 > 2.5: brain, heart, bladder, kidneys) another organ, and a flat pseudo-CT (0 HU in the body, -1000
 outside) stands in for the CT; the site is "muscle". Every lesion is measured with
-synthaug.evaluation.realism.lesion_measures, as the real crops are. Rows: the real crops; insertion
-with the default LesionAppearance; the phantom's painting (appearance=None) for contrast.
+synthaug.evaluation.realism.lesion_measures, as the real crops are. Rows (``PAINTERS``): the real crops;
+insertion with the default LesionAppearance; the lesion prior of generated cases (appearance=None) with
+its default, fitted uptake; and with the phantom's uptake rule (prior_uptake="phantom"), for contrast.
 
 Agreement: for each inserted lesion, the share of its mask voxels where the PET rose, the share of
 the inserted activity inside the mask, and the activity beyond the PSF's reach (must be 0).
+
+Roles: the crops of even case number are the development crops, the odd ones the held-out test
+crops. ``--fit`` searches LesionAppearance's heterogeneity, infiltrative margin and necrosis on the
+development crops only (``FIT_GRID``; the distance is ``fit_distance``) and writes every candidate;
+the default run reports insertion on both roles apart, so the held-out crops show what the fit
+carries over.
 
 Montages (docs/img/): STS_001 coronal PET MIPs before / after MELANOMA-like insertion (subcutaneous and
 muscle sites); the real CT example with TotalSegmentator labels, a flat PET imaged by the default
 scanner, before / after (PET MIP, CT slice).
 
+    python scripts/lesion_insertion_check.py --fit --out benchmarks/results/lesion_appearance_fit.json
     python scripts/lesion_insertion_check.py --out benchmarks/results/lesion_insertion.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from pathlib import Path
@@ -41,7 +50,47 @@ from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
 STS001 = Demographics(age=59, sex="M", height_cm=163, weight_kg=71)
-KEYS = ("suv_max", "mean_over_max", "edge_width_mm", "volume_ml", "surround_suv")
+KEYS = ("suv_max", "mean_over_max", "edge_width_mm", "volume_ml", "surround_suv", "suv_max_over_planned")
+ROLES = ("development", "test")
+#: What is compared with the real crops: insertion (the default appearance), the lesion prior of generated
+#: cases with the fitted uptake (their default), and with the phantom's uptake rule.
+PAINTERS = (("insertion", LesionAppearance(), "fitted"), ("prior_fitted", None, "fitted"),
+            ("phantom_painting", None, "phantom"))
+#: The appearance candidates ``--fit`` tries on the development crops (every combination).
+FIT_GRID = {
+    "heterogeneity_cov": (0.3, 0.45, 0.6),
+    "margin_mm": ((0.0, 0.0), (4.0, 10.0), (8.0, 16.0), (12.0, 24.0)),
+    "necrosis": ({}, {"necrosis_per_10mm": 0.5, "necrosis_max": 0.95, "necrotic_radius": (0.55, 0.85)}),
+}
+
+
+def crop_role(case: str) -> str:
+    """A crop's role: ``"development"`` (even case number: the fit sees it) or ``"test"`` (odd: held out)."""
+    return ROLES[int(case.rsplit("_", 1)[-1]) % 2 == 1]
+
+
+def fit_distance(got: dict, real: dict) -> float:
+    """How far inserted lesions are from the real ones (``_stats`` dicts): SUVmean/SUVmax quartiles in units
+    of 0.05, the median 10-90 % edge width in units of 2.5 mm, and how far the lesions' median SUVmax is
+    from the one planned for them (the lesion model's contract) in units of 10 %."""
+    d = sum(abs(got["mean_over_max"][q] - real["mean_over_max"][q]) / 0.05 for q in ("p25", "median", "p75"))
+    d += abs(got["edge_width_mm"]["median"] - real["edge_width_mm"]["median"]) / 2.5
+    return float(d + abs(got["suv_max_over_planned"]["median"] - 1.0) / 0.1)
+
+
+def fit(case: Case, crops: list[dict], seed: int) -> dict:
+    """Every :data:`FIT_GRID` candidate inserted at the development crops' sizes; the closest is ``best``."""
+    dev = [c for c in crops if crop_role(c["case"]) == "development"]
+    real = _stats(dev)
+    tried = []
+    for cov, margin, necrosis in itertools.product(*FIT_GRID.values()):
+        settings = {"heterogeneity_cov": cov, "margin_mm": margin, **necrosis}
+        rows, _ = inserted(case, dev, LesionAppearance(**settings), seed)
+        got = _stats(rows)
+        tried.append({"settings": settings, "distance": round(fit_distance(got, real), 3), "inserted": got})
+        print(settings, tried[-1]["distance"], flush=True)
+    best = min(tried, key=lambda t: t["distance"])
+    return {"development_crops": real, "candidates": tried, "best": best["settings"]}
 
 
 def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
@@ -96,16 +145,19 @@ def _agreement(before: Case, after: Case, appearance: LesionAppearance | None) -
             "activity_beyond_reach": float(np.abs(rise[~near]).sum()) / total if total else 0.0}
 
 
-def inserted(case: Case, crops: list[dict], appearance: LesionAppearance | None, seed: int) -> tuple[list, list]:
+def inserted(case: Case, crops: list[dict], appearance: LesionAppearance | None, seed: int,
+             prior_uptake: str = "fitted") -> tuple[list, list]:
     rows, agree = [], []
     for i, crop in enumerate(crops):
         rng = np.random.default_rng([seed, i])
         diameter = min((6.0 * crop["volume_ml"] * 1000.0 / math.pi) ** (1 / 3), 150.0)
         suvmax = float(np.clip(np.exp(rng.normal(math.log(9.0), 0.45)), 3.0, 25.0))
-        out = add_lesions(case, seed=seed * 1000 + i, plan=[("muscle", diameter, suvmax)], appearance=appearance)
+        out = add_lesions(case, seed=seed * 1000 + i, plan=[("muscle", diameter, suvmax)], appearance=appearance,
+                          prior_uptake=prior_uptake)
         if not out.meta["lesion_prior"]["lesions"]:
             continue
-        rows += [{**r, "planned_suvmax": suvmax, "diameter_mm": diameter}
+        rows += [{**r, "case": crop["case"], "planned_suvmax": suvmax, "diameter_mm": diameter,
+                  "suv_max_over_planned": r["suv_max"] / suvmax}
                  for r in lesion_measures(out.pet, out.lesions, case.spacing)]
         agree.append(_agreement(case, out, appearance))
     return rows, agree
@@ -178,23 +230,34 @@ def main() -> None:
     ap.add_argument("--img-dir", default="docs/img")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference", type=Path, default=SHARED, help="shared/reference (real_pet, totalseg_example)")
+    ap.add_argument("--fit", action="store_true", help="search the appearance on the development crops instead")
     args = ap.parse_args()
     t0 = time.time()
     crops = real_crops(args.reference / "real_pet")
     case = sts001_case(args.reference / "real_pet")
-    result: dict = {"real_crops": _stats(crops)}
-    for name, appearance in (("insertion", LesionAppearance()), ("phantom_painting", None)):
-        rows, agree = inserted(case, crops, appearance, args.seed)
+    if args.fit:
+        result = {**fit(case, crops, args.seed), "seconds": round(time.time() - t0, 1)}
+        atomic_write_json(args.out, result)
+        print("best", result["best"])
+        return
+    result: dict = {"real_crops": _stats(crops), "by_role": {role: {"real_crops": _stats(
+        [c for c in crops if crop_role(c["case"]) == role])} for role in ROLES}}
+    for name, appearance, uptake in PAINTERS:
+        rows, agree = inserted(case, crops, appearance, args.seed, uptake)
         result[name] = _stats(rows)
+        for role in ROLES:
+            result["by_role"][role][name] = _stats([r for r in rows if crop_role(r["case"]) == role])
         result[name]["agreement"] = {k: _stats_of([a[k] for a in agree if a[k] is not None])
                                      for k in ("mask_rise_share", "activity_in_mask", "activity_beyond_reach")}
         print(name, result[name]["n"], "lesions", f"{time.time() - t0:.0f} s")
     result["montages"] = montages(case, Path(args.img_dir), args.seed, args.reference)
     result["seconds"] = round(time.time() - t0, 1)
     atomic_write_json(args.out, result)
-    for name in ("real_crops", "insertion", "phantom_painting"):
+    for name in ("real_crops", *(p[0] for p in PAINTERS)):
         r = result[name]
         print(name, {k: (None if r[k] is None else round(r[k]["median"], 3)) for k in KEYS})
+    for role in ROLES:
+        print(role, {name: round(r["mean_over_max"]["median"], 3) for name, r in result["by_role"][role].items()})
     print("agreement", result["insertion"]["agreement"])
 
 

@@ -29,7 +29,7 @@ from synthaug.core.io import Cohort
 from synthaug.core.labels import ORGAN_LABELS
 from synthaug.evaluation.metrics import lesion_measurements
 from synthaug.phantom.body import lesion_rng, make_phantom
-from synthaug.phantom.lesions import CaseAnatomy, add_lesions
+from synthaug.phantom.lesions import PRIOR_UPTAKES, CaseAnatomy, add_lesions
 from synthaug.phantom.node_chains import split_node_site
 
 
@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="a phantom cohort (its meta.json holds each case's seed)")
     ap.add_argument("--cases", type=int, default=100, help="cases with lesions to compare")
     ap.add_argument("--same-plan", action="store_true", help="the prior follows the phantom's lesion plan")
+    ap.add_argument("--prior-uptake", choices=PRIOR_UPTAKES, default="phantom",
+                    help="the prior's uptake profile (default: the phantom's rule, so that the comparison is of "
+                         "placement; 'fitted' is what generated cases get)")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
     cohort = Cohort(args.data)
@@ -81,7 +84,8 @@ def main() -> None:
             raise SystemExit(f"{case_id}: the phantom remade without lesions has other anatomy ({same:.4f} of labels "
                              "agree): was the cohort made by another phantom version?")
         clean = replace(clean, demographics=demo)
-        prior = add_lesions(clean, seed=int(meta["seed"]), rng=lesion_rng(int(meta["seed"])) if args.same_plan else None)
+        prior = add_lesions(clean, seed=int(meta["seed"]), rng=lesion_rng(int(meta["seed"])) if args.same_plan else None,
+                            prior_uptake=args.prior_uptake)
         rows[demo.diagnosis]["phantom"].append(_stats(case))
         rows[demo.diagnosis]["prior"].append(_stats(prior))
         body = CaseAnatomy(clean, demo.height_cm)

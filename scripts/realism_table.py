@@ -14,8 +14,9 @@ Columns (two cases each for the synthetic ones, shown as "min - max"):
   cascade+scan     the same cases with the default scanner applied (what weights that name the default
                    scanner give by default)
 Every image is measured as the real one is (body and liver from the PET alone); the liver VOI from the
-organ labels is stored too. Lesion rows pool the 51 real tumour crops and the lesions of phantoms drawn
-with a lesion-bearing diagnosis.
+organ labels is stored too. Lesion rows pool the 51 real tumour crops and the lesions of phantoms and of
+cascade cases (their lesion prior, by default with the uptake fitted to real tumours) drawn with a
+lesion-bearing diagnosis (``LESION_DIAGNOSES``, seeds 100 on).
 
     python scripts/realism_table.py --out benchmarks/results/realism.json
     python scripts/realism_table.py --no-cascade --cases 4 --out runs/realism_phantom.json   # phantom only, ~1 min
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,8 @@ from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
 REAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "real_pet"
 DEMO = Demographics(age=59, sex="M", height_cm=163, weight_kg=71)
 GROUPS = ("real", "phantom v1", "phantom v1+scan", "phantom v2", "phantom v3", "cascade", "cascade+scan")
+#: The diagnoses of the cases drawn for the lesion rows (one case each, seeds 100, 101, ...).
+LESION_DIAGNOSES = ("LYMPHOMA", "MELANOMA", "LUNG_CANCER", "LYMPHOMA")
 #: How each phantom column is made: make_phantom's (version, scanner).
 PHANTOMS = {"phantom v1": (1, "default"), "phantom v1+scan": (1, DEFAULT_SCANNER), "phantom v2": (2, "default"),
             "phantom v3": (3, "default")}
@@ -132,7 +136,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmarks/results/realism.json")
     ap.add_argument("--cases", type=int, default=2, help="synthetic cases per column")
-    ap.add_argument("--lesion-phantoms", type=int, default=4, help="phantoms drawn for the lesion rows")
+    ap.add_argument("--lesion-phantoms", type=int, default=4,
+                    help="phantoms (and cascade cases) drawn for the lesion rows, at most 4")
     ap.add_argument("--no-cascade", action="store_true")
     ap.add_argument("--weights", default=None, help="weights folder of the cascade columns (default: the shipped)")
     args = ap.parse_args()
@@ -154,7 +159,7 @@ def main() -> None:
             if "arms" in case.meta["body"]:
                 groups[column][-1]["arms"] = case.meta["body"]["arms"]["pose"]
         print(f"phantom seed {seed} done ({time.time() - t0:.0f} s)", flush=True)
-    for i, diagnosis in enumerate(["LYMPHOMA", "MELANOMA", "LUNG_CANCER", "LYMPHOMA"][: args.lesion_phantoms]):
+    for i, diagnosis in enumerate(LESION_DIAGNOSES[: args.lesion_phantoms]):
         for column in PHANTOMS:
             case = _phantom(100 + i, column, diagnosis)
             lesion_rows[column] += lesion_measures(*(to_ras(a, case.affine)[0] for a in (case.pet, case.lesions)),
@@ -171,6 +176,14 @@ def main() -> None:
             groups["cascade"].append(_measure_case(case))
             groups["cascade+scan"].append(_measure_case(case, _scan(case, seed)))
             print(f"cascade seed {seed} done ({time.time() - t0:.0f} s)", flush=True)
+        for column in ("cascade", "cascade+scan"):
+            lesion_rows[column] = []
+        for i, diagnosis in enumerate(LESION_DIAGNOSES[: args.lesion_phantoms]):
+            case = sampler.sample(replace(DEMO, diagnosis=diagnosis), seed=100 + i)[0]
+            for column, pet in (("cascade", case.pet), ("cascade+scan", _scan(case, 100 + i))):
+                lesion_rows[column] += lesion_measures(*(to_ras(a, case.affine)[0] for a in (pet, case.lesions)),
+                                                       case.spacing)
+        print(f"lesion cascade cases done ({time.time() - t0:.0f} s)", flush=True)
     lesions = {k: _lesion_summary(v) for k, v in lesion_rows.items()}
     md = table(groups, lesions)
     result = {"command": "python scripts/realism_table.py " + " ".join(

@@ -11,9 +11,13 @@ from pathlib import Path
 
 def add_lesions_argument(p: argparse.ArgumentParser) -> None:
     """``--lesions``, shared by the commands that sample the cascade (choices: ``synthaug.phantom.lesions.LESION_MODES``)."""
-    p.add_argument("--lesions", choices=("prior", "model"),
-                   help="prior (default): add lesions from the diagnosis-conditioned lesion model to what the "
-                        "networks draw; model: only what the networks draw (the demo weights draw none)")
+    from ..phantom.lesions import LESION_MODES
+
+    p.add_argument("--lesions", choices=LESION_MODES,
+                   help="fitted (default): add lesions from the diagnosis-conditioned lesion model to what the "
+                        "networks draw, their uptake fitted to real tumours; prior: the same lesions with the "
+                        "phantom's uniform uptake (the default before 'fitted'); model: only what the networks "
+                        "draw (the demo weights draw none)")
 
 
 def add_scanner_argument(p: argparse.ArgumentParser) -> None:

@@ -2,13 +2,15 @@
 
 The phantom (:func:`synthaug.phantom.body.make_phantom`), the lesion prior of generated cases and
 lesion insertion into real PET/CT (both :func:`synthaug.phantom.lesions.add_lesions`) draw every
-lesion's shape with :func:`lesion_shape`, its tissue with :func:`lesion_tissue` and its uptake profile
-with :func:`synthaug.phantom.body.lesion_uptake`.
+lesion's shape with :func:`lesion_shape` and its tissue with :func:`lesion_tissue`; insertion and
+the lesion prior take its uptake profile from :meth:`LesionAppearance.uptake_profile`, the phantom
+from :func:`synthaug.phantom.body.lesion_uptake` (its own rule).
 
 For insertion into a real scan, :class:`LesionAppearance` says how a lesion looks on the case's own
 terms (docs/lesions.md, "Lesion insertion"): its uptake is set against the local background (the
-median SUV of a shell 1-3 voxels around it), it is heterogeneous (a smooth random field) with a
-necrotic core in large lesions (as the real sarcomas of ``shared/reference/real_pet`` show), blurred
+median SUV of a shell 1-3 voxels around it), it is heterogeneous (a smooth random field) with an
+infiltrative margin and a necrotic core in large lesions (fitted to the real sarcomas of
+``shared/reference/real_pet``; the lesion prior of generated cases takes the same profile), blurred
 by the scanner's PSF and given the scanner's count-dependent, correlated noise
 (:mod:`synthaug.phantom.scanner`); its CT is drawn per site (soft tissue for nodes, soft-tissue lung
 nodules, hypodense liver lesions, lytic or sclerotic bone) over the scan's own noise, with a
@@ -66,17 +68,24 @@ class LesionAppearance:
 
     ``necrosis`` gives the chance of a necrotic core: ``clip(necrosis_per_10mm * (diameter -
     necrosis_from_mm) / 10, 0, necrosis_max)``.
+
+    The uptake defaults (heterogeneity, margin, necrosis) are the closest of a grid searched on the
+    development half of the real tumour crops of ``shared/reference/real_pet``
+    (``scripts/lesion_insertion_check.py --fit``, ``benchmarks/results/lesion_appearance_fit.json``;
+    docs/lesions.md, "Against the real tumour crops").
     """
 
     scanner: ScannerModel | str = "default"          # PSF and noise of the scan (a preset name or a model)
     min_contrast: float = 1.5                         # peak SUV at least this x the local background
-    heterogeneity_cov: float = 0.3                    # CoV of the smooth uptake field inside a lesion
+    heterogeneity_cov: float = 0.45                   # CoV of the smooth uptake field inside a lesion
     heterogeneity_fwhm_mm: float = 12.0               # its grain
     necrosis_from_mm: float = 20.0                    # lesions from this diameter may be necrotic
-    necrosis_per_10mm: float = 0.25                   # chance per 10 mm above it
-    necrosis_max: float = 0.85                        # at most this chance
-    necrotic_radius: tuple[float, float] = (0.45, 0.8)  # core radius as a fraction of the lesion's
+    necrosis_per_10mm: float = 0.5                    # chance per 10 mm above it
+    necrosis_max: float = 0.95                        # at most this chance
+    necrotic_radius: tuple[float, float] = (0.55, 0.85)  # core radius as a fraction of the lesion's
     necrotic_level: tuple[float, float] = (0.05, 0.3)   # core uptake as a fraction of the lesion's contrast
+    margin_mm: tuple[float, float] = (8.0, 16.0)      # infiltrative margin: uptake tapers to the background over it
+    margin_from_mm: float = 30.0                      # lesions from this diameter have one
     air_hu: float = -300.0                            # voxels below this HU never get a lesion (gas, air)
     lung_air_hu: float = -950.0                       # the same inside the lungs (airways)
     liver_hypodensity_hu: tuple[float, float] = (15.0, 45.0)  # a liver lesion this much below the liver
@@ -90,6 +99,7 @@ class LesionAppearance:
         object.__setattr__(self, "scanner", model)
         for name, lo, hi in (("min_contrast", 1.0, 100.0), ("heterogeneity_cov", 0.0, 2.0),
                              ("heterogeneity_fwhm_mm", 0.0, 200.0), ("necrosis_from_mm", 0.0, 1000.0),
+                             ("margin_from_mm", 0.0, 1000.0),
                              ("necrosis_per_10mm", 0.0, 1.0), ("necrosis_max", 0.0, 1.0),
                              ("ct_edge_fwhm_mm", 0.0, 50.0), ("air_hu", -1100.0, 3000.0),
                              ("lung_air_hu", -1100.0, 3000.0)):
@@ -98,6 +108,7 @@ class LesionAppearance:
                 raise ValueError(f"{name}: expected a number in [{lo}, {hi}], got {value!r}")
         object.__setattr__(self, "necrotic_radius", _pair(self.necrotic_radius, "necrotic_radius", 0.0, 1.0))
         object.__setattr__(self, "necrotic_level", _pair(self.necrotic_level, "necrotic_level", 0.0, 1.0))
+        object.__setattr__(self, "margin_mm", _pair(self.margin_mm, "margin_mm", 0.0, 100.0))
         object.__setattr__(self, "liver_hypodensity_hu",
                            _pair(self.liver_hypodensity_hu, "liver_hypodensity_hu", -500.0, 500.0))
         if isinstance(self.tries, bool) or not isinstance(self.tries, int) or self.tries < 1:
@@ -106,6 +117,41 @@ class LesionAppearance:
     def necrosis_chance(self, diameter_mm: float) -> float:
         return float(np.clip(self.necrosis_per_10mm * (diameter_mm - self.necrosis_from_mm) / 10.0, 0.0,
                              self.necrosis_max))
+
+    def uptake_profile(self, r2: np.ndarray, diameter_mm: float, spacing,
+                       rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+        """A lesion's uptake as a fraction of its contrast at normalised radii² ``r2`` (< 1 inside), and
+        whether it drew a necrotic core: ``(1 - 0.4 r²)`` (a core at :attr:`necrotic_level` in a
+        necrotic lesion) x the infiltrative margin (:meth:`margin_taper`) x the heterogeneity
+        ``max(1 + cov x field, 0.1)``, ``field`` a smooth unit-variance random field of
+        :attr:`heterogeneity_fwhm_mm` grain. The heterogeneity is scaled to mean 1 inside the lesion: it
+        moves uptake within a lesion, not the lesion's level, so a lesion smaller than the grain keeps
+        its planned level (a lesion with no voxel inside, ``r2 >= 1`` everywhere, gets none)."""
+        profile = 1.0 - 0.4 * np.clip(r2, 0.0, 1.0)
+        necrotic = bool(rng.random() < self.necrosis_chance(diameter_mm))
+        if necrotic:
+            radius = rng.uniform(*self.necrotic_radius)
+            profile = np.where(r2 < radius**2, rng.uniform(*self.necrotic_level), profile)
+        profile = profile * self.margin_taper(r2, diameter_mm, rng)
+        field = 1.0 + self.heterogeneity_cov * correlated_noise(np.shape(r2), spacing, self.heterogeneity_fwhm_mm, rng)
+        field = np.maximum(field, 0.1)
+        inside = r2 < 1
+        field = field / float(field[inside].mean()) if inside.any() else np.ones_like(field)
+        return profile * field, necrotic
+
+    def margin_taper(self, r2: np.ndarray, diameter_mm: float, rng: np.random.Generator) -> np.ndarray | float:
+        """The infiltrative margin: 1 in the lesion's body, falling smoothly (smoothstep) to 0 at its
+        boundary over a width drawn from :attr:`margin_mm` (at most a quarter of the radius, so that a
+        necrotic lesion keeps a viable rim at full uptake), for lesions of at
+        least :attr:`margin_from_mm`; 1 everywhere (and no draw) for smaller ones or a zero margin."""
+        if diameter_mm < self.margin_from_mm or self.margin_mm[1] <= 0.0:
+            return 1.0
+        radius = diameter_mm / 2.0
+        width = min(rng.uniform(*self.margin_mm), 0.25 * radius)
+        if width <= 0.0:
+            return 1.0
+        t = np.clip((1.0 - np.sqrt(np.clip(r2, 0.0, 1.0))) * radius / width, 0.0, 1.0)
+        return t * t * (3.0 - 2.0 * t)
 
     def not_air(self, ct: np.ndarray, in_lungs: np.ndarray) -> np.ndarray:
         """Where a lesion may grow: CT at least :attr:`lung_air_hu` in the lungs, :attr:`air_hu` elsewhere."""
@@ -126,9 +172,9 @@ def paint_uptake(pet: np.ndarray, mask: np.ndarray, r2: np.ndarray, suvmax: floa
                  appearance: LesionAppearance, spacing, weight_kg: float, rng: np.random.Generator) -> dict:
     """Add one lesion's uptake to ``pet`` (a box around the lesion, changed in place).
 
-    The activity ``contrast x (1 - 0.4 r²) x (1 + cov x field)`` (a necrotic core at a fraction of
-    it) goes inside ``mask``, where ``contrast = max(suvmax - bg, (min_contrast - 1) x bg)`` over the
-    local background ``bg``; it is blurred by the scanner's PSF and gets the extra noise its counts
+    The activity ``contrast x`` :meth:`LesionAppearance.uptake_profile` (heterogeneous, an infiltrative
+    margin and a necrotic core in large lesions) goes inside ``mask``, where ``contrast = max(suvmax -
+    bg, (min_contrast - 1) x bg)`` over the local background ``bg``; it is blurred by the scanner's PSF and gets the extra noise its counts
     bring (sd ``noise_sd(blurred activity)``, so the noise sd of background + lesion follows the
     scanner's sqrt law) in the scanner's texture. Voxels beyond the PSF's reach are left exactly as they were.
     """
@@ -137,15 +183,9 @@ def paint_uptake(pet: np.ndarray, mask: np.ndarray, r2: np.ndarray, suvmax: floa
     bg = float(np.median(pet[around])) if around.any() else float(np.median(pet[mask]))
     bg = max(bg, 0.0)
     contrast = max(suvmax - bg, (appearance.min_contrast - 1.0) * bg)
-    profile = 1.0 - 0.4 * np.clip(r2, 0.0, 1.0)
-    necrotic = bool(rng.random() < appearance.necrosis_chance(diameter_mm))
-    if necrotic:
-        radius = rng.uniform(*appearance.necrotic_radius)
-        profile = np.where(r2 < radius**2, rng.uniform(*appearance.necrotic_level), profile)
-    field = 1.0 + appearance.heterogeneity_cov * correlated_noise(mask.shape, spacing,
-                                                                  appearance.heterogeneity_fwhm_mm, rng)
+    profile, necrotic = appearance.uptake_profile(r2, diameter_mm, spacing, rng)
     added = np.zeros(mask.shape, np.float32)
-    added[mask] = contrast * profile[mask] * np.maximum(field[mask], 0.1)
+    added[mask] = contrast * profile[mask]
     sig = fwhm_to_sigma_voxels(model.psf_fwhm_mm, spacing)
     blurred = ndimage.gaussian_filter(added, sig, truncate=TRUNCATE, mode="constant")
     noise = noise_sd(blurred, model, weight_kg) * correlated_noise(mask.shape, spacing, model.noise_fwhm_mm, rng)

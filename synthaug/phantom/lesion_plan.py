@@ -128,12 +128,17 @@ def draw_diagnosis(rng: np.random.Generator) -> str:
     return names[int(rng.choice(len(names), p=p / p.sum()))]
 
 
+def lesion_contrast(background: float, suvmax: float) -> float:
+    """A lesion's peak uptake above its background (SUV): ``suvmax - background``, at least half ``suvmax``."""
+    return max(suvmax - background, 0.5 * suvmax)
+
+
 def lesion_uptake(r2: np.ndarray, background: float, suvmax: float, diameter_mm: float,
                   rng: np.random.Generator) -> np.ndarray:
     """A lesion's uptake above its background (SUV, before the PSF) at normalised radii^2 ``r2``
-    (< 1 inside): it peaks at ``suvmax`` in the centre and falls by 40 % to the rim; lesions of
-    30 mm and more have a necrotic core in 30 % of cases."""
-    contrast = max(suvmax - background, 0.5 * suvmax)
+    (< 1 inside), the phantom's rule: it peaks at ``suvmax`` in the centre and falls by 40 % to the
+    rim; lesions of 30 mm and more have a necrotic core in 30 % of cases."""
+    contrast = lesion_contrast(background, suvmax)
     prof = 1.0 - 0.4 * np.clip(r2, 0, 1)
     if diameter_mm >= 30 and rng.random() < 0.3:  # necrotic core
         prof = np.where(r2 < 0.2, 0.3, prof)

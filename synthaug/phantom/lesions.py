@@ -5,8 +5,11 @@ global stage draws none (docs/training.md, "Lesion channel"). :func:`add_lesions
 generator its lesions from the same diagnosis-conditioned model the phantom uses
 (:func:`synthaug.phantom.body.lesion_plan`: how many lesions, where, how large, how avid): each
 lesion's site is found on the case's own organ labels and body outline, and its uptake, CT and
-labels are written with the phantom's rules (profile, PSF, noise, lesion HU), so the lesion
-mask matches the images voxel for voxel. Every draw comes from the seed.
+labels are written with the phantom's rules (PSF, noise, lesion HU), so the lesion mask matches
+the images voxel for voxel. The uptake profile is, by default, the one fitted to real tumours
+(:meth:`~synthaug.phantom.lesion_paint.LesionAppearance.uptake_profile` of the default appearance:
+heterogeneous, with an infiltrative margin and necrotic cores in large lesions; docs/lesions.md),
+or the phantom's own rule (``prior_uptake="phantom"``). Every draw comes from the seed.
 
 Sites: lymph-node chains (cervical, supraclavicular, axillary, mediastinal, hilar,
 para-aortic, mesenteric, iliac, inguinal) at the phantom's heights below the vertex and at
@@ -31,14 +34,22 @@ from ..core.labels import ORGAN_IDS
 from ..core.seeds import check_seed
 from .body import SCAN_END_S, draw_diagnosis, lesion_plan, lesion_uptake
 from .lesion_paint import LesionAppearance, lesion_ct, lesion_shape, lesion_tissue, paint_uptake, psf_reach_voxels
+from .lesion_plan import lesion_contrast
 from .node_chains import NODE_CHAINS, split_node_site
 from .scanner import ct_noise_sd, pet_noise_factor, psf_sigma_voxels
 from .shapes import Vol
 from .tables import CT_HU
 
-#: How a generator's cases get their lesions: "prior" adds :func:`add_lesions`'s lesions to
-#: whatever the networks drew; "model" keeps only what the networks drew.
-LESION_MODES = ("prior", "model")
+#: How a generator's cases get their lesions: "fitted" adds :func:`add_lesions`'s lesions, their
+#: uptake fitted to real tumours, to whatever the networks drew; "prior" adds them with the phantom's
+#: uptake rule (what the lesion prior painted before "fitted"; caches written then record it);
+#: "model" keeps only what the networks drew.
+LESION_MODES = ("fitted", "prior", "model")
+#: The lesion prior's uptake profiles (:func:`add_lesions` ``prior_uptake``).
+PRIOR_UPTAKES = ("fitted", "phantom")
+#: The uptake model of ``prior_uptake="fitted"``: the default appearance's profile (its scanner is not
+#: used: the prior keeps the phantom's PSF and noise).
+_FITTED = LesionAppearance()
 
 _FAT, _SOFT, _BONE = ORGAN_IDS["body_fat"], ORGAN_IDS["soft_tissue"], ORGAN_IDS["bone"]
 _LUNGS, _LIVER, _SPLEEN, _AORTA = ORGAN_IDS["lungs"], ORGAN_IDS["liver"], ORGAN_IDS["spleen"], ORGAN_IDS["aorta"]
@@ -235,9 +246,11 @@ def _kind(site: str) -> str:
     return "lung" if kind == "lung_primary" else kind
 
 
-def _paint_prior(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float, rng: np.random.Generator) -> list[dict]:
-    """The lesion prior's painting (the phantom's rules): uptake with Poisson-like noise blurred by the
-    phantom's PSF, lesion CT with texture and quantum noise. ``arrays`` (ct, pet, organs, lesions) change in place."""
+def _paint_prior(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float, rng: np.random.Generator,
+                 fitted: bool) -> list[dict]:
+    """The lesion prior's painting (the phantom's rules): uptake (the fitted profile, or the phantom's
+    when not ``fitted``) with Poisson-like noise blurred by the phantom's PSF, lesion CT with texture and
+    quantum noise. ``arrays`` (ct, pet, organs, lesions) change in place."""
     ct, pet, organs, lesions = arrays.ct, arrays.pet, arrays.organs, arrays.lesions
     sig = psf_sigma_voxels(body.grid.spacing)
     pad = int(np.ceil(3 * max(sig))) + 1
@@ -262,7 +275,11 @@ def _paint_prior(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float
         box = _box(sl, organs.shape, pad)
         inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(sl, box))
         added = np.zeros(tuple(b.stop - b.start for b in box), np.float32)
-        uptake = lesion_uptake(r2[m], float(pet[sl][m].mean()), suvmax, diam, rng)
+        background = float(pet[sl][m].mean())
+        if fitted:
+            uptake = lesion_contrast(background, suvmax) * _FITTED.uptake_profile(r2, diam, body.grid.spacing, rng)[0][m]
+        else:
+            uptake = lesion_uptake(r2[m], background, suvmax, diam, rng)
         added[inner][m] = uptake + noise_pet * np.sqrt(uptake) * rng.standard_normal(uptake.shape)
         pet[box] = np.maximum(pet[box] + ndimage.gaussian_filter(added, sig, truncate=3.0, mode="constant"), 0.0)
         # CT: the lesion's tissue (sclerotic bone metastases: cortical bone) with texture and noise.
@@ -349,7 +366,7 @@ def _paint_real(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float,
 
 def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.random.Generator | None = None,
                 plan: Sequence[tuple[str, float, float]] | None = None,
-                appearance: LesionAppearance | None = None) -> Case:
+                appearance: LesionAppearance | None = None, prior_uptake: str = "fitted") -> Case:
     """``case`` with lesions from the diagnosis-conditioned lesion model added (a new case; its
     arrays are copies).
 
@@ -366,6 +383,9 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.
             :class:`~synthaug.phantom.lesion_paint.LesionAppearance` inserts lesions into a real scan
             on its own terms (local background, heterogeneity and necrosis, the scanner's PSF and
             noise, CT per site), never in air, across the image border or over existing lesions.
+        prior_uptake: the uptake profile of the lesion prior (``appearance=None``): ``"fitted"`` (the
+            default appearance's, fitted to real tumours) or ``"phantom"`` (the phantom's rule, as the
+            prior painted before). With an ``appearance`` the appearance's own profile is used.
 
     Returns:
         The case with the lesions in ``lesions`` (uint8, added to any it had), their uptake in
@@ -380,6 +400,8 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.
                          f"(organs {'missing' if case.organs is None else 'given'}, "
                          f"pet {'missing' if case.pet is None else 'given'})")
     check_seed(seed)
+    if prior_uptake not in PRIOR_UPTAKES:
+        raise ValueError(f"prior_uptake={prior_uptake!r}; choose one of {PRIOR_UPTAKES}")
     if appearance is not None and not isinstance(appearance, LesionAppearance):
         raise ValueError(f"appearance: expected a LesionAppearance or None, got {type(appearance).__name__}")
     demo = case.demographics
@@ -400,13 +422,15 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.
     info: list[dict] = []
     if plan:
         body = CaseAnatomy(case, demo.height_cm if demo is not None else None)
-        info = (_paint_prior(body, plan, arrays, weight, rng) if appearance is None
+        info = (_paint_prior(body, plan, arrays, weight, rng, prior_uptake == "fitted") if appearance is None
                 else _paint_real(body, plan, arrays, weight, appearance, rng))
     meta = dict(case.meta)
     meta["lesion_prior"] = {"diagnosis": diagnosis, "diagnosis_drawn": drawn, "seed": int(seed), "lesions": info,
                             "not_placed": len(plan) - len(info)}
     if appearance is not None:
         meta["lesion_prior"]["scanner"] = appearance.scanner.name
+    else:
+        meta["lesion_prior"]["uptake"] = prior_uptake
     out = replace(case, ct=arrays.ct.astype(np.float32, copy=False), pet=arrays.pet.astype(np.float32, copy=False),
                   organs=arrays.organs, lesions=arrays.lesions, meta=meta)
     return _reoriented(out, ornt_transform(_RAS, ornt), original.affine)  # back to the case's own array order

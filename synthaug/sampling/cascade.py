@@ -101,8 +101,8 @@ class CascadedSampler:
         self.overlap = sr_config.sample_overlap if sr_config else None
         self.patch_batch = 4
         # The demo networks draw no lesions (docs/training.md, "Lesion channel"): by default the
-        # lesion model adds them (synthaug.phantom.lesions).
-        self.lesions = "prior"
+        # lesion model adds them (synthaug.phantom.lesions), their uptake fitted to real tumours.
+        self.lesions = "fitted"
         # The PET as a scanner images it (synthaug.phantom.scanner), the last step. By default what the
         # output stage's weights record: a stage trained on the activity images it with the scanner it
         # names; weights trained on PET already imaged (the phantom's own resolution and noise) name none.
@@ -164,9 +164,10 @@ class CascadedSampler:
                   scanner: ScannerModel | str | None = None, clean_labels: bool | None = None) -> CascadedSampler:
         """Change the sampling settings (checked before any work); returns ``self``.
 
-        ``lesions``: "prior" (default) adds lesions from the diagnosis-conditioned lesion model
-        (:func:`synthaug.phantom.lesions.add_lesions`) to what the networks drew; "model" keeps only what
-        the networks drew.
+        ``lesions``: "fitted" (default) adds lesions from the diagnosis-conditioned lesion model
+        (:func:`synthaug.phantom.lesions.add_lesions`) to what the networks drew, their uptake fitted to
+        real tumours; "prior" adds them with the phantom's uptake rule (what the sampler did before
+        "fitted"); "model" keeps only what the networks drew.
 
         ``scanner``: a :class:`~synthaug.phantom.scanner.ScannerModel` or preset name images the PET
         as that scanner would (resolution and count noise, the last step); ``"off"`` turns it off.
@@ -269,8 +270,9 @@ class CascadedSampler:
                 meta = {"source": "synthetic", "seed": s[j], "model_sha256": self.sha256, **self.settings}
                 case = Case(ct=arrays["ct"], pet=arrays["pet"], organs=arrays["organs"], lesions=arrays["lesions"],
                             affine=grid.affine, demographics=d[j], meta=meta)
-                if self.lesions == "prior":
-                    case = add_lesions(case, seed=_seed_for_stage(s[j], 3))
+                if self.lesions != "model":
+                    case = add_lesions(case, seed=_seed_for_stage(s[j], 3),
+                                       prior_uptake="fitted" if self.lesions == "fitted" else "phantom")
                 if self.scanner is not None:
                     case.pet = apply_scanner(case.pet, case.spacing, self.scanner, d[j].weight_kg,
                                              rng=np.random.default_rng(_seed_for_stage(s[j], 4)))

@@ -54,6 +54,8 @@ def test_lesions_have_uptake_lesion_tissue_and_allowed_labels(clean_case, diagno
         # Tissue: lesion CT is soft tissue (30-45 HU) or sclerotic bone, not the fat or lung it grew in.
         components, n = ndimage.label(mask)
         for k in range(1, n + 1):
+            if (components == k).sum() < 4:  # a voxel or three: their HU is mostly the CT's noise (sd ~17 HU)
+                continue
             median = float(np.median(out.ct[components == k]))
             assert 0 < median < 80 or median > 600, median
         # Labels: lesions lie on the tissues their sites allow; nodes in fat are relabelled soft tissue.
@@ -219,3 +221,83 @@ def test_lesions_on_the_real_ct_with_its_mapped_organs(reference_dir):
             assert (out.pet[mask] > pet[mask]).mean() > 0.9
     assert placed and not any(site.startswith("node:") for site in placed)
     assert {"liver", "lung", "bone"} & set(placed)
+
+
+def _ball_r2(radius_mm: float, spacing: float = 2.0) -> np.ndarray:
+    """Normalised radius² of a ball of ``radius_mm`` on an isotropic grid (``< 1`` inside)."""
+    n = int(np.ceil(radius_mm / spacing)) + 2
+    ax = np.arange(-n, n + 1) * spacing
+    x, y, z = np.meshgrid(ax, ax, ax, indexing="ij")
+    return ((x**2 + y**2 + z**2) / radius_mm**2).astype(np.float32)
+
+
+def test_the_infiltrative_margin_tapers_uptake_to_the_rim_over_its_width():
+    from synthaug.phantom.lesion_paint import LesionAppearance
+
+    plain = LesionAppearance(heterogeneity_cov=0.0, necrosis_max=0.0, margin_mm=(0.0, 0.0))
+    tapered = LesionAppearance(heterogeneity_cov=0.0, necrosis_max=0.0, margin_mm=(10.0, 10.0))
+    r2 = _ball_r2(40.0)
+    base, _ = plain.uptake_profile(r2, 80.0, (2.0,) * 3, np.random.default_rng(0))
+    got, necrotic = tapered.uptake_profile(r2, 80.0, (2.0,) * 3, np.random.default_rng(0))
+    assert not necrotic
+    depth = (1.0 - np.sqrt(np.clip(r2, 0, 1))) * 40.0  # mm inside the rim
+    inner, rim = (depth >= 10.0) & (r2 < 1), (depth < 10.0) & (r2 < 1)
+    assert np.allclose(got[inner], base[inner])  # the body of the lesion is untouched
+    t = depth[rim] / 10.0
+    assert np.allclose(got[rim], base[rim] * t * t * (3 - 2 * t), atol=1e-6)  # smoothstep to 0 at the rim
+    assert got[rim].min() < 0.05 * base[rim].max()
+    # Smaller lesions than margin_from_mm keep their profile and draw nothing; the width is at most a quarter
+    # of the radius.
+    rng_a, rng_b = np.random.default_rng(5), np.random.default_rng(5)
+    assert tapered.margin_taper(r2, 20.0, rng_a) == 1.0 and rng_a.random() == rng_b.random()
+    wide = LesionAppearance(heterogeneity_cov=0.0, necrosis_max=0.0, margin_mm=(50.0, 50.0))
+    got_wide, _ = wide.uptake_profile(r2, 80.0, (2.0,) * 3, np.random.default_rng(0))
+    assert np.allclose(got_wide[depth >= 10.0], base[depth >= 10.0]) and (got_wide[(depth < 9.0) & (r2 < 1)] <
+                                                                            base[(depth < 9.0) & (r2 < 1)]).all()
+
+
+def test_the_uptake_field_has_the_set_heterogeneity():
+    from synthaug.phantom.lesion_paint import LesionAppearance
+
+    r2 = _ball_r2(60.0)
+    app = LesionAppearance(heterogeneity_cov=0.3, heterogeneity_fwhm_mm=6.0, necrosis_max=0.0, margin_mm=(0.0, 0.0))
+    got, _ = app.uptake_profile(r2, 120.0, (2.0,) * 3, np.random.default_rng(1))
+    ratio = (got / (1.0 - 0.4 * np.clip(r2, 0, 1)))[r2 < 1]
+    assert abs(ratio.std() / ratio.mean() - 0.3) < 0.05 and ratio.min() > 0.0  # clipped at a tenth of the mean
+    assert ratio.mean() == pytest.approx(1.0)  # the field moves uptake within the lesion, not its level
+    # A lesion smaller than the field's grain keeps its planned level (the field is not a random gain).
+    small = _ball_r2(3.0)
+    for seed in range(5):
+        tiny, _ = LesionAppearance(heterogeneity_cov=0.6, heterogeneity_fwhm_mm=12.0).uptake_profile(
+            small, 6.0, (2.0,) * 3, np.random.default_rng(seed))
+        assert tiny[small < 1].mean() == pytest.approx((1.0 - 0.4 * small)[small < 1].mean(), rel=0.05)
+    again, _ = app.uptake_profile(r2, 120.0, (2.0,) * 3, np.random.default_rng(1))
+    assert np.array_equal(got, again)
+
+
+@pytest.mark.parametrize("field, value, words", [("margin_mm", (10.0, 5.0), "margin_mm"),
+                                                 ("margin_mm", "wide", "margin_mm"),
+                                                 ("margin_from_mm", -1.0, "margin_from_mm")])
+def test_a_bad_margin_is_refused_with_one_line(field, value, words):
+    from synthaug.phantom.lesion_paint import LesionAppearance
+
+    with pytest.raises(ValueError, match=words) as err:
+        LesionAppearance(**{field: value})
+    assert "\n" not in str(err.value)
+
+
+def test_the_fitted_prior_uptake_is_less_uniform_than_the_phantoms_rule(clean_case):
+    """The same plan and seed painted with the fitted uptake and with the phantom's rule: same places and
+    masks, the fitted lesion's SUVmean / SUVmax lower; an unknown rule is refused."""
+    from synthaug.evaluation.realism import lesion_measures
+
+    plan = [("liver", 70.0, 10.0)]
+    fitted = add_lesions(clean_case, seed=2, plan=plan)
+    phantom = add_lesions(clean_case, seed=2, plan=plan, prior_uptake="phantom")
+    assert fitted.meta["lesion_prior"]["uptake"] == "fitted" and phantom.meta["lesion_prior"]["uptake"] == "phantom"
+    assert fitted.lesions.sum() == phantom.lesions.sum() > 0
+    ratio = [lesion_measures(c.pet, c.lesions, clean_case.spacing)[0]["mean_over_max"] for c in (fitted, phantom)]
+    assert ratio[0] < ratio[1] - 0.05, ratio
+    with pytest.raises(ValueError, match="prior_uptake") as err:
+        add_lesions(clean_case, seed=2, plan=plan, prior_uptake="smooth")
+    assert "\n" not in str(err.value)

@@ -458,22 +458,27 @@ def test_same_seed_same_case_and_per_case_seeds(cascade):
 
 
 def test_lesion_prior_is_added_to_what_the_networks_draw(weights):
-    """By default the lesion model adds lesions to the networks' case (same seed, same lesions);
+    """By default the lesion model adds lesions with the fitted uptake to the networks' case (same seed,
+    same lesions); ``lesions="prior"`` paints the same plan with the phantom's uptake rule;
     ``lesions="model"`` keeps the networks' case as it is; the setting is recorded."""
     from synthaug.phantom.lesions import add_lesions
     from synthaug.sampling.cascade import _seed_for_stage
 
     sampler = CascadedSampler.from_pretrained(weights, stages="global").configure(steps=4)
     demo = replace(DEMO, diagnosis="LYMPHOMA")
-    assert sampler.settings["lesions"] == "prior"
-    prior = sampler.sample(demo, seed=4)[0]
+    assert sampler.settings["lesions"] == "fitted"
+    fitted = sampler.sample(demo, seed=4)[0]
+    phantom_rule = sampler.configure(lesions="prior").sample(demo, seed=4)[0]
     model = sampler.configure(lesions="model").sample(demo, seed=4)[0]
     assert model.meta["lesions"] == "model" and "lesion_prior" not in model.meta
-    assert prior.meta["lesions"] == "prior" and prior.meta["lesion_prior"]["diagnosis"] == "LYMPHOMA"
-    assert prior.lesions.sum() > model.lesions.sum()
-    expected = add_lesions(model, seed=_seed_for_stage(4, 3))
-    for name in ("ct", "pet", "organs", "lesions"):
-        assert np.array_equal(getattr(prior, name), getattr(expected, name)), name
+    for case, mode, uptake in ((fitted, "fitted", "fitted"), (phantom_rule, "prior", "phantom")):
+        assert case.meta["lesions"] == mode and case.meta["lesion_prior"]["diagnosis"] == "LYMPHOMA"
+        assert case.meta["lesion_prior"]["uptake"] == uptake
+        assert case.lesions.sum() > model.lesions.sum()
+        expected = add_lesions(model, seed=_seed_for_stage(4, 3), prior_uptake=uptake)
+        for name in ("ct", "pet", "organs", "lesions"):
+            assert np.array_equal(getattr(case, name), getattr(expected, name)), name
+    assert not np.array_equal(fitted.pet, phantom_rule.pet)
     with pytest.raises(ValueError, match="lesions"):
         sampler.configure(lesions="painted")
     assert sampler.lesions == "model"
@@ -579,8 +584,8 @@ def test_sample_cli_writes_cases(weights, tmp_path, capsys):
     assert {p.name for p in case_dir.iterdir()} >= {"CTres.nii.gz", "SUV.nii.gz", "SEG.nii.gz", "ORGANS.nii.gz"}
     meta = json.loads((case_dir / "meta.json").read_text())
     assert meta["seed"] == 3 and meta["model_sha256"] == json.loads((weights / "global.json").read_text())["sha256"]
-    assert meta["lesions"] == "prior" and meta["lesion_prior"]["diagnosis"] == "MELANOMA"
-    assert meta["clean_labels"] is True
+    assert meta["lesions"] == "fitted" and meta["lesion_prior"]["diagnosis"] == "MELANOMA"
+    assert meta["lesion_prior"]["uptake"] == "fitted" and meta["clean_labels"] is True
     code = cli.main(["sample", "--out", str(tmp_path / "model"), "--weights", str(weights), "--stage", "global",
                      "--age", "50", "--steps", "4", "--lesions", "model", "--raw-labels"])
     assert code == 0 and "drawn by the networks" in capsys.readouterr().out

@@ -22,6 +22,7 @@ NO_WEIGHTS = {
     "memory.json": "peak memory of randomly initialised networks by grid and patch size",
     "train_speed.json": "seconds per training step of freshly initialised networks",
     "lesion_insertion.json": "lesions inserted into real PET by the lesion model and compared with real tumours: no network runs",
+    "lesion_appearance_fit.json": "the lesion uptake model's parameters searched on real tumour crops: no network runs",
 }
 
 #: Results that measure stage 1 alone: its weights decide whether they are current, not the digest of the

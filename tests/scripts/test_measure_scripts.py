@@ -36,3 +36,31 @@ def test_case_differences_reports_label_agreement_and_largest_differences(tmp_pa
     (tmp_path / "nothing").mkdir()
     with pytest.raises(SystemExit, match="no case folder is in both"):
         script.main()
+
+
+def test_the_lesion_appearance_fit_sees_development_crops_only_and_keeps_the_closest(monkeypatch):
+    """lesion_insertion_check.py --fit: the crops' roles split by case number, the distance is 0 for equal
+    statistics, and of two candidates the one whose lesions are as heterogeneous as the development crops
+    wins; the held-out crops (here made far from both) do not enter."""
+    from synthaug.core.demographics import Demographics
+    from synthaug.core.labels import ORGAN_IDS
+
+    script = load_script("lesion_insertion_check")
+    assert [script.crop_role(f"STS_{i:03d}") for i in (1, 2, 3, 4)] == ["test", "development", "test", "development"]
+    shape = (48, 48, 48)
+    organs = np.full(shape, ORGAN_IDS["soft_tissue"], np.uint8)
+    organs[:3], organs[-3:], organs[:, :3], organs[:, -3:], organs[:, :, :3], organs[:, :, -3:] = (0,) * 6
+    case = Case(ct=np.where(organs > 0, 0.0, -1000.0).astype(np.float32), pet=np.where(organs > 0, 1.0, 0.0).astype(
+        np.float32), organs=organs, lesions=None, affine=np.diag([4.0, 4.0, 4.0, 1.0]),
+        demographics=Demographics(age=59, sex="M", height_cm=163, weight_kg=71))
+    real = {"volume_ml": 40.0, "edge_width_mm": 9.0, "suv_max": 9.0}
+    crops = [{**real, "case": f"STS_{i:03d}", "mean_over_max": 0.42 if i % 2 == 0 else 0.95} for i in range(1, 9)]
+    stats = script._stats(crops)
+    assert script.fit_distance({**stats, "suv_max_over_planned": {"median": 1.0}}, stats) == 0.0
+    monkeypatch.setattr(script, "FIT_GRID", {"heterogeneity_cov": (0.0, 0.6), "margin_mm": ((0.0, 0.0),),
+                                             "necrosis": ({},)})
+    result = script.fit(case, crops, seed=0)
+    assert result["development_crops"]["n"] == 4 and result["development_crops"]["mean_over_max"]["median"] == 0.42
+    got = {t["settings"]["heterogeneity_cov"]: t["inserted"]["mean_over_max"]["median"] for t in result["candidates"]}
+    assert got[0.6] < got[0.0]  # the field lowers SUVmean / SUVmax
+    assert result["best"]["heterogeneity_cov"] == 0.6
