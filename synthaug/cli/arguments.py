@@ -15,9 +15,9 @@ def add_lesions_argument(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--lesions", choices=LESION_MODES,
                    help="fitted (default): add lesions from the diagnosis-conditioned lesion model to what the "
-                        "networks draw, their uptake fitted to real tumours; prior: the same lesions with the "
-                        "phantom's uniform uptake (the default before 'fitted'); model: only what the networks "
-                        "draw (the demo weights draw none)")
+                        "networks draw, their uptake fitted to real tumours and imaged once by the scanner model "
+                        "when it is on; prior: the same lesions painted as before 'fitted' (the phantom's uniform "
+                        "uptake and PSF); model: only what the networks draw (the demo weights draw none)")
 
 
 def add_scanner_argument(p: argparse.ArgumentParser) -> None:

@@ -247,10 +247,11 @@ def _kind(site: str) -> str:
 
 
 def _paint_prior(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float, rng: np.random.Generator,
-                 fitted: bool) -> list[dict]:
+                 fitted: bool, imaged: bool) -> list[dict]:
     """The lesion prior's painting (the phantom's rules): uptake (the fitted profile, or the phantom's
-    when not ``fitted``) with Poisson-like noise blurred by the phantom's PSF, lesion CT with texture and
-    quantum noise. ``arrays`` (ct, pet, organs, lesions) change in place."""
+    when not ``fitted``), with Poisson-like noise blurred by the phantom's PSF when the PET is ``imaged``
+    (as the bare activity otherwise), lesion CT with texture and quantum noise. ``arrays`` (ct, pet,
+    organs, lesions) change in place."""
     ct, pet, organs, lesions = arrays.ct, arrays.pet, arrays.organs, arrays.lesions
     sig = psf_sigma_voxels(body.grid.spacing)
     pad = int(np.ceil(3 * max(sig))) + 1
@@ -280,8 +281,12 @@ def _paint_prior(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float
             uptake = lesion_contrast(background, suvmax) * _FITTED.uptake_profile(r2, diam, body.grid.spacing, rng)[0][m]
         else:
             uptake = lesion_uptake(r2[m], background, suvmax, diam, rng)
-        added[inner][m] = uptake + noise_pet * np.sqrt(uptake) * rng.standard_normal(uptake.shape)
-        pet[box] = np.maximum(pet[box] + ndimage.gaussian_filter(added, sig, truncate=3.0, mode="constant"), 0.0)
+        if imaged:
+            added[inner][m] = uptake + noise_pet * np.sqrt(uptake) * rng.standard_normal(uptake.shape)
+            added = ndimage.gaussian_filter(added, sig, truncate=3.0, mode="constant")
+        else:
+            added[inner][m] = uptake
+        pet[box] = np.maximum(pet[box] + added, 0.0)
         # CT: the lesion's tissue (sclerotic bone metastases: cortical bone) with texture and noise.
         hu, hu_sd, _ = CT_HU[lesion_tissue(kind, rng)]
         ct[sl][m] = np.clip(hu + hu_sd * rng.standard_normal(int(m.sum())) + noise_ct * rng.standard_normal(int(m.sum())),
@@ -366,7 +371,8 @@ def _paint_real(body: CaseAnatomy, plan, arrays: SimpleNamespace, weight: float,
 
 def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.random.Generator | None = None,
                 plan: Sequence[tuple[str, float, float]] | None = None,
-                appearance: LesionAppearance | None = None, prior_uptake: str = "fitted") -> Case:
+                appearance: LesionAppearance | None = None, prior_uptake: str = "fitted",
+                activity: bool = False) -> Case:
     """``case`` with lesions from the diagnosis-conditioned lesion model added (a new case; its
     arrays are copies).
 
@@ -386,6 +392,9 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.
         prior_uptake: the uptake profile of the lesion prior (``appearance=None``): ``"fitted"`` (the
             default appearance's, fitted to real tumours) or ``"phantom"`` (the phantom's rule, as the
             prior painted before). With an ``appearance`` the appearance's own profile is used.
+        activity: the case's PET is activity that a scanner model images next (the cascade with its
+            scanner on): the prior paints the lesions' bare activity, without the phantom's PSF and
+            noise, so that they are imaged once, as the rest of the case is. Ignored with an ``appearance``.
 
     Returns:
         The case with the lesions in ``lesions`` (uint8, added to any it had), their uptake in
@@ -422,7 +431,8 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.
     info: list[dict] = []
     if plan:
         body = CaseAnatomy(case, demo.height_cm if demo is not None else None)
-        info = (_paint_prior(body, plan, arrays, weight, rng, prior_uptake == "fitted") if appearance is None
+        info = (_paint_prior(body, plan, arrays, weight, rng, prior_uptake == "fitted", not activity)
+                if appearance is None
                 else _paint_real(body, plan, arrays, weight, appearance, rng))
     meta = dict(case.meta)
     meta["lesion_prior"] = {"diagnosis": diagnosis, "diagnosis_drawn": drawn, "seed": int(seed), "lesions": info,
@@ -430,7 +440,7 @@ def add_lesions(case: Case, *, seed: int, diagnosis: str | None = None, rng: np.
     if appearance is not None:
         meta["lesion_prior"]["scanner"] = appearance.scanner.name
     else:
-        meta["lesion_prior"]["uptake"] = prior_uptake
+        meta["lesion_prior"].update(uptake=prior_uptake, imaged=not activity)
     out = replace(case, ct=arrays.ct.astype(np.float32, copy=False), pet=arrays.pet.astype(np.float32, copy=False),
                   organs=arrays.organs, lesions=arrays.lesions, meta=meta)
     return _reoriented(out, ornt_transform(_RAS, ornt), original.affine)  # back to the case's own array order

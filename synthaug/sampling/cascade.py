@@ -166,8 +166,10 @@ class CascadedSampler:
 
         ``lesions``: "fitted" (default) adds lesions from the diagnosis-conditioned lesion model
         (:func:`synthaug.phantom.lesions.add_lesions`) to what the networks drew, their uptake fitted to
-        real tumours; "prior" adds them with the phantom's uptake rule (what the sampler did before
-        "fitted"); "model" keeps only what the networks drew.
+        real tumours and, when the scanner model is on, painted as activity that it images with the
+        rest of the case; "prior" adds them as the sampler did before "fitted" (the phantom's uptake
+        rule, blurred by the phantom's PSF and then imaged again by the scanner); "model" keeps only
+        what the networks drew.
 
         ``scanner``: a :class:`~synthaug.phantom.scanner.ScannerModel` or preset name images the PET
         as that scanner would (resolution and count noise, the last step); ``"off"`` turns it off.
@@ -271,8 +273,11 @@ class CascadedSampler:
                 case = Case(ct=arrays["ct"], pet=arrays["pet"], organs=arrays["organs"], lesions=arrays["lesions"],
                             affine=grid.affine, demographics=d[j], meta=meta)
                 if self.lesions != "model":
-                    case = add_lesions(case, seed=_seed_for_stage(s[j], 3),
-                                       prior_uptake="fitted" if self.lesions == "fitted" else "phantom")
+                    # "fitted" paints the lesions' activity when the scanner images the case next, so they
+                    # are imaged once; "prior" paints as the sampler did before (blurred, then imaged).
+                    fitted = self.lesions == "fitted"
+                    case = add_lesions(case, seed=_seed_for_stage(s[j], 3), prior_uptake="fitted" if fitted else "phantom",
+                                       activity=fitted and self.scanner is not None)
                 if self.scanner is not None:
                     case.pet = apply_scanner(case.pet, case.spacing, self.scanner, d[j].weight_kg,
                                              rng=np.random.default_rng(_seed_for_stage(s[j], 4)))

@@ -301,3 +301,16 @@ def test_the_fitted_prior_uptake_is_less_uniform_than_the_phantoms_rule(clean_ca
     with pytest.raises(ValueError, match="prior_uptake") as err:
         add_lesions(clean_case, seed=2, plan=plan, prior_uptake="smooth")
     assert "\n" not in str(err.value)
+
+
+def test_activity_for_a_scanner_is_painted_bare_inside_the_mask_only(clean_case):
+    """``activity=True`` (a scanner images the case next): the lesions' activity goes into the mask as it is,
+    without the PSF's spread or noise; the default blurs it into the neighbourhood."""
+    bare = add_lesions(clean_case, seed=4, diagnosis="LYMPHOMA", activity=True)
+    blurred = add_lesions(clean_case, seed=4, diagnosis="LYMPHOMA")
+    assert bare.meta["lesion_prior"]["imaged"] is False and blurred.meta["lesion_prior"]["imaged"] is True
+    mask = bare.lesions > 0
+    rise = bare.pet.astype(np.float64) - clean_case.pet
+    assert mask.any() and (rise[mask] > 0).all() and not rise[~mask].any()
+    outside = (blurred.pet != clean_case.pet) & ~(blurred.lesions > 0)
+    assert outside.any()

@@ -484,6 +484,26 @@ def test_lesion_prior_is_added_to_what_the_networks_draw(weights):
     assert sampler.lesions == "model"
 
 
+def test_with_the_scanner_on_fitted_lesions_are_imaged_once_with_the_case(weights):
+    """With a scanner model the fitted prior paints the lesions' activity and the scanner images the case
+    once; the "prior" mode paints them blurred and lets the scanner image them again (as before)."""
+    from synthaug.phantom.lesions import add_lesions
+    from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
+    from synthaug.sampling.cascade import _seed_for_stage
+
+    sampler = CascadedSampler.from_pretrained(weights, stages="global").configure(steps=4)
+    demo = replace(DEMO, diagnosis="MELANOMA")
+    bare = sampler.configure(lesions="model", scanner="off").sample(demo, seed=2)[0]
+    for mode, activity in (("fitted", True), ("prior", False)):
+        case = sampler.configure(lesions=mode, scanner="default").sample(demo, seed=2)[0]
+        expected = add_lesions(bare, seed=_seed_for_stage(2, 3), prior_uptake="fitted" if mode == "fitted" else "phantom",
+                               activity=activity)
+        assert case.meta["lesion_prior"]["imaged"] is not activity
+        pet = apply_scanner(expected.pet, expected.spacing, DEFAULT_SCANNER, demo.weight_kg,
+                            rng=np.random.default_rng(_seed_for_stage(2, 4)))
+        assert np.array_equal(case.pet, pet) and np.array_equal(case.lesions, expected.lesions), mode
+
+
 def test_stray_label_pieces_are_relabelled_by_default_and_only_the_labels_change(weights):
     """By default the sampler gives stray pieces of organ labels the label around them
     (``clean_organ_map`` on the networks' organ map, before lesions are placed); ``clean_labels=False``
