@@ -165,8 +165,11 @@ def test_cache_dataset_and_workers_seeded_per_worker_and_reproducible(synth):
 
 def test_mixed_real_and_synthetic_batches_collate(synth):
     reals = [_real(i) for i in range(6)]
-    t = RandSyntheticReplaced(["image", "label"], synth, prob=0.5).set_random_state(1)
-    loader = DataLoader(Dataset(reals, transform=t), batch_size=6, num_workers=0)
+    t = RandSyntheticReplaced(["image", "label"], synth, prob=0.5)
+    # MONAI's DataLoader reseeds the transform from its generator (with num_workers=0 too): without a
+    # seeded one the draws would follow torch's global random state, which the tests before this one set.
+    loader = DataLoader(Dataset(reals, transform=t), batch_size=6, num_workers=0,
+                        generator=torch.Generator().manual_seed(1))
     batch = next(iter(loader))
     kinds = {cid.split("_")[0] for cid in batch["case_id"]}
     assert kinds == {"real", "synth"} and batch["image"].shape[0] == 6
