@@ -141,9 +141,10 @@ class LesionAppearance:
 
     def margin_taper(self, r2: np.ndarray, diameter_mm: float, rng: np.random.Generator) -> np.ndarray | float:
         """The infiltrative margin: 1 in the lesion's body, falling smoothly (smoothstep) to 0 at its
-        boundary over a width drawn from :attr:`margin_mm` (at most a quarter of the radius, so that a
-        necrotic lesion keeps a viable rim at full uptake), for lesions of at
-        least :attr:`margin_from_mm`; 1 everywhere (and no draw) for smaller ones or a zero margin."""
+        boundary over a width drawn from :attr:`margin_mm` (at most a quarter of the radius: with the
+        default necrotic cores, at least two in three necrotic lesions keep a rim at full uptake between core and
+        margin), for lesions of at least :attr:`margin_from_mm`; 1 everywhere (and no draw) for smaller
+        ones or a zero margin."""
         if diameter_mm < self.margin_from_mm or self.margin_mm[1] <= 0.0:
             return 1.0
         radius = diameter_mm / 2.0
