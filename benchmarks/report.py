@@ -527,7 +527,6 @@ def gpu_autopet(r: dict) -> list[str]:
     return out
 
 
-
 def _weights_sha(info: dict | None) -> str:
     stages = [f"{s} {info[s]['sha256']}" for s in ("global", "sr") if info and info.get(s)]
     return "Weights sha256: " + "; ".join(stages) + "." if stages else "Weights: none recorded."

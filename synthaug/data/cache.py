@@ -186,7 +186,6 @@ def write_cache_case(root: str | Path, planned: PlannedCase, case: Case, *, fmt:
     return entry
 
 
-
 # --- generating --------------------------------------------------------------------------
 
 

@@ -28,7 +28,6 @@ from ..phantom.lesions import check_plan
 __all__ = ["LesionInsertDraw", "RandLesionInsertD", "RandLesionInsertDict", "RandLesionInsertd"]
 
 
-
 @dataclass(frozen=True)
 class LesionInsertDraw:
     """One lesion insertion: the seed every lesion draw comes from (``None``: the case is left as it is)

@@ -53,7 +53,6 @@ def load_label_map(path) -> LabelMap:
         return LabelMap(z["classes"], z["hu"], z["suv"])
 
 
-
 #: The file in a calibration's ``work`` folder that records what made its samples (:func:`sample_origin`).
 ORIGIN_FILE = "origin.json"
 

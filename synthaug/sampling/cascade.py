@@ -50,7 +50,6 @@ def generator_digest(stages: Sequence[tuple[str, StageConfig]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-
 def warn_outside_training(demos: Sequence[Demographics], configs: Sequence[StageConfig | None],
                           stacklevel: int = 3) -> list[str]:
     """Warn once per line (:class:`~synthaug.core.demographics.OutOfDistributionWarning`) for each

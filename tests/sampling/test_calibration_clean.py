@@ -140,7 +140,6 @@ def test_a_work_folder_without_label_maps_is_refused(tiny, tmp_path, capsys):  #
     assert code == 2 and "label_maps None, not True" in err and len(err.strip().splitlines()) == 1
 
 
-
 def test_body_scaled_targets_keep_the_body_drawn_and_the_organs_shares():
     target = np.zeros(LABEL_BIAS_SIZE)
     target[0], target[1:NUM_ORGAN_CLASSES], target[-1] = 900.0, np.arange(1, NUM_ORGAN_CLASSES) * 10.0, 7.0
