@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import Context, has_stage, phantom_lowres, weights_info
-from .sampler_fidelity import _nanmean, _pp, _summary, organ_stats
+from .sampler_fidelity import deviation_summary, nanmean_quiet, organ_stats, percent_deviation
 
 NAME = "refinement"
 TITLE = "Cascade vs interpolated global stage: high-frequency energy and organ means"
@@ -148,35 +148,38 @@ def run(ctx: Context) -> dict:
     arr = {k: np.stack(v) for k, v in stats.items()}
     vol = {k: np.stack(v).astype(np.float64) for k, v in volumes.items()}
     with np.errstate(invalid="ignore"):
-        own = _pp(arr["cascade"], arr["interpolated"])            # (cases, organs, 2)
-        fixed = _pp(arr["cascade_in_global_labels"], arr["interpolated"])
-        fixed_truth = _pp(np.stack(oracle["truth_in_interpolated_labels"]), np.stack(oracle["interpolated"]))
-        interior = _pp(arr["cascade_interior"], arr["interpolated_interior"])
-        interior_truth = _pp(np.stack(oracle["truth_interior"]), np.stack(oracle["interpolated_interior"]))
-        per_organ = {name: {"suv_own_labels_pp": _nan(_nanmean(own[:, j, 0], 0)),
-                            "hu_own_labels_pp": _nan(_nanmean(own[:, j, 1], 0)),
-                            "suv_global_labels_pp": _nan(_nanmean(fixed[:, j, 0], 0)),
-                            "hu_global_labels_pp": _nan(_nanmean(fixed[:, j, 1], 0)),
-                            "truth_suv_global_labels_pp": _nan(_nanmean(fixed_truth[:, j, 0], 0)),
-                            "truth_hu_global_labels_pp": _nan(_nanmean(fixed_truth[:, j, 1], 0)),
-                            "suv_interior_pp": _nan(_nanmean(interior[:, j, 0], 0)),
-                            "hu_interior_pp": _nan(_nanmean(interior[:, j, 1], 0)),
-                            "truth_suv_interior_pp": _nan(_nanmean(interior_truth[:, j, 0], 0)),
-                            "truth_hu_interior_pp": _nan(_nanmean(interior_truth[:, j, 1], 0)),
-                            "suv_interpolated": _nan(_nanmean(arr["interpolated"][:, j, 0], 0)),
-                            "suv_cascade": _nan(_nanmean(arr["cascade"][:, j, 0], 0)),
-                            "hu_interpolated": _nan(_nanmean(arr["interpolated"][:, j, 1], 0)),
-                            "hu_cascade": _nan(_nanmean(arr["cascade"][:, j, 1], 0)),
+        own = percent_deviation(arr["cascade"], arr["interpolated"])            # (cases, organs, 2)
+        fixed = percent_deviation(arr["cascade_in_global_labels"], arr["interpolated"])
+        fixed_truth = percent_deviation(np.stack(oracle["truth_in_interpolated_labels"]),
+                                        np.stack(oracle["interpolated"]))
+        interior = percent_deviation(arr["cascade_interior"], arr["interpolated_interior"])
+        interior_truth = percent_deviation(np.stack(oracle["truth_interior"]),
+                                           np.stack(oracle["interpolated_interior"]))
+        per_organ = {name: {"suv_own_labels_pp": _nan(nanmean_quiet(own[:, j, 0], 0)),
+                            "hu_own_labels_pp": _nan(nanmean_quiet(own[:, j, 1], 0)),
+                            "suv_global_labels_pp": _nan(nanmean_quiet(fixed[:, j, 0], 0)),
+                            "hu_global_labels_pp": _nan(nanmean_quiet(fixed[:, j, 1], 0)),
+                            "truth_suv_global_labels_pp": _nan(nanmean_quiet(fixed_truth[:, j, 0], 0)),
+                            "truth_hu_global_labels_pp": _nan(nanmean_quiet(fixed_truth[:, j, 1], 0)),
+                            "suv_interior_pp": _nan(nanmean_quiet(interior[:, j, 0], 0)),
+                            "hu_interior_pp": _nan(nanmean_quiet(interior[:, j, 1], 0)),
+                            "truth_suv_interior_pp": _nan(nanmean_quiet(interior_truth[:, j, 0], 0)),
+                            "truth_hu_interior_pp": _nan(nanmean_quiet(interior_truth[:, j, 1], 0)),
+                            "suv_interpolated": _nan(nanmean_quiet(arr["interpolated"][:, j, 0], 0)),
+                            "suv_cascade": _nan(nanmean_quiet(arr["cascade"][:, j, 0], 0)),
+                            "hu_interpolated": _nan(nanmean_quiet(arr["interpolated"][:, j, 1], 0)),
+                            "hu_cascade": _nan(nanmean_quiet(arr["cascade"][:, j, 1], 0)),
                             "volume_change_percent": _change(vol["cascade"][:, j], vol["interpolated"][:, j]),
                             "truth_volume_change_percent": _change(vol["truth"][:, j], vol["truth_interpolated"][:, j])}
                      for j, name in enumerate(names)}
-        summary_own = _summary(_nanmean(own, 0))
-        summary_fixed = _summary(_nanmean(fixed, 0))
-        summary_fixed_truth = _summary(_nanmean(fixed_truth, 0))
-        summary_interior = _summary(_nanmean(interior, 0))
-        summary_interior_truth = _summary(_nanmean(interior_truth, 0))
+        summary_own = deviation_summary(nanmean_quiet(own, 0))
+        summary_fixed = deviation_summary(nanmean_quiet(fixed, 0))
+        summary_fixed_truth = deviation_summary(nanmean_quiet(fixed_truth, 0))
+        summary_interior = deviation_summary(nanmean_quiet(interior, 0))
+        summary_interior_truth = deviation_summary(nanmean_quiet(interior_truth, 0))
         truth = np.stack(oracle["truth"])
-        oracle_summary = {k: _summary(_nanmean(_pp(np.stack(oracle[k]), truth), 0)) for k in ("interpolated", "cascade")}
+        oracle_summary = {k: deviation_summary(nanmean_quiet(percent_deviation(np.stack(oracle[k]), truth), 0))
+                          for k in ("interpolated", "cascade")}
     oracle_hf = {key: {ch: float(np.mean([h[key][ch] for h in oracle["hf"]])) for ch in ("ct", "pet")}
                  for key in ("truth", "interpolated", "cascade")}
     hf_ratio = {ch: float(np.mean([c[f"hf_{ch}"]["ratio"] for c in cases])) for ch in ("ct", "pet")}

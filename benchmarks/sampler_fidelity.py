@@ -68,14 +68,14 @@ def organ_stats(decoded: dict[str, np.ndarray], min_voxels: int = 1) -> np.ndarr
     return out
 
 
-def _pp(test: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def percent_deviation(test: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Percentage deviations (..., 2): SUV relative, HU relative to HU + 1000."""
     suv = 100 * np.abs(test[..., 0] - ref[..., 0]) / np.maximum(np.abs(ref[..., 0]), 1e-6)
     hu = 100 * np.abs(test[..., 1] - ref[..., 1]) / np.maximum(ref[..., 1] + 1000.0, 1e-6)
     return np.stack([suv, hu], axis=-1)
 
 
-def _summary(dev: np.ndarray) -> dict:
+def deviation_summary(dev: np.ndarray) -> dict:
     """Mean and max over the organs present (nan-aware) of (organs, 2) deviations."""
     out = {}
     for k, name in enumerate(("suv", "hu")):
@@ -86,7 +86,7 @@ def _summary(dev: np.ndarray) -> dict:
     return out
 
 
-def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
+def nanmean_quiet(a: np.ndarray, axis: int) -> np.ndarray:
     """``np.nanmean`` without the warning for organs absent in every seed (they stay nan)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -96,13 +96,13 @@ def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
 def cohort_deviation(test: np.ndarray, ref: np.ndarray) -> dict:
     """Deviation of the organ means pooled over seeds; ``test``/``ref`` are (seeds, organs, 2)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        return _summary(_pp(_nanmean(test, 0), _nanmean(ref, 0)))
+        return deviation_summary(percent_deviation(nanmean_quiet(test, 0), nanmean_quiet(ref, 0)))
 
 
 def paired_deviation(test: np.ndarray, ref: np.ndarray) -> dict:
     """Per-seed organ deviations averaged over seeds; ``test``/``ref`` are (seeds, organs, 2)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        return _summary(_nanmean(_pp(test, ref), 0))
+        return deviation_summary(nanmean_quiet(percent_deviation(test, ref), 0))
 
 
 def choose(rows: list[dict], floor: dict | None = None, threshold: float = THRESHOLD_PP) -> dict | None:
@@ -210,7 +210,7 @@ def run_objective(folder, settings: dict, progress: bool = True) -> dict:
 
 
 def _organ_table(stats: np.ndarray, labels: dict) -> dict:
-    m = _nanmean(stats, 0)
+    m = nanmean_quiet(stats, 0)
     names = [labels[k] for k in labels if k != 0]
     return {name: {"suv": None if np.isnan(m[i, 0]) else round(float(m[i, 0]), 3),
                    "hu": None if np.isnan(m[i, 1]) else round(float(m[i, 1]), 1)} for i, name in enumerate(names)}

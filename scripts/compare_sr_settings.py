@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks p
 
 from benchmarks.common import phantom_lowres  # noqa: E402
 from benchmarks.refinement import high_frequency_energy  # noqa: E402
-from benchmarks.sampler_fidelity import _nanmean, _pp, organ_stats  # noqa: E402
+from benchmarks.sampler_fidelity import nanmean_quiet, organ_stats, percent_deviation  # noqa: E402
 from synthaug.core.demographics import sample_population  # noqa: E402
 from synthaug.model.channels import decode  # noqa: E402
 from synthaug.model.diffusion import SAMPLERS  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
 
     def report(name: str, outs: list[dict], seconds: float | None = None) -> None:
         hf = [np.mean([high_frequency_energy(o[ch], cut) for o in outs]) for ch in ("ct", "pet")]
-        dev = _nanmean(_pp(np.stack([organ_stats(o) for o in outs]), ref), 0)
+        dev = nanmean_quiet(percent_deviation(np.stack([organ_stats(o) for o in outs]), ref), 0)
         dice = np.mean([np.mean([2 * np.sum((o["organs"] == c) & (t["organs"] == c))
                                  / max(1, np.sum(o["organs"] == c) + np.sum(t["organs"] == c)) for c in range(1, 12)])
                         for o, t in zip(outs, truths)])

@@ -1,5 +1,6 @@
 """The package's shape: subpackages import only leftwards in ORDER, no module imports another
-module's private (underscore) names, and modules and functions stay readable in size."""
+module's private (underscore) names (nor do benchmarks/ and scripts/), and modules and functions stay
+readable in size."""
 
 from __future__ import annotations
 
@@ -60,6 +61,22 @@ def test_no_module_imports_another_modules_private_names():
     wrong = [f"{path.relative_to(PACKAGE)}:{line} imports {name} from {module}"
              for path in _modules() for module, names, line in _imports(path)
              for name in names if name.startswith("_") and not name.startswith("__")]
+    assert not wrong, "\n".join(wrong)
+
+
+#: Code outside the package that imports from it or from each other (tests may test private names).
+TOOLS = [PACKAGE.parent / "benchmarks", PACKAGE.parent / "scripts"]
+
+
+def test_benchmarks_and_scripts_import_no_private_names_of_the_project():
+    wrong = []
+    for path in sorted(p for folder in TOOLS for p in folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level or (node.module or "").split(".")[0] in ("synthaug", "benchmarks", "scripts"):
+                wrong += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} imports {a.name}"
+                          for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert not wrong, "\n".join(wrong)
 
 
