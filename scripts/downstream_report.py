@@ -9,7 +9,7 @@ between ``<!-- downstream:start -->`` and ``<!-- downstream:end -->`` of ``bench
 
     python scripts/downstream_report.py --compare benchmarks/results/downstream_3456cb89.json benchmarks/results/downstream.json
 
-prints, per synthetic arm and number of real cases, the two records' means and their paired difference
+prints, per synthetic arm (or each of ``--arms``) and number of real cases, the two records' means and their paired difference
 (same arm, real cases and seed) with its 95 % interval: two generators on the same cohorts and seeds.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,17 +77,18 @@ def section(results: dict, plot: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(old: dict, new: dict, metrics: tuple[str, ...] = ("lesion_dice", "organ_dice_mean")) -> list[str]:
-    """A markdown table of the synthetic arms of two downstream records: per arm and number of real cases,
-    each metric's mean over seeds in ``old`` -> ``new`` and the paired difference (same seed) with its
-    95 % interval, over the runs both records finished."""
+def compare(old: dict, new: dict, metrics: Sequence[str] = ("lesion_dice", "organ_dice_mean"),
+            arms: Sequence[str] = SYNTHETIC_ARMS) -> list[str]:
+    """A markdown table of ``arms`` (default: the synthetic arms) of two downstream records: per arm and
+    number of real cases, each metric's mean over seeds in ``old`` -> ``new`` and the paired difference
+    (same seed) with its 95 % interval, over the runs both records finished."""
     def done(results: dict) -> dict:
         return {(r["arm"], r["n_real"], r["seed"]): r["test"]["aggregate"] for r in results["runs"]
-                if r.get("status") == "done" and r["arm"] in SYNTHETIC_ARMS}
+                if r.get("status") == "done" and r["arm"] in arms}
 
     a, b = done(old), done(new)
     lines = ["| arm | real cases | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for arm, n in sorted({(k[0], k[1]) for k in a.keys() & b.keys()}, key=lambda k: (SYNTHETIC_ARMS.index(k[0]), k[1])):
+    for arm, n in sorted({(k[0], k[1]) for k in a.keys() & b.keys()}, key=lambda k: (list(arms).index(k[0]), k[1])):
         keys = sorted(k for k in a.keys() & b.keys() if k[:2] == (arm, n))
         cells = []
         for m in metrics:
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, nargs="?", help="the --out folder of a synthaug downstream run")
     p.add_argument("--compare", type=Path, nargs=2, metavar=("OLD", "NEW"),
                    help="print the synthetic arms of two downstream records side by side (writes nothing)")
+    p.add_argument("--arms", nargs="+", metavar="ARM", default=list(SYNTHETIC_ARMS),
+                   help="with --compare: the arms to set side by side (default: the synthetic arms)")
+    p.add_argument("--metrics", nargs="+", metavar="METRIC", default=["lesion_dice", "organ_dice_mean"],
+                   help="with --compare: per-run aggregate metrics (also fn_ml, fp_ml; default: both Dice)")
     p.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "downstream.json")
     p.add_argument("--plot", type=Path, default=REPO / "benchmarks" / "results" / "downstream.png")
     p.add_argument("--results-md", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
@@ -110,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-incomplete", action="store_true", help="write the record of an unfinished run")
     args = p.parse_args(argv)
     if args.compare:
-        print("\n".join(compare(*(json.loads(f.read_text()) for f in args.compare))))
+        records = [json.loads(f.read_text()) for f in args.compare]
+        known = {r["arm"] for rec in records for r in rec["runs"]}
+        missing = [a for a in args.arms if a not in known]
+        if missing:
+            p.error(f"--arms: {', '.join(missing)} in neither record (they hold {', '.join(sorted(known))})")
+        print("\n".join(compare(*records, args.metrics, args.arms)))
         return 0
     if args.run is None:
         p.error("give a run folder, or --compare OLD NEW")

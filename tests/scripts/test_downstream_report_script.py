@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from helpers import load_script
 
 
@@ -22,3 +25,21 @@ def test_compare_pairs_runs_by_arm_real_cases_and_seed():
     # the same +0.05 in every seed: an interval of zero width; real_only is no synthetic arm, synth_only not in both
     assert lines[2:] == ["| `real_synth_1to1` | 4 | 0.200 -> 0.250, +0.050 [+0.050, +0.050] | "
                          "0.400 -> 0.400, +0.000 [+0.000, +0.000] |"]
+
+
+def test_compare_sets_any_arm_side_by_side_and_refuses_an_arm_in_neither_record(tmp_path, capsys):
+    report = load_script("downstream_report")
+    old = _record({("real_lesion_insertion", 4, 0): 0.10, ("real_lesion_insertion", 4, 1): 0.30})
+    new = _record({("real_lesion_insertion", 4, 0): 0.05, ("real_lesion_insertion", 4, 1): 0.25})
+    assert report.compare(old, new) == report.compare(old, new)[:2]  # no synthetic arm: the header only
+    lines = report.compare(old, new, ("lesion_dice",), ("real_lesion_insertion",))
+    assert lines[2:] == ["| `real_lesion_insertion` | 4 | 0.200 -> 0.150, -0.050 [-0.050, -0.050] |"]
+    paths = []
+    for name, rec in (("old.json", old), ("new.json", new)):
+        (tmp_path / name).write_text(json.dumps(rec))
+        paths.append(str(tmp_path / name))
+    with pytest.raises(SystemExit):
+        report.main(["--compare", *paths, "--arms", "real_lesion_insertoin"])
+    assert "--arms: real_lesion_insertoin in neither record" in capsys.readouterr().err
+    assert report.main(["--compare", *paths, "--arms", "real_lesion_insertion", "--metrics", "lesion_dice"]) == 0
+    assert "| `real_lesion_insertion` | 4 | 0.200 -> 0.150" in capsys.readouterr().out
