@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .common import RESULTS_DIR, RESULTS_MD, read_result
+from .sampler_fidelity import choose_converged
 
 ORDER = ("sampler_fidelity", "denoiser", "global_samples", "speed", "train_speed", "memory", "seams", "refinement", "throughput", "io", "gpu_autopet", "twins", "twins_full")
 
@@ -110,21 +111,36 @@ def sampler_fidelity(r: dict) -> list[str]:
         out.append("")
         ch = o.get("chosen")
         if ch:
-            out.append(f"**Chosen for `{obj}`: `{ch['sampler']}`, {ch['steps']} steps ({ch['evaluations']} evaluations)** — "
+            out.append(f"**Cohort means settled for `{obj}`: `{ch['sampler']}`, {ch['steps']} steps ({ch['evaluations']} "
+                       "evaluations)** — "
                        f"{ch['criterion']}: SUV {_f(ch['vs_reference']['suv_mean_pp'])} pp, "
                        f"HU {_f(ch['vs_reference']['hu_mean_pp'])} pp.")
         else:
             out.append(f"**No setting for `{obj}` is within {res['threshold_pp']} pp of the reference**, not even the "
                        "converged ODE; see the table.")
+        conv = choose_converged(o["rows"])
+        if conv:
+            p = conv["vs_ode_reference_paired"]
+            out.append(f"**Cases converged (the sampler's default) for `{obj}`: `{conv['sampler']}`, {conv['steps']} "
+                       f"steps ({conv['evaluations']} evaluations)** — {conv['criterion']}: SUV {_f(p['suv_mean_pp'])} pp, "
+                       f"HU {_f(p['hu_mean_pp'])} pp.")
+        else:
+            out.append(f"**No setting for `{obj}` has its cases within {res['threshold_pp']} pp of their converged ODE "
+                       "solutions** at that and every larger number of evaluations.")
         cd = o["config_default"]
         out.append(f"The weights' configured default is `{cd['sampler']}`, {cd['steps']} steps.")
         out.append("")
-    if res["objectives"].get("flow", {}).get("status") == "no weights":
-        out += ["No flow-matching weights were trained, so only the EDM (score) objective is reported.", ""]
-    if res.get("chosen"):
-        c = res["chosen"]
-        out += [f"`tests/test_benchmarks.py` checks that `default_stage_config('global')` (and the shipped weights' "
-                f"JSON) use the chosen setting (`{c['sampler']}`, {c['steps']} steps).", ""]
+    absent = [k for k, o in res["objectives"].items() if o.get("status") == "no weights"]
+    if absent:
+        measured = [k for k in res["objectives"] if k not in absent]
+        out += [f"No {' or '.join(f'`{k}`' for k in absent)} weights were given, so only "
+                f"{', '.join(f'`{k}`' for k in measured) or 'no objective'} is reported.", ""]
+    main = (res.get("chosen") or {}).get("objective")
+    conv = choose_converged(res["objectives"][main]["rows"]) if main else None
+    if conv:
+        out += [f"`tests/scripts/test_benchmarks.py` checks that `default_stage_config('global')` (and the shipped "
+                f"weights' JSON) use the setting whose cases converged (`{conv['sampler']}`, {conv['steps']} steps).",
+                ""]
     return out
 
 

@@ -13,26 +13,39 @@ from benchmarks import BENCHMARKS
 from benchmarks.__main__ import parse_args
 from benchmarks.common import RESULTS_DIR, SHIPPED_WEIGHTS, NetTimer
 from benchmarks.memory import analyse
-from benchmarks.sampler_fidelity import choose, cohort_deviation, organ_stats, paired_deviation, steps_for
+from benchmarks.sampler_fidelity import (
+    choose,
+    choose_converged,
+    cohort_deviation,
+    organ_stats,
+    paired_deviation,
+    steps_for,
+)
 from benchmarks.seams import border_planes, seam_metric
 
 # --- regression guard -----------------------------------------------------------------------------
 
 
-def _chosen() -> dict:
+def _converged() -> dict:
+    """The sampler-fidelity benchmark's per-case choice for the main weights' objective (what the
+    sampler's default must be), from the rows it recorded."""
     path = RESULTS_DIR / "sampler_fidelity.json"
     if not path.is_file():
         pytest.skip("benchmarks/results/sampler_fidelity.json absent (run python -m benchmarks --only sampler_fidelity)")
-    chosen = json.loads(path.read_text())["results"].get("chosen")
-    if not chosen:
-        pytest.skip("the fidelity benchmark found no setting within 1 pp of the reference")
-    return chosen
+    results = json.loads(path.read_text())["results"]
+    objective = (results.get("chosen") or {}).get("objective")
+    if objective is None:
+        pytest.skip("the fidelity benchmark recorded no main objective")
+    converged = choose_converged(results["objectives"][objective]["rows"])
+    if not converged:
+        pytest.skip("the fidelity benchmark found no setting whose cases are within 1 pp of their converged ODE")
+    return {"objective": objective, **converged}
 
 
 def test_default_global_sampler_is_the_benchmarked_choice():
     from synthaug.model.stages import default_stage_config
 
-    chosen = _chosen()
+    chosen = _converged()
     d = default_stage_config("global", objective=chosen["objective"]).diffusion
     assert (d.sampler, d.steps) == (chosen["sampler"], chosen["steps"]), (
         f"default_stage_config('global') samples with {d.sampler} x {d.steps} but the fidelity benchmark chose "
@@ -43,8 +56,9 @@ def test_shipped_weights_use_the_benchmarked_sampler():
     path = SHIPPED_WEIGHTS / "global.json"
     if not path.is_file():
         pytest.skip("no shipped weights in synthaug/weights")
-    chosen = _chosen()
+    chosen = _converged()
     d = json.loads(path.read_text())["diffusion"]
+    assert chosen["objective"] == d["objective"], "the fidelity benchmark ran on weights of another objective"
     assert (d["sampler"], d["steps"]) == (chosen["sampler"], chosen["steps"])
 
 
@@ -112,6 +126,22 @@ def test_sampler_fidelity_runs_every_objective_and_chooses_for_the_main_weights(
     assert sorted(swept) == ["edm", "x0"]
     assert out["chosen"] == {"objective": "x0", "sampler": "x0"}
     assert out["objectives"]["flow"]["status"] == "no weights"
+
+
+def test_choose_converged_wants_the_cases_near_their_ode_solutions_from_then_on():
+    def row(sampler, nfe, cohort, paired):
+        return {**_row(sampler, nfe, cohort, cohort), "vs_ode_reference_paired": {"suv_mean_pp": paired, "hu_mean_pp": 0.2}}
+
+    rows = [row("euler", 4, 0.5, 3.0), row("euler", 8, 0.5, 0.9), row("euler", 16, 0.5, 1.2),  # 8 not stable
+            row("euler", 32, 0.5, 0.95), row("dpmpp_2m", 4, 0.5, 3.5), row("dpmpp_2m", 8, 0.5, 1.4),
+            row("dpmpp_2m", 16, 0.5, 1.1), row("dpmpp_2m", 32, 0.5, 0.4), row("heun", 31, 0.5, 1.1)]
+    assert choose(rows)["evaluations"] == 4  # cohort means settle at once
+    got = choose_converged(rows)
+    assert (got["sampler"], got["steps"]) == ("dpmpp_2m", 32)  # euler 32 ties on evaluations, further off
+    assert got["vs_ode_reference_paired"]["suv_mean_pp"] == 0.4 and "paired" in got["criterion"]
+    rows[-2]["vs_ode_reference_paired"]["suv_mean_pp"] = None  # a diverged setting never qualifies
+    assert (choose_converged(rows)["sampler"], choose_converged(rows)["steps"]) == ("euler", 32)
+    assert choose_converged(rows, threshold=0.1) is None
 
 
 def test_choose_falls_back_to_the_ode_floor():
