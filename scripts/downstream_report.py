@@ -121,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         missing = [a for a in args.arms if a not in known]
         if missing:
             p.error(f"--arms: {', '.join(missing)} in neither record (they hold {', '.join(sorted(known))})")
+        scored = set.intersection(*({m for r in rec["runs"] if r.get("status") == "done"
+                                     for m, v in r["test"]["aggregate"].items() if isinstance(v, int | float)}
+                                    for rec in records))
+        if not set(args.metrics) <= scored:
+            p.error(f"--metrics: {', '.join(sorted(set(args.metrics) - scored))} not scored in both records "
+                    f"(they score {', '.join(sorted(scored))})")
         print("\n".join(compare(*records, args.metrics, args.arms)))
         return 0
     if args.run is None:

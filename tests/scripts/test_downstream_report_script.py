@@ -41,5 +41,8 @@ def test_compare_sets_any_arm_side_by_side_and_refuses_an_arm_in_neither_record(
     with pytest.raises(SystemExit):
         report.main(["--compare", *paths, "--arms", "real_lesion_insertoin"])
     assert "--arms: real_lesion_insertoin in neither record" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        report.main(["--compare", *paths, "--arms", "real_lesion_insertion", "--metrics", "lesion_dce"])
+    assert "--metrics: lesion_dce not scored in both records" in capsys.readouterr().err
     assert report.main(["--compare", *paths, "--arms", "real_lesion_insertion", "--metrics", "lesion_dice"]) == 0
     assert "| `real_lesion_insertion` | 4 | 0.200 -> 0.150" in capsys.readouterr().out
