@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
@@ -9,7 +10,8 @@ import pytest
 from helpers import load_script
 
 from synthaug.core.case import Case
-from synthaug.core.io import write_case
+from synthaug.core.demographics import Demographics
+from synthaug.core.io import write_case, write_demographics_csv
 
 
 def _case(shift_suv: float = 0.0, flip: bool = False) -> Case:
@@ -64,3 +66,40 @@ def test_the_lesion_appearance_fit_sees_development_crops_only_and_keeps_the_clo
     got = {t["settings"]["heterogeneity_cov"]: t["inserted"]["mean_over_max"]["median"] for t in result["candidates"]}
     assert got[0.6] < got[0.0]  # the field lowers SUVmean / SUVmax
     assert result["best"]["heterogeneity_cov"] == 0.6
+
+
+def test_body_volume_check_finds_a_deficit_that_grows_for_light_people(tmp_path, capsys):
+    """Constructed cohorts: the synthetic bodies are short of the reference's by 20 % at 50 kg, none at 100 kg."""
+    script = load_script("body_volume_check")
+    people = [Demographics(age=40 + 3 * ((i * 5) % 7), sex="MF"[i % 2], height_cm=150.0 + 5 * ((i * 7) % 9),
+                           weight_kg=50.0 + 5 * i,
+                           diagnosis="NEGATIVE") for i in range(11)]
+    affine = np.diag([10.0, 10.0, 10.0, 1.0])  # 1 ml voxels
+    for name, short in (("ref", lambda w: 0.0), ("syn", lambda w: 0.2 * (100.0 - w) / 50.0)):
+        ids = []
+        for i, d in enumerate(people):
+            ct = np.full((20, 20, 40), -1000.0, dtype=np.float32)
+            depth = round(20 * (1.0 - short(d.weight_kg)) * d.weight_kg / 50.0)  # slices of 400 ml
+            ct[:, :, :depth] = 40.0
+            case = Case(ct=ct, pet=np.zeros_like(ct), organs=np.zeros(ct.shape, np.uint8),
+                        lesions=np.zeros(ct.shape, np.uint8), affine=affine, demographics=d)
+            ids.append(f"case_{i:03d}")
+            write_case(tmp_path / name, ids[-1], case)
+        write_demographics_csv(tmp_path / name / "demographics.csv", dict(zip(ids, people)))
+    out = tmp_path / "body.json"
+    assert script.main(["--reference", str(tmp_path / "ref"), "--synthetic", str(tmp_path / "syn"),
+                        "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["n"] == 11 and result["reference_l"]["min"] == pytest.approx(8.0)
+    assert result["ratio"]["median"] == pytest.approx(0.9, abs=0.02)
+    assert result["pearson_r"]["weight_kg"]["r"] > 0.95  # the deficit shrinks as weight grows
+    assert result["pearson_r"]["weight_kg"]["low"] < result["pearson_r"]["weight_kg"]["r"] < 1.0
+    assert result["by_weight_third"][0]["mean_ratio"] < result["by_weight_third"][2]["mean_ratio"]
+    fit = result["fit"]
+    assert fit["per_10_kg"] == pytest.approx(0.04, abs=0.005) and abs(fit["per_10_cm"]) < 0.005
+    assert "within 15 %" in capsys.readouterr().out
+    people_swapped = people[1:] + people[:1]
+    write_demographics_csv(tmp_path / "syn" / "demographics.csv",
+                           {f"case_{i:03d}": d for i, d in enumerate(people_swapped)})
+    with pytest.raises(SystemExit, match="not .* row by row"):
+        script.main(["--reference", str(tmp_path / "ref"), "--synthetic", str(tmp_path / "syn")])

@@ -1,0 +1,131 @@
+"""Where a generator's bodies fall short: body volume, case by case, against a cohort of the same people.
+
+For a reference cohort and a synthetic cohort of the same demographics (row by row, as ``synthaug
+generate --demographics`` writes it), each case's body volume in the field of view (``synthaug
+evaluate``'s body mask: CT > -500 HU or any organ label, holes filled per axial slice), the ratio
+synthetic / reference per person, and how that ratio goes with the person: Pearson r (95 % interval,
+Fisher's z) with weight, height, BMI and age, the mean ratio per sex and per third of weight and of BMI, and a least-squares
+fit ``ratio ~ 1 + weight + height + male``. A deficit that is the same for everyone points at the
+body's outline as a whole; one that grows for small or light people points at how the networks follow
+the conditioning.
+
+    python scripts/body_volume_check.py --reference data/phantom_v3_dev --synthetic runs/eval_syn_dev \
+        --out benchmarks/results/body_volume.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from synthaug.core.demographics import Demographics
+from synthaug.core.geometry import body_mask
+from synthaug.core.io import Cohort, atomic_write_json
+
+FACTORS = ("weight_kg", "height_cm", "bmi", "age")
+#: Within this share of the reference's volume a case counts as matching (the realism target's 15 %).
+TOLERANCE = 0.15
+
+
+def body_volume_l(root: str | Path) -> tuple[list[Demographics], list[float]]:
+    """Every case's demographics and body volume (litres), in the cohort's demographics order."""
+    cohort = Cohort(root)
+    demos, volumes = [], []
+    for case_id in cohort:
+        case = cohort.load(case_id)
+        if case.ct is None:
+            raise SystemExit(f"{root}/{case_id}: no CT")
+        demo = cohort.demographics[case_id]
+        if demo.age is None or demo.bmi is None or demo.sex not in ("F", "M"):
+            raise SystemExit(f"{root}/{case_id}: age, sex, height and weight must be known")
+        volumes.append(float(body_mask(case.ct, case.organs, case.affine).sum()) * case.voxel_volume_ml / 1000.0)
+        demos.append(demo)
+    return demos, volumes
+
+
+def _r_with_interval(x: np.ndarray, y: np.ndarray) -> dict:
+    """Pearson r with its 95 % interval (Fisher's z; NaN for fewer than four cases)."""
+    r = float(np.corrcoef(x, y)[0, 1])
+    half = 1.96 / np.sqrt(x.size - 3) if x.size > 3 else float("nan")
+    z = np.arctanh(np.clip(r, -0.999999, 0.999999))
+    return {"r": r, "low": float(np.tanh(z - half)), "high": float(np.tanh(z + half))}
+
+
+def _thirds(x: np.ndarray, ratio: np.ndarray) -> list[dict]:
+    """Mean ratio in each third of ``x`` (by its 1/3 and 2/3 quantiles)."""
+    edges = np.quantile(x, [0.0, 1 / 3, 2 / 3, 1.0])
+    out = []
+    for k in range(3):
+        sel = (x >= edges[k]) & ((x <= edges[k + 1]) if k == 2 else (x < edges[k + 1]))
+        out.append({"from": float(edges[k]), "to": float(edges[k + 1]), "n": int(sel.sum()),
+                    "mean_ratio": float(ratio[sel].mean()) if sel.any() else float("nan")})
+    return out
+
+
+def analyse(demos: list[Demographics], reference: list[float], synthetic: list[float]) -> dict:
+    """The per-person ratios and how they go with the demographics (see the module docstring)."""
+    ref, syn = np.asarray(reference), np.asarray(synthetic)
+    ratio = syn / ref
+    factors = {name: np.array([float(getattr(d, name)) for d in demos]) for name in FACTORS}
+    male = np.array([d.sex == "M" for d in demos], dtype=float)
+    design = np.column_stack([np.ones_like(ratio), factors["weight_kg"], factors["height_cm"], male])
+    coef = np.linalg.lstsq(design, ratio, rcond=None)[0]
+    return {
+        "n": int(ratio.size),
+        "reference_l": {"mean": float(ref.mean()), "min": float(ref.min()), "max": float(ref.max())},
+        "synthetic_l": {"mean": float(syn.mean()), "min": float(syn.min()), "max": float(syn.max())},
+        "ratio": {"mean": float(ratio.mean()), "median": float(np.median(ratio)),
+                  "p10": float(np.quantile(ratio, 0.1)), "p90": float(np.quantile(ratio, 0.9)),
+                  "within_tolerance": float(np.mean(np.abs(ratio - 1.0) <= TOLERANCE)), "tolerance": TOLERANCE},
+        "pearson_r": {name: _r_with_interval(x, ratio) for name, x in factors.items()},
+        "by_sex": {s: {"n": int((male == (s == "M")).sum()), "mean_ratio": float(ratio[male == (s == "M")].mean())}
+                   for s in ("F", "M") if (male == (s == "M")).any()},
+        "by_weight_third": _thirds(factors["weight_kg"], ratio),
+        "by_bmi_third": _thirds(factors["bmi"], ratio),
+        "fit": {"intercept": float(coef[0]), "per_10_kg": float(10 * coef[1]), "per_10_cm": float(10 * coef[2]),
+                "male": float(coef[3])},
+        "cases": [{"demographics": d.to_dict(), "reference_l": float(r), "synthetic_l": float(s)}
+                  for d, r, s in zip(demos, ref, syn)],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reference", required=True, help="a cohort with CT")
+    ap.add_argument("--synthetic", required=True, help="a cohort of the same demographics, row by row")
+    ap.add_argument("--out", help="write the result as JSON")
+    args = ap.parse_args(argv)
+    ref_d, ref_v = body_volume_l(args.reference)
+    syn_d, syn_v = body_volume_l(args.synthetic)
+    if len(ref_d) != len(syn_d) or any(abs(a.weight_kg - b.weight_kg) > 0.05 or abs(a.height_cm - b.height_cm) > 0.05
+                                       or a.sex != b.sex for a, b in zip(ref_d, syn_d)):
+        raise SystemExit(f"{args.synthetic}: its people are not {args.reference}'s row by row")
+    manifest = Path(args.synthetic) / "manifest.json"
+    result = {"command": "python scripts/body_volume_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "reference": args.reference, "synthetic": args.synthetic,
+              "generator_sha256": json.loads(manifest.read_text()).get("generator_sha256") if manifest.is_file() else None,
+              **analyse(ref_d, ref_v, syn_v)}
+    r = result["ratio"]
+    print(f"body volume, synthetic / reference over {result['n']} people: mean {r['mean']:.3f}, median "
+          f"{r['median']:.3f} (10-90 %: {r['p10']:.3f}-{r['p90']:.3f}), within {100 * TOLERANCE:.0f} %: "
+          f"{100 * r['within_tolerance']:.0f} %")
+    print("Pearson r of the ratio with " + ", ".join(f"{k} {v['r']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
+                                                     for k, v in result["pearson_r"].items()))
+    print("mean ratio by sex: " + ", ".join(f"{s} {v['mean_ratio']:.3f} ({v['n']})" for s, v in result["by_sex"].items()))
+    for key in ("by_weight_third", "by_bmi_third"):
+        print(f"mean ratio {key.replace('_', ' ')}: " + ", ".join(
+            f"{t['from']:.1f}-{t['to']:.1f}: {t['mean_ratio']:.3f} ({t['n']})" for t in result[key]))
+    f = result["fit"]
+    print(f"fit: ratio = {f['intercept']:.3f} {f['per_10_kg']:+.3f} per 10 kg {f['per_10_cm']:+.3f} per 10 cm "
+          f"{f['male']:+.3f} if male")
+    if args.out:
+        atomic_write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
