@@ -16,7 +16,7 @@ def add_lesions_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lesions", choices=LESION_MODES,
                    help="fitted (default): add lesions from the diagnosis-conditioned lesion model to what the "
                         "networks draw, their uptake fitted to real tumours and imaged once by the scanner model "
-                        "when it is on; prior: the same lesions painted as before 'fitted' (the phantom's uniform "
+                        "when it is on; prior: the lesion model painted as before 'fitted' (the phantom's uniform "
                         "uptake and PSF); model: only what the networks draw (the demo weights draw none)")
 
 

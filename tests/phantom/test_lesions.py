@@ -286,6 +286,18 @@ def test_a_bad_margin_is_refused_with_one_line(field, value, words):
     assert "\n" not in str(err.value)
 
 
+def test_fitted_and_phantom_uptake_share_the_plan_and_the_first_lesions_place(clean_case):
+    """docs/lesions.md: both draw the same plan; the first lesion sits in the same place in both, later
+    ones are placed from the random stream that the earlier lesions' uptake drew from differently."""
+    plan = [("liver", 30.0, 8.0), ("lung", 20.0, 6.0), ("node:mediastinal", 15.0, 5.0)]
+    drawn = [add_lesions(clean_case, seed=4, plan=plan, prior_uptake=u).meta["lesion_prior"]["lesions"]
+             for u in ("fitted", "phantom")]
+    assert drawn[0][0] == drawn[1][0]  # site, centre, size, planned peak and voxels
+    key = [[(les["site"], les["diameter_mm"], les["suvmax"]) for les in d] for d in drawn]
+    assert key[0] == key[1] and len(key[0]) == 3
+    assert [les["centre_mm"] for les in drawn[0][1:]] != [les["centre_mm"] for les in drawn[1][1:]]
+
+
 def test_the_fitted_prior_uptake_is_less_uniform_than_the_phantoms_rule(clean_case):
     """The same plan and seed painted with the fitted uptake and with the phantom's rule: same places and
     masks, the fitted lesion's SUVmean / SUVmax lower; an unknown rule is refused."""
