@@ -54,6 +54,9 @@ EVALUATIONS: list[tuple[str, str, str]] = [
     ("2026-12-07", "development, phantom version 3, seed 1000, stray label pieces relabelled (the default)", DEV),
     ("2026-12-07", "**final test, phantom version 3, seed 5000, stray label pieces relabelled, its one evaluation**",
      FINAL),
+    ("2026-12-07", "development, phantom version 3, seed 1000, lesion uptake fitted to real tumours (the sampler's "
+     "default since; the rows above painted the phantom's)",
+     "benchmarks/results/acceptance_08a48e61_fitted_lesions_development.json"),
 ]
 
 
