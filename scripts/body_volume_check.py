@@ -42,7 +42,10 @@ def body_volume_l(root: str | Path) -> tuple[list[Demographics], list[float]]:
         demo = cohort.demographics[case_id]
         if demo.age is None or demo.bmi is None or demo.sex not in ("F", "M"):
             raise SystemExit(f"{root}/{case_id}: age, sex, height and weight must be known")
-        volumes.append(float(body_mask(case.ct, case.organs, case.affine).sum()) * case.voxel_volume_ml / 1000.0)
+        voxels = int(body_mask(case.ct, case.organs, case.affine).sum())
+        if voxels == 0:
+            raise SystemExit(f"{root}/{case_id}: no body (no CT voxel above -500 HU and no organ label)")
+        volumes.append(voxels * case.voxel_volume_ml / 1000.0)
         demos.append(demo)
     return demos, volumes
 

@@ -103,3 +103,10 @@ def test_body_volume_check_finds_a_deficit_that_grows_for_light_people(tmp_path,
                            {f"case_{i:03d}": d for i, d in enumerate(people_swapped)})
     with pytest.raises(SystemExit, match="not .* row by row"):
         script.main(["--reference", str(tmp_path / "ref"), "--synthetic", str(tmp_path / "syn")])
+    empty = Case(ct=np.full((4, 4, 4), -1000.0, np.float32), pet=np.zeros((4, 4, 4), np.float32),
+                 organs=np.zeros((4, 4, 4), np.uint8), lesions=np.zeros((4, 4, 4), np.uint8), affine=affine,
+                 demographics=people[0])
+    write_case(tmp_path / "air", "case_000", empty)
+    write_demographics_csv(tmp_path / "air" / "demographics.csv", {"case_000": people[0]})
+    with pytest.raises(SystemExit, match="case_000: no body"):
+        script.body_volume_l(tmp_path / "air")
