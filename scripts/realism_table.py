@@ -33,7 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from synthaug.core.case import Case
 from synthaug.core.demographics import Demographics
+from synthaug.core.geometry import spacing_of
 from synthaug.core.io import atomic_write_json, atomic_write_text, read_nifti
 from synthaug.evaluation.realism import LESION_KEYS, TABLE_ROWS, lesion_measures, measure, to_ras
 from synthaug.phantom.body import make_phantom
@@ -124,6 +126,12 @@ def table(groups: dict[str, list[dict]], lesions: dict[str, dict]) -> str:
     return out + "\n".join(lines) + "\n"
 
 
+def _case_lesions(case: Case) -> list[dict]:
+    """Each lesion of a phantom or generated case, measured as the real crops are (RAS arrays)."""
+    pet, affine = to_ras(case.pet, case.affine)
+    return lesion_measures(pet, to_ras(case.lesions, case.affine)[0], spacing_of(affine))
+
+
 def _lesion_summary(rows: list[dict]) -> dict:
     out: dict = {"n": len(rows)}
     for k in LESION_KEYS:
@@ -163,8 +171,7 @@ def main() -> None:
     for i, diagnosis in enumerate(LESION_DIAGNOSES[: args.lesion_phantoms]):
         for column in PHANTOMS:
             case = _phantom(100 + i, column, diagnosis)
-            lesion_rows[column] += lesion_measures(*(to_ras(a, case.affine)[0] for a in (case.pet, case.lesions)),
-                                                   case.spacing)
+            lesion_rows[column] += _case_lesions(case)
     print(f"lesion phantoms done ({time.time() - t0:.0f} s)", flush=True)
     sha = None
     if not args.no_cascade:
@@ -184,8 +191,7 @@ def main() -> None:
             lesion_rows[column] = []
             for i, diagnosis in enumerate(LESION_DIAGNOSES[: args.lesion_phantoms]):
                 case = sampler.sample(replace(DEMO, diagnosis=diagnosis), seed=100 + i)[0]
-                lesion_rows[column] += lesion_measures(*(to_ras(a, case.affine)[0] for a in (case.pet, case.lesions)),
-                                                       case.spacing)
+                lesion_rows[column] += _case_lesions(case)
         print(f"lesion cascade cases done ({time.time() - t0:.0f} s)", flush=True)
     lesions = {k: _lesion_summary(v) for k, v in lesion_rows.items()}
     md = table(groups, lesions)

@@ -275,7 +275,8 @@ class CascadedSampler:
                     # "fitted" paints the lesions' activity when the scanner images the case next, so they
                     # are imaged once; "prior" paints as the sampler did before (blurred, then imaged).
                     fitted = self.lesions == "fitted"
-                    case = add_lesions(case, seed=_seed_for_stage(s[j], 3), prior_uptake="fitted" if fitted else "phantom",
+                    case = add_lesions(case, seed=_seed_for_stage(s[j], 3),
+                                       prior_uptake="fitted" if fitted else "phantom",
                                        activity=fitted and self.scanner is not None)
                 if self.scanner is not None:
                     case.pet = apply_scanner(case.pet, case.spacing, self.scanner, d[j].weight_kg,
