@@ -218,10 +218,11 @@ def _share(root: Path, plan: Sequence[PlannedCase], header: dict, rank: int,
 
 
 def _is_empty_or_cache(root: Path) -> bool:
-    if (root / MANIFEST_FILE).is_file():
-        return True
+    """Whether ``root`` holds nothing but a cache's entries. Listed before the manifest is looked for:
+    another rank of the same generation may write the manifest in between, and everything a cache holds
+    besides case folders appears only after its manifest."""
     visible = [p for p in root.iterdir() if not p.name.startswith(".")]
-    return all(CASE_RE.match(p.name) for p in visible)
+    return all(CASE_RE.match(p.name) or p.name == MANIFEST_FILE for p in visible) or (root / MANIFEST_FILE).is_file()
 
 
 def _check_header(root: Path, existing: dict, wanted: dict) -> None:

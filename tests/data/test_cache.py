@@ -30,6 +30,7 @@ from synthaug.data.cache import (
     read_cache_case,
     verify_cache,
 )
+from synthaug.data.cache_plan import plan_generation
 from synthaug.sampling.generator import as_list, per_case_seeds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -315,6 +316,28 @@ def test_cli_generate_phantom_grid(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_manifest_another_rank_writes_during_the_check_is_no_foreign_file(tmp_path, monkeypatch):
+    """Two ranks start on an empty folder; rank 0 writes the manifest while rank 1 checks the folder (the
+    race once made rank 1 refuse it as "not a synthaug cache"). The listing is taken as the manifest lands."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    header = plan_generation(tmp_path / "rank0", FakeGenerator(), plan_cases(2, seed=1), fmt="npy", seed=1).manifest
+    listing = Path.iterdir
+
+    def iterdir_as_the_other_rank_writes(self):
+        if self == root and not (root / "manifest.json").exists():
+            (root / "manifest.json").write_text(json.dumps(header))  # rank 0, between rank 1's two looks
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir_as_the_other_rank_writes)
+    plan_generation(root, FakeGenerator(), plan_cases(2, seed=1), fmt="npy", seed=1, rank=1, world=2)
+    monkeypatch.undo()
+    (root / "manifest.json").unlink()
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a synthaug cache"):
+        plan_generation(root, FakeGenerator(), plan_cases(2, seed=1), fmt="npy", seed=1)
+
+
 def test_torchrun_two_ranks_write_disjoint_complete_shares(tmp_path):
     root = tmp_path / "cache"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests" / "data")])}
