@@ -23,6 +23,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--balance", type=int, metavar="K",
+                   help="draw cases balanced over sex and K equal-width height bands within each sex, every group "
+                        "equally often (default 0: uniformly; synthaug.model.balance)")
     p.add_argument("--init-from", metavar="WEIGHTS",
                    help="start a new run from the network weights of another run or weights folder (same network; "
                         "the objective may differ)")
@@ -49,13 +52,15 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"--config {args.config}: not valid JSON: {err}") from None
         stage_overrides = cfg.pop("stage", {})
         overrides.update(cfg)
-    for name in ("steps", "batch_size", "lr", "seed", "checkpoint_every"):
+    for name in ("steps", "batch_size", "lr", "seed", "checkpoint_every", "balance"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
     for name in ("steps", "batch_size", "checkpoint_every"):
         if name in overrides and int(overrides[name]) < 1:
             raise ValueError(f"--{name.replace('_', '-')}={overrides[name]} must be >= 1")
+    if int(overrides.get("balance", 0)) < 0:
+        raise ValueError(f"--balance={overrides['balance']} must be 0 (uniform draws) or a number of height bins")
     if args.resume:
         _check_resume_matches(Path(args.out) / f"run_{args.stage}.json", stage_overrides, args.objective)
     objective = args.objective or "x0"

@@ -31,6 +31,7 @@ from ..core.demographics import FIELDS, PopulationRanges, drop_fields
 from ..core.io import Cohort, atomic_write_json, case_identity
 from ..core.progress import progress_bar
 from .channels import NUM_CHANNELS, encode
+from .balance import stratum_weights
 from .preprocess import GridArrays, preprocess_cohort
 from .stages import (
     PVCorrection,
@@ -62,6 +63,7 @@ class TrainConfig:
     keep_checkpoints: int = 2        # training states kept on disk
     log_every: int = 25
     seed: int = 0
+    balance: int = 0                 # 0: cases drawn uniformly; k: sex x k height bands drawn equally (balance.py)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -75,8 +77,10 @@ class TrainConfig:
 class StageData:
     """Draws training batches for a stage from cached grid arrays."""
 
-    def __init__(self, stage: StageConfig, global_arrays: GridArrays, output_arrays: GridArrays | None) -> None:
+    def __init__(self, stage: StageConfig, global_arrays: GridArrays, output_arrays: GridArrays | None,
+                 balance: int = 0) -> None:
         self.stage = stage
+        self.draw_p = stratum_weights(global_arrays.cond, balance)  # None: uniform
         self.g = global_arrays
         self.o = output_arrays
         if stage.stage == "sr" and output_arrays is None:
@@ -104,7 +108,8 @@ class StageData:
         return PVCorrection(means=torch.cat([p.means for p in parts]), mixed=torch.cat([p.mixed for p in parts]))
 
     def batch(self, rng: np.random.Generator, gen: torch.Generator, batch_size: int) -> dict[str, torch.Tensor]:
-        idx = rng.integers(len(self), size=batch_size)
+        uniform = self.draw_p is None
+        idx = rng.integers(len(self), size=batch_size) if uniform else rng.choice(len(self), batch_size, p=self.draw_p)
         cond = torch.from_numpy(np.stack([self.g.cond[i] for i in idx]))
         lowres = torch.from_numpy(np.stack([self._encode(self.g, i) for i in idx]))
         if self.stage.stage == "global":
@@ -149,11 +154,11 @@ class TrainingCohort:
                 "case_ids_sha256": hashlib.sha256(ids).hexdigest(), "case_identities": list(self.case_identities)}
 
 
-def load_stage_data(stage: StageConfig, data: str | Path, cache_root: str | Path) -> StageData:
-    """Preprocess (once, cached) a cohort onto the grids a stage needs."""
+def load_stage_data(stage: StageConfig, data: str | Path, cache_root: str | Path, balance: int = 0) -> StageData:
+    """Preprocess (once, cached) a cohort onto the grids a stage needs; ``balance`` as :class:`TrainConfig`'s."""
     g = preprocess_cohort(data, stage.global_grid, cache_root, **stage.resampling(stage.global_grid))
     o = preprocess_cohort(data, stage.output_grid, cache_root, **stage.resampling(stage.output_grid)) if stage.stage == "sr" else None
-    return StageData(stage, g, o)
+    return StageData(stage, g, o, balance)
 
 
 # --- the loop ---------------------------------------------------------------------------
@@ -246,17 +251,14 @@ def mixed_precision_error(model: nn.Module, batch: dict[str, torch.Tensor], dtyp
 
 
 def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
 def init_distributed(device: str) -> tuple[int, int]:
     """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return _dist_info()
 
 
@@ -476,11 +478,11 @@ def train_stage(stage: str, data: str | Path, out: str | Path, *, preset: str = 
     start = init_weights(init_from, stage_cfg) if init_from is not None and not resuming else None
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    data_obj = load_stage_data(stage_cfg, data, Path(out) / "cache") if rank == 0 else None
+    data_obj = load_stage_data(stage_cfg, data, Path(out) / "cache", train.balance) if rank == 0 else None
     if dist.is_initialized():
         dist.barrier()  # rank 0 built the cache; the others now read it
         if rank != 0:
-            data_obj = load_stage_data(stage_cfg, data, Path(out) / "cache")
+            data_obj = load_stage_data(stage_cfg, data, Path(out) / "cache", train.balance)
     trainer = Trainer(stage_cfg, train, data_obj, out, device=device, precision=precision,
                       cohort=TrainingCohort.of(data) if rank == 0 else None)
     # Written once the trainer stands (its precision check may stop the run), so a refused start leaves no run file.

@@ -194,6 +194,7 @@ def test_resume_refuses_settings_of_fields_the_run_file_predates(cohort, config_
 @pytest.mark.parametrize(("args", "match"), [
     (["--steps", "0"], "--steps"),
     (["--batch-size", "0"], "--batch-size"),
+    (["--balance", "-1"], "--balance=-1"),
 ])
 def test_train_rejects_bad_settings_before_work(cohort, config_file, tmp_path, capsys, args, match):
     out = tmp_path / "run"
@@ -201,6 +202,15 @@ def test_train_rejects_bad_settings_before_work(cohort, config_file, tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0], err
     assert not out.exists()
+
+
+def test_a_balanced_run_records_its_balance_and_keeps_it_on_resume(cohort, config_file, tmp_path):
+    out = tmp_path / "balanced"
+    assert _train(cohort, out, config_file, "--steps", "1", "--balance", "2") == 0
+    assert json.loads((out / "run_global.json").read_text())["train"]["balance"] == 2
+    assert _train(cohort, out, config_file, "--steps", "2", "--resume") == 0
+    assert json.loads((out / "run_global.json").read_text())["train"]["balance"] == 2
+    assert len((out / "log_global.jsonl").read_text().splitlines()) >= 1
 
 
 def test_compute_dtype_choices():
