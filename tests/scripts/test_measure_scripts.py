@@ -110,3 +110,42 @@ def test_body_volume_check_finds_a_deficit_that_grows_for_light_people(tmp_path,
     write_demographics_csv(tmp_path / "air" / "demographics.csv", {"case_000": people[0]})
     with pytest.raises(SystemExit, match="case_000: no body"):
         script.body_volume_l(tmp_path / "air")
+
+
+def test_body_volume_check_on_stage1_samples_of_tiny_weights(tmp_path, capsys, monkeypatch):
+    """--stage1 samples the weights' stage 1 for each reference person and measures both on the global grid:
+    the reference volumes are the cohort resampled as the stage's training cases are, the seed is per row."""
+    from dataclasses import replace
+
+    from helpers import tiny_stage_config, write_tiny_cohort
+
+    from synthaug.core.geometry import body_mask
+    from synthaug.core.io import Cohort
+    from synthaug.model.preprocess import to_grid
+    from synthaug.model.stages import build_stage_model, save_stage
+    from synthaug.sampling.cascade import CascadedSampler
+
+    script = load_script("body_volume_check")
+    cfg = tiny_stage_config("global")
+    save_stage(tmp_path / "w" / "global", build_stage_model(cfg), replace(cfg, diffusion=replace(cfg.diffusion, steps=2)))
+    ids = write_tiny_cohort(tmp_path / "ref", heights=(150.0, 185.0, 160.0, 175.0))
+    out = tmp_path / "stage1.json"
+    args = ["--reference", str(tmp_path / "ref"), "--stage1", str(tmp_path / "w"), "--seed", "5"]
+    assert script.main([*args, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    cohort, grid = Cohort(tmp_path / "ref"), cfg.global_grid
+    expected = [body_mask((c := to_grid(cohort.load(i), grid, **cfg.resampling(grid))).ct, c.organs, c.affine).sum()
+                * np.prod(grid.spacing) / 1e6 for i in ids]
+    assert [row["reference_l"] for row in result["cases"]] == pytest.approx(expected)
+    assert result["n"] == 4 and result["grid"] == "global" and result["seed"] == 5
+    # an uncalibrated stage: as generated and calibrated are the same bodies
+    assert result["uncalibrated"]["ratio"] == result["ratio"]
+    assert "stage 1 as generated" in capsys.readouterr().out
+    seeds = []
+    original = CascadedSampler.sample_global
+    monkeypatch.setattr(CascadedSampler, "sample_global",
+                        lambda self, demos, s, **kw: seeds.extend(s) or original(self, demos, s, **kw))
+    script.stage1_body_volumes_l(tmp_path / "ref", tmp_path / "w", 6)
+    assert seeds == [6, 7, 8, 9]
+    with pytest.raises(SystemExit):
+        script.main([*args, "--synthetic", str(tmp_path / "ref")])  # one source of synthetic bodies
