@@ -40,10 +40,11 @@ from scipy import ndimage
 
 from synthaug.core.case import Case
 from synthaug.core.demographics import Demographics
+from synthaug.core.geometry import to_ras_affine
 from synthaug.core.io import atomic_write_json, read_nifti
 from synthaug.core.labels import ORGAN_IDS
 from synthaug.data.totalseg import totalseg_to_synthaug
-from synthaug.evaluation.realism import body_outline, lesion_measures, to_ras
+from synthaug.evaluation.realism import body_outline, lesion_measures
 from synthaug.phantom.lesion_paint import LesionAppearance, psf_reach_voxels
 from synthaug.phantom.lesions import add_lesions
 from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
@@ -105,15 +106,15 @@ def real_crops(real: Path) -> list[dict]:
     for folder in folders:
         pet, aff = read_nifti(folder / "PET_image.nii.gz", np.float32)
         mask, _ = read_nifti(folder / "PET_mask.nii.gz")
-        pet_r, aff_r = to_ras(pet, aff)
-        rows += [{**r, "case": folder.name} for r in lesion_measures(pet_r, to_ras(mask > 0, aff)[0], _spacing(aff_r))]
+        pet_r, aff_r = to_ras_affine(pet, aff)
+        rows += [{**r, "case": folder.name} for r in lesion_measures(pet_r, to_ras_affine(mask > 0, aff)[0], _spacing(aff_r))]
     return rows
 
 
 def sts001_case(real: Path) -> Case:
     """The real whole-body PET with a soft-tissue label map from its outline and a flat pseudo-CT."""
     pet, aff = read_nifti(real / "sts001_wholebody" / "PET_SUV.nii.gz", np.float32)
-    pet, aff_r = to_ras(pet, aff)
+    pet, aff_r = to_ras_affine(pet, aff)
     sp = _spacing(aff_r)
     affine = np.diag([*sp, 1.0])
     body = body_outline(pet, sp)

@@ -35,9 +35,9 @@ import numpy as np
 
 from synthaug.core.case import Case
 from synthaug.core.demographics import Demographics
-from synthaug.core.geometry import spacing_of
+from synthaug.core.geometry import spacing_of, to_ras_affine
 from synthaug.core.io import atomic_write_json, atomic_write_text, read_nifti
-from synthaug.evaluation.realism import LESION_KEYS, TABLE_ROWS, lesion_measures, measure, to_ras
+from synthaug.evaluation.realism import LESION_KEYS, TABLE_ROWS, lesion_measures, measure
 from synthaug.phantom.body import make_phantom
 from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
 
@@ -128,8 +128,8 @@ def table(groups: dict[str, list[dict]], lesions: dict[str, dict]) -> str:
 
 def _case_lesions(case: Case) -> list[dict]:
     """Each lesion of a phantom or generated case, measured as the real crops are (RAS arrays)."""
-    pet, affine = to_ras(case.pet, case.affine)
-    return lesion_measures(pet, to_ras(case.lesions, case.affine)[0], spacing_of(affine))
+    pet, affine = to_ras_affine(case.pet, case.affine)
+    return lesion_measures(pet, to_ras_affine(case.lesions, case.affine)[0], spacing_of(affine))
 
 
 def _lesion_summary(rows: list[dict]) -> dict:
@@ -158,9 +158,9 @@ def main() -> None:
     for folder in sorted((REAL / "ibsi_sts_lesions").glob("STS_*")):
         img, aff = read_nifti(folder / "PET_image.nii.gz", np.float32)
         mask, _ = read_nifti(folder / "PET_mask.nii.gz")
-        img_ras, aff_ras = to_ras(img, aff)
+        img_ras, aff_ras = to_ras_affine(img, aff)
         spacing = tuple(float(s) for s in np.linalg.norm(aff_ras[:3, :3], axis=0))
-        lesion_rows["real tumour crops (51)"] += lesion_measures(img_ras, to_ras(mask > 0, aff)[0], spacing)
+        lesion_rows["real tumour crops (51)"] += lesion_measures(img_ras, to_ras_affine(mask > 0, aff)[0], spacing)
     for seed in range(args.cases):
         for column in PHANTOMS:
             case = _phantom(seed, column)

@@ -23,8 +23,18 @@ def axial_axis(affine: np.ndarray) -> int:
     return int(np.nonzero(ornt[:, 0] == 2)[0][0])
 
 
+def to_ras_affine(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``array`` with its axes flipped / permuted to the closest RAS+ orientation, and its new affine
+    (:func:`to_ras` gives the new spacing instead)."""
+    arr = np.asarray(array)
+    ornt = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
+    new_affine = np.asarray(affine, np.float64) @ nib.orientations.inv_ornt_aff(ornt, arr.shape)
+    return nib.orientations.apply_orientation(arr, ornt), new_affine
+
+
 def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder/flip ``array`` to the closest RAS+ axis order; return it and its spacing."""
+    """Reorder/flip ``array`` to the closest RAS+ axis order; return it and its spacing
+    (:func:`to_ras_affine` gives the new affine instead)."""
     ornt = nib.orientations.io_orientation(np.asarray(affine))
     out = nib.orientations.apply_orientation(array, ornt)
     spacing = np.empty(3)

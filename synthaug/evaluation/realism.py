@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 from scipy import ndimage
 from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import erfc
 
-from ..core.geometry import BODY_HU, spacing_of
+from ..core.geometry import BODY_HU, spacing_of, to_ras_affine
 from ..core.labels import ORGAN_IDS
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
     "measure_files",
     "sphere_mask",
     "texture_fwhm",
-    "to_ras",
     "voi_stats",
 ]
 
@@ -71,13 +69,6 @@ LIVER_ID = ORGAN_IDS["liver"]
 
 
 # --- geometry -----------------------------------------------------------------------------------
-
-
-def to_ras(array: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``array`` with its axes flipped / permuted to the closest RAS orientation, and its new affine."""
-    arr = np.asarray(array)
-    ornt = io_orientation(np.asarray(affine, dtype=np.float64))
-    return apply_orientation(arr, ornt), np.asarray(affine, np.float64) @ inv_ornt_aff(ornt, arr.shape)
 
 
 def _sigma(fwhm_mm: float, spacing: Sequence[float]) -> list[float]:
@@ -325,8 +316,8 @@ def _as_ras(pet, affine, ct, organs, lesions) -> _Ras:
     for name, arr in (("ct", ct), ("organs", organs), ("lesions", lesions)):
         if arr is not None and np.asarray(arr).shape != pet.shape:
             raise ValueError(f"{name}: shape {np.asarray(arr).shape} differs from the PET's {pet.shape}")
-        parts[name] = None if arr is None else to_ras(arr, affine)[0]
-    pet_ras, aff = to_ras(pet.astype(np.float32, copy=False), affine)
+        parts[name] = None if arr is None else to_ras_affine(arr, affine)[0]
+    pet_ras, aff = to_ras_affine(pet.astype(np.float32, copy=False), affine)
     return _Ras(pet_ras, parts["ct"], parts["organs"], parts["lesions"], spacing_of(aff))
 
 

@@ -30,8 +30,8 @@ from ..core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..core.demographics import FIELDS, PopulationRanges, drop_fields
 from ..core.io import Cohort, atomic_write_json, case_identity
 from ..core.progress import progress_bar
-from .channels import NUM_CHANNELS, encode
 from .balance import stratum_weights
+from .channels import NUM_CHANNELS, encode
 from .preprocess import GridArrays, preprocess_cohort
 from .stages import (
     PVCorrection,
