@@ -16,7 +16,12 @@ With ``--stage1 WEIGHTS`` instead of ``--synthetic``, the same on the global gri
 outline is drawn: stage 1 of WEIGHTS is sampled for each reference person (seed ``--seed`` + row) and
 its body measured as generated (``uncalibrated``) and with the weights' calibration (the ratios at the
 top level), against the reference cohort resampled onto that grid as the stage's training cases are. A
-minute of CPU per ten people; it tells global-stage candidates apart without sampling the SR stage.
+minute and a half of CPU per ten people; it tells global-stage candidates apart without sampling the SR
+stage. ``--guidance`` samples with classifier-free guidance at that scale.
+
+``--compare BASELINE RESULT`` reads two results of this script on the same people and seeds (two sets
+of weights, or two guidance scales) and reports the paired difference of their ratios with its 95 %
+interval, over everyone, per sex and per third of height; it samples nothing.
 """
 
 from __future__ import annotations
@@ -56,15 +61,17 @@ def body_volume_l(root: str | Path) -> tuple[list[Demographics], list[float]]:
     return demos, volumes
 
 
-def stage1_body_volumes_l(root: str | Path, weights: str | Path, seed: int) -> tuple[list[Demographics], dict, str]:
+def stage1_body_volumes_l(root: str | Path, weights: str | Path, seed: int,
+                          guidance: float | None = None) -> tuple[list[Demographics], dict, str]:
     """Every reference person's demographics and body volumes (litres) on the global grid of ``weights``
     (``{"reference", "uncalibrated", "calibrated"}`` lists, in the cohort's demographics order), and the
-    digest of the stage sampled."""
+    digest of the stage sampled. ``guidance``: the classifier-free guidance scale (default: the weights')."""
     from synthaug.model.channels import decode
     from synthaug.model.preprocess import to_grid
     from synthaug.sampling.cascade import CascadedSampler
 
     sampler = CascadedSampler.from_pretrained(weights, stages="global")
+    sampler.guidance = guidance
     cfg = sampler.global_config
     grid, voxel_l = cfg.global_grid, float(np.prod(cfg.global_grid.spacing)) / 1e6
     cohort = Cohort(root)
@@ -100,6 +107,32 @@ def _thirds(x: np.ndarray, ratio: np.ndarray) -> list[dict]:
     return out
 
 
+def _mean_with_interval(d: np.ndarray) -> dict:
+    """Mean of paired differences with its 95 % interval (normal approximation)."""
+    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
+    return {"n": int(d.size), "mean": float(d.mean()), "low": float(d.mean() - half), "high": float(d.mean() + half)}
+
+
+def paired_difference(result: dict, baseline: dict) -> dict:
+    """How ``result``'s per-person ratio differs from ``baseline``'s (two results of this script on the same
+    people, row by row, e.g. two sets of weights at the same seeds): the mean difference with its 95 %
+    interval over everyone, per sex and per third of height."""
+    rows, base = result["cases"], baseline["cases"]
+    if len(rows) != len(base) or any(a["demographics"] != b["demographics"] for a, b in zip(rows, base)):
+        raise SystemExit("--baseline: its people are not this run's row by row")
+    if (result.get("seed"), result.get("grid")) != (baseline.get("seed"), baseline.get("grid")):
+        raise SystemExit("--baseline: measured on another grid or with other seeds")
+    d = np.array([a["synthetic_l"] / a["reference_l"] - b["synthetic_l"] / b["reference_l"] for a, b in zip(rows, base)])
+    sex = np.array([a["demographics"]["sex"] for a in rows])
+    height = np.array([float(a["demographics"]["height_cm"]) for a in rows])
+    edges = np.quantile(height, [1 / 3, 2 / 3])
+    third = np.searchsorted(edges, height, side="left")
+    return {"all": _mean_with_interval(d),
+            "by_sex": {s: _mean_with_interval(d[sex == s]) for s in ("F", "M") if (sex == s).any()},
+            "by_height_third": [{"to_cm": float(edges[k]) if k < 2 else float(height.max()),
+                                 **_mean_with_interval(d[third == k])} for k in range(3) if (third == k).any()]}
+
+
 def analyse(demos: list[Demographics], reference: list[float], synthetic: list[float]) -> dict:
     """The per-person ratios and how they go with the demographics (see the module docstring)."""
     ref, syn = np.asarray(reference), np.asarray(synthetic)
@@ -129,14 +162,24 @@ def analyse(demos: list[Demographics], reference: list[float], synthetic: list[f
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reference", required=True, help="a cohort with CT")
+    ap.add_argument("--reference", help="a cohort with CT (not with --compare)")
     source = ap.add_mutually_exclusive_group(required=True)
     source.add_argument("--synthetic", help="a cohort of the same demographics, row by row")
     source.add_argument("--stage1", metavar="WEIGHTS", help="sample stage 1 of these weights for the reference's "
                                                             "people and compare on the global grid")
+    source.add_argument("--compare", nargs=2, metavar=("BASELINE", "RESULT"),
+                        help="two results of this script on the same people and seeds (e.g. two weights): the "
+                             "paired difference of their ratios, RESULT minus BASELINE; samples nothing")
     ap.add_argument("--seed", type=int, default=0, help="--stage1: the first row's seed (row i: seed + i)")
+    ap.add_argument("--guidance", type=float, help="--stage1: classifier-free guidance scale (default: the weights')")
     ap.add_argument("--out", help="write the result as JSON")
     args = ap.parse_args(argv)
+    if args.guidance is not None and not args.stage1:
+        ap.error("--guidance is a setting of --stage1's sampling")
+    if args.compare:
+        return _main_compare(args, argv)
+    if not args.reference:
+        ap.error("--synthetic and --stage1 need --reference")
     if args.stage1:
         return _main_stage1(args, argv)
     ref_d, ref_v = body_volume_l(args.reference)
@@ -153,12 +196,38 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _main_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
+    files = {}
+    for role, path in zip(("baseline", "result"), args.compare):
+        try:
+            files[role] = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--compare {path}: not a result of this script ({err})") from None
+        if not isinstance(files[role], dict) or "cases" not in files[role]:
+            raise SystemExit(f"--compare {path}: not a result of this script (no cases)")
+    diff = paired_difference(files["result"], files["baseline"])
+    result = {"command": "python scripts/body_volume_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              **{role: {"file": path, **{k: files[role].get(k) for k in
+                                         ("command", "generator_sha256", "global_sha256", "guidance")}}
+                 for role, path in zip(("baseline", "result"), args.compare)}, **diff}
+    print("ratio minus the baseline's, paired: " + ", ".join(
+        f"{name} {x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}] ({x['n']})"
+        for name, x in [("all", diff["all"]), *diff["by_sex"].items(),
+                        *((f"height to {t['to_cm']:.0f} cm", t) for t in diff["by_height_third"])]))
+    if args.out:
+        atomic_write_json(args.out, result)
+    return 0
+
+
 def _main_stage1(args: argparse.Namespace, argv: list[str] | None) -> int:
-    demos, volumes, sha = stage1_body_volumes_l(args.reference, args.stage1, args.seed)
+    if args.guidance is not None and not args.guidance > 0:
+        raise SystemExit(f"--guidance={args.guidance} must be > 0")
+    demos, volumes, sha = stage1_body_volumes_l(args.reference, args.stage1, args.seed, args.guidance)
     raw = analyse(demos, volumes["reference"], volumes["uncalibrated"])
     result = {"command": "python scripts/body_volume_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "reference": args.reference, "stage1": args.stage1, "grid": "global", "seed": args.seed,
-              "generator_sha256": sha,
+              "guidance": args.guidance,
+              "generator_sha256": sha, "global_sha256": json.loads((Path(args.stage1) / "global.json").read_text())["sha256"],
               "uncalibrated": {k: raw[k] for k in ("synthetic_l", "ratio", "pearson_r", "by_sex", "fit")},
               **analyse(demos, volumes["reference"], volumes["calibrated"])}
     u = result["uncalibrated"]["ratio"]

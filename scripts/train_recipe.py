@@ -10,7 +10,7 @@ Steps (each a JSON object with one of these keys, and an optional "name"):
 
 - ``cohort``: ``synthaug phantom`` (out, n, seed, version, optional scanner); resumes by itself.
 - ``train``: one or more ``synthaug train`` runs (stage, out, steps, batch_size, checkpoint_every,
-  config, optional objective / init_from / lr, defaults from the recipe's ``train_defaults``) on the
+  config, optional objective / init_from / lr / balance, defaults from the recipe's ``train_defaults``) on the
   recipe's ``data``, one after the other; with ``"alternate": {"global": G, "sr": S}`` the runs
   advance in chunks of G and S steps in turn. A run at its step count is skipped; one started
   resumes from its latest checkpoint.
@@ -35,7 +35,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STEP_KINDS = ("cohort", "train", "ship", "calibrate")
 COHORT_KEYS = {"out", "n", "seed", "version", "scanner"}
-RUN_KEYS = {"stage", "out", "steps", "batch_size", "checkpoint_every", "config", "objective", "init_from", "lr"}
+RUN_KEYS = {"stage", "out", "steps", "batch_size", "checkpoint_every", "config", "objective", "init_from", "lr",
+            "balance"}
 RUN_REQUIRED = {"stage", "out", "steps", "batch_size", "checkpoint_every", "config"}
 SHIP_KEYS = {"global_run", "sr_run", "dest", "args"}
 CALIBRATE_KEYS = {"weights", "stage", "work", "cases", "shards", "cache", "max_abs", "labels"}
@@ -105,7 +106,7 @@ def train_command(run: dict, data: str, defaults: dict, steps: int, root: Path =
     argv = ["synthaug", "train", "--stage", r["stage"], "--data", data, "--out", r["out"], "--steps", str(steps),
             "--batch-size", str(r["batch_size"]), "--checkpoint-every", str(r["checkpoint_every"]),
             "--config", r["config"], "--no-progress"]
-    for key in ("objective", "init_from", "lr"):
+    for key in ("objective", "init_from", "lr", "balance"):
         if r.get(key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(r[key])]
     if (root / r["out"] / f"run_{r['stage']}.json").is_file():

@@ -141,11 +141,50 @@ def test_body_volume_check_on_stage1_samples_of_tiny_weights(tmp_path, capsys, m
     # an uncalibrated stage: as generated and calibrated are the same bodies
     assert result["uncalibrated"]["ratio"] == result["ratio"]
     assert "stage 1 as generated" in capsys.readouterr().out
-    seeds = []
+    seeds, guidance = [], []
     original = CascadedSampler.sample_global
     monkeypatch.setattr(CascadedSampler, "sample_global",
-                        lambda self, demos, s, **kw: seeds.extend(s) or original(self, demos, s, **kw))
-    script.stage1_body_volumes_l(tmp_path / "ref", tmp_path / "w", 6)
-    assert seeds == [6, 7, 8, 9]
+                        lambda self, demos, s, **kw: seeds.extend(s) or guidance.append(self.guidance)
+                        or original(self, demos, s, **kw))
+    script.stage1_body_volumes_l(tmp_path / "ref", tmp_path / "w", 6, guidance=1.5)
+    assert seeds == [6, 7, 8, 9] and guidance == [1.5] * 4
+    assert result["global_sha256"] == json.loads((tmp_path / "w" / "global.json").read_text())["sha256"]
+    for bad in (["--guidance", "0"], ["--guidance", "nan"]):
+        with pytest.raises(SystemExit, match="--guidance"):
+            script.main([*args, *bad])
+    with pytest.raises(SystemExit):
+        script.main(["--reference", str(tmp_path / "ref"), "--synthetic", str(tmp_path / "ref"), "--guidance", "2"])
     with pytest.raises(SystemExit):
         script.main([*args, "--synthetic", str(tmp_path / "ref")])  # one source of synthetic bodies
+
+
+def test_body_volume_check_compares_two_results_person_by_person(tmp_path, capsys):
+    script = load_script("body_volume_check")
+    people = [{"sex": "MF"[i % 2], "height_cm": 150.0 + 3 * i, "weight_kg": 70.0} for i in range(12)]
+    base = {"command": "base", "generator_sha256": "a" * 64, "seed": 0, "grid": "global",
+            "cases": [{"demographics": d, "reference_l": 50.0, "synthetic_l": 45.0} for d in people]}
+    # the women's bodies 10 % of the reference larger, the men's unchanged
+    other = {**base, "command": "other", "cases": [{**c, "synthetic_l": c["synthetic_l"] + (5.0 if i % 2 else 0.0)}
+                                                  for i, c in enumerate(base["cases"])]}
+    paths = []
+    for name, data in (("base", base), ("other", other)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(data))
+    out = tmp_path / "cmp.json"
+    assert script.main(["--compare", str(paths[0]), str(paths[1]), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["all"]["mean"] == pytest.approx(0.05) and result["by_sex"]["F"]["mean"] == pytest.approx(0.1)
+    assert result["by_sex"]["M"] == {"n": 6, "mean": 0.0, "low": 0.0, "high": 0.0}
+    assert sum(t["n"] for t in result["by_height_third"]) == 12
+    assert result["baseline"]["generator_sha256"] == "a" * 64 and result["result"]["command"] == "other"
+    assert "F +0.100" in capsys.readouterr().out
+    swapped = {**other, "cases": other["cases"][::-1]}
+    paths[1].write_text(json.dumps(swapped))
+    with pytest.raises(SystemExit, match="not this run's row by row"):
+        script.main(["--compare", str(paths[0]), str(paths[1])])
+    paths[1].write_text(json.dumps({**other, "seed": 1}))
+    with pytest.raises(SystemExit, match="other seeds"):
+        script.main(["--compare", str(paths[0]), str(paths[1])])
+    paths[1].write_text("[]")
+    with pytest.raises(SystemExit, match="not a result of this script"):
+        script.main(["--compare", str(paths[0]), str(paths[1])])

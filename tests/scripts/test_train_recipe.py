@@ -98,6 +98,14 @@ def test_training_alternates_in_chunks_resumes_and_skips_finished_runs(tmp_path)
     assert list(recipe.train_commands(step, "data/x", {}, tmp_path)) == []  # all done: nothing to run
 
 
+def test_a_run_passes_its_balance_and_the_defaults_theirs(tmp_path):
+    run = {"stage": "global", "out": "runs/b", "steps": 10, "batch_size": 4, "checkpoint_every": 5, "config": "c.json",
+           "balance": 3}
+    argv = recipe.train_command(run, "data/x", {"init_from": "w"}, 10, tmp_path)
+    assert argv[argv.index("--balance") + 1] == "3" and argv[argv.index("--init-from") + 1] == "w"
+    assert "--balance" not in recipe.train_command({**run, "balance": None}, "data/x", {}, 10, tmp_path)
+
+
 def test_a_run_that_does_not_advance_stops_the_recipe_instead_of_looping(tmp_path):
     run = {"stage": "global", "out": "runs/g", "steps": 100, "batch_size": 4, "checkpoint_every": 50, "config": "c.json"}
     commands = recipe.train_commands({"train": [run]}, "data/x", {}, tmp_path)
