@@ -7,7 +7,8 @@ synthetic / reference per person, and how that ratio goes with the person: Pears
 Fisher's z) with weight, height, BMI and age, the mean ratio per sex and per third of weight and of BMI, and a least-squares
 fit ``ratio ~ 1 + weight + height + male``. A deficit that is the same for everyone points at the
 body's outline as a whole; one that grows for small or light people points at how the networks follow
-the conditioning.
+the conditioning. Where the volume is missing, per sex: axial bands by distance below the body's top
+(``BANDS_CM``), the outer fifths of its left-right extent (arms and flanks) and the body's length.
 
     python scripts/body_volume_check.py --reference data/phantom_v3_dev --synthetic runs/eval_syn_dev \
         --out benchmarks/results/body_volume.json
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from synthaug.core.demographics import Demographics
-from synthaug.core.geometry import body_mask
+from synthaug.core.geometry import body_mask, to_ras
 from synthaug.core.io import Cohort, atomic_write_json
 
 FACTORS = ("weight_kg", "height_cm", "bmi", "age")
@@ -42,10 +43,52 @@ FACTORS = ("weight_kg", "height_cm", "bmi", "age")
 TOLERANCE = 0.15
 
 
-def body_volume_l(root: str | Path) -> tuple[list[Demographics], list[float]]:
-    """Every case's demographics and body volume (litres), in the cohort's demographics order."""
+#: Where the body's volume is split (--synthetic): axial bands by distance below the body's top (cm; the
+#: last band open-ended), then the outer fifths of its left-right extent, where the arms and flanks lie.
+BANDS_CM = (0, 25, 45, 65, 85)
+
+
+def body_regions_l(mask: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """A body mask's volume (litres) per axial band of :data:`BANDS_CM`, in its outer left and right fifths
+    (``lateral``) and in all (``whole``), and its length (``length_cm``: top to bottom slice holding body)."""
+    m, spacing = to_ras(np.asarray(mask, bool), affine)
+    litres = float(np.prod(spacing)) / 1e6
+    per_slice = m.sum(axis=(0, 1)) * litres  # RAS: the last axis runs towards the head
+    z = np.nonzero(per_slice)[0]
+    below_top_cm = (z.max() - np.arange(m.shape[2])) * spacing[2] / 10.0
+    edges = [*BANDS_CM, np.inf]
+    out = {f"{a}-{'' if b == np.inf else b} cm": float(per_slice[(below_top_cm >= a) & (below_top_cm < b)].sum())
+           for a, b in zip(edges[:-1], edges[1:])}
+    x = np.nonzero(m.any(axis=(1, 2)))[0]
+    fifth = (x.max() - x.min() + 1) // 5
+    out["lateral"] = float((m[: x.min() + fifth].sum() + m[x.max() + 1 - fifth:].sum()) * litres)
+    out["whole"] = float(m.sum() * litres)
+    out["length_cm"] = float((z.max() - z.min() + 1) * spacing[2] / 10.0)
+    return out
+
+
+def region_summary(demos: list[Demographics], reference: list[dict], synthetic: list[dict]) -> dict:
+    """Per sex and region of :func:`body_regions_l`: the reference's mean and the mean synthetic minus
+    reference (litres, cm for the length), and that difference as a share of the reference's mean."""
+    out = {}
+    for sex in ("F", "M"):
+        rows = [i for i, d in enumerate(demos) if d.sex == sex]
+        if not rows:
+            continue
+        out[sex] = {}
+        for key in reference[0]:
+            ref = np.array([reference[i][key] for i in rows])
+            diff = np.array([synthetic[i][key] for i in rows]) - ref
+            out[sex][key] = {"reference": float(ref.mean()), "difference": float(diff.mean()),
+                             "relative": float(diff.mean() / ref.mean()) if ref.mean() > 0 else float("nan")}
+    return out
+
+
+def body_volume_l(root: str | Path) -> tuple[list[Demographics], list[float], list[dict]]:
+    """Every case's demographics, body volume (litres) and :func:`body_regions_l`, in the cohort's
+    demographics order."""
     cohort = Cohort(root)
-    demos, volumes = [], []
+    demos, volumes, regions = [], [], []
     for case_id in cohort:
         case = cohort.load(case_id)
         if case.ct is None:
@@ -53,12 +96,13 @@ def body_volume_l(root: str | Path) -> tuple[list[Demographics], list[float]]:
         demo = cohort.demographics[case_id]
         if demo.age is None or demo.bmi is None or demo.sex not in ("F", "M"):
             raise SystemExit(f"{root}/{case_id}: age, sex, height and weight must be known")
-        voxels = int(body_mask(case.ct, case.organs, case.affine).sum())
-        if voxels == 0:
+        mask = body_mask(case.ct, case.organs, case.affine)
+        if not mask.any():
             raise SystemExit(f"{root}/{case_id}: no body (no CT voxel above -500 HU and no organ label)")
-        volumes.append(voxels * case.voxel_volume_ml / 1000.0)
+        volumes.append(int(mask.sum()) * case.voxel_volume_ml / 1000.0)
+        regions.append(body_regions_l(mask, case.affine))
         demos.append(demo)
-    return demos, volumes
+    return demos, volumes, regions
 
 
 def stage1_body_volumes_l(root: str | Path, weights: str | Path, seed: int,
@@ -122,7 +166,8 @@ def paired_difference(result: dict, baseline: dict) -> dict:
         raise SystemExit("--baseline: its people are not this run's row by row")
     if (result.get("seed"), result.get("grid")) != (baseline.get("seed"), baseline.get("grid")):
         raise SystemExit("--baseline: measured on another grid or with other seeds")
-    d = np.array([a["synthetic_l"] / a["reference_l"] - b["synthetic_l"] / b["reference_l"] for a, b in zip(rows, base)])
+    d = np.array([a["synthetic_l"] / a["reference_l"] - b["synthetic_l"] / b["reference_l"]
+                  for a, b in zip(rows, base)])
     sex = np.array([a["demographics"]["sex"] for a in rows])
     height = np.array([float(a["demographics"]["height_cm"]) for a in rows])
     edges = np.quantile(height, [1 / 3, 2 / 3])
@@ -182,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--synthetic and --stage1 need --reference")
     if args.stage1:
         return _main_stage1(args, argv)
-    ref_d, ref_v = body_volume_l(args.reference)
-    syn_d, syn_v = body_volume_l(args.synthetic)
+    ref_d, ref_v, ref_r = body_volume_l(args.reference)
+    syn_d, syn_v, syn_r = body_volume_l(args.synthetic)
     if len(ref_d) != len(syn_d) or any(abs(a.weight_kg - b.weight_kg) > 0.05 or abs(a.height_cm - b.height_cm) > 0.05
                                        or a.sex != b.sex for a, b in zip(ref_d, syn_d)):
         raise SystemExit(f"{args.synthetic}: its people are not {args.reference}'s row by row")
@@ -191,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": "python scripts/body_volume_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "reference": args.reference, "synthetic": args.synthetic,
               "generator_sha256": json.loads(manifest.read_text()).get("generator_sha256") if manifest.is_file() else None,
-              **analyse(ref_d, ref_v, syn_v)}
+              **analyse(ref_d, ref_v, syn_v), "by_region": region_summary(ref_d, ref_r, syn_r)}
+    for sex, regions in result["by_region"].items():
+        print(f"synthetic minus reference, {sex}: " + ", ".join(
+            f"{key} {v['difference']:+.2f} ({100 * v['relative']:+.1f} %)" for key, v in regions.items()))
     _print_and_write(result, args.out)
     return 0
 
@@ -208,7 +256,8 @@ def _main_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
     diff = paired_difference(files["result"], files["baseline"])
     result = {"command": "python scripts/body_volume_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
               **{role: {"file": path, **{k: files[role].get(k) for k in
-                                         ("command", "generator_sha256", "global_sha256", "guidance")}}
+                                         ("command", "generator_sha256", "global_sha256", "guidance", "ratio",
+                                          "by_weight_third", "by_sex", "pearson_r")}}
                  for role, path in zip(("baseline", "result"), args.compare)}, **diff}
     print("ratio minus the baseline's, paired: " + ", ".join(
         f"{name} {x['mean']:+.3f} [{x['low']:+.3f}, {x['high']:+.3f}] ({x['n']})"
@@ -227,7 +276,8 @@ def _main_stage1(args: argparse.Namespace, argv: list[str] | None) -> int:
     result = {"command": "python scripts/body_volume_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "reference": args.reference, "stage1": args.stage1, "grid": "global", "seed": args.seed,
               "guidance": args.guidance,
-              "generator_sha256": sha, "global_sha256": json.loads((Path(args.stage1) / "global.json").read_text())["sha256"],
+              "generator_sha256": sha,
+              "global_sha256": json.loads((Path(args.stage1) / "global.json").read_text())["sha256"],
               "uncalibrated": {k: raw[k] for k in ("synthetic_l", "ratio", "pearson_r", "by_sex", "fit")},
               **analyse(demos, volumes["reference"], volumes["calibrated"])}
     u = result["uncalibrated"]["ratio"]

@@ -188,3 +188,24 @@ def test_body_volume_check_compares_two_results_person_by_person(tmp_path, capsy
     paths[1].write_text("[]")
     with pytest.raises(SystemExit, match="not a result of this script"):
         script.main(["--compare", str(paths[0]), str(paths[1])])
+
+
+def test_body_regions_split_the_volume_along_and_across_the_body():
+    """A 10 x 10 x 60 cm torso with two 2 x 2 x 20 cm arms beside its upper third, on a 1 cm grid."""
+    script = load_script("body_volume_check")
+    mask = np.zeros((20, 12, 70), bool)
+    mask[5:15, 1:11, 5:65] = True  # torso, its top at slice 64
+    mask[1:3, 4:6, 45:65] = mask[17:19, 4:6, 45:65] = True  # arms: x 1-2 and 17-18, the top 20 cm
+    regions = script.body_regions_l(mask, np.diag([10.0, 10.0, 10.0, 1.0]))
+    bands = [v for k, v in regions.items() if k.endswith(" cm")]
+    assert sum(bands) == pytest.approx(mask.sum() / 1000.0) and regions["whole"] == pytest.approx(mask.sum() / 1000.0)
+    assert regions["0-25 cm"] == pytest.approx((25 * 100 + 2 * 4 * 20) / 1000.0)
+    assert regions["85- cm"] == 0.0 and regions["length_cm"] == pytest.approx(60.0)
+    # body x extent 1..18 (18 cm): the outer fifths are 3 cm wide, x 1-3 and 16-18: the arms, no torso
+    assert regions["lateral"] == pytest.approx(2 * 4 * 20 / 1000.0)
+    no_arms = mask.copy()
+    no_arms[:4] = no_arms[16:] = False
+    no_arms[5:15, 1:11, 5:65] = True
+    demos = [Demographics(age=50.0, sex="F", height_cm=160.0, weight_kg=60.0, diagnosis="NEGATIVE")]
+    summary = script.region_summary(demos, [regions], [script.body_regions_l(no_arms, np.diag([10.0, 10.0, 10.0, 1.0]))])
+    assert summary["F"]["0-25 cm"]["difference"] == pytest.approx(-0.16) and "M" not in summary
