@@ -108,8 +108,9 @@ def body_volume_l(root: str | Path) -> tuple[list[Demographics], list[float], li
 def stage1_body_volumes_l(root: str | Path, weights: str | Path, seed: int,
                           guidance: float | None = None) -> tuple[list[Demographics], dict, str]:
     """Every reference person's demographics and body volumes (litres) on the global grid of ``weights``
-    (``{"reference", "uncalibrated", "calibrated"}`` lists, in the cohort's demographics order), and the
-    digest of the stage sampled. ``guidance``: the classifier-free guidance scale (default: the weights')."""
+    (``{"reference", "uncalibrated", "calibrated"}`` lists, in the cohort's demographics order; the
+    reference's and the calibrated samples' :func:`body_regions_l` as ``regions_reference`` and
+    ``regions_calibrated``), and the digest of the stage sampled. ``guidance``: the classifier-free guidance scale (default: the weights')."""
     from synthaug.model.channels import decode
     from synthaug.model.preprocess import to_grid
     from synthaug.sampling.cascade import CascadedSampler
@@ -119,15 +120,20 @@ def stage1_body_volumes_l(root: str | Path, weights: str | Path, seed: int,
     cfg = sampler.global_config
     grid, voxel_l = cfg.global_grid, float(np.prod(cfg.global_grid.spacing)) / 1e6
     cohort = Cohort(root)
-    demos, out = [], {"reference": [], "uncalibrated": [], "calibrated": []}
+    demos, out = [], {key: [] for key in ("reference", "uncalibrated", "calibrated", "regions_reference",
+                                          "regions_calibrated")}
     for row, case_id in enumerate(cohort):
         demo = cohort.demographics[case_id]
         ref = to_grid(cohort.load(case_id), grid, **cfg.resampling(grid))
         x = sampler.sample_global([demo], [seed + row], soft_labels=True)
+        masks = {"reference": (body_mask(ref.ct, ref.organs, ref.affine), ref.affine)}
         for key, channels in (("uncalibrated", x), ("calibrated", cfg.calibration.apply(x.clone()))):
             d = decode(channels[0])
-            out[key].append(int(body_mask(d["ct"], d["organs"], grid.affine).sum()) * voxel_l)
-        out["reference"].append(int(body_mask(ref.ct, ref.organs, ref.affine).sum()) * voxel_l)
+            masks[key] = (body_mask(d["ct"], d["organs"], grid.affine), grid.affine)
+        for key, (mask, _) in masks.items():
+            out[key].append(int(mask.sum()) * voxel_l)
+        for key in ("reference", "calibrated"):
+            out[f"regions_{key}"].append(body_regions_l(*masks[key]))
         demos.append(demo)
     return demos, out, sampler.sha256
 
@@ -237,9 +243,7 @@ def main(argv: list[str] | None = None) -> int:
               "reference": args.reference, "synthetic": args.synthetic,
               "generator_sha256": json.loads(manifest.read_text()).get("generator_sha256") if manifest.is_file() else None,
               **analyse(ref_d, ref_v, syn_v), "by_region": region_summary(ref_d, ref_r, syn_r)}
-    for sex, regions in result["by_region"].items():
-        print(f"synthetic minus reference, {sex}: " + ", ".join(
-            f"{key} {v['difference']:+.2f} ({100 * v['relative']:+.1f} %)" for key, v in regions.items()))
+    _print_regions(result["by_region"])
     _print_and_write(result, args.out)
     return 0
 
@@ -279,12 +283,20 @@ def _main_stage1(args: argparse.Namespace, argv: list[str] | None) -> int:
               "generator_sha256": sha,
               "global_sha256": json.loads((Path(args.stage1) / "global.json").read_text())["sha256"],
               "uncalibrated": {k: raw[k] for k in ("synthetic_l", "ratio", "pearson_r", "by_sex", "fit")},
-              **analyse(demos, volumes["reference"], volumes["calibrated"])}
+              **analyse(demos, volumes["reference"], volumes["calibrated"]),
+              "by_region": region_summary(demos, volumes["regions_reference"], volumes["regions_calibrated"])}
+    _print_regions(result["by_region"])
     u = result["uncalibrated"]["ratio"]
     print(f"stage 1 as generated: mean ratio {u['mean']:.3f}, by sex "
           + ", ".join(f"{s} {v['mean_ratio']:.3f}" for s, v in result["uncalibrated"]["by_sex"].items()))
     _print_and_write(result, args.out)
     return 0
+
+
+def _print_regions(by_region: dict) -> None:
+    for sex, regions in by_region.items():
+        print(f"synthetic minus reference, {sex}: " + ", ".join(
+            f"{key} {v['difference']:+.2f} ({100 * v['relative']:+.1f} %)" for key, v in regions.items()))
 
 
 def _print_and_write(result: dict, out: str | None) -> None:

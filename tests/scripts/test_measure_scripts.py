@@ -138,6 +138,8 @@ def test_body_volume_check_on_stage1_samples_of_tiny_weights(tmp_path, capsys, m
                 * np.prod(grid.spacing) / 1e6 for i in ids]
     assert [row["reference_l"] for row in result["cases"]] == pytest.approx(expected)
     assert result["n"] == 4 and result["grid"] == "global" and result["seed"] == 5
+    women = [row["reference_l"] for row in result["cases"] if row["demographics"]["sex"] == "F"]
+    assert result["by_region"]["F"]["whole"]["reference"] == pytest.approx(np.mean(women))
     # an uncalibrated stage: as generated and calibrated are the same bodies
     assert result["uncalibrated"]["ratio"] == result["ratio"]
     assert "stage 1 as generated" in capsys.readouterr().out
