@@ -7,7 +7,7 @@ synthetic / reference per person, and how that ratio goes with the person: Pears
 Fisher's z) with weight, height, BMI and age, the mean ratio per sex and per third of weight and of BMI, and a least-squares
 fit ``ratio ~ 1 + weight + height + male``. A deficit that is the same for everyone points at the
 body's outline as a whole; one that grows for small or light people points at how the networks follow
-the conditioning. Where the volume is missing, per sex: axial bands by distance below the body's top
+the conditioning. Where the volume is missing (``by_region``), per sex: axial bands by distance below the body's top
 (``BANDS_CM``), the outer fifths of its left-right extent (arms and flanks) and the body's length.
 
     python scripts/body_volume_check.py --reference data/phantom_v3_dev --synthetic runs/eval_syn_dev \
@@ -43,7 +43,7 @@ FACTORS = ("weight_kg", "height_cm", "bmi", "age")
 TOLERANCE = 0.15
 
 
-#: Where the body's volume is split (--synthetic): axial bands by distance below the body's top (cm; the
+#: Where the body's volume is split: axial bands by distance below the body's top (cm; the
 #: last band open-ended), then the outer fifths of its left-right extent, where the arms and flanks lie.
 BANDS_CM = (0, 25, 45, 65, 85)
 
@@ -110,7 +110,8 @@ def stage1_body_volumes_l(root: str | Path, weights: str | Path, seed: int,
     """Every reference person's demographics and body volumes (litres) on the global grid of ``weights``
     (``{"reference", "uncalibrated", "calibrated"}`` lists, in the cohort's demographics order; the
     reference's and the calibrated samples' :func:`body_regions_l` as ``regions_reference`` and
-    ``regions_calibrated``), and the digest of the stage sampled. ``guidance``: the classifier-free guidance scale (default: the weights')."""
+    ``regions_calibrated``), and the digest of the stage sampled. ``guidance``: the classifier-free
+    guidance scale (default: the weights')."""
     from synthaug.model.channels import decode
     from synthaug.model.preprocess import to_grid
     from synthaug.sampling.cascade import CascadedSampler

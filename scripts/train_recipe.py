@@ -10,9 +10,9 @@ Steps (each a JSON object with one of these keys, and an optional "name"):
 
 - ``cohort``: ``synthaug phantom`` (out, n, seed, version, optional scanner); resumes by itself.
 - ``train``: one or more ``synthaug train`` runs (stage, out, steps, batch_size, checkpoint_every,
-  config, optional objective / init_from / lr / balance, defaults from the recipe's ``train_defaults``) on the
-  recipe's ``data``, one after the other; with ``"alternate": {"global": G, "sr": S}`` the runs
-  advance in chunks of G and S steps in turn. A run at its step count is skipped; one started
+  config, optional objective / init_from / lr / balance, defaults from the recipe's
+  ``train_defaults``) on the recipe's ``data``, one after the other; with ``"alternate": {"global": G,
+  "sr": S}`` the runs advance in chunks of G and S steps in turn. A run at its step count is skipped; one started
   resumes from its latest checkpoint.
 - ``ship``: ``scripts/ship_weights.py`` into ``dest`` (skipped when ``dest`` holds these runs' weights).
 - ``calibrate``: ``synthaug calibrate`` of one stage, its samples in ``shards`` processes of one thread,

@@ -7,7 +7,9 @@ bodies smaller than the phantom's (``scripts/body_volume_check.py``, ``docs/real
 equal width (from that sex's shortest to its tallest case), and draws every group equally often (each
 case uniformly within its group): the short and the tall of each sex are seen as often as the middle.
 The conditional model the network learns is the same either way; balancing only changes how often
-each kind of body is seen.
+each kind of body is seen. Measured once, it did not help: 1,000 balanced global steps left the shipped
+stage's short and female bodies as small as 1,000 uniform ones did (``docs/realism.md``, "Where the
+bodies fall short"), so the option is a tool for cohorts skewed further than the phantom's, not a fix.
 """
 
 from __future__ import annotations
