@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
             except json.JSONDecodeError as err:
                 raise ValueError(f"--config {args.config}: not valid JSON: {err}") from None
         stage_overrides = cfg.pop("stage", {})
+        unknown = sorted(set(cfg) - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"--config {args.config}: unknown training field(s) {', '.join(map(repr, unknown))} "
+                             f"(training fields: {', '.join(TrainConfig.__dataclass_fields__)}; stage settings go "
+                             f"under 'stage')")
         overrides.update(cfg)
     for name in ("steps", "batch_size", "lr", "seed", "checkpoint_every", "balance"):
         value = getattr(args, name)

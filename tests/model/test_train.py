@@ -204,6 +204,15 @@ def test_train_rejects_bad_settings_before_work(cohort, config_file, tmp_path, c
     assert not out.exists()
 
 
+def test_a_config_file_with_an_unknown_training_field_is_refused_before_work(cohort, tmp_path, capsys):
+    config = write_train_config(tmp_path / "typo.json", balanse=3)
+    out = tmp_path / "run"
+    assert _train(cohort, out, config, "--steps", "1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown training field(s) 'balanse'" in err[0], err
+    assert not out.exists()
+
+
 def test_a_balanced_run_records_its_balance_and_keeps_it_on_resume(cohort, config_file, tmp_path):
     out = tmp_path / "balanced"
     assert _train(cohort, out, config_file, "--steps", "1", "--balance", "2") == 0
