@@ -40,11 +40,11 @@ from scipy import ndimage
 
 from synthaug.core.case import Case
 from synthaug.core.demographics import Demographics
-from synthaug.core.geometry import to_ras_affine
+from synthaug.core.geometry import spacing_of, to_ras
 from synthaug.core.io import atomic_write_json, read_nifti
 from synthaug.core.labels import ORGAN_IDS
 from synthaug.data.totalseg import totalseg_to_synthaug
-from synthaug.evaluation.realism import body_outline, lesion_measures
+from synthaug.evaluation.realism import body_outline, lesion_measures, lesion_measures_in_ras
 from synthaug.phantom.lesion_paint import LesionAppearance, psf_reach_voxels
 from synthaug.phantom.lesions import add_lesions
 from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
@@ -94,10 +94,6 @@ def fit(case: Case, crops: list[dict], seed: int) -> dict:
     return {"development_crops": real, "candidates": tried, "best": best["settings"]}
 
 
-def _spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
-
-
 def real_crops(real: Path) -> list[dict]:
     rows = []
     folders = sorted((real / "ibsi_sts_lesions").glob("STS_*"))
@@ -106,16 +102,14 @@ def real_crops(real: Path) -> list[dict]:
     for folder in folders:
         pet, aff = read_nifti(folder / "PET_image.nii.gz", np.float32)
         mask, _ = read_nifti(folder / "PET_mask.nii.gz")
-        pet_r, aff_r = to_ras_affine(pet, aff)
-        rows += [{**r, "case": folder.name} for r in lesion_measures(pet_r, to_ras_affine(mask > 0, aff)[0], _spacing(aff_r))]
+        rows += [{**r, "case": folder.name} for r in lesion_measures_in_ras(pet, mask, aff)]
     return rows
 
 
 def sts001_case(real: Path) -> Case:
     """The real whole-body PET with a soft-tissue label map from its outline and a flat pseudo-CT."""
     pet, aff = read_nifti(real / "sts001_wholebody" / "PET_SUV.nii.gz", np.float32)
-    pet, aff_r = to_ras_affine(pet, aff)
-    sp = _spacing(aff_r)
+    pet, sp = to_ras(pet, aff)
     affine = np.diag([*sp, 1.0])
     body = body_outline(pet, sp)
     organs = np.where(body, ORGAN_IDS["soft_tissue"], 0).astype(np.uint8)
@@ -202,7 +196,7 @@ def _ct_montage(ts: Path, img_dir: Path, seed: int, plt) -> dict:
     organs = totalseg_to_synthaug(seg, ct)
     flat = np.where(organs > 0, 1.0, 0.0).astype(np.float32)
     flat[organs == ORGAN_IDS["liver"]] = 2.0
-    spacing = _spacing(aff)
+    spacing = spacing_of(aff)
     pet = apply_scanner(flat, spacing, DEFAULT_SCANNER, 74.0, seed=seed)
     case = Case(ct=ct, pet=pet, organs=organs, lesions=None, affine=aff,
                 demographics=Demographics(age=58, sex="M", height_cm=171, weight_kg=74))

@@ -33,11 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from synthaug.core.case import Case
 from synthaug.core.demographics import Demographics
-from synthaug.core.geometry import spacing_of, to_ras_affine
 from synthaug.core.io import atomic_write_json, atomic_write_text, read_nifti
-from synthaug.evaluation.realism import LESION_KEYS, TABLE_ROWS, lesion_measures, measure
+from synthaug.evaluation.realism import LESION_KEYS, TABLE_ROWS, lesion_measures_in_ras, measure
 from synthaug.phantom.body import make_phantom
 from synthaug.phantom.scanner import DEFAULT_SCANNER, apply_scanner
 
@@ -126,12 +124,6 @@ def table(groups: dict[str, list[dict]], lesions: dict[str, dict]) -> str:
     return out + "\n".join(lines) + "\n"
 
 
-def _case_lesions(case: Case) -> list[dict]:
-    """Each lesion of a phantom or generated case, measured as the real crops are (RAS arrays)."""
-    pet, affine = to_ras_affine(case.pet, case.affine)
-    return lesion_measures(pet, to_ras_affine(case.lesions, case.affine)[0], spacing_of(affine))
-
-
 def _lesion_summary(rows: list[dict]) -> dict:
     out: dict = {"n": len(rows)}
     for k in LESION_KEYS:
@@ -158,9 +150,7 @@ def main() -> None:
     for folder in sorted((REAL / "ibsi_sts_lesions").glob("STS_*")):
         img, aff = read_nifti(folder / "PET_image.nii.gz", np.float32)
         mask, _ = read_nifti(folder / "PET_mask.nii.gz")
-        img_ras, aff_ras = to_ras_affine(img, aff)
-        spacing = tuple(float(s) for s in np.linalg.norm(aff_ras[:3, :3], axis=0))
-        lesion_rows["real tumour crops (51)"] += lesion_measures(img_ras, to_ras_affine(mask > 0, aff)[0], spacing)
+        lesion_rows["real tumour crops (51)"] += lesion_measures_in_ras(img, mask, aff)
     for seed in range(args.cases):
         for column in PHANTOMS:
             case = _phantom(seed, column)
@@ -171,7 +161,7 @@ def main() -> None:
     for i, diagnosis in enumerate(LESION_DIAGNOSES[: args.lesion_phantoms]):
         for column in PHANTOMS:
             case = _phantom(100 + i, column, diagnosis)
-            lesion_rows[column] += _case_lesions(case)
+            lesion_rows[column] += lesion_measures_in_ras(case.pet, case.lesions, case.affine)
     print(f"lesion phantoms done ({time.time() - t0:.0f} s)", flush=True)
     sha = None
     if not args.no_cascade:
@@ -191,7 +181,7 @@ def main() -> None:
             lesion_rows[column] = []
             for i, diagnosis in enumerate(LESION_DIAGNOSES[: args.lesion_phantoms]):
                 case = sampler.sample(replace(DEMO, diagnosis=diagnosis), seed=100 + i)[0]
-                lesion_rows[column] += _case_lesions(case)
+                lesion_rows[column] += lesion_measures_in_ras(case.pet, case.lesions, case.affine)
         print(f"lesion cascade cases done ({time.time() - t0:.0f} s)", flush=True)
     lesions = {k: _lesion_summary(v) for k, v in lesion_rows.items()}
     md = table(groups, lesions)

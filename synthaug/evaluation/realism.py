@@ -32,7 +32,7 @@ from scipy import ndimage
 from scipy.optimize import OptimizeWarning, curve_fit
 from scipy.special import erfc
 
-from ..core.geometry import BODY_HU, spacing_of, to_ras_affine
+from ..core.geometry import BODY_HU, spacing_of, to_ras, to_ras_affine
 from ..core.labels import ORGAN_IDS
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "edge_width",
     "find_liver",
     "lesion_measures",
+    "lesion_measures_in_ras",
     "measure",
     "markdown_table",
     "measure_files",
@@ -279,6 +280,14 @@ def lesion_measures(pet: np.ndarray, lesions: np.ndarray, spacing: Sequence[floa
                     "surround_suv": float(np.median(p[shell])) if shell.any() else None,
                     "edge_width_mm": edge_width(p, m, spacing)})
     return out
+
+
+def lesion_measures_in_ras(pet: np.ndarray, lesions: np.ndarray, affine: np.ndarray, min_voxels: int = 3) -> list[dict]:
+    """:func:`lesion_measures` of ``lesions`` on ``pet`` in any orientation: both are reoriented to RAS
+    first (``affine`` their voxel-to-world map), as :func:`measure` does, so that edge profiles and the
+    shell run along the same axes whatever the file's order."""
+    pet_ras, spacing = to_ras(pet, affine)
+    return lesion_measures(pet_ras, to_ras(np.asarray(lesions) > 0, affine)[0], spacing, min_voxels)
 
 
 def _summary(rows: list[dict], keys: Sequence[str]) -> dict:

@@ -12,6 +12,8 @@ from synthaug.evaluation.realism import (
     arms_length_mm,
     body_outline,
     edge_width,
+    lesion_measures,
+    lesion_measures_in_ras,
     markdown_table,
     measure,
     measure_files,
@@ -103,6 +105,26 @@ def test_lesion_measures_of_a_uniform_ball():
     assert one["suv_max"] == pytest.approx(8.0) and one["mean_over_max"] == pytest.approx(1.0)
     assert one["volume_ml"] == pytest.approx(ball.sum() * 0.064)
     assert one["surround_suv"] == pytest.approx(1.0)
+
+
+def test_lesion_measures_in_any_orientation_are_those_of_the_ras_arrays():
+    """A blurred ball off-centre on an anisotropic RAS grid, stored flipped and with its axes permuted: the
+    rows are those of the RAS arrays. The edge width (mm) tells a spacing taken in the stored axis order
+    while the arrays are reoriented."""
+    spacing = (2.0, 3.0, 5.0)
+    pet = np.full((30, 24, 16), 1.0, np.float32)
+    ball = sphere_mask(pet.shape, spacing, (12, 10, 8), 18.0)
+    pet[ball] = 6.0
+    pet = ndimage.gaussian_filter(pet, 1.0)
+    expected = lesion_measures(pet, ball, spacing)
+    # array axes (z, x reversed, y): world x runs along axis 1 towards -x, y along axis 2, z along axis 0
+    stored_pet, stored_ball = (np.transpose(a, (2, 0, 1))[:, ::-1, :] for a in (pet, ball))
+    affine = np.zeros((4, 4))
+    affine[0, 1], affine[1, 2], affine[2, 0], affine[3, 3] = -2.0, 3.0, 5.0, 1.0
+    got = lesion_measures_in_ras(stored_pet, stored_ball.astype(np.uint8), affine)
+    assert len(got) == len(expected) == 1
+    assert got[0] == pytest.approx(expected[0])
+    assert got[0]["volume_ml"] == pytest.approx(ball.sum() * 0.03)
 
 
 def test_texture_of_white_and_of_gaussian_coloured_noise():
